@@ -1,0 +1,271 @@
+#include "app.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "api.h"
+#include "catalog.h"
+#include "http_server.h"
+#include "latch_limits.h"
+#include "log.h"
+#include "outbound.h"
+#include "refresher.h"
+#include "store.h"
+#include "util/xalloc.h"
+#include "vault.h"
+#include "webhook.h"
+
+#define META_FINGERPRINT "key_fingerprint"
+#define META_INDEX_KEY "sealed:index_key"
+
+static latch_rc
+load_index_key(struct app *a, struct latch_err *err)
+{
+    char *sealed = NULL;
+    unsigned char *pt = NULL;
+    size_t len = 0;
+    latch_rc rc;
+
+    rc = store_meta_get(a->store, META_INDEX_KEY, &sealed);
+    if (rc == LATCH_E_NOT_FOUND) {
+        unsigned char key[VAULT_KEY_LEN];
+        char *env = NULL;
+
+        if (RAND_bytes(key, sizeof key) != 1) {
+            latch_err_set(err, "no randomness for the index key");
+            return LATCH_E_CRYPTO;
+        }
+        rc = vault_seal(a->vault, "meta:" META_INDEX_KEY ":value", key, sizeof key, &env);
+        if (rc == LATCH_OK)
+            rc = store_meta_set(a->store, META_INDEX_KEY, env);
+        if (rc == LATCH_OK)
+            vault_set_index_key(a->vault, key);
+        explicit_bzero(key, sizeof key);
+        free(env);
+        if (rc != LATCH_OK)
+            latch_err_set(err, "cannot create the index key: %s", latch_strerror(rc));
+        return rc;
+    }
+    if (rc != LATCH_OK) {
+        latch_err_set(err, "cannot read the store: %s", latch_strerror(rc));
+        return rc;
+    }
+    rc = vault_open(a->vault, "meta:" META_INDEX_KEY ":value", sealed, &pt, &len);
+    free(sealed);
+    if (rc != LATCH_OK || len != VAULT_KEY_LEN) {
+        latch_err_set(err, "the index key does not decrypt with the configured encryption key");
+        if (pt != NULL)
+            vault_plain_free(pt, len);
+        return LATCH_E_CRYPTO;
+    }
+    vault_set_index_key(a->vault, pt);
+    vault_plain_free(pt, len);
+    return LATCH_OK;
+}
+
+static latch_rc
+check_fingerprint(struct app *a, struct latch_err *err)
+{
+    char *fp = NULL;
+    char mine[65];
+    latch_rc rc = store_meta_get(a->store, META_FINGERPRINT, &fp);
+
+    vault_primary_fingerprint(a->vault, mine);
+    if (rc == LATCH_E_NOT_FOUND)
+        return store_meta_set(a->store, META_FINGERPRINT, mine);
+    if (rc != LATCH_OK) {
+        latch_err_set(err, "cannot read the store: %s", latch_strerror(rc));
+        return rc;
+    }
+    if (!vault_has_fingerprint(a->vault, fp)) {
+        latch_err_set(err, "the encryption key does not match this store (its data was written "
+                           "with another key); refusing to start");
+        rc = LATCH_E_CRYPTO;
+    }
+    free(fp);
+    return rc;
+}
+
+latch_rc
+app_create_env(struct app *a, const char *name, int64_t *env_id, struct latch_err *err)
+{
+    struct store_env e;
+    char key[37];
+    char *aad = NULL;
+    latch_rc rc;
+
+    memset(&e, 0, sizeof e);
+    rc = store_env_create(a->store, name, &e);
+    if (rc != LATCH_OK) {
+        latch_err_set(err, rc == LATCH_E_CONFLICT ? "environment %s exists" : "cannot create %s",
+                      name);
+        goto out;
+    }
+    vault_uuid_v4(key);
+    aad = xasprintf("environments:%lld:webhook_key", (long long)e.id);
+    rc = vault_seal(a->vault, aad, key, strlen(key), &e.webhook_key_sealed);
+    explicit_bzero(key, sizeof key);
+    e.on_auth_creation = true;
+    e.on_auth_refresh_error = true;
+    if (rc == LATCH_OK)
+        rc = store_env_update_webhooks(a->store, &e);
+    if (env_id != NULL)
+        *env_id = e.id;
+out:
+    free(aad);
+    store_env_clear(&e);
+    return rc;
+}
+
+latch_rc
+app_create_secret_key(struct app *a, int64_t env_id, char out[37])
+{
+    unsigned char h[32];
+
+    vault_uuid_v4(out);
+    vault_index_hash(a->vault, out, h);
+    return store_apikey_add(a->store, env_id, h, "generated");
+}
+
+latch_rc
+app_ensure_secret_key(struct app *a, int64_t env_id, char out[37])
+{
+    int64_t n = 0;
+    latch_rc rc = store_apikey_count(a->store, env_id, &n);
+
+    out[0] = '\0';
+    if (rc != LATCH_OK || n > 0)
+        return rc;
+    return app_create_secret_key(a, env_id, out);
+}
+
+latch_rc
+app_open_data(struct app *a, const struct config *cfg, bool create_key_file, struct latch_err *err)
+{
+    struct vault_opts vo;
+    struct store_env dev;
+    latch_rc rc;
+
+    memset(a, 0, sizeof *a);
+    memset(&dev, 0, sizeof dev);
+    a->cfg = cfg;
+    vault_random_hex(a->node_id, 16);
+    vo.env_key_b64 = cfg->encryption_key;
+    vo.key_file = cfg->key_file;
+    vo.create_key_file = create_key_file && cfg->encryption_key == NULL;
+    rc = vault_new(&vo, &a->vault, err);
+    if (rc != LATCH_OK)
+        return rc;
+    if (vault_key_file_created(a->vault))
+        log_info("created encryption key file", "path=%s mode=0600", cfg->key_file);
+    rc = store_open(cfg->database_url, &a->store, err);
+    if (rc == LATCH_OK)
+        rc = store_migrate(a->store, err);
+    if (rc == LATCH_OK)
+        rc = check_fingerprint(a, err);
+    if (rc == LATCH_OK)
+        rc = load_index_key(a, err);
+    if (rc != LATCH_OK)
+        return rc;
+    if (cfg->providers_file != NULL)
+        rc = catalog_load_file(cfg->providers_file, &a->catalog, err);
+    else
+        rc = catalog_load_default(&a->catalog, err);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = store_env_get_by_name(a->store, "dev", &dev);
+    if (rc == LATCH_E_NOT_FOUND) {
+        rc = app_create_env(a, "dev", NULL, err);
+        if (rc == LATCH_OK)
+            rc = store_env_get_by_name(a->store, "dev", &dev);
+    }
+    if (rc != LATCH_OK) {
+        if (err->msg[0] == '\0')
+            latch_err_set(err, "cannot load the dev environment: %s", latch_strerror(rc));
+        goto out;
+    }
+    if (cfg->secret_key != NULL) {
+        unsigned char h[32];
+        int64_t owner = 0;
+
+        vault_index_hash(a->vault, cfg->secret_key, h);
+        rc = store_apikey_lookup(a->store, h, &owner);
+        if (rc == LATCH_E_NOT_FOUND)
+            rc = store_apikey_add(a->store, dev.id, h, "LATCH_SECRET_KEY");
+        else if (rc == LATCH_OK && owner != dev.id) {
+            latch_err_set(err, "LATCH_SECRET_KEY belongs to another environment");
+            rc = LATCH_E_CONFLICT;
+        }
+    }
+    if (rc == LATCH_OK && cfg->webhook_url != NULL &&
+        (dev.webhook_url == NULL || strcmp(dev.webhook_url, cfg->webhook_url) != 0)) {
+        free(dev.webhook_url);
+        dev.webhook_url = xstrdup(cfg->webhook_url);
+        rc = store_env_update_webhooks(a->store, &dev);
+    }
+out:
+    store_env_clear(&dev);
+    return rc;
+}
+
+latch_rc
+app_start(struct app *a, const struct config *cfg, struct latch_err *err)
+{
+    struct outbound_opts oo;
+    struct http_server_opts ho;
+    latch_rc rc;
+
+    rc = app_open_data(a, cfg, true, err);
+    if (rc != LATCH_OK)
+        return rc;
+    memset(&oo, 0, sizeof oo);
+    oo.resolve = cfg->resolve;
+    oo.ca_file = cfg->ca_file;
+    oo.allow_http = cfg->allow_http;
+    oo.allow_private = cfg->allow_private;
+    rc = outbound_start(&oo, &a->outbound, err);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = webhook_start(a, &a->webhook);
+    if (rc == LATCH_OK)
+        rc = refresher_start(a, &a->refresher);
+    if (rc != LATCH_OK) {
+        latch_err_set(err, "cannot start background threads");
+        return rc;
+    }
+    memset(&ho, 0, sizeof ho);
+    ho.bind_addr = cfg->bind;
+    ho.port = (uint16_t)cfg->port;
+    ho.threads = (unsigned)cfg->threads;
+    ho.conn_limit = (unsigned)cfg->conn_limit;
+    ho.conn_timeout_s = 60;
+    ho.header_limit = LATCH_MAX_HEADER_BYTES;
+    ho.dispatch = api_dispatch;
+    ho.body_limit = api_body_limit;
+    ho.stream_body = api_stream_body;
+    ho.ud = a;
+    return http_server_start(&ho, &a->http, err);
+}
+
+void
+app_stop(struct app *a)
+{
+    http_server_stop(a->http);
+    a->http = NULL;
+    /* outbound first: it runs the pending callbacks of webhook and refresher jobs */
+    outbound_stop(a->outbound);
+    a->outbound = NULL;
+    webhook_stop(a->webhook);
+    a->webhook = NULL;
+    refresher_stop(a->refresher);
+    a->refresher = NULL;
+    catalog_free(a->catalog);
+    a->catalog = NULL;
+    store_close(a->store);
+    a->store = NULL;
+    vault_free(a->vault);
+    a->vault = NULL;
+}

@@ -1,0 +1,59 @@
+/*
+ * app.h - the running service: everything a request handler may use, built once by
+ * `latch serve` (app_start) and torn down at exit (app_stop).
+ *
+ * Ownership: struct app owns every member. Threads: members are thread-safe objects (see their
+ * headers); the struct itself is immutable after app_start.
+ */
+#ifndef LATCH_APP_H
+#define LATCH_APP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "rc.h"
+
+struct store;
+struct vault;
+struct catalog;
+struct outbound;
+struct http_server;
+struct webhook;
+struct refresher;
+
+struct app {
+    const struct config *cfg;
+    struct store *store;
+    struct vault *vault;
+    struct catalog *catalog;
+    struct outbound *outbound;
+    struct webhook *webhook;
+    struct refresher *refresher;
+    struct http_server *http;
+    char node_id[33]; /* random per process: lease owner prefix */
+};
+
+/*
+ * Opens the vault and the store, applies migrations, checks the key fingerprint, loads the
+ * index key and the catalogue, and makes sure the dev environment exists. Used by serve and by
+ * the CLI commands that touch data (no network, no HTTP).
+ */
+latch_rc app_open_data(struct app *a, const struct config *cfg, bool create_key_file,
+                       struct latch_err *err);
+/* app_open_data + outbound + webhook worker + refresher + HTTP server. */
+latch_rc app_start(struct app *a, const struct config *cfg, struct latch_err *err);
+void app_stop(struct app *a);
+
+/*
+ * Makes sure the environment has at least one secret key; if it has none, creates one and
+ * returns it in out (UUID v4, shown once); else out[0] = '\0'. LATCH_SECRET_KEY (pinned) is
+ * handled by app_open_data for dev.
+ */
+latch_rc app_ensure_secret_key(struct app *a, int64_t env_id, char out[37]);
+/* Creates a new secret key for the environment and returns it (shown once). */
+latch_rc app_create_secret_key(struct app *a, int64_t env_id, char out[37]);
+/* Creates an environment with its webhook signing key. */
+latch_rc app_create_env(struct app *a, const char *name, int64_t *env_id, struct latch_err *err);
+
+#endif

@@ -1,0 +1,356 @@
+/*
+ * main.c - the latch binary: `latch serve` and the operator commands.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "app.h"
+#include "config.h"
+#include "http_server.h"
+#include "log.h"
+#include "store.h"
+#include "util/xalloc.h"
+#include "vault.h"
+
+static int
+usage(FILE *f)
+{
+    fprintf(f, "latch %s - link your customers' third-party accounts (Nango-compatible API)\n\n"
+               "usage: latch <command> [args]\n\n"
+               "commands:\n"
+               "  serve                 run the API and the Connect UI\n"
+               "  migrate               apply database migrations and exit\n"
+               "  keys rotate           add a new encryption key and re-encrypt every secret\n"
+               "  keys retire <kid>     remove an old key (after rotate)\n"
+               "  keys status           show key ids and how many secrets each protects\n"
+               "  keys create-secret [env]  create another API secret key (default env: dev)\n"
+               "  env create <name>     create an environment (prints its secret key)\n"
+               "  env list              list environments\n"
+               "  env set-webhook <name> <url> [secondary-url]\n"
+               "  env webhook-key <name>    print the webhook signing key\n"
+               "  version               print the version\n\n"
+               "Run `latch <command> --help` for details. Configuration is read from the\n"
+               "environment:\n\n",
+            LATCH_VERSION);
+    config_help(f);
+    return f == stderr ? 2 : 0;
+}
+
+static bool
+wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return true;
+    return false;
+}
+
+static int
+die(const char *what, const struct latch_err *err, latch_rc rc)
+{
+    fprintf(stderr, "latch: %s: %s\n", what, err->msg[0] ? err->msg : latch_strerror(rc));
+    return 1;
+}
+
+static int
+cmd_serve(const struct config *cfg)
+{
+    struct app a;
+    struct latch_err err;
+    sigset_t set;
+    int sig = 0;
+    char key[37];
+    struct store_env dev;
+    latch_rc rc;
+
+    latch_err_clear(&err);
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit: only main handles them */
+    rc = app_start(&a, cfg, &err);
+    if (rc != LATCH_OK)
+        return die("cannot start", &err, rc);
+    memset(&dev, 0, sizeof dev);
+    if (store_env_get_by_name(a.store, "dev", &dev) == LATCH_OK &&
+        app_ensure_secret_key(&a, dev.id, key) == LATCH_OK && key[0] != '\0') {
+        printf("\n  A secret key for the dev environment was created. It is shown only once:\n\n"
+               "      %s\n\n  Keep it in your backend's secrets (Authorization: Bearer <key>).\n",
+               key);
+        explicit_bzero(key, sizeof key);
+    }
+    store_env_clear(&dev);
+    printf("\n  latch %s is running (store: %s)\n"
+           "    API:         http://%s:%u\n"
+           "    Connect UI:  %s/ui/  (open a connect_link from POST /connect/sessions)\n"
+           "    Health:      http://%s:%u/health\n\n",
+           LATCH_VERSION, store_backend(a.store), cfg->bind, http_server_port(a.http),
+           cfg->public_url, cfg->bind, http_server_port(a.http));
+    fflush(stdout);
+    log_info("listening", "port=%u", http_server_port(a.http));
+    (void)sigwait(&set, &sig);
+    log_info("shutting down", "signal=%d", sig);
+    app_stop(&a);
+    return 0;
+}
+
+static latch_rc
+reseal_cb(const struct store_sealed_ref *ref, char **new_sealed, void *ud)
+{
+    struct vault *v = ud;
+    char kid[VAULT_KID_LEN + 1], primary[VAULT_KID_LEN + 1];
+    char col[64];
+    char *aad;
+    unsigned char *pt = NULL;
+    size_t len = 0;
+    size_t cl = strlen(ref->column);
+    latch_rc rc;
+
+    *new_sealed = NULL;
+    vault_primary_kid(v, primary);
+    if (vault_envelope_kid(ref->sealed, kid) == LATCH_OK && strcmp(kid, primary) == 0)
+        return LATCH_OK; /* already under the new key */
+    if (cl > 7 && strcmp(ref->column + cl - 7, "_sealed") == 0)
+        cl -= 7;
+    if (cl >= sizeof col)
+        return LATCH_E_INVAL;
+    memcpy(col, ref->column, cl);
+    col[cl] = '\0';
+    aad = xasprintf("%s:%s:%s", ref->table, ref->row, col);
+    rc = vault_open(v, aad, ref->sealed, &pt, &len);
+    if (rc == LATCH_OK) {
+        rc = vault_seal(v, aad, pt, len, new_sealed);
+        vault_plain_free(pt, len);
+    }
+    free(aad);
+    return rc;
+}
+
+static int
+cmd_keys(const struct config *cfg, int argc, char **argv)
+{
+    struct app a;
+    struct latch_err err;
+    latch_rc rc;
+    int ret = 0;
+
+    latch_err_clear(&err);
+    if (argc < 1 || wants_help(argc + 1, argv - 1)) {
+        printf("usage: latch keys rotate | retire <kid> | status | create-secret [env]\n\n"
+               "rotate: adds a fresh key to LATCH_KEY_FILE (it becomes the primary), re-encrypts\n"
+               "every stored secret under it (running servers keep serving and pick up the new\n"
+               "key), and records the new key's fingerprint. Then `latch keys retire <old kid>`.\n");
+        return argc < 1 ? 2 : 0;
+    }
+    rc = app_open_data(&a, cfg, false, &err);
+    if (rc != LATCH_OK)
+        return die("cannot open the store", &err, rc);
+    if (strcmp(argv[0], "rotate") == 0) {
+        char kid[VAULT_KID_LEN + 1];
+        char fp[65];
+        size_t n = 0;
+
+        rc = vault_rotate_add_key(a.vault, kid, &err);
+        if (rc != LATCH_OK) {
+            ret = die("rotate", &err, rc);
+            goto out;
+        }
+        /* new seals by running servers use the new key within about a second */
+        rc = store_reseal_all(a.store, reseal_cb, a.vault, &n);
+        if (rc == LATCH_OK) {
+            vault_primary_fingerprint(a.vault, fp);
+            rc = store_meta_set(a.store, "key_fingerprint", fp);
+        }
+        if (rc != LATCH_OK) {
+            ret = die("re-encrypt", &err, rc);
+            goto out;
+        }
+        printf("new primary key %s; %zu secrets re-encrypted\n", kid, n);
+    } else if (strcmp(argv[0], "retire") == 0 && argc == 2) {
+        rc = vault_retire_key(a.vault, argv[1], &err);
+        if (rc != LATCH_OK)
+            ret = die("retire", &err, rc);
+        else
+            printf("key %s retired\n", argv[1]);
+    } else if (strcmp(argv[0], "status") == 0) {
+        char kid[VAULT_KID_LEN + 1];
+
+        vault_primary_kid(a.vault, kid);
+        printf("primary key id: %s\nstore: %s\n", kid, store_backend(a.store));
+    } else if (strcmp(argv[0], "create-secret") == 0) {
+        struct store_env e;
+        char key[37];
+
+        memset(&e, 0, sizeof e);
+        rc = store_env_get_by_name(a.store, argc > 1 ? argv[1] : "dev", &e);
+        if (rc == LATCH_OK)
+            rc = app_create_secret_key(&a, e.id, key);
+        if (rc != LATCH_OK) {
+            ret = die("create-secret", &err, rc);
+        } else {
+            printf("%s\n", key);
+            explicit_bzero(key, sizeof key);
+        }
+        store_env_clear(&e);
+    } else {
+        fprintf(stderr, "latch keys: unknown subcommand\n");
+        ret = 2;
+    }
+out:
+    app_stop(&a);
+    return ret;
+}
+
+static int
+cmd_env(const struct config *cfg, int argc, char **argv)
+{
+    struct app a;
+    struct latch_err err;
+    latch_rc rc;
+    int ret = 0;
+
+    latch_err_clear(&err);
+    if (argc < 1 || wants_help(argc + 1, argv - 1)) {
+        printf("usage: latch env create <name> | list | set-webhook <name> <url> [secondary] |\n"
+               "                 webhook-key <name>\n\n"
+               "Every row belongs to one environment; a secret key sees only its own.\n");
+        return argc < 1 ? 2 : 0;
+    }
+    rc = app_open_data(&a, cfg, false, &err);
+    if (rc != LATCH_OK)
+        return die("cannot open the store", &err, rc);
+    if (strcmp(argv[0], "create") == 0 && argc == 2) {
+        int64_t id = 0;
+        char key[37];
+
+        rc = app_create_env(&a, argv[1], &id, &err);
+        if (rc == LATCH_OK)
+            rc = app_create_secret_key(&a, id, key);
+        if (rc != LATCH_OK) {
+            ret = die("env create", &err, rc);
+        } else {
+            printf("environment %s created; its secret key (shown once):\n%s\n", argv[1], key);
+            explicit_bzero(key, sizeof key);
+        }
+    } else if (strcmp(argv[0], "list") == 0) {
+        struct store_env *v = NULL;
+        size_t n = 0;
+
+        rc = store_env_list(a.store, &v, &n);
+        for (size_t i = 0; rc == LATCH_OK && i < n; i++)
+            printf("%s\twebhook=%s\n", v[i].name, v[i].webhook_url ? v[i].webhook_url : "-");
+        store_env_list_free(v, n);
+    } else if (strcmp(argv[0], "set-webhook") == 0 && (argc == 3 || argc == 4)) {
+        struct store_env e;
+
+        memset(&e, 0, sizeof e);
+        rc = store_env_get_by_name(a.store, argv[1], &e);
+        if (rc == LATCH_OK) {
+            free(e.webhook_url);
+            e.webhook_url = argv[2][0] ? xstrdup(argv[2]) : NULL;
+            if (argc == 4) {
+                free(e.webhook_url_secondary);
+                e.webhook_url_secondary = argv[3][0] ? xstrdup(argv[3]) : NULL;
+            }
+            rc = store_env_update_webhooks(a.store, &e);
+        }
+        if (rc != LATCH_OK)
+            ret = die("set-webhook", &err, rc);
+        store_env_clear(&e);
+    } else if (strcmp(argv[0], "webhook-key") == 0 && argc == 2) {
+        struct store_env e;
+        unsigned char *pt = NULL;
+        size_t len = 0;
+        char *aad = NULL;
+
+        memset(&e, 0, sizeof e);
+        rc = store_env_get_by_name(a.store, argv[1], &e);
+        if (rc == LATCH_OK) {
+            aad = xasprintf("environments:%lld:webhook_key", (long long)e.id);
+            rc = vault_open(a.vault, aad, e.webhook_key_sealed, &pt, &len);
+        }
+        if (rc != LATCH_OK)
+            ret = die("webhook-key", &err, rc);
+        else
+            printf("%s\n", (const char *)pt);
+        if (pt != NULL)
+            vault_plain_free(pt, len);
+        free(aad);
+        store_env_clear(&e);
+    } else {
+        fprintf(stderr, "latch env: unknown subcommand\n");
+        ret = 2;
+    }
+    app_stop(&a);
+    return ret;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct config cfg;
+    struct latch_err err;
+    int lvl, ret;
+    latch_rc rc;
+
+    if (argc < 2)
+        return usage(stderr);
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0)
+        return usage(stdout);
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("latch %s\n", LATCH_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "serve") == 0 && wants_help(argc, argv)) {
+        printf("usage: latch serve\n\nRuns the API and the Connect UI. Settings (environment):\n\n");
+        config_help(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "migrate") == 0 && wants_help(argc, argv)) {
+        printf("usage: latch migrate\n\nApplies pending database migrations and exits.\n");
+        return 0;
+    }
+    latch_err_clear(&err);
+    rc = config_load(&cfg, &err);
+    if (rc != LATCH_OK)
+        return die("configuration", &err, rc);
+    lvl = log_level_parse(cfg.log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "latch: LATCH_LOG_LEVEL must be debug, info, warn or error\n");
+        return 1;
+    }
+    log_min_level = (enum log_level)lvl;
+    signal(SIGPIPE, SIG_IGN);
+    umask(077);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    json_object_seed(0);
+
+    if (strcmp(argv[1], "serve") == 0) {
+        ret = cmd_serve(&cfg);
+    } else if (strcmp(argv[1], "migrate") == 0) {
+        struct app a;
+
+        rc = app_open_data(&a, &cfg, true, &err);
+        ret = rc == LATCH_OK ? 0 : die("migrate", &err, rc);
+        if (rc == LATCH_OK)
+            printf("schema version %d\n", store_schema_version(a.store));
+        app_stop(&a);
+    } else if (strcmp(argv[1], "keys") == 0) {
+        ret = cmd_keys(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(argv[1], "env") == 0) {
+        ret = cmd_env(&cfg, argc - 2, argv + 2);
+    } else {
+        ret = usage(stderr);
+    }
+    curl_global_cleanup();
+    config_free(&cfg);
+    return ret;
+}

@@ -1,0 +1,24 @@
+/*
+ * str.h - small string helpers that replace the banned libc ones. Thread-safe.
+ */
+#ifndef LATCH_STR_H
+#define LATCH_STR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* OpenBSD strlcpy: copies at most size-1 bytes, always terminates; returns strlen(src). */
+size_t latch_strlcpy(char *dst, const char *src, size_t size);
+
+/*
+ * OpenBSD strtonum: parses a base-10 integer in [minval, maxval]. On error returns 0 and sets
+ * *errstr to a static message ("invalid", "too small", "too large"); else *errstr = NULL.
+ */
+long long latch_strtonum(const char *s, long long minval, long long maxval, const char **errstr);
+
+/* Case-insensitive ASCII prefix test. */
+bool latch_str_has_prefix_ci(const char *s, const char *prefix);
+/* Constant-time comparison of two equal-length byte strings. */
+bool latch_mem_equal_ct(const void *a, const void *b, size_t n);
+
+#endif

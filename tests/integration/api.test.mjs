@@ -1,0 +1,278 @@
+// The management API against a real latch process: every route, its errors, cross-environment
+// isolation, and encryption at rest (a canary secret never appears in the SQLite files).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startStack, api, LATCH_BIN } from './lib/stack.mjs';
+
+let s;
+before(async () => { s = await startStack(); });
+after(async () => { await s?.stop(); });
+
+const ISO_Z = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+const ISO_OFF = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00$/;
+
+function importBody(id, extra = {}) {
+  return {
+    provider_config_key: 'ninjaone-rmm',
+    connection_id: id,
+    connection_config: { instance: 'eu.ninjarmm.com' },
+    credentials: { type: 'OAUTH2_CC', token: `tok-${id}`, client_id: 'KTmhkNf1_dZZVPmIQTK_lH2DCNJ', client_secret: `secret-${id}-0123456789` },
+    ...extra,
+  };
+}
+
+test('health and unknown routes', async () => {
+  const h = await api(s.latchUrl, null, 'GET', '/health');
+  assert.equal(h.status, 200);
+  assert.deepEqual(h.json, { result: 'ok' });
+  assert.match(h.headers.get('x-request-id'), /^[0-9a-f]{16}$/);
+  assert.equal(h.headers.get('access-control-allow-origin'), '*');
+  const n = await api(s.latchUrl, null, 'GET', '/nope');
+  assert.equal(n.status, 404);
+  assert.equal(n.json.error.code, 'not_found');
+  assert.equal(typeof n.json.error.message, 'string');
+});
+
+test('authentication errors use Nango codes', async () => {
+  let r = await api(s.latchUrl, null, 'GET', '/integrations');
+  assert.equal(r.status, 401);
+  assert.equal(r.json.error.code, 'missing_auth_header');
+  r = await api(s.latchUrl, 'not-a-uuid', 'GET', '/integrations');
+  assert.equal(r.status, 401);
+  assert.equal(r.json.error.code, 'invalid_secret_key_format');
+  r = await api(s.latchUrl, '2b2b1e3c-9d0a-4f2e-8a41-5e6f7a8b9c0d', 'GET', '/integrations');
+  assert.equal(r.status, 401);
+  assert.equal(r.json.error.code, 'unknown_account');
+  r = await api(s.latchUrl, 'nango_connect_session_xyz', 'GET', '/connect/session');
+  assert.equal(r.status, 401);
+  assert.equal(r.json.error.code, 'invalid_connect_session_token_format');
+});
+
+test('request hygiene: bad JSON, content type, unknown fields, oversize, deep JSON', async () => {
+  let r = await s.api('POST', '/integrations', '{"provider":', { raw: true, headers: { 'content-type': 'application/json' } });
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'invalid_json');
+  r = await s.api('POST', '/integrations', 'provider=x', { raw: true, headers: { 'content-type': 'text/plain' } });
+  assert.equal(r.status, 415);
+  assert.equal(r.json.error.code, 'invalid_content_type');
+  r = await s.api('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'x1', bogus: 1 });
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'invalid_body');
+  assert.ok(r.json.error.errors.some((e) => e.code === 'unrecognized_keys'));
+  r = await s.api('POST', '/integrations', 'x'.repeat(2 * 1024 * 1024), { raw: true, headers: { 'content-type': 'application/json' } });
+  assert.equal(r.status, 413);
+  r = await s.api('POST', '/integrations', '['.repeat(5000) + ']'.repeat(5000), { raw: true, headers: { 'content-type': 'application/json' } });
+  assert.equal(r.status, 400);
+  r = await s.api('GET', '/integrations?x=1');
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'invalid_query_params');
+});
+
+test('providers', async () => {
+  const r = await s.api('GET', '/providers/ninjaone-rmm');
+  assert.equal(r.status, 200);
+  const p = r.json.data;
+  assert.equal(p.name, 'ninjaone-rmm');
+  assert.equal(p.auth_mode, 'OAUTH2_CC');
+  assert.deepEqual(p.connection_config.instance.enum, ['app.ninjarmm.com', 'us2.ninjarmm.com', 'eu.ninjarmm.com', 'ca.ninjarmm.com', 'oc.ninjarmm.com']);
+  assert.equal(p.credentials.client_secret.secret, true);
+  const list = await s.api('GET', '/providers');
+  assert.equal(list.status, 200);
+  assert.ok(list.json.data.some((x) => x.name === 'ninjaone-rmm'));
+  const nf = await s.api('GET', '/providers/does-not-exist');
+  assert.equal(nf.status, 404);
+  assert.equal(nf.json.error.code, 'not_found');
+});
+
+test('integrations CRUD', async () => {
+  let r = await s.api('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'ninja-two', display_name: 'Ninja Two', integration_config: { oauth_scopes: 'monitoring' } });
+  assert.equal(r.status, 200);
+  assert.equal(r.json.data.unique_key, 'ninja-two');
+  assert.equal(r.json.data.display_name, 'Ninja Two');
+  assert.match(r.json.data.created_at, ISO_Z);
+  r = await s.api('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'ninja-two' });
+  assert.equal(r.status, 400);
+  assert.deepEqual(r.json.error.errors[0].path, ['uniqueKey']);
+  r = await s.api('POST', '/integrations', { provider: 'no-such-provider', unique_key: 'zz' });
+  assert.equal(r.status, 400);
+  assert.deepEqual(r.json.error.errors[0].path, ['provider']);
+  r = await s.api('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'cc-creds', credentials: { type: 'OAUTH2', client_id: 'a', client_secret: 'b' } });
+  assert.equal(r.status, 400);
+  r = await s.api('GET', '/integrations/ninja-two?include=webhook&include=credentials');
+  assert.equal(r.status, 200);
+  assert.equal(r.json.data.webhook_url, null);
+  assert.equal(r.json.data.credentials, null);
+  r = await s.api('PATCH', '/integrations/ninja-two', { display_name: 'Renamed', unique_key: 'ninja-three' });
+  assert.equal(r.status, 200);
+  assert.equal(r.json.data.display_name, 'Renamed');
+  r = await s.api('GET', '/integrations');
+  assert.ok(r.json.data.some((i) => i.unique_key === 'ninja-three'));
+  assert.ok(!r.json.data.some((i) => i.unique_key === 'ninja-two'));
+  r = await s.api('DELETE', '/integrations/ninja-three');
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.json, { success: true });
+  r = await s.api('DELETE', '/integrations/ninja-three');
+  assert.equal(r.status, 404);
+  r = await s.api('GET', '/integrations/ninja-three');
+  assert.equal(r.status, 404);
+});
+
+test('connections: import, get with credentials, list, filters, patch, metadata, delete', async () => {
+  let r = await s.api('POST', '/connections', importBody('c-1', { tags: { Team: 'blue' }, end_user: { id: 'u-1', email: 'u1@example.com' } }));
+  assert.equal(r.status, 201, r.text);
+  assert.equal(r.json.connection_id, 'c-1');
+  assert.equal(r.json.credentials.token, 'tok-c-1');
+  assert.match(r.json.created_at, ISO_Z);
+  assert.deepEqual(r.json.errors, []);
+  r = await s.api('POST', '/connections', importBody('c-2'));
+  assert.equal(r.status, 201);
+
+  r = await s.api('GET', '/connections/c-1?provider_config_key=ninjaone-rmm&force_refresh=false&refresh_token=false&refresh_github_app_jwt_token=false');
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.credentials.type, 'OAUTH2_CC');
+  assert.equal(r.json.credentials.client_secret, 'secret-c-1-0123456789');
+  assert.equal(r.json.connection_config.instance, 'eu.ninjarmm.com');
+  assert.match(r.json.created_at, ISO_OFF);
+  assert.equal(r.json.tags.team, 'blue');
+  assert.equal(r.json.tags.end_user_id, 'u-1');
+  assert.equal(r.json.end_user.id, 'u-1');
+
+  r = await s.api('GET', '/connections/c-1');
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'invalid_query_params');
+  r = await s.api('GET', '/connections/c-1?provider_config_key=nope');
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'unknown_provider_config');
+  r = await s.api('GET', '/connections/nope?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 404);
+  assert.equal(r.json.error.code, 'not_found');
+
+  r = await s.api('GET', '/connections');
+  assert.equal(r.status, 200);
+  const ids = r.json.connections.map((c) => c.connection_id);
+  assert.ok(ids.includes('c-1') && ids.includes('c-2'));
+  assert.equal(ids.indexOf('c-2') < ids.indexOf('c-1'), true, 'newest first');
+  assert.ok(!('credentials' in r.json.connections[0]));
+  assert.match(r.json.connections[0].created, ISO_OFF);
+  r = await s.api('GET', '/connections?tags[team]=blue');
+  assert.deepEqual(r.json.connections.map((c) => c.connection_id), ['c-1']);
+  r = await s.api('GET', '/connections?endUserId=u-1');
+  assert.deepEqual(r.json.connections.map((c) => c.connection_id), ['c-1']);
+  r = await s.api('GET', '/connections?connectionId=c-2');
+  assert.deepEqual(r.json.connections.map((c) => c.connection_id), ['c-2']);
+  r = await s.api('GET', '/connections?limit=1&page=1');
+  assert.equal(r.json.connections.length, 1);
+  r = await s.api('GET', '/connections?bogus=1');
+  assert.equal(r.status, 400);
+
+  r = await s.api('PATCH', '/connections/c-2?provider_config_key=ninjaone-rmm', { tags: { env: 'prod' } });
+  assert.equal(r.status, 200, r.text);
+  r = await s.api('GET', '/connections?tags[env]=prod');
+  assert.deepEqual(r.json.connections.map((c) => c.connection_id), ['c-2']);
+  r = await s.api('PATCH', '/connections/c-2?provider_config_key=ninjaone-rmm', { connection_config: { instance: 'app.ninjarmm.com' } });
+  assert.equal(r.status, 400, 'connection_config is not patchable');
+
+  r = await s.api('POST', '/connections/metadata', { connection_id: 'c-1', provider_config_key: 'ninjaone-rmm', metadata: { a: 1, b: 2 } });
+  assert.equal(r.status, 201);
+  r = await s.api('PATCH', '/connections/metadata', { connection_id: ['c-1'], provider_config_key: 'ninjaone-rmm', metadata: { b: 3, c: 4 } });
+  assert.equal(r.status, 200);
+  r = await s.api('GET', '/connections/c-1?provider_config_key=ninjaone-rmm');
+  assert.deepEqual(r.json.metadata, { a: 1, b: 3, c: 4 });
+  r = await s.api('POST', '/connections/metadata', { connection_id: 'nope', provider_config_key: 'ninjaone-rmm', metadata: {} });
+  assert.equal(r.status, 404);
+  assert.equal(r.json.error.code, 'unknown_connection');
+
+  r = await s.api('DELETE', '/connections/c-2?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 200);
+  r = await s.api('GET', '/connections/c-2?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 404);
+  // deprecated singular alias
+  r = await s.api('GET', '/connection/c-1?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 200);
+});
+
+test('import validates the instance against the provider definition', async () => {
+  for (const instance of ['evil.example.com', 'eu.ninjarmm.com.evil.com', 'EU.ninjarmm.com', '127.0.0.1', 'eu.ninjarmm.com.']) {
+    const r = await s.api('POST', '/connections', importBody('bad', { connection_config: { instance } }));
+    assert.equal(r.status, 400, instance);
+    assert.deepEqual(r.json.error.errors[0].path, ['connection_config', 'instance']);
+  }
+  const r = await s.api('POST', '/connections', { provider_config_key: 'ninjaone-rmm', credentials: { type: 'OAUTH2_CC' } });
+  assert.equal(r.status, 400);
+  const paths = r.json.error.errors.map((e) => e.path.join('.'));
+  for (const p of ['credentials.token', 'credentials.client_id', 'credentials.client_secret']) assert.ok(paths.includes(p), p);
+});
+
+test('one environment can never read or change another environment\'s data', async () => {
+  const out = execFileSync(LATCH_BIN, ['env', 'create', 'prod'], { cwd: s.dir, env: { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_KEY_FILE: path.join(s.dir, 'latch.key') } }).toString();
+  const prodKey = out.match(/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/)[0];
+  const p = (m, u, b) => api(s.latchUrl, prodKey, m, u, b);
+  let r = await p('GET', '/integrations');
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.json.data, []);
+  r = await p('GET', '/connections');
+  assert.deepEqual(r.json.connections, []);
+  r = await p('GET', '/connections/c-1?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 400, 'the dev integration does not exist in prod');
+  r = await p('DELETE', '/integrations/ninjaone-rmm');
+  assert.equal(r.status, 404);
+  r = await p('POST', '/connections/metadata', { connection_id: 'c-1', provider_config_key: 'ninjaone-rmm', metadata: { x: 1 } });
+  assert.equal(r.status, 404);
+  // same unique key in both environments is fine and separate
+  r = await p('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'ninjaone-rmm' });
+  assert.equal(r.status, 200);
+  r = await p('GET', '/connections/c-1?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 404);
+  r = await s.api('GET', '/connections/c-1?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 200, 'dev still sees its own');
+});
+
+test('secrets are encrypted at rest: a canary never appears in the SQLite files', async () => {
+  const canary = 'CANARYsecret' + Math.random().toString(36).slice(2) + 'XYZ';
+  const token = 'CANARYtoken' + Math.random().toString(36).slice(2);
+  const r = await s.api('POST', '/connections', importBody('canary', { credentials: { type: 'OAUTH2_CC', token, client_id: 'KTmhkNf1_dZZVPmIQTK_lH2DCNJ', client_secret: canary } }));
+  assert.equal(r.status, 201);
+  const back = await s.api('GET', '/connections/canary?provider_config_key=ninjaone-rmm');
+  assert.equal(back.json.credentials.client_secret, canary, 'decrypts correctly');
+  const files = fs.readdirSync(s.dir).filter((f) => f.startsWith('latch.db'));
+  assert.ok(files.includes('latch.db'));
+  for (const f of files) {
+    const bytes = fs.readFileSync(path.join(s.dir, f));
+    assert.equal(bytes.includes(canary), false, `secret in ${f}`);
+    assert.equal(bytes.includes(token), false, `token in ${f}`);
+  }
+  const log = s.logs();
+  assert.equal(log.includes(canary), false, 'secret in logs');
+  assert.equal(log.includes(token), false, 'token in logs');
+  const mode = fs.statSync(path.join(s.dir, 'latch.key')).mode & 0o777;
+  assert.equal(mode, 0o600);
+});
+
+test('latch refuses to start with a key that does not match the store', async () => {
+  const env = { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'), LATCH_KEY_FILE: path.join(s.dir, 'nope.key') };
+  let failed = false;
+  try {
+    execFileSync(LATCH_BIN, ['migrate'], { cwd: s.dir, env, stdio: 'pipe' });
+  } catch (e) {
+    failed = true;
+    assert.match(e.stderr.toString(), /does not match/);
+  }
+  assert.ok(failed);
+});
+
+test('key rotation re-encrypts every secret while the server keeps serving', async () => {
+  const env = { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_KEY_FILE: path.join(s.dir, 'latch.key') };
+  const before = fs.readFileSync(path.join(s.dir, 'latch.key'), 'utf8');
+  const out = execFileSync(LATCH_BIN, ['keys', 'rotate'], { cwd: s.dir, env }).toString();
+  assert.match(out, /re-encrypted/);
+  const after = fs.readFileSync(path.join(s.dir, 'latch.key'), 'utf8');
+  assert.notEqual(before, after);
+  const r = await s.api('GET', '/connections/canary?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 200, 'running server reads rows sealed under the new key');
+  assert.match(r.json.credentials.client_secret, /^CANARYsecret/);
+  const created = await s.api('POST', '/connections', importBody('after-rotate'));
+  assert.equal(created.status, 201);
+});

@@ -1,0 +1,1179 @@
+/*
+ * test_store.c - store contract tests against the SQLite backend (a real file in a mkdtemp dir).
+ */
+#include <sys/stat.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "latch_limits.h"
+#include "store.h"
+#include "util/xalloc.h"
+
+struct fx {
+    char dir[64];
+    char path[128];
+    struct store *s;
+    int64_t env;
+};
+
+static void
+rm_files(const char *path)
+{
+    char p[160];
+
+    (void)unlink(path);
+    (void)snprintf(p, sizeof p, "%s-wal", path);
+    (void)unlink(p);
+    (void)snprintf(p, sizeof p, "%s-shm", path);
+    (void)unlink(p);
+}
+
+static int teardown(void **state);
+
+static int
+setup(void **state)
+{
+    struct fx *f = xcalloc(1, sizeof *f);
+    struct latch_err err;
+    struct store_env e;
+    char url[160];
+
+    (void)snprintf(f->dir, sizeof f->dir, "/tmp/latch_store_XXXXXX");
+    *state = f;
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    (void)snprintf(f->path, sizeof f->path, "%s/latch.db", f->dir);
+    (void)snprintf(url, sizeof url, "sqlite:%s", f->path);
+    latch_err_clear(&err);
+    if (store_open(url, &f->s, &err) != LATCH_OK || store_migrate(f->s, &err) != LATCH_OK ||
+        store_env_create(f->s, "dev", &e) != LATCH_OK) {
+        print_error("setup: %s\n", err.msg);
+        (void)teardown(state);
+        return -1;
+    }
+    f->env = e.id;
+    store_env_clear(&e);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+
+    store_close(f->s);
+    rm_files(f->path);
+    (void)rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void
+add_integration(struct store *s, int64_t env, const char *key)
+{
+    struct store_integration i;
+
+    memset(&i, 0, sizeof i);
+    i.env_id = env;
+    i.unique_key = xstrdup(key);
+    i.provider = xstrdup("ninjaone");
+    assert_int_equal(store_integration_create(s, &i), LATCH_OK);
+    assert_true(i.id > 0);
+    store_integration_clear(&i);
+}
+
+/* Inserts a connection; returns its row id. end_user / tags may be NULL. */
+static int64_t
+add_conn(struct store *s, int64_t env, const char *key, const char *cid, const char *end_user,
+         const char *tags)
+{
+    struct store_connection c;
+    bool created = false;
+    int64_t id;
+    char uid[96];
+
+    (void)snprintf(uid, sizeof uid, "uid-%s-%s", key, cid);
+    memset(&c, 0, sizeof c);
+    c.env_id = env;
+    c.uid = xstrdup(uid);
+    c.connection_id = xstrdup(cid);
+    c.provider_config_key = xstrdup(key);
+    c.credentials_sealed = xstrdup("sealed-1");
+    c.end_user_json = end_user != NULL ? xstrdup(end_user) : NULL;
+    c.tags_json = tags != NULL ? xstrdup(tags) : NULL;
+    c.expires_at = 0;
+    assert_int_equal(store_connection_upsert(s, &c, &created), LATCH_OK);
+    assert_true(created);
+    id = c.id;
+    store_connection_clear(&c);
+    return id;
+}
+
+/* ---- open, migrate, file ---- */
+
+static void
+test_open_urls(void **state)
+{
+    struct fx *f = *state;
+    struct store *s = NULL;
+    struct latch_err err;
+    static const struct {
+        const char *url;
+        latch_rc want;
+    } bad[] = {
+        {"postgres://u@localhost/latch", LATCH_E_INVAL},
+        {"postgresql://localhost/latch", LATCH_E_INVAL},
+        {"host=localhost dbname=latch", LATCH_E_INVAL},
+        {"mysql://localhost/x", LATCH_E_INVAL},
+        {"", LATCH_E_INVAL},
+        {"sqlite:", LATCH_E_INVAL},
+        {":memory:", LATCH_E_INVAL},
+        {"/nonexistent-dir-latch/x/y.db", LATCH_E_UNAVAILABLE},
+    };
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        latch_err_clear(&err);
+        assert_int_equal(store_open(bad[i].url, &s, &err), bad[i].want);
+        assert_null(s);
+        assert_true(err.msg[0] != '\0');
+    }
+    assert_int_equal(store_open("postgres://x", &s, &err), LATCH_E_INVAL);
+    assert_non_null(strstr(err.msg, "postgres"));
+
+    /* A plain path opens the same file as "sqlite:<path>". */
+    assert_int_equal(store_open(f->path, &s, &err), LATCH_OK);
+    assert_string_equal(store_backend(s), "sqlite");
+    assert_int_equal(store_schema_version(s), 1);
+    store_close(s);
+    store_close(NULL);
+}
+
+static void
+test_migrate_idempotent_and_newer_refused(void **state)
+{
+    struct fx *f = *state;
+    struct store *s = NULL;
+    struct latch_err err;
+    sqlite3 *db = NULL;
+    struct store_env e;
+
+    assert_int_equal(store_schema_version(f->s), 1);
+    assert_int_equal(store_migrate(f->s, &err), LATCH_OK);
+    assert_int_equal(store_migrate(f->s, &err), LATCH_OK);
+    assert_int_equal(store_schema_version(f->s), 1);
+    /* Data survives a re-migrate. */
+    assert_int_equal(store_env_get(f->s, f->env, &e), LATCH_OK);
+    store_env_clear(&e);
+
+    /* Simulate a database written by a newer binary. */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 7", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    assert_int_equal(store_open(f->path, &s, &err), LATCH_OK);
+    assert_int_equal(store_schema_version(s), 7);
+    latch_err_clear(&err);
+    assert_int_equal(store_migrate(s, &err), LATCH_E_INVAL);
+    assert_non_null(strstr(err.msg, "newer"));
+    store_close(s);
+}
+
+static void
+test_fresh_db_migrates_from_zero(void **state)
+{
+    struct fx *f = *state;
+    struct store *s = NULL;
+    struct latch_err err;
+    char path[160];
+    struct stat sb;
+    int64_t n = -1;
+
+    (void)snprintf(path, sizeof path, "%s/fresh.db", f->dir);
+    assert_int_equal(store_open(path, &s, &err), LATCH_OK);
+    assert_int_equal(store_schema_version(s), 0);
+    assert_int_equal(store_migrate(s, &err), LATCH_OK);
+    assert_int_equal(store_schema_version(s), 1);
+    assert_int_equal(store_webhook_pending_count(s, &n), LATCH_OK);
+    assert_int_equal(n, 0);
+    /* The database and its WAL are private to the owner. */
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    store_close(s);
+    rm_files(path);
+}
+
+static void
+test_file_mode_0600(void **state)
+{
+    struct fx *f = *state;
+    struct stat sb;
+    char wal[160];
+
+    assert_int_equal(stat(f->path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    (void)snprintf(wal, sizeof wal, "%s-wal", f->path);
+    if (stat(wal, &sb) == 0)
+        assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
+static void
+test_integrity_ok(void **state)
+{
+    struct fx *f = *state;
+    struct latch_err err;
+
+    add_integration(f->s, f->env, "ninja");
+    (void)add_conn(f->s, f->env, "ninja", "c1", NULL, NULL);
+    latch_err_clear(&err);
+    assert_int_equal(store_integrity_check(f->s, &err), LATCH_OK);
+}
+
+/* ---- meta, environments, api keys ---- */
+
+static void
+test_meta(void **state)
+{
+    struct fx *f = *state;
+    char *v = NULL;
+
+    assert_int_equal(store_meta_get(f->s, "fingerprint", &v), LATCH_E_NOT_FOUND);
+    assert_null(v);
+    assert_int_equal(store_meta_set(f->s, "fingerprint", "abc"), LATCH_OK);
+    assert_int_equal(store_meta_get(f->s, "fingerprint", &v), LATCH_OK);
+    assert_string_equal(v, "abc");
+    free(v);
+    assert_int_equal(store_meta_set(f->s, "fingerprint", "def"), LATCH_OK);
+    assert_int_equal(store_meta_get(f->s, "fingerprint", &v), LATCH_OK);
+    assert_string_equal(v, "def");
+    free(v);
+}
+
+static void
+test_environments(void **state)
+{
+    struct fx *f = *state;
+    struct store_env e, g, *list = NULL;
+    size_t n = 0;
+
+    assert_int_equal(store_env_create(f->s, "dev", &e), LATCH_E_CONFLICT);
+    assert_int_equal(store_env_create(f->s, "prod", &e), LATCH_OK);
+    assert_true(e.id > f->env);
+    assert_string_equal(e.name, "prod");
+    assert_null(e.webhook_url);
+    assert_false(e.on_auth_creation);
+    assert_true(e.created_at > 0);
+
+    free(e.webhook_url);
+    e.webhook_url = xstrdup("https://example.com/hook");
+    e.webhook_key_sealed = xstrdup("v2.sealed");
+    e.on_auth_creation = true;
+    assert_int_equal(store_env_update_webhooks(f->s, &e), LATCH_OK);
+    assert_int_equal(store_env_get(f->s, e.id, &g), LATCH_OK);
+    assert_string_equal(g.webhook_url, "https://example.com/hook");
+    assert_null(g.webhook_url_secondary);
+    assert_string_equal(g.webhook_key_sealed, "v2.sealed");
+    assert_true(g.on_auth_creation);
+    assert_false(g.on_auth_refresh_error);
+    store_env_clear(&g);
+
+    assert_int_equal(store_env_get_by_name(f->s, "prod", &g), LATCH_OK);
+    assert_int_equal(g.id, e.id);
+    store_env_clear(&g);
+    assert_int_equal(store_env_get_by_name(f->s, "nope", &g), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_env_get(f->s, 9999, &g), LATCH_E_NOT_FOUND);
+
+    assert_int_equal(store_env_list(f->s, &list, &n), LATCH_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].name, "dev");
+    assert_string_equal(list[1].name, "prod");
+    store_env_list_free(list, n);
+
+    e.id = 9999;
+    assert_int_equal(store_env_update_webhooks(f->s, &e), LATCH_E_NOT_FOUND);
+    store_env_clear(&e);
+}
+
+static void
+test_apikeys(void **state)
+{
+    struct fx *f = *state;
+    unsigned char h1[32], h2[32], h3[32];
+    int64_t env = 0, n = -1;
+
+    memset(h1, 1, sizeof h1);
+    memset(h2, 2, sizeof h2);
+    memset(h3, 3, sizeof h3);
+    assert_int_equal(store_apikey_lookup(f->s, h1, &env), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_apikey_add(f->s, f->env, h1, "default"), LATCH_OK);
+    assert_int_equal(store_apikey_add(f->s, f->env, h2, NULL), LATCH_OK);
+    assert_int_equal(store_apikey_add(f->s, f->env, h1, "dup"), LATCH_E_CONFLICT);
+    assert_int_equal(store_apikey_add(f->s, 4242, h3, "no env"), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_apikey_lookup(f->s, h1, &env), LATCH_OK);
+    assert_int_equal(env, f->env);
+    assert_int_equal(store_apikey_count(f->s, f->env, &n), LATCH_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_apikey_revoke_all(f->s, f->env), LATCH_OK);
+    assert_int_equal(store_apikey_lookup(f->s, h1, &env), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_apikey_lookup(f->s, h2, &env), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_apikey_count(f->s, f->env, &n), LATCH_OK);
+    assert_int_equal(n, 0);
+}
+
+/* ---- integrations ---- */
+
+static void
+test_integrations(void **state)
+{
+    struct fx *f = *state;
+    struct store_integration i, g, *list = NULL;
+    struct store_connection c;
+    size_t n = 0;
+
+    memset(&i, 0, sizeof i);
+    i.env_id = f->env;
+    i.unique_key = xstrdup("ninja");
+    i.provider = xstrdup("ninjaone");
+    i.display_name = xstrdup("NinjaOne");
+    i.oauth_scopes = xstrdup("monitoring,management");
+    i.forward_webhooks = true;
+    i.custom_json = xstrdup("{\"a\":1}");
+    assert_int_equal(store_integration_create(f->s, &i), LATCH_OK);
+    assert_true(i.id > 0 && i.created_at > 0 && i.updated_at == i.created_at);
+    assert_int_equal(store_integration_create(f->s, &i), LATCH_E_CONFLICT);
+
+    /* Invalid JSON is rejected by the schema. */
+    memset(&g, 0, sizeof g);
+    g.env_id = f->env;
+    g.unique_key = xstrdup("bad");
+    g.provider = xstrdup("x");
+    g.custom_json = xstrdup("{not json");
+    assert_int_equal(store_integration_create(f->s, &g), LATCH_E_INVAL);
+    store_integration_clear(&g);
+
+    assert_int_equal(store_integration_get(f->s, f->env, "ninja", &g), LATCH_OK);
+    assert_int_equal(g.id, i.id);
+    assert_string_equal(g.provider, "ninjaone");
+    assert_string_equal(g.display_name, "NinjaOne");
+    assert_string_equal(g.oauth_scopes, "monitoring,management");
+    assert_true(g.forward_webhooks);
+    assert_string_equal(g.custom_json, "{\"a\":1}");
+    store_integration_clear(&g);
+    assert_int_equal(store_integration_get(f->s, f->env, "nope", &g), LATCH_E_NOT_FOUND);
+
+    add_integration(f->s, f->env, "other");
+    assert_int_equal(store_integration_list(f->s, f->env, &list, &n), LATCH_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].unique_key, "ninja");
+    assert_string_equal(list[1].unique_key, "other");
+    store_integration_list_free(list, n);
+
+    /* Rename: the connections follow. Renaming onto an existing key conflicts. */
+    (void)add_conn(f->s, f->env, "ninja", "c1", NULL, NULL);
+    free(i.unique_key);
+    i.unique_key = xstrdup("other");
+    assert_int_equal(store_integration_update(f->s, &i), LATCH_E_CONFLICT);
+    free(i.unique_key);
+    i.unique_key = xstrdup("ninja2");
+    free(i.display_name);
+    i.display_name = NULL;
+    free(i.provider);
+    i.provider = xstrdup("ninjaone-eu");
+    assert_int_equal(store_integration_update(f->s, &i), LATCH_OK);
+    assert_int_equal(store_integration_get(f->s, f->env, "ninja2", &g), LATCH_OK);
+    assert_null(g.display_name);
+    store_integration_clear(&g);
+    assert_int_equal(store_connection_get(f->s, f->env, "ninja2", "c1", &c), LATCH_OK);
+    assert_string_equal(c.provider, "ninjaone-eu");
+    store_connection_clear(&c);
+    assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c1", &c), LATCH_E_NOT_FOUND);
+
+    i.id = 9999;
+    assert_int_equal(store_integration_update(f->s, &i), LATCH_E_NOT_FOUND);
+
+    /* Delete cascades to connections. */
+    assert_int_equal(store_integration_delete(f->s, f->env, "ninja2"), LATCH_OK);
+    assert_int_equal(store_connection_get(f->s, f->env, "ninja2", "c1", &c), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_integration_delete(f->s, f->env, "ninja2"), LATCH_E_NOT_FOUND);
+    store_integration_clear(&i);
+}
+
+/* ---- connections ---- */
+
+static void
+test_connection_upsert(void **state)
+{
+    struct fx *f = *state;
+    struct store_connection c, g;
+    bool created = true;
+    int64_t id, created_at;
+
+    add_integration(f->s, f->env, "ninja");
+    memset(&c, 0, sizeof c);
+    c.env_id = f->env;
+    c.connection_id = xstrdup("acme");
+    c.provider_config_key = xstrdup("ninja");
+    c.credentials_sealed = xstrdup("sealed-A");
+    /* No uid: the store does not invent one. */
+    assert_int_equal(store_connection_upsert(f->s, &c, &created), LATCH_E_INVAL);
+
+    c.uid = xstrdup("11111111-1111-4111-8111-111111111111");
+    c.metadata_json = xstrdup("{\"m\":1}");
+    c.tags_json = xstrdup("{\"team\":\"a\"}");
+    c.end_user_json = xstrdup("{\"id\":\"u1\"}");
+    c.webhook_url_override = xstrdup("https://h.example/x");
+    c.expires_at = 5000;
+    assert_int_equal(store_connection_upsert(f->s, &c, &created), LATCH_OK);
+    assert_true(created);
+    assert_true(c.id > 0);
+    assert_int_equal(c.version, 1);
+    assert_string_equal(c.provider, "ninjaone"); /* from the integration */
+    assert_string_equal(c.connection_config_json, "{}");
+    assert_string_equal(c.credentials_sealed, "sealed-A");
+    assert_true(c.created_at > 0);
+    id = c.id;
+    created_at = c.created_at;
+
+    /* Replace: same uid, NULL metadata/tags/end user/override are kept; version bumps. */
+    free(c.credentials_sealed);
+    c.credentials_sealed = xstrdup("sealed-B");
+    free(c.metadata_json);
+    c.metadata_json = NULL;
+    free(c.tags_json);
+    c.tags_json = NULL;
+    free(c.end_user_json);
+    c.end_user_json = NULL;
+    free(c.webhook_url_override);
+    c.webhook_url_override = NULL;
+    free(c.connection_config_json);
+    c.connection_config_json = xstrdup("{\"instance\":\"eu\"}");
+    c.expires_at = 9000;
+    assert_int_equal(store_connection_upsert(f->s, &c, &created), LATCH_OK);
+    assert_false(created);
+    assert_int_equal(c.id, id);
+    assert_int_equal(c.version, 2);
+    assert_int_equal(c.created_at, created_at);
+    assert_string_equal(c.uid, "11111111-1111-4111-8111-111111111111");
+    assert_string_equal(c.credentials_sealed, "sealed-B");
+    assert_string_equal(c.metadata_json, "{\"m\":1}");
+    assert_string_equal(c.tags_json, "{\"team\":\"a\"}");
+    assert_string_equal(c.end_user_json, "{\"id\":\"u1\"}");
+    assert_string_equal(c.webhook_url_override, "https://h.example/x");
+    assert_string_equal(c.connection_config_json, "{\"instance\":\"eu\"}");
+    assert_int_equal(c.expires_at, 9000);
+
+    /* A different uid for the same key would orphan the ciphertext: conflict, nothing written. */
+    free(c.uid);
+    c.uid = xstrdup("22222222-2222-4222-8222-222222222222");
+    free(c.credentials_sealed);
+    c.credentials_sealed = xstrdup("sealed-C");
+    assert_int_equal(store_connection_upsert(f->s, &c, &created), LATCH_E_CONFLICT);
+    assert_int_equal(store_connection_get(f->s, f->env, "ninja", "acme", &g), LATCH_OK);
+    assert_string_equal(g.credentials_sealed, "sealed-B");
+    assert_int_equal(g.version, 2);
+    store_connection_clear(&g);
+
+    /* The same uid twice under another key: unique uid conflict. */
+    free(c.connection_id);
+    c.connection_id = xstrdup("acme2");
+    free(c.uid);
+    c.uid = xstrdup("11111111-1111-4111-8111-111111111111");
+    assert_int_equal(store_connection_upsert(f->s, &c, &created), LATCH_E_CONFLICT);
+
+    /* Unknown integration. */
+    free(c.provider_config_key);
+    c.provider_config_key = xstrdup("missing");
+    free(c.uid);
+    c.uid = xstrdup("33333333-3333-4333-8333-333333333333");
+    assert_int_equal(store_connection_upsert(f->s, &c, &created), LATCH_E_NOT_FOUND);
+
+    /* Invalid JSON. */
+    free(c.provider_config_key);
+    c.provider_config_key = xstrdup("ninja");
+    free(c.tags_json);
+    c.tags_json = xstrdup("{");
+    assert_int_equal(store_connection_upsert(f->s, &c, &created), LATCH_E_INVAL);
+    store_connection_clear(&c);
+
+    assert_int_equal(store_connection_get_by_id(f->s, f->env, id, &g), LATCH_OK);
+    assert_string_equal(g.connection_id, "acme");
+    store_connection_clear(&g);
+    assert_int_equal(store_connection_get_by_id(f->s, f->env + 1, id, &g), LATCH_E_NOT_FOUND);
+}
+
+struct list_case {
+    const char *name;
+    struct store_conn_filter f;
+    const char *want; /* connection ids in order, comma-separated */
+};
+
+static void
+check_list(struct store *s, int64_t env, const struct list_case *lc)
+{
+    struct store_connection *v = NULL;
+    char got[256] = "";
+    size_t n = 0, off = 0;
+
+    assert_int_equal(store_connection_list(s, env, &lc->f, &v, &n), LATCH_OK);
+    for (size_t i = 0; i < n; i++) {
+        assert_null(v[i].credentials_sealed);
+        off +=
+            (size_t)snprintf(got + off, sizeof got - off, "%s%s", i ? "," : "", v[i].connection_id);
+        assert_true(off < sizeof got);
+    }
+    store_connection_list_free(v, n);
+    if (strcmp(got, lc->want) != 0)
+        fail_msg("case %s: got [%s] want [%s]", lc->name, got, lc->want);
+}
+
+static void
+test_connection_list_filters(void **state)
+{
+    struct fx *f = *state;
+    static const char *const k_ninja[] = {"ninja"};
+    static const char *const k_both[] = {"ninja", "other"};
+    static const char *const k_none[] = {"zzz"};
+    static const char *const t_team[] = {"team"};
+    static const char *const v_a[] = {"a"};
+    static const char *const t_two[] = {"team", "tier"};
+    static const char *const v_two[] = {"a", "gold"};
+    static const char *const v_tier_only[] = {"gold"};
+    static const char *const t_tier[] = {"tier"};
+    const struct list_case cases[] = {
+        {"all", {.limit = 100}, "c5,c4,c3,c2,c1"},
+        {"limit", {.limit = 2}, "c5,c4"},
+        {"offset", {.limit = 2, .offset = 2}, "c3,c2"},
+        {"offset past end", {.limit = 2, .offset = 10}, ""},
+        {"exact id", {.connection_id = "c3", .limit = 100}, "c3"},
+        {"search id", {.search = "C2", .limit = 100}, "c2"},
+        {"search email", {.search = "ACME.COM", .limit = 100}, "c2,c1"},
+        {"search name", {.search = "bob", .limit = 100}, "c3"},
+        {"search org", {.search = "org-9", .limit = 100}, "c3"},
+        {"search end user id", {.search = "user-4", .limit = 100}, "c4"},
+        {"search none", {.search = "zzz", .limit = 100}, ""},
+        {"end user id", {.end_user_id = "user-1", .limit = 100}, "c1"},
+        {"org id", {.end_user_org_id = "org-9", .limit = 100}, "c3"},
+        {"integration",
+         {.integration_keys = k_ninja, .n_integration_keys = 1, .limit = 100},
+         "c4,c3,c2,c1"},
+        {"integrations",
+         {.integration_keys = k_both, .n_integration_keys = 2, .limit = 100},
+         "c5,c4,c3,c2,c1"},
+        {"integration none",
+         {.integration_keys = k_none, .n_integration_keys = 1, .limit = 100},
+         ""},
+        {"tag", {.tag_keys = t_team, .tag_values = v_a, .n_tags = 1, .limit = 100}, "c5,c2,c1"},
+        {"tags AND", {.tag_keys = t_two, .tag_values = v_two, .n_tags = 2, .limit = 100}, "c2"},
+        {"tag tier",
+         {.tag_keys = t_tier, .tag_values = v_tier_only, .n_tags = 1, .limit = 100},
+         "c3,c2"},
+        {"combined",
+         {.search = "acme",
+          .tag_keys = t_team,
+          .tag_values = v_a,
+          .n_tags = 1,
+          .integration_keys = k_ninja,
+          .n_integration_keys = 1,
+          .limit = 1},
+         "c2"},
+    };
+    struct store_conn_filter bad = {.limit = 0};
+    struct store_connection *v = NULL;
+    size_t n = 0;
+
+    add_integration(f->s, f->env, "ninja");
+    add_integration(f->s, f->env, "other");
+    (void)add_conn(f->s, f->env, "ninja", "c1", "{\"id\":\"user-1\",\"email\":\"one@acme.com\"}",
+                   "{\"team\":\"a\"}");
+    (void)add_conn(f->s, f->env, "ninja", "c2",
+                   "{\"id\":\"user-2\",\"email\":\"two@Acme.com\",\"display_name\":\"Al\"}",
+                   "{\"team\":\"a\",\"tier\":\"gold\"}");
+    (void)add_conn(
+        f->s, f->env, "ninja", "c3",
+        "{\"id\":\"user-3\",\"display_name\":\"Bob\",\"organization\":{\"id\":\"org-9\"}}",
+        "{\"team\":\"b\",\"tier\":\"gold\"}");
+    (void)add_conn(f->s, f->env, "ninja", "c4", "{\"id\":\"user-4\"}", NULL);
+    (void)add_conn(f->s, f->env, "other", "c5", NULL, "{\"team\":\"a\"}");
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_list(f->s, f->env, &cases[i]);
+
+    /* Another environment sees nothing. */
+    assert_int_equal(store_connection_list(f->s, f->env + 1, &cases[0].f, &v, &n), LATCH_OK);
+    assert_int_equal(n, 0);
+    store_connection_list_free(v, n);
+
+    assert_int_equal(store_connection_list(f->s, f->env, &bad, &v, &n), LATCH_E_INVAL);
+    bad.limit = LATCH_MAX_LIST_LIMIT + 1;
+    assert_int_equal(store_connection_list(f->s, f->env, &bad, &v, &n), LATCH_E_INVAL);
+}
+
+static void
+test_connection_delete_metadata_patch_touch(void **state)
+{
+    struct fx *f = *state;
+    struct store_connection g;
+    int64_t id;
+
+    add_integration(f->s, f->env, "ninja");
+    id = add_conn(f->s, f->env, "ninja", "c1", "{\"id\":\"u\"}", "{\"a\":\"1\"}");
+
+    assert_int_equal(store_connection_set_metadata(f->s, id, "{\"k\":[1,2]}"), LATCH_OK);
+    assert_int_equal(store_connection_patch(f->s, id, NULL, NULL, "https://o.example"), LATCH_OK);
+    assert_int_equal(store_connection_touch(f->s, id, 777), LATCH_OK);
+    assert_int_equal(store_connection_touch(f->s, id, 500), LATCH_OK); /* never goes back */
+    assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c1", &g), LATCH_OK);
+    assert_string_equal(g.metadata_json, "{\"k\":[1,2]}");
+    assert_string_equal(g.tags_json, "{\"a\":\"1\"}");
+    assert_string_equal(g.end_user_json, "{\"id\":\"u\"}");
+    assert_string_equal(g.webhook_url_override, "https://o.example");
+    assert_int_equal(g.last_fetched_at, 777);
+    assert_int_equal(g.version, 1); /* metadata/patch are not credential writes */
+    store_connection_clear(&g);
+
+    assert_int_equal(store_connection_patch(f->s, id, "{\"b\":\"2\"}", "{\"id\":\"v\"}", ""),
+                     LATCH_OK);
+    assert_int_equal(store_connection_set_metadata(f->s, id, NULL), LATCH_OK);
+    assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c1", &g), LATCH_OK);
+    assert_null(g.metadata_json);
+    assert_string_equal(g.tags_json, "{\"b\":\"2\"}");
+    assert_string_equal(g.end_user_json, "{\"id\":\"v\"}");
+    assert_null(g.webhook_url_override);
+    store_connection_clear(&g);
+
+    assert_int_equal(store_connection_set_metadata(f->s, id, "not json"), LATCH_E_INVAL);
+    assert_int_equal(store_connection_set_metadata(f->s, 9999, "{}"), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_connection_patch(f->s, 9999, NULL, NULL, NULL), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_connection_touch(f->s, 9999, 1), LATCH_E_NOT_FOUND);
+
+    assert_int_equal(store_connection_delete(f->s, f->env, "ninja", "c1"), LATCH_OK);
+    assert_int_equal(store_connection_delete(f->s, f->env, "ninja", "c1"), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c1", &g), LATCH_E_NOT_FOUND);
+}
+
+/* ---- leases and refresh ---- */
+
+static void
+test_lease(void **state)
+{
+    struct fx *f = *state;
+    int64_t id, v = 0;
+
+    add_integration(f->s, f->env, "ninja");
+    id = add_conn(f->s, f->env, "ninja", "c1", NULL, NULL);
+
+    assert_int_equal(store_connection_lease(f->s, id, "A", 60000, &v), LATCH_OK);
+    assert_int_equal(v, 1);
+    assert_int_equal(store_connection_lease(f->s, id, "B", 60000, &v), LATCH_E_CONFLICT);
+    assert_int_equal(store_connection_lease(f->s, id, "A", 60000, &v), LATCH_OK); /* renew */
+    assert_int_equal(store_connection_lease_release(f->s, id, "B"), LATCH_E_CONFLICT);
+    assert_int_equal(store_connection_lease_release(f->s, id, "A"), LATCH_OK);
+    assert_int_equal(store_connection_lease(f->s, id, "B", 60000, &v), LATCH_OK);
+    assert_int_equal(store_connection_lease_release(f->s, id, "B"), LATCH_OK);
+
+    /* An expired lease lets another owner in. */
+    assert_int_equal(store_connection_lease(f->s, id, "A", 1, &v), LATCH_OK);
+    usleep(20 * 1000);
+    assert_int_equal(store_connection_lease(f->s, id, "B", 60000, &v), LATCH_OK);
+
+    assert_int_equal(store_connection_lease(f->s, 9999, "A", 1000, &v), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_connection_lease_release(f->s, 9999, "A"), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_connection_lease(f->s, id, "A", 0, &v), LATCH_E_INVAL);
+    assert_int_equal(store_connection_lease(f->s, id, NULL, 10, &v), LATCH_E_INVAL);
+}
+
+static void
+test_refresh_done_and_failed(void **state)
+{
+    struct fx *f = *state;
+    struct store_connection g;
+    int64_t id, v = 0, nv = 0;
+
+    add_integration(f->s, f->env, "ninja");
+    id = add_conn(f->s, f->env, "ninja", "c1", NULL, NULL);
+
+    /* Without the lease: conflict. */
+    assert_int_equal(store_connection_refresh_done(f->s, id, "A", 1, "new", 100, &nv),
+                     LATCH_E_CONFLICT);
+
+    /* Failure: attempts, error, back-off, needs_reauth; lease released. */
+    assert_int_equal(store_connection_lease(f->s, id, "A", 60000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_failed(f->s, id, "B", "{\"type\":\"x\"}", 50, false),
+                     LATCH_E_CONFLICT);
+    assert_int_equal(store_connection_refresh_failed(f->s, id, "A", "{\"type\":\"x\"}", 50, false),
+                     LATCH_OK);
+    assert_int_equal(store_connection_lease(f->s, id, "A", 60000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_failed(f->s, id, "A", "{\"type\":\"y\"}", 70, true),
+                     LATCH_OK);
+    assert_int_equal(store_connection_get_by_id(f->s, f->env, id, &g), LATCH_OK);
+    assert_int_equal(g.refresh_attempts, 2);
+    assert_string_equal(g.auth_error_json, "{\"type\":\"y\"}");
+    assert_int_equal(g.next_refresh_at, 70);
+    assert_true(g.needs_reauth);
+    assert_true(g.last_refresh_failure > 0);
+    assert_int_equal(g.version, 1);
+    store_connection_clear(&g);
+    assert_int_equal(store_connection_lease(f->s, id, "B", 60000, &v), LATCH_OK); /* released */
+
+    /* Stale version: conflict, nothing overwritten. */
+    assert_int_equal(store_connection_refresh_done(f->s, id, "B", 0, "stale", 100, &nv),
+                     LATCH_E_CONFLICT);
+    assert_int_equal(store_connection_refresh_done(f->s, id, "B", v, "fresh", 12345, &nv),
+                     LATCH_OK);
+    assert_int_equal(nv, v + 1);
+    /* Same version again (a second, late writer): conflict. */
+    assert_int_equal(store_connection_lease(f->s, id, "B", 60000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_done(f->s, id, "B", nv - 1, "late", 1, &nv),
+                     LATCH_E_CONFLICT);
+    assert_int_equal(store_connection_get_by_id(f->s, f->env, id, &g), LATCH_OK);
+    assert_string_equal(g.credentials_sealed, "fresh");
+    assert_int_equal(g.expires_at, 12345);
+    assert_int_equal(g.version, 2);
+    assert_int_equal(g.refresh_attempts, 0);
+    assert_null(g.auth_error_json);
+    assert_int_equal(g.next_refresh_at, 0);
+    assert_false(g.needs_reauth);
+    assert_true(g.last_refresh_success > 0);
+    store_connection_clear(&g);
+    assert_int_equal(store_connection_refresh_done(f->s, 9999, "B", 1, "x", 1, &nv),
+                     LATCH_E_NOT_FOUND);
+}
+
+static void
+test_due_for_refresh(void **state)
+{
+    struct fx *f = *state;
+    int64_t a, b, c, d, e, v, *ids = NULL, *envs = NULL;
+    int64_t now = store_now_ms();
+    size_t n = 0;
+
+    add_integration(f->s, f->env, "ninja");
+    a = add_conn(f->s, f->env, "ninja", "a", NULL, NULL);   /* due */
+    b = add_conn(f->s, f->env, "ninja", "b", NULL, NULL);   /* not used recently */
+    c = add_conn(f->s, f->env, "ninja", "c", NULL, NULL);   /* needs reauth */
+    d = add_conn(f->s, f->env, "ninja", "d", NULL, NULL);   /* backed off */
+    e = add_conn(f->s, f->env, "ninja", "e", NULL, NULL);   /* expires later */
+    (void)add_conn(f->s, f->env, "ninja", "f", NULL, NULL); /* no expiry */
+
+    int64_t all[] = {a, b, c, d, e};
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(store_connection_lease(f->s, all[i], "w", 60000, &v), LATCH_OK);
+        assert_int_equal(store_connection_refresh_done(f->s, all[i], "w", v, "s",
+                                                       all[i] == e ? now + 3600000 : now + 1000,
+                                                       &v),
+                         LATCH_OK);
+        assert_int_equal(store_connection_touch(f->s, all[i], all[i] == b ? 10 : now), LATCH_OK);
+    }
+    assert_int_equal(store_connection_lease(f->s, c, "w", 60000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_failed(f->s, c, "w", "{}", 0, true), LATCH_OK);
+    assert_int_equal(store_connection_lease(f->s, d, "w", 60000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_failed(f->s, d, "w", "{}", now + 600000, false),
+                     LATCH_OK);
+
+    assert_int_equal(
+        store_connection_due_for_refresh(f->s, now + 60000, now - 60000, 10, &ids, &envs, &n),
+        LATCH_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], a);
+    assert_int_equal(envs[0], f->env);
+    free(ids);
+    free(envs);
+
+    /* A row being refreshed (leased) is skipped. */
+    assert_int_equal(store_connection_lease(f->s, a, "w", 60000, &v), LATCH_OK);
+    assert_int_equal(
+        store_connection_due_for_refresh(f->s, now + 60000, now - 60000, 10, &ids, &envs, &n),
+        LATCH_OK);
+    assert_int_equal(n, 0);
+    assert_null(ids);
+    assert_int_equal(store_connection_lease_release(f->s, a, "w"), LATCH_OK);
+
+    /* Wider window: a and e; max bounds the answer. */
+    assert_int_equal(
+        store_connection_due_for_refresh(f->s, now + 7200000, now - 60000, 10, &ids, &envs, &n),
+        LATCH_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[0], a);
+    assert_int_equal(ids[1], e);
+    free(ids);
+    free(envs);
+    assert_int_equal(
+        store_connection_due_for_refresh(f->s, now + 7200000, now - 60000, 1, &ids, &envs, &n),
+        LATCH_OK);
+    assert_int_equal(n, 1);
+    free(ids);
+    free(envs);
+}
+
+/* ---- sessions ---- */
+
+static void
+test_sessions(void **state)
+{
+    struct fx *f = *state;
+    struct store_session x, g;
+    unsigned char h[32], h2[32];
+    int attempts = 0;
+    int64_t now = store_now_ms();
+
+    memset(h, 0xab, sizeof h);
+    memset(h2, 0xcd, sizeof h2);
+    memset(&x, 0, sizeof x);
+    x.env_id = f->env;
+    memcpy(x.token_hash, h, 32);
+    x.end_user_json = xstrdup("{\"id\":\"u\"}");
+    x.allowed_integrations_json = xstrdup("[\"ninja\"]");
+    x.expires_at = now + 60000;
+    assert_int_equal(store_session_create(f->s, &x), LATCH_OK);
+    assert_true(x.id > 0 && x.created_at > 0);
+    assert_int_equal(store_session_create(f->s, &x), LATCH_E_CONFLICT); /* same hash */
+
+    assert_int_equal(store_session_get_by_hash(f->s, h, &g), LATCH_OK);
+    assert_int_equal(g.id, x.id);
+    assert_memory_equal(g.token_hash, h, 32);
+    assert_string_equal(g.end_user_json, "{\"id\":\"u\"}");
+    assert_string_equal(g.allowed_integrations_json, "[\"ninja\"]");
+    assert_null(g.organization_json);
+    assert_int_equal(g.expires_at, now + 60000);
+    store_session_clear(&g);
+    assert_int_equal(store_session_get_by_hash(f->s, h2, &g), LATCH_E_NOT_FOUND);
+
+    assert_int_equal(store_session_bump_attempts(f->s, x.id, &attempts), LATCH_OK);
+    assert_int_equal(attempts, 1);
+    assert_int_equal(store_session_bump_attempts(f->s, x.id, &attempts), LATCH_OK);
+    assert_int_equal(attempts, 2);
+    assert_int_equal(store_session_bump_attempts(f->s, 9999, &attempts), LATCH_E_NOT_FOUND);
+
+    /* An expired one is returned by get, and purged by purge. */
+    store_session_clear(&x);
+    memset(&x, 0, sizeof x);
+    x.env_id = f->env;
+    memcpy(x.token_hash, h2, 32);
+    x.expires_at = now - 1;
+    assert_int_equal(store_session_create(f->s, &x), LATCH_OK);
+    assert_int_equal(store_session_get_by_hash(f->s, h2, &g), LATCH_OK);
+    store_session_clear(&g);
+    assert_int_equal(store_session_purge_expired(f->s, now), LATCH_OK);
+    assert_int_equal(store_session_get_by_hash(f->s, h2, &g), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_session_get_by_hash(f->s, h, &g), LATCH_OK);
+    assert_int_equal(store_session_delete(f->s, g.id), LATCH_OK);
+    assert_int_equal(store_session_delete(f->s, g.id), LATCH_E_NOT_FOUND);
+    store_session_clear(&g);
+    store_session_clear(&x);
+}
+
+/* ---- webhook outbox ---- */
+
+static void
+test_outbox(void **state)
+{
+    struct fx *f = *state;
+    struct store_webhook *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    int64_t id1, id2, id3, n = -1, now;
+
+    assert_int_equal(store_webhook_enqueue(f->s, f->env, "https://h/1", "{\"n\":1}", &id1),
+                     LATCH_OK);
+    assert_int_equal(store_webhook_enqueue(f->s, f->env, "https://h/2", "{\"n\":2}", &id2),
+                     LATCH_OK);
+    assert_int_equal(store_webhook_enqueue(f->s, f->env, "https://h/3", "{\"n\":3}", &id3),
+                     LATCH_OK);
+    assert_int_equal(store_webhook_enqueue(f->s, 4242, "https://h/x", "{}", NULL),
+                     LATCH_E_NOT_FOUND);
+    assert_int_equal(store_webhook_pending_count(f->s, &n), LATCH_OK);
+    assert_int_equal(n, 3);
+    now = store_now_ms();
+
+    /* Two claimers never get the same row. */
+    assert_int_equal(store_webhook_claim(f->s, "w1", now, 30000, 2, &a, &na), LATCH_OK);
+    assert_int_equal(store_webhook_claim(f->s, "w2", now, 30000, 10, &b, &nb), LATCH_OK);
+    assert_int_equal(na, 2);
+    assert_int_equal(nb, 1);
+    for (size_t i = 0; i < na; i++)
+        for (size_t j = 0; j < nb; j++)
+            assert_true(a[i].id != b[j].id);
+    assert_int_equal(b[0].id, id3);
+    assert_string_equal(b[0].url, "https://h/3");
+    assert_string_equal(b[0].body, "{\"n\":3}");
+    assert_int_equal(b[0].attempts, 0);
+    store_webhook_list_free(b, nb);
+    b = NULL;
+    assert_int_equal(store_webhook_claim(f->s, "w3", now, 30000, 10, &b, &nb), LATCH_OK);
+    assert_int_equal(nb, 0);
+    store_webhook_list_free(b, nb);
+
+    /* Done removes; retry reschedules; give_up marks dead. */
+    assert_int_equal(store_webhook_done(f->s, id1), LATCH_OK);
+    assert_int_equal(store_webhook_done(f->s, id1), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_webhook_retry(f->s, id2, now + 1000, "HTTP 500", false), LATCH_OK);
+    assert_int_equal(store_webhook_retry(f->s, id3, 0, "HTTP 410", true), LATCH_OK);
+    assert_int_equal(store_webhook_retry(f->s, 9999, 0, "x", true), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_webhook_pending_count(f->s, &n), LATCH_OK);
+    assert_int_equal(n, 1);
+
+    /* Not due yet; then due (the claim was released by retry). */
+    assert_int_equal(store_webhook_claim(f->s, "w1", now + 500, 30000, 10, &b, &nb), LATCH_OK);
+    assert_int_equal(nb, 0);
+    store_webhook_list_free(b, nb);
+    assert_int_equal(store_webhook_claim(f->s, "w1", now + 1000, 30000, 10, &b, &nb), LATCH_OK);
+    assert_int_equal(nb, 1);
+    assert_int_equal(b[0].id, id2);
+    assert_int_equal(b[0].attempts, 1);
+    assert_int_equal(b[0].next_attempt_at, now + 1000);
+    store_webhook_list_free(b, nb);
+
+    /* A claim that expired can be taken over. */
+    assert_int_equal(store_webhook_claim(f->s, "w2", now + 1000 + 30000, 30000, 10, &b, &nb),
+                     LATCH_OK);
+    assert_int_equal(nb, 1);
+    assert_int_equal(b[0].id, id2);
+    store_webhook_list_free(b, nb);
+    store_webhook_list_free(a, na);
+}
+
+/* ---- key rotation ---- */
+
+struct reseal_ctx {
+    struct store *s;
+    int64_t env;
+    const char *race_uid; /* when seen, a concurrent refresh rewrites this row first */
+    int64_t race_id;
+    size_t calls;
+    size_t meta_calls;
+};
+
+static latch_rc
+reseal_cb(const struct store_sealed_ref *ref, char **new_sealed, void *ud)
+{
+    struct reseal_ctx *x = ud;
+    int64_t v = 0;
+
+    x->calls++;
+    if (strcmp(ref->table, "meta") == 0) {
+        x->meta_calls++;
+        assert_string_equal(ref->column, "value");
+        assert_true(strncmp(ref->row, "sealed:", 7) == 0);
+    } else if (strcmp(ref->table, "connections") == 0) {
+        assert_string_equal(ref->column, "credentials");
+        if (x->race_uid != NULL && strcmp(ref->row, x->race_uid) == 0) {
+            assert_int_equal(store_connection_lease(x->s, x->race_id, "refresher", 60000, &v),
+                             LATCH_OK);
+            assert_int_equal(
+                store_connection_refresh_done(x->s, x->race_id, "refresher", v, "refreshed", 1, &v),
+                LATCH_OK);
+        }
+    } else {
+        assert_string_equal(ref->table, "environments");
+        assert_string_equal(ref->column, "webhook_key");
+    }
+    if (strncmp(ref->sealed, "new:", 4) == 0) {
+        *new_sealed = NULL; /* already current */
+        return LATCH_OK;
+    }
+    *new_sealed = xasprintf("new:%s", ref->sealed);
+    return LATCH_OK;
+}
+
+static void
+test_reseal_all_cas(void **state)
+{
+    struct fx *f = *state;
+    struct reseal_ctx x;
+    struct store_connection g;
+    struct store_env e;
+    char cid[32], *v = NULL;
+    size_t rewritten = 0;
+    int64_t race_id = 0;
+    const size_t nconn = 130; /* more than one batch */
+
+    add_integration(f->s, f->env, "ninja");
+    for (size_t i = 0; i < nconn; i++) {
+        (void)snprintf(cid, sizeof cid, "c%zu", i);
+        int64_t id = add_conn(f->s, f->env, "ninja", cid, NULL, NULL);
+        if (i == 120)
+            race_id = id;
+    }
+    assert_int_equal(store_env_get(f->s, f->env, &e), LATCH_OK);
+    e.webhook_key_sealed = xstrdup("envkey");
+    assert_int_equal(store_env_update_webhooks(f->s, &e), LATCH_OK);
+    store_env_clear(&e);
+    assert_int_equal(store_meta_set(f->s, "sealed:x", "mx"), LATCH_OK);
+    assert_int_equal(store_meta_set(f->s, "sealed:index_key", "ik"), LATCH_OK);
+    assert_int_equal(store_meta_set(f->s, "index_key", "not-sealed"), LATCH_OK);
+    assert_int_equal(store_meta_set(f->s, "fingerprint", "plain"), LATCH_OK);
+
+    memset(&x, 0, sizeof x);
+    x.s = f->s;
+    x.env = f->env;
+    x.race_uid = "uid-ninja-c120";
+    x.race_id = race_id;
+    assert_int_equal(store_reseal_all(f->s, reseal_cb, &x, &rewritten), LATCH_OK);
+    /* All connections but the raced one, plus the env key and two meta rows. */
+    assert_int_equal(rewritten, nconn - 1 + 1 + 2);
+    assert_int_equal(x.calls, nconn + 1 + 2);
+    assert_int_equal(x.meta_calls, 2);
+
+    assert_int_equal(store_connection_get_by_id(f->s, f->env, race_id, &g), LATCH_OK);
+    assert_string_equal(g.credentials_sealed, "refreshed"); /* the refresh was not overwritten */
+    store_connection_clear(&g);
+    assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c0", &g), LATCH_OK);
+    assert_string_equal(g.credentials_sealed, "new:sealed-1");
+    assert_int_equal(g.version, 1); /* resealing is not a credentials change */
+    store_connection_clear(&g);
+    assert_int_equal(store_env_get(f->s, f->env, &e), LATCH_OK);
+    assert_string_equal(e.webhook_key_sealed, "new:envkey");
+    store_env_clear(&e);
+    assert_int_equal(store_meta_get(f->s, "sealed:x", &v), LATCH_OK);
+    assert_string_equal(v, "new:mx");
+    free(v);
+    assert_int_equal(store_meta_get(f->s, "sealed:index_key", &v), LATCH_OK);
+    assert_string_equal(v, "new:ik");
+    free(v);
+    assert_int_equal(store_meta_get(f->s, "fingerprint", &v), LATCH_OK);
+    assert_string_equal(v, "plain");
+    free(v);
+    assert_int_equal(store_meta_get(f->s, "index_key", &v), LATCH_OK);
+    assert_string_equal(v, "not-sealed");
+    free(v);
+
+    /* Second pass: only the raced row still needs work. */
+    x.race_uid = NULL;
+    x.calls = 0;
+    assert_int_equal(store_reseal_all(f->s, reseal_cb, &x, &rewritten), LATCH_OK);
+    assert_int_equal(rewritten, 1);
+}
+
+/* ---- concurrency ---- */
+
+#define CONC_THREADS 8
+#define CONC_WRITES 8
+
+struct conc {
+    struct store *s;
+    int64_t id;
+    pthread_mutex_t mu;
+    int64_t seen[CONC_THREADS * CONC_WRITES + 2];
+    int failures;
+};
+
+struct conc_arg {
+    struct conc *c;
+    int n;
+};
+
+static void *
+conc_worker(void *p)
+{
+    struct conc_arg *a = p;
+    struct conc *c = a->c;
+    char owner[16], cred[32];
+    int done = 0, spins = 0;
+
+    (void)snprintf(owner, sizeof owner, "w%d", a->n);
+    while (done < CONC_WRITES && spins < 200000) {
+        int64_t v = 0, nv = 0;
+        latch_rc rc;
+
+        spins++;
+        rc = store_connection_lease(c->s, c->id, owner, 60000, &v);
+        if (rc == LATCH_E_CONFLICT) {
+            usleep(100);
+            continue;
+        }
+        if (rc != LATCH_OK)
+            goto fail;
+        (void)snprintf(cred, sizeof cred, "cred-%d-%d", a->n, done);
+        rc = store_connection_refresh_done(c->s, c->id, owner, v, cred, 1, &nv);
+        if (rc != LATCH_OK || nv != v + 1)
+            goto fail;
+        /* A late duplicate of the same write must be refused. */
+        if (store_connection_refresh_done(c->s, c->id, owner, v, "dup", 1, &nv) != LATCH_E_CONFLICT)
+            goto fail;
+        pthread_mutex_lock(&c->mu);
+        if (nv >= 0 && nv < (int64_t)(sizeof c->seen / sizeof c->seen[0]))
+            c->seen[nv]++;
+        pthread_mutex_unlock(&c->mu);
+        done++;
+    }
+    if (done == CONC_WRITES)
+        return NULL;
+fail:
+    pthread_mutex_lock(&c->mu);
+    c->failures++;
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void
+test_concurrent_refresh(void **state)
+{
+    struct fx *f = *state;
+    pthread_t th[CONC_THREADS];
+    struct conc_arg args[CONC_THREADS];
+    struct store_connection g;
+    struct conc *c = xcalloc(1, sizeof *c);
+    const int64_t total = CONC_THREADS * CONC_WRITES;
+
+    add_integration(f->s, f->env, "ninja");
+    c->s = f->s;
+    c->id = add_conn(f->s, f->env, "ninja", "hot", NULL, NULL);
+    pthread_mutex_init(&c->mu, NULL);
+    for (int i = 0; i < CONC_THREADS; i++) {
+        args[i].c = c;
+        args[i].n = i;
+        assert_int_equal(pthread_create(&th[i], NULL, conc_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < CONC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(c->failures, 0);
+    /* Every version 2..total+1 was produced exactly once: no lost or doubled update. */
+    for (int64_t v = 2; v <= total + 1; v++)
+        assert_int_equal(c->seen[v], 1);
+    assert_int_equal(store_connection_get_by_id(f->s, f->env, c->id, &g), LATCH_OK);
+    assert_int_equal(g.version, total + 1);
+    assert_non_null(strstr(g.credentials_sealed, "cred-"));
+    store_connection_clear(&g);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_open_urls),
+        T(test_migrate_idempotent_and_newer_refused),
+        T(test_fresh_db_migrates_from_zero),
+        T(test_file_mode_0600),
+        T(test_integrity_ok),
+        T(test_meta),
+        T(test_environments),
+        T(test_apikeys),
+        T(test_integrations),
+        T(test_connection_upsert),
+        T(test_connection_list_filters),
+        T(test_connection_delete_metadata_patch_touch),
+        T(test_lease),
+        T(test_refresh_done_and_failed),
+        T(test_due_for_refresh),
+        T(test_sessions),
+        T(test_outbox),
+        T(test_reseal_all_cas),
+        T(test_concurrent_refresh),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
