@@ -145,8 +145,7 @@ static latch_rc
 bfail(struct builder *b, latch_rc rc, const yaml_mark_t *mark, const char *what)
 {
     if (mark != NULL)
-        latch_err_set(b->err, "%s:%zu:%zu: %s", b->name, mark->line + 1, mark->column + 1,
-                      what);
+        latch_err_set(b->err, "%s:%zu:%zu: %s", b->name, mark->line + 1, mark->column + 1, what);
     else
         latch_err_set(b->err, "%s: %s", b->name, what);
     return rc;
@@ -358,8 +357,8 @@ yaml_to_json(const char *yaml, size_t len, const char *name, json_t **out, struc
             char msg[200];
 
             (void)snprintf(msg, sizeof msg, "YAML error: %s%s%s",
-                           parser.problem ? parser.problem : "unknown",
-                           parser.context ? " " : "", parser.context ? parser.context : "");
+                           parser.problem ? parser.problem : "unknown", parser.context ? " " : "",
+                           parser.context ? parser.context : "");
             rc = bfail(b, LATCH_E_INVAL, &parser.problem_mark, msg);
             break;
         }
@@ -1181,8 +1180,7 @@ catalog_field_validate(const struct catalog_field *f, const char *value, struct 
         value = "";
     n = strnlen(value, CATALOG_MAX_VALUE_LEN + 1);
     if (n > CATALOG_MAX_VALUE_LEN) {
-        latch_err_set(err, "%s is too long (at most %d characters)", title,
-                      CATALOG_MAX_VALUE_LEN);
+        latch_err_set(err, "%s is too long (at most %d characters)", title, CATALOG_MAX_VALUE_LEN);
         return LATCH_E_INVAL;
     }
     if (n == 0) {

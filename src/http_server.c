@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -57,8 +58,6 @@
 #define HTTP_MAX_POOL_THREADS 256
 
 #define JSON_CTYPE "application/json; charset=utf-8"
-/* LLONG_MAX without <limits.h> (src/limits.h shadows it under -Isrc). */
-#define HTTP_LL_MAX ((long long)(~0ULL >> 1))
 
 static const char cors_expose[] =
     "Authorization, Etag, Content-Type, Content-Length, X-Nango-Signature, X-RateLimit-Limit, "
@@ -1013,7 +1012,7 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
     cl = http_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl != NULL) {
         const char *errstr = NULL;
-        long long v = latch_strtonum(cl, 0, HTTP_LL_MAX, &errstr);
+        long long v = latch_strtonum(cl, 0, LLONG_MAX, &errstr);
 
         if (errstr != NULL && strcmp(errstr, "too large") != 0)
             return respond_now(r, 400, "invalid_request", "Invalid Content-Length");

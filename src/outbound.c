@@ -121,9 +121,9 @@ struct outbound_stream {
     bool is_stream;
 
     /* list links */
-    struct outbound_stream *in_next;            /* incoming queue (mu) */
-    struct outbound_stream *ctl_next;           /* control list (mu) */
-    struct outbound_stream *run_next;           /* control batch (curl thread) */
+    struct outbound_stream *in_next;             /* incoming queue (mu) */
+    struct outbound_stream *ctl_next;            /* control list (mu) */
+    struct outbound_stream *run_next;            /* control batch (curl thread) */
     struct outbound_stream *act_prev, *act_next; /* active list (curl thread) */
 
     /* protected by ob->mu */
@@ -412,8 +412,8 @@ parse_resolve(struct outbound *ob, const char *spec, struct latch_err *err)
                           sizeof a);
                 (void)buf_printf(&b, "%s%s", k ? "," : "", a);
             } else {
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr,
-                          a, sizeof a);
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr, a,
+                          sizeof a);
                 (void)buf_printf(&b, "%s[%s]", k ? "," : "", a);
             }
         }
@@ -502,8 +502,8 @@ load_ca(struct outbound *ob, const char *ca_file, struct latch_err *err)
 
         buf_init(&extra, OUTBOUND_MAX_CA_BYTES);
         rc = read_file_capped(ca_file, &extra, err);
-        if (rc == LATCH_OK && (extra.data == NULL ||
-                               strstr(extra.data, "-----BEGIN CERTIFICATE-----") == NULL)) {
+        if (rc == LATCH_OK &&
+            (extra.data == NULL || strstr(extra.data, "-----BEGIN CERTIFICATE-----") == NULL)) {
             latch_err_set(err, "LATCH_CA_FILE %s holds no PEM certificate", ca_file);
             rc = LATCH_E_INVAL;
         }
@@ -562,14 +562,21 @@ out:
     return ok;
 }
 
+/* Counts and logs a refused destination. host is the job's URL host (not a redirect's). */
 static void
-note_denied(struct outbound_stream *j)
+note_denied(struct outbound_stream *j, const struct sockaddr *sa)
 {
     char q[OUTBOUND_HOST_MAX + 8];
+    char a[INET6_ADDRSTRLEN] = "?";
 
     atomic_fetch_add(&j->ob->sockets_denied, 1);
     j->denied = true;
-    log_warn("outbound destination denied", "host=%s", log_quote(q, sizeof q, j->host));
+    if (sa != NULL && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, a, sizeof a);
+    else if (sa != NULL && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, a,
+                  sizeof a);
+    log_warn("outbound destination denied", "host=%s addr=%s", log_quote(q, sizeof q, j->host), a);
 }
 
 static curl_socket_t
@@ -578,9 +585,8 @@ on_opensocket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
     struct outbound_stream *j = clientp;
     curl_socket_t fd;
 
-    if (purpose != CURLSOCKTYPE_IPCXN ||
-        !addr_allowed(j, &a->addr, (socklen_t)a->addrlen)) {
-        note_denied(j);
+    if (purpose != CURLSOCKTYPE_IPCXN || !addr_allowed(j, &a->addr, (socklen_t)a->addrlen)) {
+        note_denied(j, &a->addr);
         return CURL_SOCKET_BAD;
     }
     fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
@@ -600,7 +606,7 @@ on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int
     (void)local_port;
     if (primary_ip == NULL || !parse_addr(primary_ip, &ss) ||
         !addr_allowed(j, (const struct sockaddr *)&ss, sizeof ss)) {
-        note_denied(j);
+        note_denied(j, primary_ip != NULL ? (const struct sockaddr *)&ss : NULL);
         return CURL_PREREQFUNC_ABORT;
     }
     return CURL_PREREQFUNC_OK;
@@ -919,7 +925,7 @@ job_new(struct outbound *ob, const struct outbound_req *req, const struct outbou
         goto out;
 
     has_body = streamed_body ? stream_body_len != 0 : req->body_len > 0;
-    rc = build_headers(j, req, has_body, err);
+    rc = build_headers(j, req, has_body || strcmp(req->method, "POST") == 0, err);
     if (rc != LATCH_OK)
         goto out;
     rc = LATCH_E_INTERNAL;
@@ -1360,8 +1366,8 @@ outbound_start(const struct outbound_opts *o, struct outbound **out, struct latc
         goto fail;
     }
     ob->thread_started = true;
-    log_info("outbound started", "pins=%zu extra_ca=%d allow_http=%d allow_private=%d",
-             ob->n_pins, ob->ca_pem != NULL, ob->allow_http, ob->allow_private);
+    log_info("outbound started", "pins=%zu extra_ca=%d allow_http=%d allow_private=%d", ob->n_pins,
+             ob->ca_pem != NULL, ob->allow_http, ob->allow_private);
     *out = ob;
     return LATCH_OK;
 fail:
@@ -1526,8 +1532,7 @@ void outbound_stream_release(struct outbound_stream *st);
 
 latch_rc
 outbound_stream_start(struct outbound *ob, const struct outbound_req *req, long long body_len,
-                      const struct outbound_stream_cbs *cbs, void *ud,
-                      struct outbound_stream **out)
+                      const struct outbound_stream_cbs *cbs, void *ud, struct outbound_stream **out)
 {
     struct outbound_stream *j = NULL;
     struct latch_err err = {{0}};

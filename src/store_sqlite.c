@@ -367,9 +367,8 @@ conn_open(const char *path, struct sq_conn **out, struct latch_err *err)
     if (src != SQLITE_OK) {
         latch_err_set(err, "store: cannot open sqlite database: %s",
                       c->db != NULL ? sqlite3_errmsg(c->db) : sqlite3_errstr(src));
-        rc = sq_fail(c->db, src, "open");
-        if (rc != LATCH_E_UNAVAILABLE)
-            rc = LATCH_E_UNAVAILABLE;
+        (void)sq_fail(c->db, src, "open");
+        rc = LATCH_E_UNAVAILABLE;
         goto out;
     }
     (void)sqlite3_extended_result_codes(c->db, 1);

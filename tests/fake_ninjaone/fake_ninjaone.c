@@ -1336,11 +1336,17 @@ struct gen_state {
     bool huge;
 };
 
-/* byte i of /v2/bytes: ((i * 2654435761) mod 2^64 >> 13) & 0xff; period 2^21. */
-static unsigned char
-gen_byte(uint64_t i)
+/* byte i of /v2/bytes: ((i * 2654435761) mod 2^64 >> 13) & 0xff; it depends on i mod 2^21 only. */
+#define GEN_PERIOD (1u << 21)
+static unsigned char g_gen_table[GEN_PERIOD]; /* written once before the daemon starts */
+
+static void
+gen_init(void)
 {
-    return (unsigned char)((i * 2654435761u) >> 13);
+    uint64_t i;
+
+    for (i = 0; i < GEN_PERIOD; i++)
+        g_gen_table[i] = (unsigned char)((i * 2654435761u) >> 13);
 }
 
 static const char k_huge_prefix[] = "{\"access_token\":\"";
@@ -1358,8 +1364,14 @@ gen_reader(void *cls, uint64_t pos, char *buf, size_t max)
     left = g->n - pos;
     k = left < max ? (size_t)left : max;
     if (!g->huge) {
-        for (j = 0; j < k; j++)
-            buf[j] = (char)gen_byte(pos + j);
+        for (j = 0; j < k;) {
+            size_t off = (size_t)(pos + j) & (GEN_PERIOD - 1), run = GEN_PERIOD - off;
+
+            if (run > k - j)
+                run = k - j;
+            memcpy(buf + j, g_gen_table + off, run);
+            j += run;
+        }
     } else {
         uint64_t pre = sizeof k_huge_prefix - 1, suf = sizeof k_huge_suffix - 1;
 
@@ -1786,8 +1798,8 @@ wellknown(struct MHD_Connection *c)
 
     if (request_instance(c) < 0)
         return respond_misdirected(c);
-    if (instance_parse(host, strlen(host)) < 0)
-        host = k_hosts[g_default_inst];
+    if (host == NULL)
+        host = k_hosts[request_instance(c)];
     snprintf(base, sizeof base, "%s://%.200s", scheme, host);
     sb_init(&b, 8192);
     sb_printf(&b,
@@ -1951,7 +1963,8 @@ write_device(struct sbuf *b, int i, bool detailed)
     const struct org_def *o = &k_orgs[dev_org(i)];
     const char *prefix = k_node_prefix[i % N_CLASSES];
     int id = dev_id(i);
-    char uid[64], name[FAKE_NAME_MAX + 8];
+    char uid[64], name[FAKE_NAME_MAX + 8], lower[8];
+    size_t k;
     int64_t created = 1697635063 + (int64_t)i * 3607;
     int64_t contact = 1716223344 + (int64_t)i * 13;
 
@@ -1965,8 +1978,11 @@ write_device(struct sbuf *b, int i, bool detailed)
               dev_policy(i), i % 10 == 3 ? "15" : "null", i % 50 == 49 ? "PENDING" : "APPROVED",
               i % 4 == 0 ? "true" : "false");
     sb_json_str(b, name);
-    sb_printf(b, ",\"systemName\":\"%s-%d\",\"dnsName\":\"%c%c-%d.%s\",\"netbiosName\":\"%s-%d\"",
-              prefix, id, prefix[0] + 32, prefix[1] + 32, id, o->domain, prefix, id);
+    for (k = 0; prefix[k] != '\0' && k < sizeof lower - 1; k++)
+        lower[k] = (char)(prefix[k] >= 'A' && prefix[k] <= 'Z' ? prefix[k] + 32 : prefix[k]);
+    lower[k] = '\0';
+    sb_printf(b, ",\"systemName\":\"%s-%d\",\"dnsName\":\"%s-%d.%s\",\"netbiosName\":\"%s-%d\"",
+              prefix, id, lower, id, o->domain, prefix, id);
     sb_puts(b, ",\"created\":");
     sb_epoch(b, created, (unsigned)(i * 151), styles[i % 3]);
     sb_puts(b, ",\"lastContact\":");
@@ -3470,6 +3486,7 @@ main(int argc, char **argv)
     }
 
     json_object_seed(0);
+    gen_init();
     if (RAND_bytes(g_key, sizeof g_key) != 1) {
         fputs("fake-ninjaone: RAND_bytes failed\n", stderr);
         return 1;

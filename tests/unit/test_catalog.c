@@ -21,8 +21,7 @@
 #include "rc.h"
 
 static const char *const ninja_hosts[] = {
-    "app.ninjarmm.com", "us2.ninjarmm.com", "eu.ninjarmm.com", "ca.ninjarmm.com",
-    "oc.ninjarmm.com",
+    "app.ninjarmm.com", "us2.ninjarmm.com", "eu.ninjarmm.com", "ca.ninjarmm.com", "oc.ninjarmm.com",
 };
 
 static struct catalog *
@@ -270,8 +269,8 @@ test_length_limit(void **state)
 {
     struct catalog *c = load_default();
     const struct catalog_provider *p = catalog_find(c, "ninjaone-rmm");
-    const struct catalog_field *f = catalog_find_field(p->credentials, p->n_credentials,
-                                                       "client_secret");
+    const struct catalog_field *f =
+        catalog_find_field(p->credentials, p->n_credentials, "client_secret");
     struct latch_err err = {{0}};
     char *v = malloc(1026);
 
@@ -308,7 +307,8 @@ static const struct fcase format_cases[] = {
     {"hostname", "app.ninjarmm.com:443", false},
     {"hostname", "app.ninjarmm.com/x", false},
     {"hostname", "user@app.ninjarmm.com", false},
-    {"hostname", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.x", true}, /* 63 */
+    {"hostname", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.x",
+     true}, /* 63 */
     {"hostname", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.x", false},
     {"uri", "https://example.com", true},
     {"uri", "http://example.com:8080/path?q=1#f", true},
@@ -404,7 +404,8 @@ test_pattern_is_js_test(void **state)
                                        "      title: Js\n"
                                        "      pattern: '^\\u0041[^]$'\n");
     const struct catalog_provider *p = catalog_find(c, "p");
-    const struct catalog_field *key = catalog_find_field(p->credentials, p->n_credentials, "apiKey");
+    const struct catalog_field *key =
+        catalog_find_field(p->credentials, p->n_credentials, "apiKey");
     const struct catalog_field *tok = catalog_find_field(p->credentials, p->n_credentials, "tok");
     const struct catalog_field *slow = catalog_find_field(p->credentials, p->n_credentials, "slow");
     const struct catalog_field *js = catalog_find_field(p->credentials, p->n_credentials, "js");
@@ -508,9 +509,8 @@ test_ninjaone_json(void **state)
     assert_string_equal(
         json_string_value(json_object_get(json_object_get(j, "token_params"), "grant_type")),
         "client_credentials");
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(j, "proxy"), "base_url")),
-        p->proxy_base_url);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "proxy"), "base_url")),
+                        p->proxy_base_url);
     assert_int_equal(json_integer_value(json_object_get(j, "token_expiration_buffer")), 900);
     inst = json_object_get(json_object_get(j, "connection_config"), "instance");
     assert_true(json_is_object(inst));
@@ -544,7 +544,8 @@ test_load_errors(void **state)
                       "bad:\n"
                       "  credentials:\n"
                       "    apiKey: {title: Key, pattern: '^(unclosed$'}\n",
-                      LATCH_E_INVAL, "provider 'bad': credentials.apiKey: pattern does not compile");
+                      LATCH_E_INVAL,
+                      "provider 'bad': credentials.apiKey: pattern does not compile");
     expect_load_error("bad:\n  connection_config:\n    sub: {pattern: '[z-a]'}\n", LATCH_E_INVAL,
                       "connection_config.sub: pattern");
     expect_load_error("bad:\n  credentials:\n    k: {pattern: [a]}\n", LATCH_E_INVAL,
@@ -680,8 +681,7 @@ test_upstream_catalogue(void **state)
     (void)snprintf(path, sizeof path, "%s/upstream/providers.yaml", bd);
     fp = fopen(path, "rb");
     if (fp == NULL)
-        fail_msg("%s is missing: run scripts/fetch-upstream-providers %s/upstream first", path,
-                 bd);
+        fail_msg("%s is missing: run scripts/fetch-upstream-providers %s/upstream first", path, bd);
     (void)fclose(fp);
     rc = catalog_load_file(path, &c, &err);
     if (rc != LATCH_OK)

@@ -91,11 +91,17 @@ static const struct hostile hostile[] = {
     {"XN--80ak6aa92e.com", false},
     {"api.xn--nnjarmm-9ya.com", false},
     {"ab--cd.com", false},
-    {"\xd0\xb0pple.com", false},             /* Cyrillic a */
-    {"ninj\xc9\x91rmm.com", false},          /* Latin alpha */
-    {"example\xe3\x80\x82" "com", false},     /* ideographic full stop */
-    {"example\xef\xbc\x8e" "com", false},    /* fullwidth full stop */
-    {"ex\xc2\xad" "ample.com", false},        /* soft hyphen */
+    {"\xd0\xb0pple.com", false},    /* Cyrillic a */
+    {"ninj\xc9\x91rmm.com", false}, /* Latin alpha */
+    {"example\xe3\x80\x82"
+     "com",
+     false}, /* ideographic full stop */
+    {"example\xef\xbc\x8e"
+     "com",
+     false}, /* fullwidth full stop */
+    {"ex\xc2\xad"
+     "ample.com",
+     false}, /* soft hyphen */
     /* look-alike suffixes are syntactically fine; the exact enum match rejects them. These
      * are URL forms that must fail here. */
     {"https://127.0.0.1/", true},
@@ -406,9 +412,12 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hostile_rejected), cmocka_unit_test(test_overlong_rejected),
-        cmocka_unit_test(test_good_accepted),    cmocka_unit_test(test_url_host),
-        cmocka_unit_test(test_url_host_small_buffer), cmocka_unit_test(test_addr_table),
+        cmocka_unit_test(test_hostile_rejected),
+        cmocka_unit_test(test_overlong_rejected),
+        cmocka_unit_test(test_good_accepted),
+        cmocka_unit_test(test_url_host),
+        cmocka_unit_test(test_url_host_small_buffer),
+        cmocka_unit_test(test_addr_table),
         cmocka_unit_test(test_addr_odd),
     };
     int rc;

@@ -37,6 +37,7 @@
 #include <openssl/x509v3.h>
 
 #include "outbound.h"
+#include "util/xalloc.h"
 
 /* Proposed addition to outbound.h (implemented in outbound.c); harmless if already declared. */
 void outbound_stream_release(struct outbound_stream *st);
@@ -90,8 +91,8 @@ query_long(struct MHD_Connection *c, const char *key, long dflt)
 static enum MHD_Result
 send_text(struct MHD_Connection *c, unsigned status, const char *text)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
+                                                             MHD_RESPMEM_MUST_COPY);
     enum MHD_Result ret;
 
     MHD_add_response_header(r, "Content-Type", "text/plain");
@@ -111,7 +112,7 @@ handler(void *cls, struct MHD_Connection *c, const char *url, const char *method
     (void)cls;
     (void)version;
     if (rq == NULL) {
-        rq = calloc(1, sizeof *rq);
+        rq = xcalloc(1, sizeof *rq);
         *con_cls = rq;
         return MHD_YES;
     }
@@ -122,7 +123,7 @@ handler(void *cls, struct MHD_Connection *c, const char *url, const char *method
         if (strcmp(url, "/echo") == 0 && rq->len + *upload_size < 4 * 1024 * 1024) {
             if (rq->len + *upload_size > rq->cap) {
                 rq->cap = (rq->len + *upload_size) * 2;
-                rq->body = realloc(rq->body, rq->cap);
+                rq->body = xrealloc(rq->body, rq->cap);
             }
             memcpy(rq->body + rq->len, upload, *upload_size);
             rq->len += *upload_size;
@@ -161,7 +162,7 @@ handler(void *cls, struct MHD_Connection *c, const char *url, const char *method
         return send_text(c, 200, "slept");
     }
     if (strcmp(url, "/big") == 0 || strcmp(url, "/chunked") == 0) {
-        uint64_t *n = malloc(sizeof *n);
+        uint64_t *n = xmalloc(sizeof *n);
 
         *n = (uint64_t)query_long(c, "n", 0);
         r = MHD_create_response_from_callback(strcmp(url, "/big") == 0 ? *n : MHD_SIZE_UNKNOWN,
@@ -215,11 +216,10 @@ group_setup(void **state)
     memset(&sin, 0, sizeof sin);
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    srv = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                               MHD_USE_ERROR_LOG,
-                           0, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, &sin,
-                           MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-                           MHD_OPTION_CONNECTION_LIMIT, 1000U, MHD_OPTION_END);
+    srv = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
+        NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, &sin, MHD_OPTION_NOTIFY_COMPLETED,
+        completed, NULL, MHD_OPTION_CONNECTION_LIMIT, 1000U, MHD_OPTION_END);
     if (srv == NULL)
         return -1;
     di = MHD_get_daemon_info(srv, MHD_DAEMON_INFO_BIND_PORT);
@@ -339,6 +339,7 @@ test_roundtrip(void **state)
     req.url = url_for("127.0.0.1", "/echo");
     assert_int_equal(outbound_fetch_sync(ob, &req, &r), LATCH_OK);
     assert_string_equal(resp_header(&r, "X-Method"), "POST");
+    assert_string_equal(resp_header(&r, "X-Got-CT"), "none");
     assert_int_equal(r.body_len, 0);
     outbound_resp_clear(&r);
     outbound_stop(ob);
@@ -497,8 +498,8 @@ test_ssrf_denied(void **state)
 {
     struct outbound *ob = start_ob(false, true, NULL, 0);
     unsigned hits = atomic_load(&srv_hits);
-    const char *hosts[] = {"127.0.0.1", "localhost", "[::1]", "[::ffff:127.0.0.1]", "127.1",
-                           "2130706433"};
+    const char *hosts[] = {"127.0.0.1",          "localhost", "[::1]",
+                           "[::ffff:127.0.0.1]", "127.1",     "2130706433"};
     struct outbound_resp r;
 
     (void)state;
@@ -567,8 +568,9 @@ test_ssrf_pinned(void **state)
 static void
 test_bad_opts(void **state)
 {
-    const char *bad_resolve[] = {"nonsense", "host:80", "host:0:1.2.3.4", "host:80:999.1.1.1",
-                                 "1.2.3.4", "+host:80:1.2.3.4", "ho st:80:1.2.3.4"};
+    const char *bad_resolve[] = {"nonsense",          "host:80", "host:0:1.2.3.4",
+                                 "host:80:999.1.1.1", "1.2.3.4", "+host:80:1.2.3.4",
+                                 "ho st:80:1.2.3.4"};
     struct outbound_opts o = {0};
     struct outbound *ob = NULL;
     struct latch_err err = {{0}};
@@ -1182,7 +1184,8 @@ make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, boo
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name);
     X509V3_set_ctx(&ctx, issuer != NULL ? issuer : x, x, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
+    ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints,
+                              ca ? "critical,CA:TRUE" : "CA:FALSE");
     X509_add_ext(x, ext, -1);
     X509_EXTENSION_free(ext);
     if (ca) {
@@ -1201,7 +1204,7 @@ bio_string(BIO *b)
 {
     char *p = NULL;
     long n = BIO_get_mem_data(b, &p);
-    char *s = malloc((size_t)n + 1);
+    char *s = xmalloc((size_t)n + 1);
 
     memcpy(s, p, (size_t)n);
     s[n] = '\0';

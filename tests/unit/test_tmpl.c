@@ -16,7 +16,8 @@
 #include "tmpl.h"
 
 #define NINJA_TOKEN_URL                                                                            \
-    "https://${connectionConfig.instance}/ws/oauth/token || https://app.ninjarmm.com/ws/oauth/token"
+    "https://${connectionConfig.instance}/ws/oauth/token || "                                      \
+    "https://app.ninjarmm.com/ws/oauth/token"
 #define NINJA_BASE_URL "https://${connectionConfig.instance} || https://app.ninjarmm.com"
 
 struct vars {
@@ -39,13 +40,20 @@ lookup(const char *name, void *ud)
 
 static const char *const no_vars[] = {NULL};
 static const char *const std_vars[] = {
-    "connectionConfig.instance", "eu.ninjarmm.com",
-    "credentials.username", "user",
-    "credentials.password", "pass",
-    "credentials.empty", "",
-    "apiKey", "k3y",
-    "odd", "a b/c@d?e=f&g+h%",
-    "unicode", "caf\xc3\xa9",
+    "connectionConfig.instance",
+    "eu.ninjarmm.com",
+    "credentials.username",
+    "user",
+    "credentials.password",
+    "pass",
+    "credentials.empty",
+    "",
+    "apiKey",
+    "k3y",
+    "odd",
+    "a b/c@d?e=f&g+h%",
+    "unicode",
+    "caf\xc3\xa9",
     NULL,
 };
 
@@ -70,8 +78,7 @@ static const struct ok_case ok_cases[] = {
     {"${base64(literal)}", 0, "bGl0ZXJhbA=="},
     {"${base64()}", 0, ""},
     {"${base64(${base64(${credentials.username})})}", 0, "ZFhObGNnPT0="},
-    {"${base64(${credentials.username}/token:${credentials.password})}", 0,
-     "dXNlci90b2tlbjpwYXNz"},
+    {"${base64(${credentials.username}/token:${credentials.password})}", 0, "dXNlci90b2tlbjpwYXNz"},
     /* || inside function arguments */
     {"${base64(${nope} || ${credentials.username})}", 0, "dXNlcg=="},
     /* three alternatives: the first complete one wins, each is trimmed */
@@ -86,8 +93,7 @@ static const struct ok_case ok_cases[] = {
     {"https://h/${odd}?q=1 ", TMPL_URL_ENCODE, "https://h/a%20b%2Fc%40d%3Fe%3Df%26g%2Bh%25?q=1"},
     {"https://h/${odd}", 0, "https://h/a b/c@d?e=f&g+h%"},
     {"${unicode}", TMPL_URL_ENCODE, "caf%C3%A9"},
-    {"${base64(${credentials.username}:${credentials.password})}", TMPL_URL_ENCODE,
-     "dXNlcjpwYXNz"},
+    {"${base64(${credentials.username}:${credentials.password})}", TMPL_URL_ENCODE, "dXNlcjpwYXNz"},
     {"${base64(\?\?>)}", TMPL_URL_ENCODE, "Pz8%2B"},
     /* lone $, braces and parens outside ${} are literal text */
     {"a$b {c} (d) $", 0, "a$b {c} (d) $"},
@@ -143,9 +149,9 @@ test_skipped_alternatives_are_not_looked_up(void **state)
     char out[64];
 
     (void)state;
-    assert_int_equal(tmpl_eval("${apiKey} || ${odd} || ${unicode}", lookup, &v, 0, out,
-                               sizeof out, &err),
-                     LATCH_OK);
+    assert_int_equal(
+        tmpl_eval("${apiKey} || ${odd} || ${unicode}", lookup, &v, 0, out, sizeof out, &err),
+        LATCH_OK);
     assert_string_equal(out, "k3y");
     assert_int_equal(v.calls, 1);
 }
@@ -325,8 +331,8 @@ static void
 test_garbage_does_not_crash(void **state)
 {
     static const char *const pieces[] = {
-        "${", "}", "(", ")", ",", "||", "|", "$", "base64", "apiKey", "odd", " ", "nope",
-        "${base64(", "${apiKey}", "x", ":", "\xff", "\t", "${now:", "{",
+        "${", "}",    "(",         ")",         ",", "||", "|",    "$",  "base64", "apiKey", "odd",
+        " ",  "nope", "${base64(", "${apiKey}", "x", ":",  "\xff", "\t", "${now:", "{",
     };
     uint32_t seed = 0x2545f491u;
     int iter;
