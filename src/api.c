@@ -17,8 +17,8 @@
 
 static const struct api_route routes[] = {
     {"GET", "/health", api_health, AUTH_NONE, 0, 0},
+    {"GET", "/ui/*", api_ui_asset, AUTH_NONE, 0, 0}, /* before "/ui": that one tolerates a '/' */
     {"GET", "/ui", api_ui_asset, AUTH_NONE, 0, 0},
-    {"GET", "/ui/*", api_ui_asset, AUTH_NONE, 0, 0},
     {"GET", "/providers", api_providers_list, AUTH_SESSION_OR_SECRET, 0, 0},
     {"GET", "/providers/:provider", api_provider_get, AUTH_SESSION_OR_SECRET, 0, 0},
     {"GET", "/integrations", api_integrations_list, AUTH_SESSION_OR_SECRET, API_NO_QUERY, 0},
@@ -558,6 +558,11 @@ api_dispatch(struct http_req *req, void *appv)
             api_error(c, 405, "method_not_allowed", "This method is not allowed on this route.");
         else
             api_error(c, 404, "not_found", "Unknown route.");
+        return;
+    }
+    if (strstr(http_req_raw_target(req), "%00") != NULL) {
+        /* a decoded NUL would silently truncate a value (e.g. an instance name) */
+        api_error(c, 400, "invalid_query_params", "NUL bytes are not allowed in the URL.");
         return;
     }
     if (http_req_query_count(req) > LATCH_MAX_QUERY_PARAMS) {

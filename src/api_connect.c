@@ -539,16 +539,6 @@ api_oauth2_cc(struct api_ctx *c)
         api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", errs);
         return;
     }
-    if (store_session_bump_attempts(c->app->store, c->session.id, &attempts) != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
-        return;
-    }
-    if (attempts > LATCH_MAX_CONNECT_ATTEMPTS) {
-        http_resp_header(c->req, "Retry-After", "60");
-        api_error(c, 429, "too_many_attempts",
-                  "Too many connection attempts with this session. Ask for a new connect link.");
-        return;
-    }
     j = xcalloc(1, sizeof *j);
     j->c = c;
     if (store_integration_get(c->app->store, c->env_id, key, &j->integ) != LATCH_OK) {
@@ -636,6 +626,16 @@ api_oauth2_cc(struct api_ctx *c)
         vault_uuid_v4(id);
         j->connection_id = xstrdup(id);
         vault_uuid_v4(j->uid);
+    }
+    if (store_session_bump_attempts(c->app->store, c->session.id, &attempts) != LATCH_OK) {
+        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        goto out;
+    }
+    if (attempts > LATCH_MAX_CONNECT_ATTEMPTS) {
+        http_resp_header(c->req, "Retry-After", "60");
+        api_error(c, 429, "too_many_attempts",
+                  "Too many connection attempts with this session. Ask for a new connect link.");
+        goto out;
     }
     j->client_id = xstrdup(json_string_value(id_v));
     j->client_secret = xstrdup(json_string_value(sec_v));

@@ -3,6 +3,7 @@
  * public integration object shared by api_integrations.c.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
@@ -68,7 +69,17 @@ api_ui_asset(struct api_ctx *c)
     const struct ui_asset *a;
     const char *inm;
 
-    if (rest == NULL || rest[0] == '\0')
+    if (rest == NULL) {
+        /* "/ui" -> "/ui/" so that the page's relative asset URLs resolve */
+        const char *q = strchr(http_req_raw_target(c->req), '?');
+        char *loc = xasprintf("/ui/%s", q != NULL && strlen(q) < 2048 ? q : "");
+
+        http_resp_header(c->req, "Location", loc);
+        free(loc);
+        http_resp_bytes(c->req, 301, "text/plain", "", 0, true);
+        return;
+    }
+    if (rest[0] == '\0')
         rest = "index.html";
     if (strlen(rest) > 100 || strstr(rest, "..") != NULL || strchr(rest, '/') != NULL) {
         api_error(c, 404, "not_found", "Unknown asset.");

@@ -14,6 +14,7 @@
 #include "outbound.h"
 #include "refresher.h"
 #include "store.h"
+#include "timer.h"
 #include "util/xalloc.h"
 #include "vault.h"
 #include "webhook.h"
@@ -229,7 +230,9 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     rc = outbound_start(&oo, &a->outbound, err);
     if (rc != LATCH_OK)
         return rc;
-    rc = webhook_start(a, &a->webhook);
+    rc = timer_start(&a->timer);
+    if (rc == LATCH_OK)
+        rc = webhook_start(a, &a->webhook);
     if (rc == LATCH_OK)
         rc = refresher_start(a, &a->refresher);
     if (rc != LATCH_OK) {
@@ -255,6 +258,8 @@ app_stop(struct app *a)
 {
     http_server_stop(a->http);
     a->http = NULL;
+    timer_stop(a->timer);
+    a->timer = NULL;
     /* outbound first: it runs the pending callbacks of webhook and refresher jobs */
     outbound_stop(a->outbound);
     a->outbound = NULL;

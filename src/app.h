@@ -21,6 +21,7 @@ struct outbound;
 struct http_server;
 struct webhook;
 struct refresher;
+struct timer;
 
 struct app {
     const struct config *cfg;
@@ -31,6 +32,7 @@ struct app {
     struct webhook *webhook;
     struct refresher *refresher;
     struct http_server *http;
+    struct timer *timer;
     char node_id[33]; /* random per process: lease owner prefix */
 };
 

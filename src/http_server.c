@@ -757,6 +757,11 @@ respond_now(struct http_req *r, unsigned status, const char *code, const char *m
     return queue_pending(r);
 }
 
+/*
+ * The preflight answer is queued at the final access-handler call, not now: MHD 0.9.75 closes
+ * the connection after a response queued before the (empty) body was read, and browsers send
+ * the real request right after the preflight.
+ */
 static enum MHD_Result
 respond_preflight(struct http_req *r)
 {
@@ -764,7 +769,10 @@ respond_preflight(struct http_req *r)
     http_resp_header(r, "Access-Control-Allow-Methods", cors_allow_methods);
     http_resp_header(r, "Access-Control-Allow-Headers", cors_allow_headers);
     http_resp_header(r, "Access-Control-Max-Age", "600");
-    return queue_pending(r);
+    lock(&r->mu);
+    r->state = RS_READY;
+    unlock(&r->mu);
+    return MHD_YES;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1031,25 +1039,31 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
     return MHD_YES;
 }
 
+/* Drops upload bytes nobody will read; closes the connection past HTTP_DISCARD_MAX. */
+static enum MHD_Result
+discard_upload(struct http_req *r, size_t *uds)
+{
+    r->discarded += *uds;
+    *uds = 0;
+    if (r->discarded > HTTP_DISCARD_MAX) {
+        log_warn("oversized upload; closing", "req=%s bytes_in=%llu", r->id, r->bytes_in);
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result
 on_body_buffered(struct http_server *s, struct http_req *r, const char *data, size_t *uds)
 {
     if (*uds > 0) {
-        size_t n = *uds;
-
-        *uds = 0;
-        r->bytes_in += n;
-        if (!r->too_large && buf_append(&r->body, data, n) != LATCH_OK) {
+        r->bytes_in += *uds;
+        if (!r->too_large && buf_append(&r->body, data, *uds) != LATCH_OK) {
             r->too_large = true;
             buf_free(&r->body);
         }
-        if (r->too_large) {
-            r->discarded += n;
-            if (r->discarded > HTTP_DISCARD_MAX) {
-                log_warn("oversized upload; closing", "req=%s bytes_in=%llu", r->id, r->bytes_in);
-                return MHD_NO;
-            }
-        }
+        if (r->too_large)
+            return discard_upload(r, uds);
+        *uds = 0;
         return MHD_YES;
     }
     if (r->too_large)
@@ -1126,6 +1140,10 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
     case RS_BODY:
         return on_body_buffered(s, r, upload_data, upload_data_size);
     case RS_READY:
+        if (*upload_data_size > 0) { /* a body on a preflight: nobody reads it */
+            r->bytes_in += *upload_data_size;
+            return discard_upload(r, upload_data_size);
+        }
         return queue_pending(r);
     default:
         /* not expected (suspended connections are not processed); ignore */

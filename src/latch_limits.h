@@ -10,31 +10,85 @@
 /* Request body accepted by JSON API routes. Nango allows 75 MB; credentials are tiny. */
 #ifndef LATCH_MAX_JSON_BODY
 #define LATCH_MAX_JSON_BODY (1024 * 1024)
+/* Proxy. */
+#define LATCH_TIMER_MAX_PENDING 100000
+#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_MAX_RETRIES 10
+#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_MAX_HEADERS 64
+
 #endif
 
 /* Bytes MHD may use per connection for the request line and headers (413/431 past it). */
 #ifndef LATCH_MAX_HEADER_BYTES
 #define LATCH_MAX_HEADER_BYTES (32 * 1024)
+/* Proxy. */
+#define LATCH_TIMER_MAX_PENDING 100000
+#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_MAX_RETRIES 10
+#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_MAX_HEADERS 64
+
 #endif
 
 /* Request body forwarded by the proxy (streamed, so this only bounds abuse). */
 #ifndef LATCH_MAX_PROXY_BODY
 #define LATCH_MAX_PROXY_BODY (256LL * 1024 * 1024)
+/* Proxy. */
+#define LATCH_TIMER_MAX_PENDING 100000
+#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_MAX_RETRIES 10
+#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_MAX_HEADERS 64
+
 #endif
 
 /* JSON nesting accepted in request bodies. */
 #ifndef LATCH_MAX_JSON_DEPTH
 #define LATCH_MAX_JSON_DEPTH 32
+/* Proxy. */
+#define LATCH_TIMER_MAX_PENDING 100000
+#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_MAX_RETRIES 10
+#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_MAX_HEADERS 64
+
 #endif
 
 /* Token endpoint response body. */
 #ifndef LATCH_MAX_TOKEN_RESPONSE
 #define LATCH_MAX_TOKEN_RESPONSE (64 * 1024)
+/* Proxy. */
+#define LATCH_TIMER_MAX_PENDING 100000
+#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_MAX_RETRIES 10
+#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_MAX_HEADERS 64
+
 #endif
 
 /* Webhook receiver response we bother to read. */
 #ifndef LATCH_MAX_WEBHOOK_RESPONSE
 #define LATCH_MAX_WEBHOOK_RESPONSE (16 * 1024)
+/* Proxy. */
+#define LATCH_TIMER_MAX_PENDING 100000
+#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_MAX_RETRIES 10
+#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_MAX_HEADERS 64
+
 #endif
 
 /* Strings in the API. */
@@ -67,5 +121,14 @@
 #define LATCH_OUTBOUND_CONNECT_TIMEOUT_MS 5000
 #define LATCH_OUTBOUND_TOKEN_TIMEOUT_MS 15000
 #define LATCH_OUTBOUND_MAX_JOBS 10000
+
+/* Proxy. */
+#define LATCH_TIMER_MAX_PENDING 100000
+#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_MAX_RETRIES 10
+#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_MAX_HEADERS 64
 
 #endif

@@ -110,5 +110,11 @@ latch_rc outbound_stream_start(struct outbound *ob, const struct outbound_req *r
 void outbound_stream_resume(struct outbound_stream *st);
 /* Any thread: abort; on_done still runs once (LATCH_E_UNAVAILABLE). */
 void outbound_stream_cancel(struct outbound_stream *st);
+/*
+ * Drops the caller's reference (given by outbound_stream_start when out != NULL). Exactly once,
+ * any thread, before or after on_done. Until then resume/cancel are safe; after on_done they
+ * do nothing.
+ */
+void outbound_stream_release(struct outbound_stream *st);
 
 #endif

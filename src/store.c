@@ -55,13 +55,8 @@ store_open(const char *url, struct store **out, struct latch_err *err)
         return LATCH_E_INVAL;
     }
     if (is_postgres_target(url)) {
-#ifdef LATCH_HAVE_STORE_PG
+        /* The whole URL / conninfo goes to libpq (expand_dbname=1); see store_pg.c. */
         ops = &store_pg_ops;
-#else
-        /* Hook for store_pg.c: define LATCH_HAVE_STORE_PG and export store_pg_ops. */
-        latch_err_set(err, "store: postgres backend not built yet");
-        return LATCH_E_INVAL;
-#endif
     } else if (has_prefix(url, "sqlite://")) {
         ops = &store_sqlite_ops;
         target = url + strlen("sqlite://");

@@ -1,6 +1,6 @@
 /*
- * store_backend.h - private seam between store.c and the storage backends (store_sqlite.c, later
- * store_pg.c). Nothing outside the store modules includes this file.
+ * store_backend.h - private seam between store.c and the storage backends (store_sqlite.c,
+ * store_pg.c) and store_export.c. Nothing outside the store modules includes this file.
  *
  * A backend fills one static const struct store_ops. Every operation of store.h has one function
  * pointer here with the same arguments, except that `struct store *` becomes the backend's own
@@ -16,7 +16,51 @@
 #ifndef LATCH_STORE_BACKEND_H
 #define LATCH_STORE_BACKEND_H
 
+#include <jansson.h>
+
 #include "store.h"
+
+/*
+ * ---- raw rows, for export/import (store_export.c) ----
+ * store_tables[] describes every exported table once, for all backends: same table and column
+ * names everywhere. Column 0 is the key rows are ordered by (id, or key for meta). A raw row is
+ * a JSON object {column: value}: INT -> integer, TEXT -> string, BOOL -> true/false, HASH
+ * (32-byte blob) -> 64 lower-case hex digits; NULL -> null.
+ */
+enum store_col_type { STORE_COL_INT, STORE_COL_TEXT, STORE_COL_BOOL, STORE_COL_HASH };
+struct store_col {
+    const char *name;
+    enum store_col_type type;
+};
+struct store_table {
+    const char *name;
+    const struct store_col *cols;
+    size_t ncols;
+    bool has_id; /* column 0 is an integer identity "id" (PG resets its sequence on import) */
+};
+/* In dependency order (parents first). Defined in store_export.c. */
+extern const struct store_table store_tables[];
+extern const size_t store_ntables;
+
+/* One decoded value of a raw row; s / h point into the JSON row (borrowed). */
+struct store_val {
+    bool null;
+    int64_t i; /* INT, BOOL (0/1) */
+    const char *s;
+    unsigned char h[32];
+};
+/* Decodes column col of row (missing = null); LATCH_E_INVAL on a type mismatch. */
+latch_rc store_val_get(const struct store_col *col, json_t *row, struct store_val *out);
+/* Sets column col of row from v (for scans); LATCH_E_INVAL if text is not UTF-8. */
+latch_rc store_val_put(const struct store_col *col, json_t *row, const struct store_val *v);
+
+/* Scan callback: row is borrowed for the call. A non-OK return stops the scan with that code. */
+typedef latch_rc (*store_raw_scan_fn)(const struct store_table *t, json_t *row, void *ud);
+/*
+ * Import source: sets *t and *row (owned by the source, valid until the next call) for the next
+ * row, or *row = NULL at the end.
+ */
+typedef latch_rc (*store_raw_next_fn)(const struct store_table **t, json_t **row, void *ud);
 
 struct store_ops {
     const char *name; /* "sqlite", "postgres" */
@@ -94,6 +138,14 @@ struct store_ops {
 
     latch_rc (*reseal_all)(void *impl, store_reseal_fn fn, void *ud, size_t *rewritten);
     latch_rc (*integrity_check)(void *impl, struct latch_err *err);
+
+    /* Every row of t in key order (batched; no long transaction). */
+    latch_rc (*raw_scan)(void *impl, const struct store_table *t, store_raw_scan_fn fn, void *ud);
+    /*
+     * Inserts rows verbatim (ids kept) in one transaction into a database whose meta and
+     * environments tables are empty (LATCH_E_CONFLICT otherwise); all or nothing.
+     */
+    latch_rc (*raw_import)(void *impl, store_raw_next_fn next, void *ud, struct latch_err *err);
 };
 
 struct store {
@@ -101,10 +153,8 @@ struct store {
     void *impl;
 };
 
-/* Backends. */
+/* Backends. libpq is a required dependency, so the PostgreSQL backend is always built. */
 extern const struct store_ops store_sqlite_ops;
-#ifdef LATCH_HAVE_STORE_PG
 extern const struct store_ops store_pg_ops;
-#endif
 
 #endif

@@ -29,6 +29,7 @@
 
 #include "latch_limits.h"
 #include "log.h"
+#include "util/buf.h"
 #include "util/xalloc.h"
 
 #include "store_sqlite_schema.h"
@@ -2392,6 +2393,265 @@ out:
     return rc;
 }
 
+/* ---- raw rows (export / import) ---- */
+
+/* Longest dynamic SQL text (identifiers from store_tables only). */
+#define STORE_SQLITE_MAX_RAW_SQL 2048
+/* Rows read per batch by raw_scan. */
+#define STORE_SQLITE_RAW_BATCH 500
+
+static latch_rc
+raw_col_list(struct buf *b, const struct store_table *t)
+{
+    latch_rc rc = LATCH_OK;
+
+    for (size_t i = 0; i < t->ncols && rc == LATCH_OK; i++)
+        rc = buf_printf(b, "%s%s", i ? ", " : "", t->cols[i].name);
+    return rc;
+}
+
+static latch_rc
+sq_raw_scan(void *impl, const struct store_table *t, store_raw_scan_fn fn, void *ud)
+{
+    struct sq_store *q = impl;
+    struct sq_conn *c = NULL;
+    sqlite3_stmt *st = NULL;
+    struct buf sql;
+    int64_t last_id = 0;
+    char *last_key = xstrdup("");
+    latch_rc rc;
+    const bool by_id = t->cols[0].type == STORE_COL_INT;
+
+    /* The SQL holds identifiers from store_tables only; the cursor value is bound. */
+    buf_init(&sql, STORE_SQLITE_MAX_RAW_SQL);
+    rc = buf_puts(&sql, "SELECT ");
+    if (rc == LATCH_OK)
+        rc = raw_col_list(&sql, t);
+    if (rc == LATCH_OK)
+        rc = buf_printf(&sql, " FROM %s WHERE %s > ?1 ORDER BY %s LIMIT %d", t->name,
+                        t->cols[0].name, t->cols[0].name, STORE_SQLITE_RAW_BATCH);
+    if (rc != LATCH_OK)
+        goto out;
+    rc = conn_acquire(q, &c);
+    if (rc != LATCH_OK)
+        goto out;
+    if (sqlite3_prepare_v2(c->db, sql.data, -1, &st, NULL) != SQLITE_OK) {
+        rc = sq_fail(c->db, sqlite3_errcode(c->db), "raw scan");
+        goto out;
+    }
+    for (;;) {
+        int rows = 0;
+        bool row = true;
+
+        (void)sqlite3_reset(st);
+        if (by_id)
+            (void)sqlite3_bind_int64(st, 1, (sqlite3_int64)last_id);
+        else
+            (void)sqlite3_bind_text(st, 1, last_key, -1, SQLITE_TRANSIENT);
+        while (rc == LATCH_OK) {
+            json_t *obj;
+
+            rc = q_step(c, st, &row);
+            if (rc != LATCH_OK || !row)
+                break;
+            obj = json_object();
+            for (size_t k = 0; k < t->ncols && rc == LATCH_OK; k++) {
+                struct store_val v;
+                int col = (int)k;
+
+                memset(&v, 0, sizeof v);
+                v.null = sqlite3_column_type(st, col) == SQLITE_NULL;
+                if (!v.null) {
+                    switch (t->cols[k].type) {
+                    case STORE_COL_INT:
+                    case STORE_COL_BOOL:
+                        v.i = col_i64(st, col);
+                        break;
+                    case STORE_COL_TEXT:
+                        v.s = (const char *)sqlite3_column_text(st, col);
+                        break;
+                    case STORE_COL_HASH:
+                        if (sqlite3_column_bytes(st, col) != 32)
+                            rc = LATCH_E_DB;
+                        else
+                            memcpy(v.h, sqlite3_column_blob(st, col), 32);
+                        break;
+                    }
+                }
+                if (rc == LATCH_OK)
+                    rc = store_val_put(&t->cols[k], obj, &v);
+            }
+            if (rc == LATCH_OK) {
+                if (by_id) {
+                    last_id = col_i64(st, 0);
+                } else {
+                    free(last_key);
+                    last_key = col_str(st, 0);
+                }
+                rc = fn(t, obj, ud);
+            }
+            json_decref(obj);
+            rows++;
+        }
+        if (rc != LATCH_OK || rows < STORE_SQLITE_RAW_BATCH)
+            break;
+    }
+out:
+    sqlite3_finalize(st);
+    conn_release(q, c);
+    buf_free(&sql);
+    free(last_key);
+    return rc;
+}
+
+/* Binds and inserts one raw row of t with st (an INSERT of all of t's columns). */
+static latch_rc
+raw_insert_row(struct sq_conn *c, sqlite3_stmt *st, const struct store_table *t, json_t *row)
+{
+    const char *key;
+    json_t *val;
+    latch_rc rc = LATCH_OK;
+    int src = SQLITE_OK;
+    bool more = true;
+
+    if (!json_is_object(row))
+        return LATCH_E_INVAL;
+    /* Every key must be a column: a row from another schema is refused, not half-imported. */
+    json_object_foreach (row, key, val) {
+        bool known = false;
+
+        for (size_t k = 0; k < t->ncols && !known; k++)
+            known = strcmp(t->cols[k].name, key) == 0;
+        if (!known)
+            return LATCH_E_INVAL;
+    }
+    (void)sqlite3_reset(st);
+    (void)sqlite3_clear_bindings(st);
+    for (size_t k = 0; k < t->ncols && src == SQLITE_OK; k++) {
+        struct store_val v;
+        int idx = (int)k + 1;
+
+        rc = store_val_get(&t->cols[k], row, &v);
+        if (rc != LATCH_OK)
+            return rc;
+        if (v.null) {
+            src = sqlite3_bind_null(st, idx);
+            continue;
+        }
+        switch (t->cols[k].type) {
+        case STORE_COL_INT:
+        case STORE_COL_BOOL:
+            src = sqlite3_bind_int64(st, idx, (sqlite3_int64)v.i);
+            break;
+        case STORE_COL_TEXT:
+            src = sqlite3_bind_text(st, idx, v.s, -1, SQLITE_TRANSIENT);
+            break;
+        case STORE_COL_HASH:
+            src = sqlite3_bind_blob(st, idx, v.h, 32, SQLITE_TRANSIENT);
+            break;
+        }
+    }
+    if (src != SQLITE_OK)
+        return sq_fail(c->db, src, "raw import bind");
+    while (more && rc == LATCH_OK)
+        rc = q_step(c, st, &more);
+    (void)sqlite3_reset(st);
+    return rc;
+}
+
+static latch_rc
+sq_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *err)
+{
+    struct sq_store *q = impl;
+    struct sq_conn *c = NULL;
+    sqlite3_stmt *ins[16];
+    sqlite3_stmt *st = NULL;
+    struct buf sql;
+    latch_rc rc;
+    bool row;
+
+    memset(ins, 0, sizeof ins);
+    buf_init(&sql, STORE_SQLITE_MAX_RAW_SQL);
+    rc = conn_acquire(q, &c);
+    if (rc != LATCH_OK) {
+        latch_err_set(err, "store: cannot open a connection");
+        goto out;
+    }
+    rc = tx_begin(c);
+    if (rc != LATCH_OK)
+        goto out;
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT (SELECT count(*) FROM meta) + (SELECT count(*) FROM "
+                           "environments)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = sq_fail(c->db, sqlite3_errcode(c->db), "import");
+        goto out;
+    }
+    rc = q_step(c, st, &row);
+    if (rc == LATCH_OK && (!row || sqlite3_column_int64(st, 0) != 0)) {
+        latch_err_set(err, "store: import needs an empty database (it already holds data)");
+        rc = LATCH_E_CONFLICT;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc != LATCH_OK)
+        goto out;
+    for (size_t nrows = 0;; nrows++) {
+        const struct store_table *t = NULL;
+        json_t *obj = NULL;
+        size_t ti;
+
+        rc = next(&t, &obj, ud);
+        if (rc != LATCH_OK) {
+            if (err->msg[0] == '\0')
+                latch_err_set(err, "store: import: bad input near row %zu", nrows + 1);
+            goto out;
+        }
+        if (obj == NULL)
+            break;
+        ti = (size_t)(t - store_tables);
+        if (ti >= store_ntables || ti >= sizeof ins / sizeof ins[0]) {
+            rc = LATCH_E_INVAL;
+            goto out;
+        }
+        if (ins[ti] == NULL) {
+            buf_reset(&sql);
+            rc = buf_printf(&sql, "INSERT INTO %s (", t->name);
+            if (rc == LATCH_OK)
+                rc = raw_col_list(&sql, t);
+            if (rc == LATCH_OK)
+                rc = buf_puts(&sql, ") VALUES (");
+            for (size_t k = 0; k < t->ncols && rc == LATCH_OK; k++)
+                rc = buf_printf(&sql, "%s?%zu", k ? ", " : "", k + 1);
+            if (rc == LATCH_OK)
+                rc = buf_puts(&sql, ")");
+            if (rc != LATCH_OK)
+                goto out;
+            if (sqlite3_prepare_v2(c->db, sql.data, -1, &ins[ti], NULL) != SQLITE_OK) {
+                latch_err_set(err, "store: import: cannot prepare insert into %s", t->name);
+                rc = sq_fail(c->db, sqlite3_errcode(c->db), "import");
+                goto out;
+            }
+        }
+        rc = raw_insert_row(c, ins[ti], t, obj);
+        if (rc != LATCH_OK) {
+            latch_err_set(err, "store: import: row %zu (table %s) refused: %s", nrows + 1,
+                          t->name, latch_strerror(rc));
+            goto out;
+        }
+    }
+    rc = tx_commit(c);
+out:
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
+        sqlite3_finalize(ins[i]);
+    sqlite3_finalize(st);
+    if (c != NULL)
+        tx_rollback(c);
+    conn_release(q, c);
+    buf_free(&sql);
+    return rc;
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -2439,4 +2699,6 @@ const struct store_ops store_sqlite_ops = {
     .webhook_pending_count = sq_webhook_pending_count,
     .reseal_all = sq_reseal_all,
     .integrity_check = sq_integrity_check,
+    .raw_scan = sq_raw_scan,
+    .raw_import = sq_raw_import,
 };

@@ -18,7 +18,6 @@
 #include "vault.h"
 
 #define WEBHOOK_BATCH 32
-#define WEBHOOK_CLAIM_MS 120000
 #define WEBHOOK_IDLE_POLL_MS 1000
 
 struct webhook {
@@ -318,7 +317,8 @@ webhook_main(void *arg)
         if (w->stop || w->in_flight >= WEBHOOK_BATCH)
             continue;
         pthread_mutex_unlock(&w->mu);
-        if (store_webhook_claim(w->app->store, w->app->node_id, store_now_ms(), WEBHOOK_CLAIM_MS,
+        if (store_webhook_claim(w->app->store, w->app->node_id, store_now_ms(),
+                                (int64_t)w->app->cfg->webhook_timeout_ms + 5000,
                                 WEBHOOK_BATCH, &rows, &n) == LATCH_OK) {
             for (size_t i = 0; i < n; i++)
                 send_one(w, &rows[i]);

@@ -49,34 +49,34 @@
  * Bounds.  This is a test program outside src/, so its bounds live here rather than in
  * src/limits.h.
  */
-#define FAKE_BODY_MAX (64u * 1024u)                 /* request body cap, all routes but echo */
-#define FAKE_ECHO_BODY_MAX (64u * 1024u * 1024u)    /* request body cap for /v2/echo */
-#define FAKE_ECHO_B64_MAX (8u * 1024u * 1024u)      /* echo bodies up to this go back as base64 */
-#define FAKE_RESP_MAX (32u * 1024u * 1024u)         /* generated JSON response cap */
-#define FAKE_FILE_MAX (1024u * 1024u)               /* --cert / --key / --clients file size */
-#define FAKE_MAX_CLIENTS 256                        /* registered OAuth clients */
-#define FAKE_ID_MAX 128                             /* client_id / client_secret length */
-#define FAKE_FORM_MAX_FIELDS 64                     /* fields in a token request form */
-#define FAKE_BASIC_MAX 1024                         /* decoded HTTP Basic credentials */
-#define FAKE_SCOPE_STR_MAX 256                      /* granted scope string */
-#define FAKE_DELAY_MAX_MS 120000L                   /* fault delay_ms upper bound */
-#define FAKE_STALL_MAX_MS 120000L                   /* a stalled request is closed after this */
-#define FAKE_HUGE_DEFAULT (10u * 1024u * 1024u)     /* fault "huge" body size */
-#define FAKE_HUGE_MAX (1024ULL * 1024u * 1024u)     /* fault huge_bytes upper bound */
+#define FAKE_BODY_MAX (64u * 1024u)              /* request body cap, all routes but echo */
+#define FAKE_ECHO_BODY_MAX (64u * 1024u * 1024u) /* request body cap for /v2/echo */
+#define FAKE_ECHO_B64_MAX (8u * 1024u * 1024u)   /* echo bodies up to this go back as base64 */
+#define FAKE_RESP_MAX (32u * 1024u * 1024u)      /* generated JSON response cap */
+#define FAKE_FILE_MAX (1024u * 1024u)            /* --cert / --key / --clients file size */
+#define FAKE_MAX_CLIENTS 256                     /* registered OAuth clients */
+#define FAKE_ID_MAX 128                          /* client_id / client_secret length */
+#define FAKE_FORM_MAX_FIELDS 64                  /* fields in a token request form */
+#define FAKE_BASIC_MAX 1024                      /* decoded HTTP Basic credentials */
+#define FAKE_SCOPE_STR_MAX 256                   /* granted scope string */
+#define FAKE_DELAY_MAX_MS 120000L                /* fault delay_ms upper bound */
+#define FAKE_STALL_MAX_MS 120000L                /* a stalled request is closed after this */
+#define FAKE_HUGE_DEFAULT (10u * 1024u * 1024u)  /* fault "huge" body size */
+#define FAKE_HUGE_MAX (1024ULL * 1024u * 1024u)  /* fault huge_bytes upper bound */
 #define FAKE_BYTES_MAX (64ULL * 1024u * 1024u * 1024u) /* /v2/bytes?n= upper bound */
-#define FAKE_BLOCK (64u * 1024u)                    /* content reader block size */
-#define FAKE_PAGE_DEFAULT 100                       /* id-paged lists without pageSize */
-#define FAKE_PAGE_MAX 1000                          /* id-paged lists: larger pageSize is clamped */
-#define FAKE_ACT_PAGE_MIN 10                        /* activities pageSize range and default */
+#define FAKE_BLOCK (64u * 1024u)                       /* content reader block size */
+#define FAKE_PAGE_DEFAULT 100                          /* id-paged lists without pageSize */
+#define FAKE_PAGE_MAX 1000   /* id-paged lists: larger pageSize is clamped */
+#define FAKE_ACT_PAGE_MIN 10 /* activities pageSize range and default */
 #define FAKE_ACT_PAGE_MAX 1000
 #define FAKE_ACT_PAGE_DEFAULT 200
-#define FAKE_REPORT_PAGE_DEFAULT 100                /* queries reports: pageSize default, max */
+#define FAKE_REPORT_PAGE_DEFAULT 100 /* queries reports: pageSize default, max */
 #define FAKE_REPORT_PAGE_MAX 1000
-#define FAKE_LIFETIME_MAX (30 * 86400)              /* --token-lifetime upper bound */
-#define FAKE_MAX_CONNECTIONS 1000                   /* MHD connection limit */
-#define FAKE_CONN_MEMORY (128u * 1024u)             /* MHD per-connection memory (headers) */
-#define FAKE_IDLE_TIMEOUT_S 300u                    /* idle keep-alive connection timeout */
-#define FAKE_NAME_MAX 200                           /* PATCH device displayName length */
+#define FAKE_LIFETIME_MAX (30 * 86400)  /* --token-lifetime upper bound */
+#define FAKE_MAX_CONNECTIONS 1000       /* MHD connection limit */
+#define FAKE_CONN_MEMORY (128u * 1024u) /* MHD per-connection memory (headers) */
+#define FAKE_IDLE_TIMEOUT_S 300u        /* idle keep-alive connection timeout */
+#define FAKE_NAME_MAX 200               /* PATCH device displayName length */
 
 /* Seed data sizes. */
 #define N_DEVICES 1115
@@ -516,8 +516,7 @@ form_parse(const char *body, size_t len, struct form *f)
             for (eq = 0; eq < seglen && seg[eq] != '='; eq++)
                 ;
             f->f[f->n].key = form_decode(seg, eq);
-            f->f[f->n].val = eq < seglen ? form_decode(seg + eq + 1, seglen - eq - 1)
-                                         : xstrdup("");
+            f->f[f->n].val = eq < seglen ? form_decode(seg + eq + 1, seglen - eq - 1) : xstrdup("");
             if (f->f[f->n].key == NULL || f->f[f->n].val == NULL) {
                 free(f->f[f->n].key);
                 free(f->f[f->n].val);
@@ -670,9 +669,18 @@ struct client {
 /* ------------------------------------------------------------------------------------------ */
 /* shared state */
 
-enum fault_mode { FM_NONE, FM_DELAY, FM_STATUS, FM_MALFORMED, FM_HUGE, FM_RESET, FM_STALL };
-static const char *const k_fault_modes[] = {"none",      "delay", "status", "malformed",
-                                            "huge",      "reset", "stall"};
+enum fault_mode {
+    FM_NONE,
+    FM_DELAY,
+    FM_STATUS,
+    FM_MALFORMED,
+    FM_HUGE,
+    FM_RESET,
+    FM_STALL,
+    FM_TRUNCATE,
+};
+static const char *const k_fault_modes[] = {"none", "delay", "status", "malformed",
+                                            "huge", "reset", "stall",  "truncate"};
 #define N_FAULT_MODES ((int)(sizeof k_fault_modes / sizeof k_fault_modes[0]))
 
 enum fault_target { FT_TOKEN, FT_API, N_FAULT_TARGETS };
@@ -699,7 +707,7 @@ static char *g_dev_rename[N_DEVICES];             /* g_lock; PATCH displayName *
 static atomic_ullong g_token_requests;
 static atomic_ullong g_token_ok;
 static atomic_ullong g_api_requests;
-static atomic_ullong g_connections;
+static atomic_llong g_connections; /* minus connections whose first request was /__fake/ */
 static atomic_ullong g_data_connections;
 static atomic_llong g_active_connections;
 static atomic_ullong g_tokens_issued;
@@ -1157,13 +1165,13 @@ respond_buf(struct MHD_Connection *c, unsigned status, char *body, size_t len, c
 
     if (body == NULL || len == 0) {
         free(body);
+        body = NULL;
         resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     } else {
         resp = MHD_create_response_from_buffer_with_free_callback(len, body, free);
     }
     if (resp == NULL) {
-        if (len > 0)
-            free(body);
+        free(body);
         return MHD_NO;
     }
     return queue(c, status, resp, ctype, hdrs, nhdrs);
@@ -1186,9 +1194,8 @@ incident_id(char *out, size_t outlen)
              rnd[2], rnd[3], (int64_t)time(NULL), tail);
 }
 
-static enum MHD_Result
-respond_sb(struct MHD_Connection *c, unsigned status, struct sbuf *b, const char *ctype,
-           const struct hdr *hdrs, size_t nhdrs);
+static enum MHD_Result respond_sb(struct MHD_Connection *c, unsigned status, struct sbuf *b,
+                                  const char *ctype, const struct hdr *hdrs, size_t nhdrs);
 
 /* {"resultCode":"FAILURE","errorMessage":msg,"incidentId":...} */
 static enum MHD_Result
@@ -1232,7 +1239,8 @@ static enum MHD_Result
 respond_oauth_error(struct MHD_Connection *c, unsigned status, const char *error, const char *desc,
                     bool basic)
 {
-    struct hdr h[3] = {{"Cache-Control", "no-store"}, {"Pragma", "no-cache"},
+    struct hdr h[3] = {{"Cache-Control", "no-store"},
+                       {"Pragma", "no-cache"},
                        {"WWW-Authenticate", "Basic realm=\"ninjaone\""}};
     struct sbuf b;
 
@@ -1333,6 +1341,7 @@ wait_ms(long ms, int fd, unsigned gen)
 
 struct gen_state {
     uint64_t n;
+    uint64_t fail_at; /* abort the connection once this many bytes went out; UINT64_MAX = never */
     bool huge;
 };
 
@@ -1359,9 +1368,11 @@ gen_reader(void *cls, uint64_t pos, char *buf, size_t max)
     uint64_t left;
     size_t k, j;
 
+    if (pos >= g->fail_at)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     if (pos >= g->n)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    left = g->n - pos;
+    left = (g->fail_at < g->n ? g->fail_at : g->n) - pos;
     k = left < max ? (size_t)left : max;
     if (!g->huge) {
         for (j = 0; j < k;) {
@@ -1389,13 +1400,19 @@ gen_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return (ssize_t)k;
 }
 
+/*
+ * Streams n generated bytes (huge: a JSON token body of n bytes; else the /v2/bytes sequence).
+ * fail_at < n closes the connection after fail_at bytes of body.
+ */
 static enum MHD_Result
-respond_generated(struct MHD_Connection *c, uint64_t n, bool huge, bool chunked, const char *ctype)
+respond_generated(struct MHD_Connection *c, uint64_t n, uint64_t fail_at, bool huge, bool chunked,
+                  const char *ctype)
 {
     struct gen_state *g = xcalloc(1, sizeof *g);
     struct MHD_Response *resp;
 
     g->n = n;
+    g->fail_at = fail_at;
     g->huge = huge;
     resp = MHD_create_response_from_callback(chunked ? MHD_SIZE_UNKNOWN : n, FAKE_BLOCK, gen_reader,
                                              g, free);
@@ -1444,8 +1461,7 @@ fault_apply(struct MHD_Connection *c, struct req *r, enum fault_target t, enum M
                                                  : "fault_injected";
 
             sb_init(&b, 4096);
-            sb_printf(&b,
-                      "{\"error\":\"%s\",\"error_description\":\"Injected fault: HTTP %u %s\"}",
+            sb_printf(&b, "{\"error\":\"%s\",\"error_description\":\"Injected fault: HTTP %u %s\"}",
                       err, f->status, reason(f->status));
             *ret = respond_sb(c, f->status, &b, "application/json", h, nh);
         } else {
@@ -1465,7 +1481,11 @@ fault_apply(struct MHD_Connection *c, struct req *r, enum fault_target t, enum M
         *ret = respond_json(c, 200, "{\"access_token\": ", NULL, 0);
         return true;
     case FM_HUGE:
-        *ret = respond_generated(c, f->huge_bytes, true, false, "application/json");
+        *ret = respond_generated(c, f->huge_bytes, UINT64_MAX, true, false, "application/json");
+        return true;
+    case FM_TRUNCATE:
+        /* Headers promise 1000 bytes; 12 are sent, then the connection is closed. */
+        *ret = respond_generated(c, 1000, 12, true, false, "application/json");
         return true;
     case FM_RESET:
         *ret = MHD_NO;
@@ -1583,7 +1603,12 @@ token_evaluate(struct MHD_Connection *c, struct req *r, const char *method, int 
     o->inst = inst;
     json_object_set_new(rec, "method", jstr(method));
     json_object_set_new(rec, "path", jstr(r->raw_uri));
-    json_object_set_new(rec, "host", jstr(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host")));
+    {
+        const char *hh = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+
+        json_object_set_new(rec, "host_header", jstr(hh));
+        json_object_set_new(rec, "host", hh ? json_stringn(hh, strcspn(hh, ":")) : json_null());
+    }
     json_object_set_new(rec, "content_type", jstr(ct));
     json_object_set_new(rec, "accept",
                         jstr(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept")));
@@ -1591,6 +1616,7 @@ token_evaluate(struct MHD_Connection *c, struct req *r, const char *method, int 
                         jstr(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "User-Agent")));
     json_object_set_new(rec, "body_len", json_integer((json_int_t)r->body_total));
     o->basic = authz != NULL && strncasecmp(authz, "Basic ", 6) == 0;
+    json_object_set_new(rec, "basic", json_boolean(o->basic));
     json_object_set_new(rec, "basic_auth", json_boolean(o->basic));
     if (authz != NULL) {
         json_t *scheme = json_stringn(authz, strcspn(authz, " "));
@@ -1625,8 +1651,8 @@ token_evaluate(struct MHD_Connection *c, struct req *r, const char *method, int 
         bool secret = strcmp(f.f[i].key, "client_secret") == 0;
 
         json_array_append_new(keys, jstr(f.f[i].key));
-        json_object_set_new(jform, f.f[i].key, secret ? json_string("<redacted>")
-                                                      : jstr(f.f[i].val));
+        json_object_set_new(jform, f.f[i].key,
+                            secret ? json_string("<redacted>") : jstr(f.f[i].val));
     }
     json_object_set_new(rec, "form", jform);
     json_object_set_new(rec, "form_keys", keys);
@@ -1780,8 +1806,7 @@ token_finish(struct MHD_Connection *c, struct req *r, const char *method)
     token_issue(inst, o.scopes, exp, tok);
     atomic_fetch_add(&g_token_ok, 1);
     sb_init(&b, 4096);
-    sb_printf(&b,
-              "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%d,\"scope\":",
+    sb_printf(&b, "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%d,\"scope\":",
               tok, life);
     sb_json_str(&b, o.scope_str);
     sb_putc(&b, '}');
@@ -1838,11 +1863,12 @@ static const struct org_def k_orgs[] = {
 #define N_LOCATIONS (N_ORGS * 2)
 
 static const char *const k_node_class[] = {
-    "WINDOWS_WORKSTATION", "WINDOWS_WORKSTATION", "WINDOWS_SERVER",    "MAC",
-    "LINUX_SERVER",        "WINDOWS_WORKSTATION", "VMWARE_VM_GUEST",   "LINUX_WORKSTATION",
+    "WINDOWS_WORKSTATION", "WINDOWS_WORKSTATION", "WINDOWS_SERVER",  "MAC",
+    "LINUX_SERVER",        "WINDOWS_WORKSTATION", "VMWARE_VM_GUEST", "LINUX_WORKSTATION",
     "HYPERV_VMM_HOST",
 };
-static const char *const k_node_prefix[] = {"WS", "WS", "SRV", "MAC", "LNX", "WS", "VM", "LWS", "HV"};
+static const char *const k_node_prefix[] = {"WS", "WS", "SRV", "MAC", "LNX",
+                                            "WS", "VM", "LWS", "HV"};
 #define N_CLASSES ((int)(sizeof k_node_class / sizeof k_node_class[0]))
 
 static int
@@ -1906,7 +1932,8 @@ org_index(long long id)
 static void
 write_location(struct sbuf *b, int org, int k)
 {
-    sb_printf(b, "{\"id\":%d,\"name\":\"%s\",\"address\":\"%d Main Street\",\"description\":\"\","
+    sb_printf(b,
+              "{\"id\":%d,\"name\":\"%s\",\"address\":\"%d Main Street\",\"description\":\"\","
               "\"userData\":{},\"tags\":[],\"organizationId\":%d}",
               loc_id(org, k), k == 0 ? "HQ" : "Branch Office", 100 + k, k_orgs[org].id);
 }
@@ -1933,8 +1960,9 @@ write_org(struct sbuf *b, int k, bool detailed)
         sb_puts(b, "],\"policies\":[{\"nodeRoleId\":1,\"policyId\":12},"
                    "{\"nodeRoleId\":2,\"policyId\":13}],\"settings\":{");
         for (p = 0; p < sizeof products / sizeof products[0]; p++) {
-            sb_printf(b, "%s\"%s\":{\"product\":\"%s\",\"enabled\":%s,\"targets\":[],"
-                         "\"options\":{}}",
+            sb_printf(b,
+                      "%s\"%s\":{\"product\":\"%s\",\"enabled\":%s,\"targets\":[],"
+                      "\"options\":{}}",
                       p ? "," : "", products[p], products[p], p == 0 ? "true" : "false");
         }
         sb_putc(b, '}');
@@ -1978,7 +2006,7 @@ write_device(struct sbuf *b, int i, bool detailed)
               dev_policy(i), i % 10 == 3 ? "15" : "null", i % 50 == 49 ? "PENDING" : "APPROVED",
               i % 4 == 0 ? "true" : "false");
     sb_json_str(b, name);
-    for (k = 0; prefix[k] != '\0' && k < sizeof lower - 1; k++)
+    for (k = 0; k < sizeof lower - 1 && prefix[k] != '\0'; k++)
         lower[k] = (char)(prefix[k] >= 'A' && prefix[k] <= 'Z' ? prefix[k] + 32 : prefix[k]);
     lower[k] = '\0';
     sb_printf(b, ",\"systemName\":\"%s-%d\",\"dnsName\":\"%s-%d.%s\",\"netbiosName\":\"%s-%d\"",
@@ -2018,15 +2046,15 @@ write_device(struct sbuf *b, int i, bool detailed)
                   "\"serialNumber\":\"SN%08" PRIX64 "\",\"domain\":\"%s\",\"domainRole\":"
                   "\"MEMBER_WORKSTATION\",\"numberOfProcessors\":1,\"totalPhysicalMemory\":"
                   "17179869184,\"virtualMachine\":%s,\"chassisType\":\"DESKTOP\"}",
-                  prefix, id, h >> 32, h >> 32, o->domain,
-                  i % N_CLASSES == 6 ? "true" : "false");
+                  prefix, id, h >> 32, h >> 32, o->domain, i % N_CLASSES == 6 ? "true" : "false");
         sb_puts(b, ",\"lastLoggedInUser\":\"CORP\\\\jdoe\"");
     }
     sb_putc(b, '}');
 }
 
 static const char *const k_alert_sources[] = {
-    "CONDITION_AGENT_CPU", "CONDITION_AGENT_MEMORY", "AGENT_OFFLINE", "CONDITION_AGENT_DISK_FREE_SPACE",
+    "CONDITION_AGENT_CPU", "CONDITION_AGENT_MEMORY",
+    "AGENT_OFFLINE",       "CONDITION_AGENT_DISK_FREE_SPACE",
     "CONDITION",
 };
 
@@ -2042,8 +2070,7 @@ write_alert(struct sbuf *b, int k)
 
     fmt_uuid(uid, sizeof uid, 2, (uint64_t)k);
     fmt_uuid(cfg, sizeof cfg, 3, (uint64_t)(k % 5));
-    sb_printf(b,
-              "{\"uid\":\"%s\",\"deviceId\":%d,\"message\":\"%s on device %d\",\"createTime\":",
+    sb_printf(b, "{\"uid\":\"%s\",\"deviceId\":%d,\"message\":\"%s on device %d\",\"createTime\":",
               uid, dev, src, dev);
     sb_epoch(b, t, 500, k % 2 ? TS_EXP : TS_FRAC);
     sb_puts(b, ",\"updateTime\":");
@@ -2067,9 +2094,8 @@ static void
 write_activity(struct sbuf *b, int k)
 {
     static const char *const types[] = {"MONITOR", "SYSTEM", "ACTIONSET", "CONDITION"};
-    static const char *const codes[] = {"SYSTEM_REBOOTED", "NODE_AUTHENTICATED",
-                                        "AGENT_INSTALLED", "CUSTOM_SNMP_TRAP_RECEIVED",
-                                        "UNDOCUMENTED_STATUS_CODE"};
+    static const char *const codes[] = {"SYSTEM_REBOOTED", "NODE_AUTHENTICATED", "AGENT_INSTALLED",
+                                        "CUSTOM_SNMP_TRAP_RECEIVED", "UNDOCUMENTED_STATUS_CODE"};
     int64_t t = 1747946704 - (int64_t)(N_ACTIVITIES - 1 - k) * 61;
 
     sb_printf(b, "{\"id\":%lld,\"activityTime\":", act_id(k));
@@ -2459,8 +2485,9 @@ api_device_health(struct MHD_Connection *c)
         int pl = snprintf(plain, sizeof plain, "dh:%lld:%lld", off + n, size);
 
         b64_encode((const unsigned char *)plain, (size_t)pl, true, name);
-        sb_printf(&b, "{\"cursor\":{\"name\":\"%s\",\"offset\":%lld,\"count\":%d,\"expires\":",
-                  name, off, n);
+        sb_printf(&b,
+                  "{\"cursor\":{\"name\":\"%s\",\"offset\":%lld,\"count\":%d,\"expires\":", name,
+                  off, n);
         sb_epoch(&b, fake_now() + 3600, 0, TS_FRAC);
         sb_puts(&b, "},\"results\":[");
     } else {
@@ -2551,7 +2578,7 @@ echo_hdr_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *v
     const json_t *old;
 
     (void)kind;
-    for (i = 0; key[i] != '\0' && i < sizeof lk - 1; i++)
+    for (i = 0; i < sizeof lk - 1 && key[i] != '\0'; i++)
         lk[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
     lk[i] = '\0';
     if (value == NULL)
@@ -2631,8 +2658,8 @@ api_echo(struct MHD_Connection *c, struct req *r, const char *method, unsigned s
     } else {
         o = json_object();
         json_object_set_new(o, "method", jstr(method));
-        json_object_set_new(o, "path", q ? json_stringn(r->raw_uri, (size_t)(q - r->raw_uri))
-                                         : jstr(r->raw_uri));
+        json_object_set_new(
+            o, "path", q ? json_stringn(r->raw_uri, (size_t)(q - r->raw_uri)) : jstr(r->raw_uri));
         if (json_object_get(o, "path") == NULL)
             json_object_set_new(o, "path", json_string("<invalid utf-8>"));
         json_object_set_new(o, "query", jstr(q ? q + 1 : ""));
@@ -2662,6 +2689,7 @@ api_echo(struct MHD_Connection *c, struct req *r, const char *method, unsigned s
     }
     if (out == NULL || outlen == 0) {
         free(out);
+        out = NULL;
         resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     } else {
         resp = MHD_create_response_from_buffer_with_free_callback(outlen, out, free);
@@ -2682,13 +2710,15 @@ api_echo(struct MHD_Connection *c, struct req *r, const char *method, unsigned s
 static enum MHD_Result
 api_bytes(struct MHD_Connection *c)
 {
-    const char *ns = qarg(c, "n"), *ch = qarg(c, "chunked");
-    long long n;
+    const char *ns = qarg(c, "n"), *ch = qarg(c, "chunked"), *fa = qarg(c, "fail_at");
+    long long n, fail_at = -1;
 
     if (ns == NULL || !parse_ll(ns, 0, (long long)FAKE_BYTES_MAX, &n))
         return respond_failure(c, 400, "n must be 0..68719476736");
-    return respond_generated(c, (uint64_t)n, false, ch != NULL && strcmp(ch, "1") == 0,
-                             "application/octet-stream");
+    if (fa != NULL && !parse_ll(fa, 0, (long long)FAKE_BYTES_MAX, &fail_at))
+        return respond_failure(c, 400, "fail_at must be 0..68719476736");
+    return respond_generated(c, (uint64_t)n, fail_at < 0 ? UINT64_MAX : (uint64_t)fail_at, false,
+                             ch != NULL && strcmp(ch, "1") == 0, "application/octet-stream");
 }
 
 static enum MHD_Result
@@ -2834,10 +2864,11 @@ ctl_stats(struct MHD_Connection *c)
     sb_init(&b, 4096);
     sb_printf(&b,
               "{\"token_requests\":%llu,\"token_requests_ok\":%llu,\"api_requests\":%llu,"
-              "\"connections\":%llu,\"data_connections\":%llu,\"active_connections\":%lld,"
+              "\"connections\":%lld,\"data_connections\":%llu,\"active_connections\":%lld,"
               "\"tokens_issued\":%llu,\"control_requests\":%llu,\"other_requests\":%llu}",
               atomic_load(&g_token_requests), atomic_load(&g_token_ok),
-              atomic_load(&g_api_requests), atomic_load(&g_connections),
+              atomic_load(&g_api_requests),
+              atomic_load(&g_connections) > 0 ? (long long)atomic_load(&g_connections) : 0LL,
               atomic_load(&g_data_connections), atomic_load(&g_active_connections),
               atomic_load(&g_tokens_issued), atomic_load(&g_control_requests),
               atomic_load(&g_other_requests));
@@ -2857,10 +2888,9 @@ faults_json(void)
         json_object_set_new(
             o, k_fault_targets[t],
             json_pack("{s:s,s:I,s:i,s:s,s:I,s:I,s:I,s:o}", "mode", k_fault_modes[f->mode],
-                      "delay_ms", (json_int_t)f->delay_ms, "status", (int)f->status,
-                      "retry_after", f->retry_after, "count",
-                      (json_int_t)(f->remaining < 0 ? 0 : f->remaining), "hits",
-                      (json_int_t)f->hits, "huge_bytes", (json_int_t)f->huge_bytes, "body",
+                      "delay_ms", (json_int_t)f->delay_ms, "status", (int)f->status, "retry_after",
+                      f->retry_after, "count", (json_int_t)(f->remaining < 0 ? 0 : f->remaining),
+                      "hits", (json_int_t)f->hits, "huge_bytes", (json_int_t)f->huge_bytes, "body",
                       f->body ? json_string(f->body) : json_null()));
     }
     pthread_mutex_unlock(&g_lock);
@@ -2914,7 +2944,8 @@ ctl_fault(struct MHD_Connection *c, struct req *r)
             break;
     }
     if (mode == NULL || m == N_FAULT_MODES) {
-        snprintf(msg, sizeof msg, "mode must be none|delay|status|malformed|huge|reset|stall");
+        snprintf(msg, sizeof msg,
+                 "mode must be none|delay|status|malformed|huge|reset|stall|truncate");
         goto bad;
     }
     f.mode = (enum fault_mode)m;
@@ -3033,9 +3064,9 @@ ctl_clients(struct MHD_Connection *c, struct req *r, bool post)
             char sc[FAKE_SCOPE_STR_MAX];
 
             scopes_join(g_clients[i].scopes, sc, sizeof sc);
-            json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "client_id", g_clients[i].id,
-                                                 "instance", k_hosts[g_clients[i].inst], "scopes",
-                                                 sc));
+            json_array_append_new(arr,
+                                  json_pack("{s:s,s:s,s:s}", "client_id", g_clients[i].id,
+                                            "instance", k_hosts[g_clients[i].inst], "scopes", sc));
         }
         pthread_mutex_unlock(&g_lock);
         return respond_jansson(c, 200, arr);
@@ -3065,8 +3096,8 @@ ctl_config(struct MHD_Connection *c, struct req *r, bool post)
         if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 1 ||
                           json_integer_value(v) > FAKE_LIFETIME_MAX)) {
             json_decref(o);
-            return respond_json(c, 400, "{\"error\":\"token_lifetime must be 1..2592000\"}",
-                                NULL, 0);
+            return respond_json(c, 400, "{\"error\":\"token_lifetime must be 1..2592000\"}", NULL,
+                                0);
         }
         if (v != NULL)
             atomic_store(&g_lifetime, (int)json_integer_value(v));
@@ -3131,6 +3162,7 @@ control_finish(struct MHD_Connection *c, struct req *r, const char *url, const c
 /* MHD glue */
 
 struct conn_ctx {
+    bool seen; /* carried a request */
     bool data; /* carried a non-control request */
 };
 
@@ -3213,15 +3245,17 @@ req_begin(struct MHD_Connection *c, struct req *r, const char *url, const char *
         r->kind = RK_OTHER;
         atomic_fetch_add(&g_other_requests, 1);
     }
-    if (r->kind != RK_CONTROL) {
-        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        if (ci != NULL && ci->socket_context != NULL) {
-            struct conn_ctx *cc = ci->socket_context;
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci != NULL && ci->socket_context != NULL) {
+        struct conn_ctx *cc = ci->socket_context;
 
-            if (!cc->data) {
-                cc->data = true;
-                atomic_fetch_add(&g_data_connections, 1);
-            }
+        /* The harness's own control connections do not count as connections. */
+        if (!cc->seen && r->kind == RK_CONTROL)
+            atomic_fetch_sub(&g_connections, 1);
+        cc->seen = true;
+        if (!cc->data && r->kind != RK_CONTROL) {
+            cc->data = true;
+            atomic_fetch_add(&g_data_connections, 1);
         }
     }
     cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -3362,12 +3396,12 @@ out:
 static void
 usage(FILE *f)
 {
-    fputs("usage: fake-ninjaone [--port N] [--cert FILE --key FILE | --http]\n"
+    fputs("usage: fake-ninjaone [--port N] [--bind IPV4] [--cert FILE --key FILE | --http]\n"
           "                     [--token-lifetime SECONDS] [--clients FILE]\n"
           "                     [--client id:secret:instance[:scopes]]... [--default-instance "
           "HOST]\n"
           "                     [--verbose] [--exit-with-parent]\n"
-          "Prints {\"port\":N} on stdout once listening on 127.0.0.1.  See "
+          "Prints {\"port\":N} on stdout once listening (default 127.0.0.1).  See "
           "tests/fake_ninjaone/README.md.\n",
           f);
 }
@@ -3386,6 +3420,7 @@ main(int argc, char **argv)
         {"default-instance", required_argument, NULL, 'd'},
         {"verbose", no_argument, NULL, 'v'},
         {"exit-with-parent", no_argument, NULL, 'P'},
+        {"bind", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -3402,9 +3437,10 @@ main(int argc, char **argv)
     char err[256];
     int opt, sig, rc = 1, i;
     bool exit_with_parent = false;
+    struct in_addr bind_addr = {.s_addr = htonl(INADDR_LOOPBACK)};
     unsigned flags;
 
-    while ((opt = getopt_long(argc, argv, "p:c:k:Hl:C:a:d:vPh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "p:c:k:Hl:C:a:d:vPb:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'p':
             if (!parse_ll(optarg, 0, 65535, &port)) {
@@ -3455,6 +3491,12 @@ main(int argc, char **argv)
         case 'P':
             exit_with_parent = true;
             break;
+        case 'b':
+            if (inet_pton(AF_INET, optarg, &bind_addr) != 1) {
+                fprintf(stderr, "fake-ninjaone: --bind wants an IPv4 address, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -3473,15 +3515,22 @@ main(int argc, char **argv)
     }
     if (g_nclients == 0) {
         /* Same defaults as tests/integration/lib/fake.mjs. */
-        client_from_arg("KTmhkNf1_dZZVPmIQTK_lH2DCNJ:"
-                        "q7Xv2Lw9Rk4Tn8Bz1Hc6Ym3Jd5Fs0Ga_Ue-Pi7Ko2Wr9Et4Qx1:eu:"
-                        "monitoring,management",
-                        &cl, err, sizeof err);
-        client_add(&cl, err, sizeof err);
-        client_from_arg("Mon1torOnlyC1ientId_abcdefg:"
-                        "m0n-Z8yX7wV6uT5sR4qP3oN2mL1kJ0iH9gF8eD7cB6aZ5yX4wV:eu:monitoring",
-                        &cl, err, sizeof err);
-        client_add(&cl, err, sizeof err);
+        static const char *const defaults[] = {
+            "KTmhkNf1_dZZVPmIQTK_lH2DCNJ:q7Xv2Lw9Rk4Tn8Bz1Hc6Ym3Jd5Fs0Ga_Ue-Pi7Ko2Wr9Et4Qx1:eu:"
+            "monitoring,management",
+            "5I2PjdQI0qnFpp0sdgCnI00vOS9:xsJ_0VVVvIt6YvGP_an7viK83LTKeFngPT_tNCZBMhH5T7mloO:eu:"
+            "monitoring",
+            "kalVF2dla0MqlKoNu6etBBC1PKU:TV6_LGtyfJlMd9LX769CgarjgWqf0wJH9bZYnU7yFDMI0rT9zL:us2:"
+            "monitoring,management",
+        };
+
+        for (i = 0; i < (int)(sizeof defaults / sizeof defaults[0]); i++) {
+            if (!client_from_arg(defaults[i], &cl, err, sizeof err) ||
+                !client_add(&cl, err, sizeof err)) {
+                fprintf(stderr, "fake-ninjaone: default client: %s\n", err);
+                return 1;
+            }
+        }
         fputs("fake-ninjaone: no clients given; registered the default test clients\n", stderr);
     }
 
@@ -3525,20 +3574,18 @@ main(int argc, char **argv)
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_addr = bind_addr;
     flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (g_tls)
         flags |= MHD_USE_TLS;
     d = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_logger, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&sa, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, NULL,
-        MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
-        conn_notify, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)FAKE_CONN_MEMORY,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)FAKE_MAX_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)FAKE_IDLE_TIMEOUT_S,
-        MHD_OPTION_ARRAY, tls_opts,
-        MHD_OPTION_END);
+        mhd_logger, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_URI_LOG_CALLBACK,
+        uri_logger, NULL, MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, conn_notify, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)FAKE_CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)FAKE_MAX_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)FAKE_IDLE_TIMEOUT_S, MHD_OPTION_ARRAY,
+        tls_opts, MHD_OPTION_END);
     if (d == NULL) {
         fputs("fake-ninjaone: MHD_start_daemon failed\n", stderr);
         goto out;
@@ -3550,9 +3597,13 @@ main(int argc, char **argv)
     }
     printf("{\"port\":%u}\n", (unsigned)di->port);
     fflush(stdout);
-    if (g_verbose)
-        fprintf(stderr, "fake-ninjaone: listening on 127.0.0.1:%u (%s)\n", (unsigned)di->port,
+    if (g_verbose) {
+        char ab[INET_ADDRSTRLEN];
+
+        inet_ntop(AF_INET, &bind_addr, ab, sizeof ab);
+        fprintf(stderr, "fake-ninjaone: listening on %s:%u (%s)\n", ab, (unsigned)di->port,
                 g_tls ? "https" : "http");
+    }
 
     for (;;) {
         if (sigwait(&set, &sig) != 0)

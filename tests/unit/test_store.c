@@ -1,5 +1,11 @@
 /*
- * test_store.c - store contract tests against the SQLite backend (a real file in a mkdtemp dir).
+ * test_store.c - store contract tests, run against both backends.
+ *
+ * Built as is: SQLite (a real file in a mkdtemp dir). Included by test_store_pg.c with
+ * STORE_TEST_PG defined: the same tests against PostgreSQL. That variant starts a throwaway
+ * server with tests/pg/start-pg (in a mkdtemp dir; $LATCH_SOURCE_DIR locates the script) for the
+ * whole group, gives every test a fresh schema, and stops the server at the end. Missing
+ * PostgreSQL binaries make the group setup fail (never a silent skip).
  */
 #include <sys/stat.h>
 
@@ -16,17 +22,111 @@
 
 #include <cmocka.h>
 #include <sqlite3.h>
+#ifdef STORE_TEST_PG
+#include <libpq-fe.h>
+#endif
 
 #include "latch_limits.h"
 #include "store.h"
+#include "store_export.h"
 #include "util/xalloc.h"
 
 struct fx {
     char dir[64];
     char path[128];
+    char url[300];  /* what store_open got */
     struct store *s;
     int64_t env;
 };
+
+#ifdef STORE_TEST_PG
+/* The throwaway server of this test group. */
+static char pg_dir[64];
+static char pg_url[256];
+
+/* URL of database db on the group's server. */
+static void
+pg_url_for(char *out, size_t n, const char *db)
+{
+    (void)snprintf(out, n, "postgresql://postgres@/%s?host=%s", db, pg_dir);
+}
+
+/* Runs parameterless SQL on database db of the group's server (test plumbing). */
+static int
+pg_admin(const char *db, const char *sql)
+{
+    char url[300];
+    PGconn *pg;
+    PGresult *r;
+    int ok;
+
+    pg_url_for(url, sizeof url, db);
+    pg = PQconnectdb(url);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        print_error("pg_admin: %s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return -1;
+    }
+    r = PQexec(pg, sql);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        print_error("pg_admin: %s: %s", sql, PQerrorMessage(pg));
+    PQclear(r);
+    PQfinish(pg);
+    return ok ? 0 : -1;
+}
+
+/* Runs tests/pg/<script> <pg_dir> [arg]; the last stdout line goes to out (may be NULL). */
+static int
+pg_script(const char *script, const char *arg, char *out, size_t n)
+{
+    const char *src = getenv("LATCH_SOURCE_DIR");
+    char cmd[512], line[512];
+    FILE *p;
+    int st;
+
+    (void)snprintf(cmd, sizeof cmd, "'%s/tests/pg/%s' '%s' %s", src != NULL ? src : ".", script,
+                   pg_dir, arg != NULL ? arg : "");
+    p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    if (out != NULL)
+        out[0] = '\0';
+    while (fgets(line, sizeof line, p) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        if (out != NULL && line[0] != '\0')
+            (void)snprintf(out, n, "%s", line);
+    }
+    st = pclose(p);
+    if (st != 0)
+        print_error("%s failed (exit status %d): is PostgreSQL installed? "
+                    "(scripts/install-deps installs the 'postgresql' package)\n",
+                    cmd, st);
+    return st == 0 ? 0 : -1;
+}
+
+static int
+group_setup(void **state)
+{
+    (void)state;
+    (void)snprintf(pg_dir, sizeof pg_dir, "/tmp/latch_pg_XXXXXX");
+    if (mkdtemp(pg_dir) == NULL)
+        return -1;
+    if (pg_script("start-pg", NULL, pg_url, sizeof pg_url) != 0 || pg_url[0] == '\0') {
+        print_error("cannot start a PostgreSQL server for the store tests\n");
+        (void)pg_script("stop-pg", "--rm", NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+    (void)state;
+    return pg_script("stop-pg", "--rm", NULL, 0);
+}
+#endif
 
 static void
 rm_files(const char *path)
@@ -48,14 +148,22 @@ setup(void **state)
     struct fx *f = xcalloc(1, sizeof *f);
     struct latch_err err;
     struct store_env e;
-    char url[160];
+    char url[300];
 
     (void)snprintf(f->dir, sizeof f->dir, "/tmp/latch_store_XXXXXX");
     *state = f;
     if (mkdtemp(f->dir) == NULL)
         return -1;
     (void)snprintf(f->path, sizeof f->path, "%s/latch.db", f->dir);
-    (void)snprintf(url, sizeof url, "sqlite:%s", f->path);
+#ifdef STORE_TEST_PG
+    /* A fresh, empty schema for every test. */
+    if (pg_admin("latch", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;") != 0)
+        return -1;
+    (void)snprintf(f->url, sizeof f->url, "%s", pg_url);
+#else
+    (void)snprintf(f->url, sizeof f->url, "sqlite:%s", f->path);
+#endif
+    (void)snprintf(url, sizeof url, "%s", f->url);
     latch_err_clear(&err);
     if (store_open(url, &f->s, &err) != LATCH_OK || store_migrate(f->s, &err) != LATCH_OK ||
         store_env_create(f->s, "dev", &e) != LATCH_OK) {
@@ -133,9 +241,12 @@ test_open_urls(void **state)
         const char *url;
         latch_rc want;
     } bad[] = {
-        {"postgres://u@localhost/latch", LATCH_E_INVAL},
-        {"postgresql://localhost/latch", LATCH_E_INVAL},
-        {"host=localhost dbname=latch", LATCH_E_INVAL},
+        /* PostgreSQL targets reach the libpq backend: no server there, so unavailable. */
+        {"postgresql:///latch?host=/nonexistent-latch-dir", LATCH_E_UNAVAILABLE},
+        {"postgres://u@/latch?host=/nonexistent-latch-dir&connect_timeout=1", LATCH_E_UNAVAILABLE},
+        {"host=/nonexistent-latch-dir dbname=latch", LATCH_E_UNAVAILABLE},
+        {"host=/nonexistent-latch-dir dbname=latch bogus_option=1", LATCH_E_INVAL},
+        {"postgresql://[::1/latch", LATCH_E_INVAL},
         {"mysql://localhost/x", LATCH_E_INVAL},
         {"", LATCH_E_INVAL},
         {"sqlite:", LATCH_E_INVAL},
@@ -149,12 +260,18 @@ test_open_urls(void **state)
         assert_null(s);
         assert_true(err.msg[0] != '\0');
     }
-    assert_int_equal(store_open("postgres://x", &s, &err), LATCH_E_INVAL);
+    assert_int_equal(store_open("postgresql:///latch?host=/nonexistent-latch-dir", &s, &err),
+                     LATCH_E_UNAVAILABLE);
     assert_non_null(strstr(err.msg, "postgres"));
 
+#ifdef STORE_TEST_PG
+    assert_int_equal(store_open(f->url, &s, &err), LATCH_OK);
+    assert_string_equal(store_backend(s), "postgres");
+#else
     /* A plain path opens the same file as "sqlite:<path>". */
     assert_int_equal(store_open(f->path, &s, &err), LATCH_OK);
     assert_string_equal(store_backend(s), "sqlite");
+#endif
     assert_int_equal(store_schema_version(s), 1);
     store_close(s);
     store_close(NULL);
@@ -178,11 +295,16 @@ test_migrate_idempotent_and_newer_refused(void **state)
     store_env_clear(&e);
 
     /* Simulate a database written by a newer binary. */
+#ifdef STORE_TEST_PG
+    (void)db;
+    assert_int_equal(pg_admin("latch", "INSERT INTO schema_migrations VALUES (7, 0)"), 0);
+#else
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 7", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
+#endif
 
-    assert_int_equal(store_open(f->path, &s, &err), LATCH_OK);
+    assert_int_equal(store_open(f->url, &s, &err), LATCH_OK);
     assert_int_equal(store_schema_version(s), 7);
     latch_err_clear(&err);
     assert_int_equal(store_migrate(s, &err), LATCH_E_INVAL);
@@ -196,24 +318,39 @@ test_fresh_db_migrates_from_zero(void **state)
     struct fx *f = *state;
     struct store *s = NULL;
     struct latch_err err;
-    char path[160];
+    char path[300];
     struct stat sb;
     int64_t n = -1;
 
+#ifdef STORE_TEST_PG
+    (void)sb;
+    (void)f;
+    assert_int_equal(pg_admin("postgres", "DROP DATABASE IF EXISTS fresh"), 0);
+    assert_int_equal(pg_admin("postgres", "CREATE DATABASE fresh"), 0);
+    pg_url_for(path, sizeof path, "fresh");
+#else
     (void)snprintf(path, sizeof path, "%s/fresh.db", f->dir);
+#endif
     assert_int_equal(store_open(path, &s, &err), LATCH_OK);
     assert_int_equal(store_schema_version(s), 0);
     assert_int_equal(store_migrate(s, &err), LATCH_OK);
     assert_int_equal(store_schema_version(s), 1);
     assert_int_equal(store_webhook_pending_count(s, &n), LATCH_OK);
     assert_int_equal(n, 0);
+#ifndef STORE_TEST_PG
     /* The database and its WAL are private to the owner. */
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
+#endif
     store_close(s);
+#ifdef STORE_TEST_PG
+    assert_int_equal(pg_admin("postgres", "DROP DATABASE fresh"), 0);
+#else
     rm_files(path);
+#endif
 }
 
+#ifndef STORE_TEST_PG
 static void
 test_file_mode_0600(void **state)
 {
@@ -228,6 +365,7 @@ test_file_mode_0600(void **state)
     assert_int_equal(stat(wal, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
 }
+#endif
 
 static void
 test_integrity_ok(void **state)
@@ -1062,6 +1200,7 @@ test_reseal_all_cas(void **state)
 
 struct conc {
     struct store *s;
+    struct store *s2; /* a second pool on the same database: "another node" */
     int64_t id;
     pthread_mutex_t mu;
     int64_t seen[CONC_THREADS * CONC_WRITES + 2];
@@ -1081,13 +1220,15 @@ conc_worker(void *p)
     char owner[16], cred[32];
     int done = 0, spins = 0;
 
+    struct store *s = (a->n & 1) != 0 ? c->s2 : c->s;
+
     (void)snprintf(owner, sizeof owner, "w%d", a->n);
     while (done < CONC_WRITES && spins < 200000) {
         int64_t v = 0, nv = 0;
         latch_rc rc;
 
         spins++;
-        rc = store_connection_lease(c->s, c->id, owner, 60000, &v);
+        rc = store_connection_lease(s, c->id, owner, 60000, &v);
         if (rc == LATCH_E_CONFLICT) {
             usleep(100);
             continue;
@@ -1095,11 +1236,11 @@ conc_worker(void *p)
         if (rc != LATCH_OK)
             goto fail;
         (void)snprintf(cred, sizeof cred, "cred-%d-%d", a->n, done);
-        rc = store_connection_refresh_done(c->s, c->id, owner, v, cred, 1, &nv);
+        rc = store_connection_refresh_done(s, c->id, owner, v, cred, 1, &nv);
         if (rc != LATCH_OK || nv != v + 1)
             goto fail;
         /* A late duplicate of the same write must be refused. */
-        if (store_connection_refresh_done(c->s, c->id, owner, v, "dup", 1, &nv) != LATCH_E_CONFLICT)
+        if (store_connection_refresh_done(s, c->id, owner, v, "dup", 1, &nv) != LATCH_E_CONFLICT)
             goto fail;
         pthread_mutex_lock(&c->mu);
         if (nv >= 0 && nv < (int64_t)(sizeof c->seen / sizeof c->seen[0]))
@@ -1126,8 +1267,12 @@ test_concurrent_refresh(void **state)
     struct conc *c = xcalloc(1, sizeof *c);
     const int64_t total = CONC_THREADS * CONC_WRITES;
 
+    struct latch_err err;
+
     add_integration(f->s, f->env, "ninja");
     c->s = f->s;
+    latch_err_clear(&err);
+    assert_int_equal(store_open(f->url, &c->s2, &err), LATCH_OK);
     c->id = add_conn(f->s, f->env, "ninja", "hot", NULL, NULL);
     pthread_mutex_init(&c->mu, NULL);
     for (int i = 0; i < CONC_THREADS; i++) {
@@ -1145,9 +1290,430 @@ test_concurrent_refresh(void **state)
     assert_int_equal(g.version, total + 1);
     assert_non_null(strstr(g.credentials_sealed, "cred-"));
     store_connection_clear(&g);
+    store_close(c->s2);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
+
+/* ---- export / import (SQLite -> target -> SQLite) ---- */
+
+/* Fills s with one row of every kind (every column set where possible). */
+static void
+fill_store(struct store *s)
+{
+    struct store_env e;
+    struct store_integration i;
+    struct store_connection c;
+    struct store_session x;
+    unsigned char h[32];
+    int64_t v = 0, wid = 0;
+    bool created = false;
+
+    assert_int_equal(store_meta_set(s, "key_fingerprint", "fp-123"), LATCH_OK);
+    assert_int_equal(store_meta_set(s, "sealed:index_key", "v1.sealed-index-key"), LATCH_OK);
+    assert_int_equal(store_env_create(s, "dev", &e), LATCH_OK);
+    e.webhook_url = xstrdup("https://hooks.example/a");
+    e.webhook_key_sealed = xstrdup("v1.sealed-webhook-key");
+    e.on_auth_refresh_error = true;
+    assert_int_equal(store_env_update_webhooks(s, &e), LATCH_OK);
+    memset(h, 0x5a, sizeof h);
+    assert_int_equal(store_apikey_add(s, e.id, h, "default"), LATCH_OK);
+    memset(&i, 0, sizeof i);
+    i.env_id = e.id;
+    i.unique_key = xstrdup("ninja");
+    i.provider = xstrdup("ninjaone");
+    i.display_name = xstrdup("Ninja \u00e9t\u00e9");
+    i.forward_webhooks = true;
+    i.custom_json = xstrdup("{\"k\":[1,2,{\"x\":null}]}");
+    assert_int_equal(store_integration_create(s, &i), LATCH_OK);
+    store_integration_clear(&i);
+    memset(&c, 0, sizeof c);
+    c.env_id = e.id;
+    c.uid = xstrdup("44444444-4444-4444-8444-444444444444");
+    c.connection_id = xstrdup("acme");
+    c.provider_config_key = xstrdup("ninja");
+    c.credentials_sealed = xstrdup("v1.AAAA.sealed-credentials");
+    c.metadata_json = xstrdup("{\"m\":\"\\u00fc\"}");
+    c.tags_json = xstrdup("{\"team\":\"a\"}");
+    c.end_user_json = xstrdup("{\"id\":\"u1\",\"email\":\"u@acme.com\"}");
+    c.webhook_url_override = xstrdup("https://hooks.example/o");
+    c.expires_at = 1234567;
+    assert_int_equal(store_connection_upsert(s, &c, &created), LATCH_OK);
+    assert_int_equal(store_connection_lease(s, c.id, "w", 60000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_done(s, c.id, "w", v, "v1.BBBB.refreshed", 7654321,
+                                                   &v),
+                     LATCH_OK);
+    assert_int_equal(store_connection_touch(s, c.id, 999), LATCH_OK);
+    store_connection_clear(&c);
+    memset(&x, 0, sizeof x);
+    x.env_id = e.id;
+    memset(x.token_hash, 0xc3, 32);
+    x.end_user_json = xstrdup("{\"id\":\"u1\"}");
+    x.expires_at = store_now_ms() + 600000;
+    assert_int_equal(store_session_create(s, &x), LATCH_OK);
+    store_session_clear(&x);
+    assert_int_equal(store_webhook_enqueue(s, e.id, "https://hooks.example/a", "{\"n\":1}", &wid),
+                     LATCH_OK);
+    assert_int_equal(store_webhook_retry(s, wid, 42, "HTTP 500", false), LATCH_OK);
+    store_env_clear(&e);
+}
+
+/* Exports s into a fresh temporary file (rewound); the caller fcloses it. */
+static FILE *
+export_tmp(struct store *s)
+{
+    struct latch_err err;
+    FILE *fp = tmpfile();
+
+    assert_non_null(fp);
+    latch_err_clear(&err);
+    if (store_export(s, fp, &err) != LATCH_OK)
+        fail_msg("export: %s", err.msg);
+    rewind(fp);
+    return fp;
+}
+
+static char *
+slurp(FILE *fp)
+{
+    char *v = xcalloc(1, 1 << 20);
+    size_t n = fread(v, 1, (1 << 20) - 1, fp);
+
+    assert_true(n > 0 && n < (1 << 20) - 1);
+    rewind(fp);
+    return v;
+}
+
+static struct store *
+open_migrated(const char *url)
+{
+    struct store *s = NULL;
+    struct latch_err err;
+
+    latch_err_clear(&err);
+    if (store_open(url, &s, &err) != LATCH_OK || store_migrate(s, &err) != LATCH_OK)
+        fail_msg("open %s: %s", url, err.msg);
+    return s;
+}
+
+static void
+test_export_import_roundtrip(void **state)
+{
+    struct fx *f = *state;
+    struct store *src, *mid, *dst;
+    struct latch_err err;
+    struct store_connection g;
+    struct store_session x;
+    struct store_env e;
+    unsigned char h[32];
+    char url[300], *t1, *t2, *t3, *v = NULL;
+    int64_t env = 0, n = 0;
+    FILE *d1, *d2, *d3, *bad;
+
+    (void)snprintf(url, sizeof url, "sqlite:%s/src.db", f->dir);
+    src = open_migrated(url);
+    fill_store(src);
+    d1 = export_tmp(src);
+    t1 = slurp(d1);
+    assert_non_null(strstr(t1, "{\"latch_export\":1,\"schema_version\":1}\n"));
+    assert_non_null(strstr(t1, "\"table\":\"connections\""));
+    assert_non_null(strstr(t1, "\"credentials_sealed\":\"v1.BBBB.refreshed\""));
+    assert_non_null(strstr(t1, "\"end\":true,\"rows\":8}"));
+
+    /* The middle hop: PostgreSQL in the PG variant, another SQLite file otherwise. */
+#ifdef STORE_TEST_PG
+    assert_int_equal(pg_admin("postgres", "DROP DATABASE IF EXISTS roundtrip"), 0);
+    assert_int_equal(pg_admin("postgres", "CREATE DATABASE roundtrip"), 0);
+    pg_url_for(url, sizeof url, "roundtrip");
+#else
+    (void)snprintf(url, sizeof url, "sqlite:%s/mid.db", f->dir);
+#endif
+    mid = open_migrated(url);
+    latch_err_clear(&err);
+    if (store_import(mid, d1, &err) != LATCH_OK)
+        fail_msg("import: %s", err.msg);
+    /* A second import into the now non-empty store is refused, and so is one into f->s. */
+    rewind(d1);
+    assert_int_equal(store_import(mid, d1, &err), LATCH_E_CONFLICT);
+    rewind(d1);
+    assert_int_equal(store_import(f->s, d1, &err), LATCH_E_CONFLICT);
+    d2 = export_tmp(mid);
+    t2 = slurp(d2);
+    assert_string_equal(t1, t2); /* byte-identical dump from the other backend */
+
+    /* The imported store works: new rows continue after the imported ids. */
+    assert_int_equal(store_env_create(mid, "prod", &e), LATCH_OK);
+    assert_true(e.id > 1);
+    store_env_clear(&e);
+    assert_int_equal(store_connection_get(mid, 1, "ninja", "acme", &g), LATCH_OK);
+    assert_string_equal(g.uid, "44444444-4444-4444-8444-444444444444");
+    assert_int_equal(g.version, 2);
+    store_connection_clear(&g);
+
+    (void)snprintf(url, sizeof url, "sqlite:%s/dst.db", f->dir);
+    dst = open_migrated(url);
+    if (store_import(dst, d2, &err) != LATCH_OK)
+        fail_msg("import back: %s", err.msg);
+    d3 = export_tmp(dst);
+    t3 = slurp(d3);
+    assert_string_equal(t1, t3);
+
+    /* Spot checks through the store API on the far end. */
+    assert_int_equal(store_meta_get(dst, "sealed:index_key", &v), LATCH_OK);
+    assert_string_equal(v, "v1.sealed-index-key");
+    free(v);
+    memset(h, 0x5a, sizeof h);
+    assert_int_equal(store_apikey_lookup(dst, h, &env), LATCH_OK);
+    assert_int_equal(store_connection_get(dst, env, "ninja", "acme", &g), LATCH_OK);
+    assert_string_equal(g.credentials_sealed, "v1.BBBB.refreshed");
+    assert_string_equal(g.metadata_json, "{\"m\":\"\\u00fc\"}");
+    assert_int_equal(g.expires_at, 7654321);
+    assert_int_equal(g.last_fetched_at, 999);
+    store_connection_clear(&g);
+    memset(h, 0xc3, sizeof h);
+    assert_int_equal(store_session_get_by_hash(dst, h, &x), LATCH_OK);
+    assert_string_equal(x.end_user_json, "{\"id\":\"u1\"}");
+    store_session_clear(&x);
+    assert_int_equal(store_webhook_pending_count(dst, &n), LATCH_OK);
+    assert_int_equal(n, 1);
+    /* The composite foreign key survived: deleting the integration cascades. */
+    assert_int_equal(store_integration_delete(dst, env, "ninja"), LATCH_OK);
+    assert_int_equal(store_connection_get(dst, env, "ninja", "acme", &g), LATCH_E_NOT_FOUND);
+
+    /* A truncated dump is refused and nothing is written (all or nothing). */
+    store_close(dst);
+    (void)snprintf(url, sizeof url, "%s/dst.db", f->dir);
+    rm_files(url);
+    (void)snprintf(url, sizeof url, "sqlite:%s/dst.db", f->dir);
+    dst = open_migrated(url);
+    bad = tmpfile();
+    assert_non_null(bad);
+    assert_true(fwrite(t1, 1, strlen(t1) - 30, bad) > 0);
+    rewind(bad);
+    latch_err_clear(&err);
+    assert_int_equal(store_import(dst, bad, &err), LATCH_E_INVAL);
+    assert_true(err.msg[0] != '\0');
+    assert_int_equal(store_meta_get(dst, "sealed:index_key", &v), LATCH_E_NOT_FOUND);
+    fclose(bad);
+
+    fclose(d1);
+    fclose(d2);
+    fclose(d3);
+    free(t1);
+    free(t2);
+    free(t3);
+    store_close(src);
+    store_close(mid);
+    store_close(dst);
+    (void)snprintf(url, sizeof url, "%s/src.db", f->dir);
+    rm_files(url);
+    (void)snprintf(url, sizeof url, "%s/dst.db", f->dir);
+    rm_files(url);
+#ifdef STORE_TEST_PG
+    assert_int_equal(pg_admin("postgres", "DROP DATABASE roundtrip"), 0);
+#else
+    (void)snprintf(url, sizeof url, "%s/mid.db", f->dir);
+    rm_files(url);
+#endif
+}
+
+#ifdef STORE_TEST_PG
+/* ---- PostgreSQL only: several nodes, outages ---- */
+
+#define MIGRATORS 6
+
+struct migrator {
+    const char *url;
+    latch_rc rc;
+    char msg[256];
+};
+
+static void *
+migrate_worker(void *p)
+{
+    struct migrator *m = p;
+    struct store *s = NULL;
+    struct latch_err err;
+
+    latch_err_clear(&err);
+    m->rc = store_open(m->url, &s, &err);
+    if (m->rc == LATCH_OK)
+        m->rc = store_migrate(s, &err);
+    (void)snprintf(m->msg, sizeof m->msg, "%s", err.msg);
+    store_close(s);
+    return NULL;
+}
+
+static void
+test_pg_nodes_migrate_together(void **state)
+{
+    struct migrator m[MIGRATORS];
+    pthread_t th[MIGRATORS];
+    struct store *s;
+    struct store_env e;
+    char url[300];
+
+    (void)state;
+    assert_int_equal(pg_admin("postgres", "DROP DATABASE IF EXISTS multi"), 0);
+    assert_int_equal(pg_admin("postgres", "CREATE DATABASE multi"), 0);
+    pg_url_for(url, sizeof url, "multi");
+    for (int i = 0; i < MIGRATORS; i++) {
+        m[i].url = url;
+        assert_int_equal(pthread_create(&th[i], NULL, migrate_worker, &m[i]), 0);
+    }
+    for (int i = 0; i < MIGRATORS; i++) {
+        pthread_join(th[i], NULL);
+        if (m[i].rc != LATCH_OK)
+            fail_msg("node %d: %s", i, m[i].msg);
+    }
+    s = open_migrated(url);
+    assert_int_equal(store_schema_version(s), 1);
+    /* Exactly one recorded migration: the others waited on the lock and found it done. */
+    assert_int_equal(pg_admin("multi", "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) "
+                                       "<> 1 THEN RAISE 'dup'; END IF; END $$"),
+                     0);
+    assert_int_equal(store_env_create(s, "dev", &e), LATCH_OK);
+    store_env_clear(&e);
+    store_close(s);
+    assert_int_equal(pg_admin("postgres", "DROP DATABASE multi"), 0);
+}
+
+#define CLAIM_EVENTS 60
+
+struct claimer {
+    struct store *s;
+    char owner[8];
+    int64_t got[CLAIM_EVENTS];
+    size_t n;
+    latch_rc rc;
+};
+
+static void *
+claim_worker(void *p)
+{
+    struct claimer *c = p;
+
+    for (int round = 0; round < 100 && c->rc == LATCH_OK; round++) {
+        struct store_webhook *v = NULL;
+        size_t n = 0;
+
+        c->rc = store_webhook_claim(c->s, c->owner, store_now_ms(), 60000, 3, &v, &n);
+        for (size_t i = 0; i < n && c->n < CLAIM_EVENTS; i++)
+            c->got[c->n++] = v[i].id;
+        store_webhook_list_free(v, n);
+    }
+    return NULL;
+}
+
+static void
+test_pg_two_nodes(void **state)
+{
+    struct fx *f = *state;
+    struct store *b = open_migrated(f->url);
+    struct claimer ca, cb;
+    pthread_t ta, tb;
+    struct store_session x, g;
+    struct store_webhook *v = NULL;
+    int seen[CLAIM_EVENTS + 1];
+    int64_t id, ver = 0, first = 0;
+    size_t n = 0;
+
+    add_integration(f->s, f->env, "ninja");
+    id = add_conn(f->s, f->env, "ninja", "c1", NULL, NULL);
+
+    /* The refresh lease is shared: node A holds it, node B is refused, then takes over. */
+    assert_int_equal(store_connection_lease(f->s, id, "nodeA:1", 60000, &ver), LATCH_OK);
+    assert_int_equal(store_connection_lease(b, id, "nodeB:1", 60000, &ver), LATCH_E_CONFLICT);
+    assert_int_equal(store_connection_refresh_done(b, id, "nodeB:1", ver, "x", 1, &ver),
+                     LATCH_E_CONFLICT);
+    assert_int_equal(store_connection_refresh_done(f->s, id, "nodeA:1", ver, "fromA", 5, &ver),
+                     LATCH_OK);
+    assert_int_equal(store_connection_lease(b, id, "nodeB:1", 60000, &ver), LATCH_OK);
+    assert_int_equal(ver, 2);
+    assert_int_equal(store_connection_lease_release(b, id, "nodeB:1"), LATCH_OK);
+
+    /* A session made on A is usable on B. */
+    memset(&x, 0, sizeof x);
+    x.env_id = f->env;
+    memset(x.token_hash, 0x11, 32);
+    x.expires_at = store_now_ms() + 60000;
+    assert_int_equal(store_session_create(f->s, &x), LATCH_OK);
+    assert_int_equal(store_session_get_by_hash(b, x.token_hash, &g), LATCH_OK);
+    assert_int_equal(g.id, x.id);
+    store_session_clear(&g);
+
+    /* Outbox: two nodes claiming concurrently get disjoint sets covering every event. */
+    for (int i = 0; i < CLAIM_EVENTS; i++) {
+        assert_int_equal(store_webhook_enqueue(f->s, f->env, "https://h/x", "{}", &id), LATCH_OK);
+        if (i == 0)
+            first = id;
+    }
+    memset(&ca, 0, sizeof ca);
+    memset(&cb, 0, sizeof cb);
+    ca.s = f->s;
+    cb.s = b;
+    (void)snprintf(ca.owner, sizeof ca.owner, "A");
+    (void)snprintf(cb.owner, sizeof cb.owner, "B");
+    assert_int_equal(pthread_create(&ta, NULL, claim_worker, &ca), 0);
+    assert_int_equal(pthread_create(&tb, NULL, claim_worker, &cb), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(ca.rc, LATCH_OK);
+    assert_int_equal(cb.rc, LATCH_OK);
+    assert_int_equal(ca.n + cb.n, CLAIM_EVENTS);
+    memset(seen, 0, sizeof seen);
+    for (size_t i = 0; i < ca.n; i++)
+        seen[ca.got[i] - first]++;
+    for (size_t i = 0; i < cb.n; i++)
+        seen[cb.got[i] - first]++;
+    for (int i = 0; i < CLAIM_EVENTS; i++)
+        assert_int_equal(seen[i], 1);
+    /* A dead node's claims come back after the claim lease. */
+    assert_int_equal(store_webhook_claim(b, "B", store_now_ms() + 61000, 1000, 100, &v, &n),
+                     LATCH_OK);
+    assert_int_equal(n, CLAIM_EVENTS);
+    store_webhook_list_free(v, n);
+    store_close(b);
+}
+
+static void
+test_pg_outage_and_recovery(void **state)
+{
+    struct fx *f = *state;
+    struct store_env e;
+    char line[256];
+    int64_t t0, dt;
+    latch_rc rc;
+
+    assert_int_equal(store_env_get(f->s, f->env, &e), LATCH_OK);
+    store_env_clear(&e);
+    assert_int_equal(pg_script("stop-pg", NULL, NULL, 0), 0);
+
+    /* Down: every call fails fast with UNAVAILABLE, the pooled session included. */
+    for (int i = 0; i < 5; i++) {
+        t0 = store_now_ms();
+        rc = store_env_get(f->s, f->env, &e);
+        dt = store_now_ms() - t0;
+        assert_int_equal(rc, LATCH_E_UNAVAILABLE);
+        assert_true(dt < 1000);
+        assert_int_equal(store_meta_set(f->s, "k", "v"), LATCH_E_UNAVAILABLE);
+    }
+
+    /* Back: the same store works again, without reopening. */
+    assert_int_equal(pg_script("start-pg", NULL, line, sizeof line), 0);
+    assert_string_equal(line, pg_url);
+    usleep(300 * 1000); /* past the fail-fast window after the last refused connect */
+    assert_int_equal(store_env_get(f->s, f->env, &e), LATCH_OK);
+    store_env_clear(&e);
+    assert_int_equal(store_meta_set(f->s, "k", "v"), LATCH_OK);
+
+    /* A restart while idle: the stale pooled session is replaced transparently. */
+    assert_int_equal(pg_script("stop-pg", NULL, NULL, 0), 0);
+    assert_int_equal(pg_script("start-pg", NULL, line, sizeof line), 0);
+    assert_int_equal(store_env_get(f->s, f->env, &e), LATCH_OK);
+    store_env_clear(&e);
+}
+#endif
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
@@ -1158,7 +1724,9 @@ main(void)
         T(test_open_urls),
         T(test_migrate_idempotent_and_newer_refused),
         T(test_fresh_db_migrates_from_zero),
+#ifndef STORE_TEST_PG
         T(test_file_mode_0600),
+#endif
         T(test_integrity_ok),
         T(test_meta),
         T(test_environments),
@@ -1174,7 +1742,17 @@ main(void)
         T(test_outbox),
         T(test_reseal_all_cas),
         T(test_concurrent_refresh),
+        T(test_export_import_roundtrip),
+#ifdef STORE_TEST_PG
+        T(test_pg_nodes_migrate_together),
+        T(test_pg_two_nodes),
+        T(test_pg_outage_and_recovery),
+#endif
     };
 
+#ifdef STORE_TEST_PG
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+#else
     return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
 }
