@@ -98,6 +98,13 @@ struct proxy {
     bool down_error;
     bool curl_paused;
     bool reader_waiting;
+    bool timed_out; /* the first-byte deadline cancelled the attempt */
+    int done_attempt; /* last attempt whose on_done ran */
+};
+
+struct attempt_timer {
+    struct proxy *px;
+    int attempt;
 };
 
 /* ---- small ring buffer ---- */
@@ -113,6 +120,8 @@ ring_free(struct ring *r)
 static void
 ring_put(struct ring *r, const char *d, size_t n)
 {
+    size_t tail, first;
+
     if (r->len + n > r->cap) {
         size_t ncap = r->cap ? r->cap : 16 * 1024;
         char *nb;
@@ -120,15 +129,20 @@ ring_put(struct ring *r, const char *d, size_t n)
         while (ncap < r->len + n)
             ncap *= 2;
         nb = xmalloc(ncap);
-        for (size_t i = 0; i < r->len; i++)
-            nb[i] = r->buf[(r->head + i) % r->cap];
+        if (r->len > 0) {
+            first = r->cap - r->head < r->len ? r->cap - r->head : r->len;
+            memcpy(nb, r->buf + r->head, first);
+            memcpy(nb + first, r->buf, r->len - first);
+        }
         free(r->buf);
         r->buf = nb;
         r->cap = ncap;
         r->head = 0;
     }
-    for (size_t i = 0; i < n; i++)
-        r->buf[(r->head + r->len + i) % r->cap] = d[i];
+    tail = (r->head + r->len) % r->cap;
+    first = r->cap - tail < n ? r->cap - tail : n;
+    memcpy(r->buf + tail, d, first);
+    memcpy(r->buf, d + first, n - first);
     r->len += n;
 }
 
@@ -136,10 +150,14 @@ static size_t
 ring_get(struct ring *r, char *out, size_t max)
 {
     size_t n = r->len < max ? r->len : max;
+    size_t first;
 
-    for (size_t i = 0; i < n; i++)
-        out[i] = r->buf[(r->head + i) % r->cap];
-    r->head = r->cap ? (r->head + n) % r->cap : 0;
+    if (n == 0)
+        return 0;
+    first = r->cap - r->head < n ? r->cap - r->head : n;
+    memcpy(out, r->buf + r->head, first);
+    memcpy(out + first, r->buf, n - first);
+    r->head = (r->head + n) % r->cap;
     r->len -= n;
     if (r->len == 0)
         r->head = 0;
@@ -533,6 +551,7 @@ on_done(void *ud, latch_rc rc, const char *error)
     mode = px->mode;
     st = px->st;
     px->st = NULL;
+    px->done_attempt = px->attempt;
     if (mode == RESP_STREAM) {
         px->down_done = true;
         px->down_error = rc != LATCH_OK;
@@ -580,6 +599,8 @@ on_done(void *ud, latch_rc rc, const char *error)
     }
     case RESP_PENDING:
         /* no response at all: network error or timeout */
+        if (px->timed_out)
+            rc = LATCH_E_TIMEOUT;
         if (px->retries_left > 0 && rc != LATCH_E_TIMEOUT && rc != LATCH_E_DENIED &&
             px->body_mode != BODY_STREAM) {
             px->retries_left--;
@@ -602,6 +623,29 @@ on_done(void *ud, latch_rc rc, const char *error)
         break;
     }
     proxy_unref(px); /* the attempt's reference */
+}
+
+/*
+ * The proxy timeout bounds the wait for the upstream's response headers; once a response
+ * streams, it may take as long as the body needs (a 1 GB download is not cut at 60 s).
+ */
+static void
+attempt_deadline(void *ud)
+{
+    struct attempt_timer *at = ud;
+    struct proxy *px = at->px;
+    struct outbound_stream *st = NULL;
+
+    pthread_mutex_lock(&px->mu);
+    if (px->attempt == at->attempt && px->mode == RESP_PENDING && px->st != NULL) {
+        px->timed_out = true;
+        st = px->st;
+    }
+    pthread_mutex_unlock(&px->mu);
+    if (st != NULL)
+        outbound_stream_cancel(st);
+    free(at);
+    proxy_unref(px);
 }
 
 static void
@@ -631,7 +675,7 @@ start_attempt(struct proxy *px)
     rq.url = px->url;
     rq.headers = h;
     rq.n_headers = nh;
-    rq.timeout_ms = (long)left;
+    rq.timeout_ms = LATCH_PROXY_MAX_STREAM_MS;
     rq.follow_redirects = false;
     if (px->body_mode == BODY_BUFFERED) {
         rq.body = px->body.data ? px->body.data : "";
@@ -641,6 +685,7 @@ start_attempt(struct proxy *px)
     }
     pthread_mutex_lock(&px->mu);
     px->mode = RESP_PENDING;
+    px->timed_out = false;
     px->attempt++;
     px->refs++; /* the attempt's reference, dropped in on_done */
     pthread_mutex_unlock(&px->mu);
@@ -662,10 +707,25 @@ start_attempt(struct proxy *px)
         return;
     }
     pthread_mutex_lock(&px->mu);
-    if (px->mode == RESP_PENDING || px->mode == RESP_STREAM || px->mode == RESP_CAPTURE ||
-        px->mode == RESP_DISCARD)
-        px->st = st;
-    pthread_mutex_unlock(&px->mu);
+    if (px->done_attempt == px->attempt) {
+        /* on_done already ran (immediate failure): nothing to keep */
+        pthread_mutex_unlock(&px->mu);
+        outbound_stream_release(st);
+        return;
+    }
+    px->st = st;
+    {
+        struct attempt_timer *at = xcalloc(1, sizeof *at);
+
+        at->px = px;
+        at->attempt = px->attempt;
+        px->refs++; /* the deadline timer's reference */
+        pthread_mutex_unlock(&px->mu);
+        if (timer_after(px->app->timer, left, attempt_deadline, at) != LATCH_OK) {
+            free(at);
+            proxy_unref(px);
+        }
+    }
 }
 
 /* ---- token and URL ---- */

@@ -72,6 +72,8 @@ static const struct cfg_def defs[] = {
      "first back-off after a transient refresh failure (doubles, with jitter, max 1 h)"},
     {"LATCH_REFRESH_LEASE_MS", CFG_INT, OFF(refresh_lease_ms), "30000", 100, 600000, false,
      "how long one refresher may hold a connection's refresh lease"},
+    {"LATCH_BACKGROUND_REFRESH", CFG_BOOL, OFF(background_refresh), "true", 0, 0, false,
+     "renew tokens of connections in use shortly before they expire"},
 };
 
 static bool

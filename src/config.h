@@ -38,6 +38,7 @@ struct config {
     int webhook_backoff_ms;   /* LATCH_WEBHOOK_BACKOFF_MS (first retry delay; doubles) */
     int refresh_backoff_ms;   /* LATCH_REFRESH_BACKOFF_MS (first back-off after a transient failure) */
     int refresh_lease_ms;     /* LATCH_REFRESH_LEASE_MS */
+    bool background_refresh;  /* LATCH_BACKGROUND_REFRESH */
 };
 
 /* Reads the environment; LATCH_E_INVAL with a message naming the variable on bad values. */

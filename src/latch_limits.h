@@ -18,6 +18,7 @@
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
 #define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
+#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
 #endif
 
@@ -32,6 +33,7 @@
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
 #define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
+#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
 #endif
 
@@ -46,6 +48,7 @@
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
 #define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
+#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
 #endif
 
@@ -60,6 +63,7 @@
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
 #define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
+#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
 #endif
 
@@ -74,6 +78,7 @@
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
 #define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
+#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
 #endif
 
@@ -88,6 +93,7 @@
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
 #define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
+#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
 #endif
 
@@ -130,5 +136,6 @@
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
 #define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
+#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <curl/curl.h>
@@ -330,6 +331,15 @@ main(int argc, char **argv)
     log_min_level = (enum log_level)lvl;
     signal(SIGPIPE, SIG_IGN);
     umask(077);
+    {
+        /* every proxied request holds two sockets: use the whole descriptor allowance */
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            (void)setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     json_object_seed(0);
 

@@ -567,14 +567,16 @@ refresher_main(void *arg)
             pthread_mutex_lock(&rf->mu);
         }
         now = store_now_ms();
-        if (now - last_scan >= REFRESH_SCAN_INTERVAL_MS) {
+        if (rf->app->cfg->background_refresh && now - last_scan >= REFRESH_SCAN_INTERVAL_MS) {
             last_scan = now;
             pthread_mutex_unlock(&rf->mu);
             scan_due(rf);
-            if (now - last_purge > 60000) {
-                last_purge = now;
-                (void)store_session_purge_expired(rf->app->store, now);
-            }
+            pthread_mutex_lock(&rf->mu);
+        }
+        if (now - last_purge > 60000) {
+            last_purge = now;
+            pthread_mutex_unlock(&rf->mu);
+            (void)store_session_purge_expired(rf->app->store, now);
             pthread_mutex_lock(&rf->mu);
         }
     }

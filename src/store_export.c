@@ -34,8 +34,8 @@ static const struct store_col cols_env[] = {
     {"created_at", STORE_COL_INT},
 };
 static const struct store_col cols_keys[] = {
-    {"id", STORE_COL_INT},         {"env_id", STORE_COL_INT},     {"key_hash", STORE_COL_HASH},
-    {"label", STORE_COL_TEXT},     {"created_at", STORE_COL_INT}, {"revoked_at", STORE_COL_INT},
+    {"id", STORE_COL_INT},     {"env_id", STORE_COL_INT},     {"key_hash", STORE_COL_HASH},
+    {"label", STORE_COL_TEXT}, {"created_at", STORE_COL_INT}, {"revoked_at", STORE_COL_INT},
 };
 static const struct store_col cols_int[] = {
     {"id", STORE_COL_INT},
@@ -92,16 +92,11 @@ static const struct store_col cols_sess[] = {
     {"created_at", STORE_COL_INT},
 };
 static const struct store_col cols_wh[] = {
-    {"id", STORE_COL_INT},
-    {"env_id", STORE_COL_INT},
-    {"url", STORE_COL_TEXT},
-    {"body", STORE_COL_TEXT},
-    {"attempts", STORE_COL_INT},
-    {"next_attempt_at", STORE_COL_INT},
-    {"state", STORE_COL_TEXT},
-    {"claim_owner", STORE_COL_TEXT},
-    {"claim_until", STORE_COL_INT},
-    {"last_error", STORE_COL_TEXT},
+    {"id", STORE_COL_INT},          {"env_id", STORE_COL_INT},
+    {"url", STORE_COL_TEXT},        {"body", STORE_COL_TEXT},
+    {"attempts", STORE_COL_INT},    {"next_attempt_at", STORE_COL_INT},
+    {"state", STORE_COL_TEXT},      {"claim_owner", STORE_COL_TEXT},
+    {"claim_until", STORE_COL_INT}, {"last_error", STORE_COL_TEXT},
     {"created_at", STORE_COL_INT},
 };
 
@@ -276,7 +271,7 @@ store_export(struct store *s, FILE *out, struct latch_err *err)
 struct import_ctx {
     FILE *in;
     struct buf line;
-    json_t *cur;     /* the last parsed line (owned) */
+    json_t *cur; /* the last parsed line (owned) */
     size_t lineno;
     size_t rows;
     bool ended;
@@ -355,9 +350,9 @@ import_next(const struct store_table **t, json_t **row, void *ud)
         json_t *n = json_object_get(x->cur, "rows");
 
         if (!json_is_integer(n) || (size_t)json_integer_value(n) != x->rows) {
-            latch_err_set(x->err, "import: row count mismatch (dump says %" JSON_INTEGER_FORMAT
-                                  ", read %zu)",
-                          json_is_integer(n) ? json_integer_value(n) : (json_int_t)-1, x->rows);
+            latch_err_set(
+                x->err, "import: row count mismatch (dump says %" JSON_INTEGER_FORMAT ", read %zu)",
+                json_is_integer(n) ? json_integer_value(n) : (json_int_t)-1, x->rows);
             return LATCH_E_INVAL;
         }
         rc = read_line(x, &got);
@@ -382,6 +377,18 @@ import_next(const struct store_table **t, json_t **row, void *ud)
         return LATCH_E_INVAL;
     }
     *row = json_object_get(x->cur, "row");
+    /* Every key must be a column: a row from another schema is refused, not half-imported. */
+    for (void *it = json_object_iter(*row); it != NULL; it = json_object_iter_next(*row, it)) {
+        const char *key = json_object_iter_key(it);
+        bool known = false;
+
+        for (size_t k = 0; k < (*t)->ncols && !known; k++)
+            known = strcmp((*t)->cols[k].name, key) == 0;
+        if (!known) {
+            latch_err_set(x->err, "import: line %zu: unknown column for table %s", x->lineno, name);
+            return LATCH_E_INVAL;
+        }
+    }
     x->rows++;
     return LATCH_OK;
 }

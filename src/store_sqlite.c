@@ -2508,23 +2508,12 @@ out:
 static latch_rc
 raw_insert_row(struct sq_conn *c, sqlite3_stmt *st, const struct store_table *t, json_t *row)
 {
-    const char *key;
-    json_t *val;
     latch_rc rc = LATCH_OK;
     int src = SQLITE_OK;
     bool more = true;
 
     if (!json_is_object(row))
         return LATCH_E_INVAL;
-    /* Every key must be a column: a row from another schema is refused, not half-imported. */
-    json_object_foreach (row, key, val) {
-        bool known = false;
-
-        for (size_t k = 0; k < t->ncols && !known; k++)
-            known = strcmp(t->cols[k].name, key) == 0;
-        if (!known)
-            return LATCH_E_INVAL;
-    }
     (void)sqlite3_reset(st);
     (void)sqlite3_clear_bindings(st);
     for (size_t k = 0; k < t->ncols && src == SQLITE_OK; k++) {
@@ -2635,8 +2624,8 @@ sq_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *er
         }
         rc = raw_insert_row(c, ins[ti], t, obj);
         if (rc != LATCH_OK) {
-            latch_err_set(err, "store: import: row %zu (table %s) refused: %s", nrows + 1,
-                          t->name, latch_strerror(rc));
+            latch_err_set(err, "store: import: row %zu (table %s) refused: %s", nrows + 1, t->name,
+                          latch_strerror(rc));
             goto out;
         }
     }

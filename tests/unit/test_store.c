@@ -29,12 +29,13 @@
 #include "latch_limits.h"
 #include "store.h"
 #include "store_export.h"
+#include "util/str.h"
 #include "util/xalloc.h"
 
 struct fx {
     char dir[64];
     char path[128];
-    char url[300];  /* what store_open got */
+    char url[300]; /* what store_open got */
     struct store *s;
     int64_t env;
 };
@@ -49,6 +50,13 @@ static void
 pg_url_for(char *out, size_t n, const char *db)
 {
     (void)snprintf(out, n, "postgresql://postgres@/%s?host=%s", db, pg_dir);
+}
+
+static void
+pg_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
 }
 
 /* Runs parameterless SQL on database db of the group's server (test plumbing). */
@@ -67,6 +75,7 @@ pg_admin(const char *db, const char *sql)
         PQfinish(pg);
         return -1;
     }
+    (void)PQsetNoticeProcessor(pg, pg_quiet, NULL);
     r = PQexec(pg, sql);
     ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
@@ -95,7 +104,7 @@ pg_script(const char *script, const char *arg, char *out, size_t n)
     while (fgets(line, sizeof line, p) != NULL) {
         line[strcspn(line, "\n")] = '\0';
         if (out != NULL && line[0] != '\0')
-            (void)snprintf(out, n, "%s", line);
+            (void)latch_strlcpy(out, line, n);
     }
     st = pclose(p);
     if (st != 0)
@@ -131,7 +140,7 @@ group_teardown(void **state)
 static void
 rm_files(const char *path)
 {
-    char p[160];
+    char p[512];
 
     (void)unlink(path);
     (void)snprintf(p, sizeof p, "%s-wal", path);
@@ -1340,9 +1349,8 @@ fill_store(struct store *s)
     c.expires_at = 1234567;
     assert_int_equal(store_connection_upsert(s, &c, &created), LATCH_OK);
     assert_int_equal(store_connection_lease(s, c.id, "w", 60000, &v), LATCH_OK);
-    assert_int_equal(store_connection_refresh_done(s, c.id, "w", v, "v1.BBBB.refreshed", 7654321,
-                                                   &v),
-                     LATCH_OK);
+    assert_int_equal(
+        store_connection_refresh_done(s, c.id, "w", v, "v1.BBBB.refreshed", 7654321, &v), LATCH_OK);
     assert_int_equal(store_connection_touch(s, c.id, 999), LATCH_OK);
     store_connection_clear(&c);
     memset(&x, 0, sizeof x);
@@ -1495,6 +1503,28 @@ test_export_import_roundtrip(void **state)
     assert_true(err.msg[0] != '\0');
     assert_int_equal(store_meta_get(dst, "sealed:index_key", &v), LATCH_E_NOT_FOUND);
     fclose(bad);
+    /* So is a row with a column this schema does not have, or of the wrong type. */
+    static const char *const bad_dumps[] = {
+        "{\"latch_export\":1,\"schema_version\":1}\n"
+        "{\"table\":\"meta\",\"row\":{\"key\":\"a\",\"value\":\"b\",\"extra\":1}}\n"
+        "{\"end\":true,\"rows\":1}\n",
+        "{\"latch_export\":1,\"schema_version\":1}\n"
+        "{\"table\":\"environments\",\"row\":{\"id\":\"1\",\"name\":\"dev\"}}\n"
+        "{\"end\":true,\"rows\":1}\n",
+        "{\"latch_export\":1,\"schema_version\":9}\n{\"end\":true,\"rows\":0}\n",
+        "{\"table\":\"meta\",\"row\":{}}\n",
+    };
+    for (size_t i = 0; i < sizeof bad_dumps / sizeof bad_dumps[0]; i++) {
+        bad = tmpfile();
+        assert_non_null(bad);
+        assert_true(fputs(bad_dumps[i], bad) >= 0);
+        rewind(bad);
+        latch_err_clear(&err);
+        assert_int_equal(store_import(dst, bad, &err), LATCH_E_INVAL);
+        assert_true(err.msg[0] != '\0');
+        fclose(bad);
+    }
+    assert_int_equal(store_meta_get(dst, "a", &v), LATCH_E_NOT_FOUND);
 
     fclose(d1);
     fclose(d2);
