@@ -40,15 +40,17 @@ load_index_key(struct app *a, struct latch_err *err)
             return LATCH_E_CRYPTO;
         }
         rc = vault_seal(a->vault, "meta:" META_INDEX_KEY ":value", key, sizeof key, &env);
+        /* several nodes may start together on an empty database: the first key stored wins */
         if (rc == LATCH_OK)
-            rc = store_meta_set(a->store, META_INDEX_KEY, env);
-        if (rc == LATCH_OK)
-            vault_set_index_key(a->vault, key);
+            rc = store_meta_add(a->store, META_INDEX_KEY, env);
         explicit_bzero(key, sizeof key);
         free(env);
-        if (rc != LATCH_OK)
+        if (rc == LATCH_OK)
+            rc = store_meta_get(a->store, META_INDEX_KEY, &sealed);
+        if (rc != LATCH_OK) {
             latch_err_set(err, "cannot create the index key: %s", latch_strerror(rc));
-        return rc;
+            return rc;
+        }
     }
     if (rc != LATCH_OK) {
         latch_err_set(err, "cannot read the store: %s", latch_strerror(rc));
@@ -75,8 +77,11 @@ check_fingerprint(struct app *a, struct latch_err *err)
     latch_rc rc = store_meta_get(a->store, META_FINGERPRINT, &fp);
 
     vault_primary_fingerprint(a->vault, mine);
-    if (rc == LATCH_E_NOT_FOUND)
-        return store_meta_set(a->store, META_FINGERPRINT, mine);
+    if (rc == LATCH_E_NOT_FOUND) {
+        rc = store_meta_add(a->store, META_FINGERPRINT, mine);
+        if (rc == LATCH_OK)
+            rc = store_meta_get(a->store, META_FINGERPRINT, &fp);
+    }
     if (rc != LATCH_OK) {
         latch_err_set(err, "cannot read the store: %s", latch_strerror(rc));
         return rc;
@@ -180,6 +185,10 @@ app_open_data(struct app *a, const struct config *cfg, bool create_key_file, str
     rc = store_env_get_by_name(a->store, "dev", &dev);
     if (rc == LATCH_E_NOT_FOUND) {
         rc = app_create_env(a, "dev", NULL, err);
+        if (rc == LATCH_E_CONFLICT) { /* another node created it a moment ago */
+            latch_err_clear(err);
+            rc = LATCH_OK;
+        }
         if (rc == LATCH_OK)
             rc = store_env_get_by_name(a->store, "dev", &dev);
     }

@@ -17,6 +17,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "store.h"
+#include "store_export.h"
 #include "util/xalloc.h"
 #include "vault.h"
 
@@ -36,6 +37,8 @@ usage(FILE *f)
                "  env list              list environments\n"
                "  env set-webhook <name> <url> [secondary-url]\n"
                "  env webhook-key <name>    print the webhook signing key\n"
+               "  export <file>         dump every row (ciphertexts verbatim) to a file\n"
+               "  import <file>         load a dump into an empty database (SQLite <-> PostgreSQL)\n"
                "  version               print the version\n\n"
                "Run `latch <command> --help` for details. Configuration is read from the\n"
                "environment:\n\n",
@@ -293,6 +296,59 @@ cmd_env(const struct config *cfg, int argc, char **argv)
     return ret;
 }
 
+/*
+ * export/import work on the store alone: the dump carries the meta rows (key fingerprint, sealed
+ * index key), so no key is needed and import must run before the first `latch serve`.
+ */
+static int
+cmd_dump(const struct config *cfg, bool is_export, int argc, char **argv)
+{
+    struct store *st = NULL;
+    struct latch_err err;
+    FILE *f = NULL;
+    latch_rc rc;
+    int ret = 0;
+
+    latch_err_clear(&err);
+    if (argc != 1 || wants_help(argc + 1, argv - 1)) {
+        printf("usage: latch %s <file>   (\"-\" for %s)\n\n%s\n", is_export ? "export" : "import",
+               is_export ? "stdout" : "stdin",
+               is_export ? "Writes every row of LATCH_DATABASE_URL as JSON lines. Ciphertexts are "
+                           "copied verbatim;\ntreat the file like the database."
+                         : "Loads a dump into LATCH_DATABASE_URL, which must be empty (migrated "
+                           "here).\nKeep the same encryption key: the secrets stay sealed.");
+        return argc != 1 ? 2 : 0;
+    }
+    rc = store_open(cfg->database_url, &st, &err);
+    if (rc == LATCH_OK)
+        rc = store_migrate(st, &err);
+    if (rc != LATCH_OK) {
+        ret = die("cannot open the store", &err, rc);
+        goto out;
+    }
+    if (strcmp(argv[0], "-") == 0)
+        f = is_export ? stdout : stdin;
+    else
+        f = fopen(argv[0], is_export ? "wx" : "r"); /* never overwrite an existing dump */
+    if (f == NULL) {
+        fprintf(stderr, "latch: cannot open %s\n", argv[0]);
+        ret = 1;
+        goto out;
+    }
+    rc = is_export ? store_export(st, f, &err) : store_import(st, f, &err);
+    if (f != stdout && f != stdin && fclose(f) != 0 && rc == LATCH_OK) {
+        latch_err_set(&err, "cannot write %s", argv[0]);
+        rc = LATCH_E_IO;
+    }
+    if (rc != LATCH_OK)
+        ret = die(is_export ? "export" : "import", &err, rc);
+    else
+        fprintf(stderr, "latch: %s done\n", is_export ? "export" : "import");
+out:
+    store_close(st);
+    return ret;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -357,6 +413,8 @@ main(int argc, char **argv)
         ret = cmd_keys(&cfg, argc - 2, argv + 2);
     } else if (strcmp(argv[1], "env") == 0) {
         ret = cmd_env(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(argv[1], "export") == 0 || strcmp(argv[1], "import") == 0) {
+        ret = cmd_dump(&cfg, strcmp(argv[1], "export") == 0, argc - 2, argv + 2);
     } else {
         ret = usage(stderr);
     }

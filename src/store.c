@@ -134,6 +134,12 @@ store_meta_set(struct store *s, const char *key, const char *value)
     return s->ops->meta_set(s->impl, key, value);
 }
 
+latch_rc
+store_meta_add(struct store *s, const char *key, const char *value)
+{
+    return s->ops->meta_add(s->impl, key, value);
+}
+
 /* ---- environments ---- */
 
 void

@@ -37,6 +37,9 @@ int64_t store_now_ms(void);
 /* ---- meta: small key/value settings (key fingerprint, sealed index key, ...) ---- */
 latch_rc store_meta_get(struct store *s, const char *key, char **value_out);
 latch_rc store_meta_set(struct store *s, const char *key, const char *value);
+/* Inserts only if the key is absent (first writer wins when nodes start together); LATCH_OK
+ * either way: read the value back to learn which one won. */
+latch_rc store_meta_add(struct store *s, const char *key, const char *value);
 
 /* ---- environments and API keys ---- */
 struct store_env {

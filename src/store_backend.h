@@ -73,6 +73,7 @@ struct store_ops {
 
     latch_rc (*meta_get)(void *impl, const char *key, char **value_out);
     latch_rc (*meta_set)(void *impl, const char *key, const char *value);
+    latch_rc (*meta_add)(void *impl, const char *key, const char *value);
 
     latch_rc (*env_create)(void *impl, const char *name, struct store_env *out);
     latch_rc (*env_get)(void *impl, int64_t id, struct store_env *out);

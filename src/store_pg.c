@@ -70,6 +70,7 @@ enum st_id {
     ST_ROLLBACK,
     ST_META_GET,
     ST_META_SET,
+    ST_META_ADD,
     ST_ENV_INSERT,
     ST_ENV_GET,
     ST_ENV_GET_NAME,
@@ -150,6 +151,8 @@ static const char *const st_sql[ST__COUNT] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = $1::text",
+    [ST_META_ADD] = "INSERT INTO meta(key, value) VALUES ($1::text, $2::text) "
+                    "ON CONFLICT (key) DO NOTHING",
     [ST_META_SET] = "INSERT INTO meta(key, value) VALUES ($1::text, $2::text) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
     [ST_ENV_INSERT] = "INSERT INTO environments(name, created_at) VALUES ($1::text, $2::bigint) "
@@ -1237,6 +1240,14 @@ pg_meta_set(void *impl, const char *key, const char *value)
     if (key == NULL || value == NULL)
         return LATCH_E_INVAL;
     return run1(impl, true, ST_META_SET, NULL, NULL, "tt", key, value);
+}
+
+static latch_rc
+pg_meta_add(void *impl, const char *key, const char *value)
+{
+    if (key == NULL || value == NULL)
+        return LATCH_E_INVAL;
+    return run1(impl, true, ST_META_ADD, NULL, NULL, "tt", key, value);
 }
 
 /* ---- environments ---- */
@@ -2652,6 +2663,7 @@ const struct store_ops store_pg_ops = {
     .schema_version = pg_schema_version,
     .meta_get = pg_meta_get,
     .meta_set = pg_meta_set,
+    .meta_add = pg_meta_add,
     .env_create = pg_env_create,
     .env_get = pg_env_get,
     .env_get_by_name = pg_env_get_by_name,

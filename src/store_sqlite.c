@@ -53,6 +53,7 @@ enum st_id {
     ST_USER_VERSION,
     ST_META_GET,
     ST_META_SET,
+    ST_META_ADD,
     ST_ENV_INSERT,
     ST_ENV_GET,
     ST_ENV_GET_NAME,
@@ -133,6 +134,7 @@ static const char *const st_sql[ST__COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_USER_VERSION] = "PRAGMA user_version",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [ST_META_ADD] = "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
     [ST_META_SET] = "INSERT INTO meta(key, value) VALUES (?1, ?2) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     [ST_ENV_INSERT] = "INSERT INTO environments(name, created_at) VALUES (?1, ?2) "
@@ -929,6 +931,14 @@ sq_meta_set(void *impl, const char *key, const char *value)
     if (key == NULL || value == NULL)
         return LATCH_E_INVAL;
     return write1(impl, ST_META_SET, NULL, "tt", key, value);
+}
+
+static latch_rc
+sq_meta_add(void *impl, const char *key, const char *value)
+{
+    if (key == NULL || value == NULL)
+        return LATCH_E_INVAL;
+    return write1(impl, ST_META_ADD, NULL, "tt", key, value);
 }
 
 /* ---- environments ---- */
@@ -2649,6 +2659,7 @@ const struct store_ops store_sqlite_ops = {
     .schema_version = sq_schema_version,
     .meta_get = sq_meta_get,
     .meta_set = sq_meta_set,
+    .meta_add = sq_meta_add,
     .env_create = sq_env_create,
     .env_get = sq_env_get,
     .env_get_by_name = sq_env_get_by_name,

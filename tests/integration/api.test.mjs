@@ -276,3 +276,26 @@ test('key rotation re-encrypts every secret while the server keeps serving', asy
   const created = await s.api('POST', '/connections', importBody('after-rotate'));
   assert.equal(created.status, 201);
 });
+
+test('latch export / import move a whole installation (ciphertexts stay valid)', async () => {
+  const env = { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_KEY_FILE: path.join(s.dir, 'latch.key') };
+  const dump = path.join(s.dir, 'dump.jsonl');
+  execFileSync(LATCH_BIN, ['export', dump], { cwd: s.dir, env, stdio: 'pipe' });
+  const text = fs.readFileSync(dump, 'utf8');
+  assert.match(text.split('\n')[0], /"latch_export":1/);
+  assert.ok(!text.includes('CANARYsecret'), 'no plaintext secret in the dump');
+  const target = path.join(s.dir, 'copy.db');
+  execFileSync(LATCH_BIN, ['import', dump], { cwd: s.dir, env: { ...env, LATCH_DATABASE_URL: target }, stdio: 'pipe' });
+  const { startLatch } = await import('./lib/stack.mjs');
+  const b = await startLatch({ dir: s.dir, env: { ...s.env, LATCH_DATABASE_URL: target } });
+  try {
+    const r = await api(b.url, s.secretKey, 'GET', '/connections/canary?provider_config_key=ninjaone-rmm');
+    assert.equal(r.status, 200, r.text);
+    assert.match(r.json.credentials.client_secret, /^CANARYsecret/);
+  } finally {
+    await b.stop();
+  }
+  let refused = false;
+  try { execFileSync(LATCH_BIN, ['import', dump], { cwd: s.dir, env: { ...env, LATCH_DATABASE_URL: target }, stdio: 'pipe' }); } catch { refused = true; }
+  assert.ok(refused, 'import refuses a non-empty database');
+});
