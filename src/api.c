@@ -9,6 +9,7 @@
 #include "app.h"
 #include "latch_limits.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "vault.h"
@@ -499,6 +500,33 @@ authenticate(struct api_ctx *c, enum api_auth mode)
     return auth_secret(c, tok);
 }
 
+/*
+ * Token buckets: per client IP on the routes an end user's browser reaches (connect session or no
+ * credentials), per environment on everything a secret key reaches. Nango's X-RateLimit-* headers.
+ */
+static bool
+rate_limited(struct api_ctx *c, struct ratelimit *rl, const char *key)
+{
+    struct ratelimit_verdict v;
+    char b[32];
+
+    if (rl == NULL)
+        return false;
+    ratelimit_take(rl, key, &v);
+    (void)snprintf(b, sizeof b, "%u", v.limit);
+    http_resp_header(c->req, "X-RateLimit-Limit", b);
+    (void)snprintf(b, sizeof b, "%u", v.remaining);
+    http_resp_header(c->req, "X-RateLimit-Remaining", b);
+    (void)snprintf(b, sizeof b, "%u", v.reset_s);
+    http_resp_header(c->req, "X-RateLimit-Reset", b);
+    if (v.allowed)
+        return false;
+    (void)snprintf(b, sizeof b, "%u", v.retry_after_s);
+    http_resp_header(c->req, "Retry-After", b);
+    api_error(c, 429, "too_many_requests", "Too many requests. Retry after the Retry-After delay.");
+    return true;
+}
+
 static bool
 needs_json_content_type(const char *path, const struct api_route *r)
 {
@@ -583,8 +611,22 @@ api_dispatch(struct http_req *req, void *appv)
         api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", errs);
         return;
     }
+    /* browser-facing routes: per client IP, before the session lookup */
+    if ((r->auth == AUTH_SESSION_HEADER || r->auth == AUTH_SESSION_QUERY) &&
+        rate_limited(c, app->rl_ip, http_req_client_ip(req)))
+        return;
     if (!authenticate(c, r->auth))
         return;
+    if (c->by_session && r->auth == AUTH_SESSION_OR_SECRET &&
+        rate_limited(c, app->rl_ip, http_req_client_ip(req)))
+        return;
+    if (c->env_id != 0 && !c->by_session) {
+        char key[32];
+
+        (void)snprintf(key, sizeof key, "env:%lld", (long long)c->env_id);
+        if (rate_limited(c, app->rl_env, key))
+            return;
+    }
     if ((r->flags & API_JSON_BODY) && !parse_body(c))
         return;
     r->handler(c);

@@ -15,6 +15,7 @@
 #include "refresher.h"
 #include "store.h"
 #include "timer.h"
+#include "ratelimit.h"
 #include "util/xalloc.h"
 #include "vault.h"
 #include "webhook.h"
@@ -239,6 +240,8 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     rc = outbound_start(&oo, &a->outbound, err);
     if (rc != LATCH_OK)
         return rc;
+    a->rl_env = ratelimit_new(cfg->rate_env, 2.0 * cfg->rate_env);
+    a->rl_ip = ratelimit_new(cfg->rate_ip, 2.0 * cfg->rate_ip);
     rc = timer_start(&a->timer);
     if (rc == LATCH_OK)
         rc = webhook_start(a, &a->webhook);
@@ -276,6 +279,10 @@ app_stop(struct app *a)
     a->webhook = NULL;
     refresher_stop(a->refresher);
     a->refresher = NULL;
+    ratelimit_free(a->rl_env);
+    a->rl_env = NULL;
+    ratelimit_free(a->rl_ip);
+    a->rl_ip = NULL;
     catalog_free(a->catalog);
     a->catalog = NULL;
     store_close(a->store);

@@ -22,6 +22,7 @@ struct http_server;
 struct webhook;
 struct refresher;
 struct timer;
+struct ratelimit;
 
 struct app {
     const struct config *cfg;
@@ -33,6 +34,8 @@ struct app {
     struct refresher *refresher;
     struct http_server *http;
     struct timer *timer;
+    struct ratelimit *rl_env;
+    struct ratelimit *rl_ip;
     char node_id[33]; /* random per process: lease owner prefix */
 };
 

@@ -74,6 +74,10 @@ static const struct cfg_def defs[] = {
      "how long one refresher may hold a connection's refresh lease"},
     {"LATCH_BACKGROUND_REFRESH", CFG_BOOL, OFF(background_refresh), "true", 0, 0, false,
      "renew tokens of connections in use shortly before they expire"},
+    {"LATCH_RATE_LIMIT_ENV", CFG_INT, OFF(rate_env), "2000", 0, 10000000, false,
+     "requests per second per environment, bursts of twice that (0 = off)"},
+    {"LATCH_RATE_LIMIT_IP", CFG_INT, OFF(rate_ip), "100", 0, 10000000, false,
+     "requests per second per client IP on the Connect UI routes, bursts of twice that (0 = off)"},
 };
 
 static bool

@@ -39,6 +39,8 @@ struct config {
     int refresh_backoff_ms;   /* LATCH_REFRESH_BACKOFF_MS (first back-off after a transient failure) */
     int refresh_lease_ms;     /* LATCH_REFRESH_LEASE_MS */
     bool background_refresh;  /* LATCH_BACKGROUND_REFRESH */
+    int rate_env;             /* LATCH_RATE_LIMIT_ENV: requests/s per environment (0 = off) */
+    int rate_ip;              /* LATCH_RATE_LIMIT_IP: requests/s per client IP on public routes */
 };
 
 /* Reads the environment; LATCH_E_INVAL with a message naming the variable on bad values. */

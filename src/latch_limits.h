@@ -10,6 +10,9 @@
 /* Request body accepted by JSON API routes. Nango allows 75 MB; credentials are tiny. */
 #ifndef LATCH_MAX_JSON_BODY
 #define LATCH_MAX_JSON_BODY (1024 * 1024)
+/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
+#define LATCH_RATELIMIT_MAX_KEYS 65536
+
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
 #define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
@@ -25,6 +28,9 @@
 /* Bytes MHD may use per connection for the request line and headers (413/431 past it). */
 #ifndef LATCH_MAX_HEADER_BYTES
 #define LATCH_MAX_HEADER_BYTES (32 * 1024)
+/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
+#define LATCH_RATELIMIT_MAX_KEYS 65536
+
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
 #define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
@@ -40,6 +46,9 @@
 /* Request body forwarded by the proxy (streamed, so this only bounds abuse). */
 #ifndef LATCH_MAX_PROXY_BODY
 #define LATCH_MAX_PROXY_BODY (256LL * 1024 * 1024)
+/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
+#define LATCH_RATELIMIT_MAX_KEYS 65536
+
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
 #define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
@@ -55,6 +64,9 @@
 /* JSON nesting accepted in request bodies. */
 #ifndef LATCH_MAX_JSON_DEPTH
 #define LATCH_MAX_JSON_DEPTH 32
+/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
+#define LATCH_RATELIMIT_MAX_KEYS 65536
+
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
 #define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
@@ -70,6 +82,9 @@
 /* Token endpoint response body. */
 #ifndef LATCH_MAX_TOKEN_RESPONSE
 #define LATCH_MAX_TOKEN_RESPONSE (64 * 1024)
+/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
+#define LATCH_RATELIMIT_MAX_KEYS 65536
+
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
 #define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
@@ -85,6 +100,9 @@
 /* Webhook receiver response we bother to read. */
 #ifndef LATCH_MAX_WEBHOOK_RESPONSE
 #define LATCH_MAX_WEBHOOK_RESPONSE (16 * 1024)
+/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
+#define LATCH_RATELIMIT_MAX_KEYS 65536
+
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
 #define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
@@ -127,6 +145,9 @@
 #define LATCH_OUTBOUND_CONNECT_TIMEOUT_MS 5000
 #define LATCH_OUTBOUND_TOKEN_TIMEOUT_MS 15000
 #define LATCH_OUTBOUND_MAX_JOBS 10000
+
+/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
+#define LATCH_RATELIMIT_MAX_KEYS 65536
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000

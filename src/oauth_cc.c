@@ -251,6 +251,33 @@ clean_copy(char *dst, size_t dsz, const char *s, size_t n)
     dst[o] = '\0';
 }
 
+/*
+ * A hostile or buggy token endpoint may echo the client secret in its error text: remove every
+ * occurrence before the text is truncated, so no piece of it reaches a message, log or webhook.
+ * Returns owned (NULL for NULL).
+ */
+static char *
+redact_secret(const char *text, const char *secret)
+{
+    struct buf b;
+    size_t sl = secret != NULL ? strlen(secret) : 0;
+    const char *p = text;
+
+    if (text == NULL)
+        return NULL;
+    buf_init(&b, 64 * 1024);
+    while (*p != '\0') {
+        if (sl >= 4 && strncmp(p, secret, sl) == 0) {
+            (void)buf_puts(&b, "[redacted]");
+            p += sl;
+        } else {
+            (void)buf_append(&b, p, 1);
+            p++;
+        }
+    }
+    return buf_steal(&b, NULL);
+}
+
 static int64_t
 parse_retry_after(const char *v)
 {
@@ -299,8 +326,11 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     if (resp->body != NULL && resp->body_len > 0)
         j = json_loadb(resp->body, resp->body_len, 0, NULL);
     if (resp->status < 200 || resp->status >= 300) {
-        const char *code = json_string_value(json_object_get(j, "error"));
-        const char *desc = json_string_value(json_object_get(j, "error_description"));
+        char *code_r = redact_secret(json_string_value(json_object_get(j, "error")),
+                                     in->client_secret);
+        char *desc_r = redact_secret(json_string_value(json_object_get(j, "error_description")),
+                                     in->client_secret);
+        const char *code = code_r, *desc = desc_r;
         char c_code[64], c_desc[160];
 
         clean_copy(c_code, sizeof c_code, code, 60);
@@ -333,6 +363,12 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
                            desc ? " - " : "", desc ? c_desc : "");
             set_fail(out, OCC_UPSTREAM, !transient, "upstream_error", msg);
         }
+        if (code_r != NULL)
+            explicit_bzero(code_r, strlen(code_r));
+        if (desc_r != NULL)
+            explicit_bzero(desc_r, strlen(desc_r));
+        free(code_r);
+        free(desc_r);
         goto out;
     }
     token = json_string_value(json_object_get(j, "access_token"));

@@ -207,7 +207,7 @@ test('import validates the instance against the provider definition', async () =
 });
 
 test('one environment can never read or change another environment\'s data', async () => {
-  const out = execFileSync(LATCH_BIN, ['env', 'create', 'prod'], { cwd: s.dir, env: { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_KEY_FILE: path.join(s.dir, 'latch.key') } }).toString();
+  const out = execFileSync(LATCH_BIN, ['env', 'create', 'prod'], { cwd: s.dir, env: s.cliEnv() }).toString();
   const prodKey = out.match(/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/)[0];
   const p = (m, u, b) => api(s.latchUrl, prodKey, m, u, b);
   let r = await p('GET', '/integrations');
@@ -230,20 +230,24 @@ test('one environment can never read or change another environment\'s data', asy
   assert.equal(r.status, 200, 'dev still sees its own');
 });
 
-test('secrets are encrypted at rest: a canary never appears in the SQLite files', async () => {
+test('secrets are encrypted at rest: a canary never appears in the database files', async () => {
   const canary = 'CANARYsecret' + Math.random().toString(36).slice(2) + 'XYZ';
   const token = 'CANARYtoken' + Math.random().toString(36).slice(2);
   const r = await s.api('POST', '/connections', importBody('canary', { credentials: { type: 'OAUTH2_CC', token, client_id: 'KTmhkNf1_dZZVPmIQTK_lH2DCNJ', client_secret: canary } }));
   assert.equal(r.status, 201);
   const back = await s.api('GET', '/connections/canary?provider_config_key=ninjaone-rmm');
   assert.equal(back.json.credentials.client_secret, canary, 'decrypts correctly');
-  const files = fs.readdirSync(s.dir).filter((f) => f.startsWith('latch.db'));
-  assert.ok(files.includes('latch.db'));
+  if (s.pg) await s.pg.query('CHECKPOINT'); // flush to the data files, not only the WAL
+  const files = s.dbFiles();
+  assert.ok(files.length > 0);
+  let plaintextProbe = false;
   for (const f of files) {
-    const bytes = fs.readFileSync(path.join(s.dir, f));
+    const bytes = fs.readFileSync(f);
     assert.equal(bytes.includes(canary), false, `secret in ${f}`);
     assert.equal(bytes.includes(token), false, `token in ${f}`);
+    if (bytes.includes('KTmhkNf1_dZZVPmIQTK_lH2DCNJ') || bytes.includes('"canary"') || bytes.includes('canary')) plaintextProbe = true;
   }
+  assert.ok(plaintextProbe, 'the probe can see plaintext columns (the grep is looking at the right files)');
   const log = s.logs();
   assert.equal(log.includes(canary), false, 'secret in logs');
   assert.equal(log.includes(token), false, 'token in logs');
@@ -252,7 +256,7 @@ test('secrets are encrypted at rest: a canary never appears in the SQLite files'
 });
 
 test('latch refuses to start with a key that does not match the store', async () => {
-  const env = { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'), LATCH_KEY_FILE: path.join(s.dir, 'nope.key') };
+  const env = s.cliEnv({ LATCH_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'), LATCH_KEY_FILE: path.join(s.dir, 'nope.key') });
   let failed = false;
   try {
     execFileSync(LATCH_BIN, ['migrate'], { cwd: s.dir, env, stdio: 'pipe' });
@@ -264,7 +268,7 @@ test('latch refuses to start with a key that does not match the store', async ()
 });
 
 test('key rotation re-encrypts every secret while the server keeps serving', async () => {
-  const env = { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_KEY_FILE: path.join(s.dir, 'latch.key') };
+  const env = s.cliEnv();
   const before = fs.readFileSync(path.join(s.dir, 'latch.key'), 'utf8');
   const out = execFileSync(LATCH_BIN, ['keys', 'rotate'], { cwd: s.dir, env }).toString();
   assert.match(out, /re-encrypted/);
@@ -278,7 +282,7 @@ test('key rotation re-encrypts every secret while the server keeps serving', asy
 });
 
 test('latch export / import move a whole installation (ciphertexts stay valid)', async () => {
-  const env = { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_KEY_FILE: path.join(s.dir, 'latch.key') };
+  const env = s.cliEnv();
   const dump = path.join(s.dir, 'dump.jsonl');
   execFileSync(LATCH_BIN, ['export', dump], { cwd: s.dir, env, stdio: 'pipe' });
   const text = fs.readFileSync(dump, 'utf8');

@@ -3,7 +3,8 @@
 // slowloris sockets. latch must answer every request with a parseable HTTP response below 500
 // (or close the connection), stay healthy, not restart, and not grow its RSS.
 //
-// Env: HOSTILE_REQUESTS (default 100000), HOSTILE_CONCURRENCY (32), HOSTILE_SEED (random; printed
+// Env: HOSTILE_REQUESTS (default 100000), HOSTILE_ONLY (kinds, comma-separated), HOSTILE_ROUTES
+// (regex on "METHOD /path" of the templates), HOSTILE_CONCURRENCY (32), HOSTILE_SEED (random; printed
 // so a failing run can be replayed), HOSTILE_MAX_FAILURES (200: stop early past it). Failures are written to <build>/test-artifacts/hostile-*.json
 // with the exact request bytes (hex) that triggered them.
 import { test, before, after } from 'node:test';
@@ -28,6 +29,7 @@ let sessions = [];
 const failures = [];
 const outcomes = new Map();
 const timeoutSamples = [];
+let floodStart = Date.now();
 
 // ---- deterministic PRNG (mulberry32) ----
 let rngState = SEED >>> 0;
@@ -68,7 +70,10 @@ function rawRequest(port, data, { timeoutMs = REQ_TIMEOUT_MS, closeAfterWrite = 
       sock.destroy();
       resolve({ how, bytes: Buffer.concat(chunks) });
     };
-    const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    const t0 = Date.now();
+    // a timer that fires late means this process was not scheduled (machine overloaded): that
+    // is not latch's silence
+    const timer = setTimeout(() => finish(Date.now() - t0 > timeoutMs + 1500 ? 'client-stalled' : 'timeout'), timeoutMs);
     sock.on('error', () => finish('error'));
     sock.on('close', () => finish('closed'));
     sock.on('data', (c) => {
@@ -136,7 +141,7 @@ function responseComplete(buf) {
 function judge(kind, req, res, extra) {
   count(`${kind}:${res.how}`);
   const fail = (why) => {
-    failures.push({ kind, why, how: res.how, request: req.subarray(0, 600).toString('hex'),
+    failures.push({ kind, why, how: res.how, atMs: Date.now() - floodStart, request: req.subarray(0, 600).toString('hex'),
       requestText: req.subarray(0, 300).toString('latin1'), response: res.bytes.subarray(0, 400).toString('latin1') });
     return null;
   };
@@ -205,7 +210,7 @@ function importBody(id) {
 function templates() {
   const tok = pick(sessions).token;
   const id = `h-${ri(50)}`;
-  return [
+  const all = [
     { m: 'GET', p: '/health', auth: null },
     { m: 'GET', p: '/ui/', auth: null },
     { m: 'GET', p: '/ui/app.js', auth: null },
@@ -230,6 +235,9 @@ function templates() {
     { m: 'POST', p: `/oauth2/auth/${PCK}?connect_session_token=${tok}&params[instance]=${EU}`, auth: null, body: { client_id: 'wrong', client_secret: 'wrong-secret' } },
     { m: 'GET', p: '/proxy/v2/organizations', headers: { 'connection-id': id, 'provider-config-key': PCK } },
   ];
+  if (!ONLY_ROUTES) return all;
+  const some = all.filter((t) => ONLY_ROUTES.test(`${t.m} ${t.p}`));
+  return some.length ? some : all;
 }
 
 function templateBytes(t, overrides = {}) {
@@ -417,11 +425,22 @@ const GENERATORS = [
   }],
 ];
 const WEIGHTED = GENERATORS.flatMap(([w, g]) => Array(w).fill(g));
+// HOSTILE_ONLY=kind,kind restricts the flood to some generators (to bisect a finding)
+const ONLY_ROUTES = process.env.HOSTILE_ROUTES ? new RegExp(process.env.HOSTILE_ROUTES) : null; // e.g. "^GET /proxy"
+const ONLY = process.env.HOSTILE_ONLY ? new Set(process.env.HOSTILE_ONLY.split(',')) : null;
+function nextRequest() {
+  for (;;) {
+    const g = pick(WEIGHTED)();
+    if (!ONLY || ONLY.has(g.kind)) return g;
+  }
+}
 
 // ---- setup ----
 
 before(async () => {
-  s = await startStack({ env: { LATCH_LOG_LEVEL: 'warn', LATCH_TOKEN_TIMEOUT_MS: '3000', LATCH_PROXY_TIMEOUT_MS: '3000' } });
+  const env = { LATCH_LOG_LEVEL: 'warn', LATCH_TOKEN_TIMEOUT_MS: '3000', LATCH_PROXY_TIMEOUT_MS: '3000' };
+  if (process.env.MALLOC_ARENA_MAX) env.MALLOC_ARENA_MAX = process.env.MALLOC_ARENA_MAX; // RSS experiments
+  s = await startStack({ env });
   let r = await s.api('POST', '/integrations', { provider: PCK, unique_key: 'hostile-int' });
   assert.equal(r.status, 200, r.text);
   for (let i = 0; i < 50; i++) {
@@ -521,6 +540,14 @@ test(`${TOTAL} malformed and mutated requests: no 5xx, no crash, no restart, bou
   let finished = 0;
   let rss10k = 0;
   const t0 = Date.now();
+  floodStart = t0;
+  let maxLag = 0;
+  let lastTick = Date.now();
+  const lagTimer = setInterval(() => {
+    const now = Date.now();
+    maxLag = Math.max(maxLag, now - lastTick - 100);
+    lastTick = now;
+  }, 100);
 
   // slowloris: a few sockets trickling a request one byte per second, for a bounded time
   const slow = Array.from({ length: 4 }, () => new Promise((resolve) => {
@@ -540,7 +567,7 @@ test(`${TOTAL} malformed and mutated requests: no 5xx, no crash, no restart, bou
   async function worker() {
     while (sent < TOTAL) {
       sent++;
-      const g = pick(WEIGHTED)();
+      const g = nextRequest();
       // Half-closed requests get a short wait: under concurrency latch (MHD) sometimes misses the
       // EOF of an incomplete request and holds the socket in CLOSE-WAIT until its idle timeout.
       const must = MUST_ANSWER.has(g.kind);
@@ -553,9 +580,10 @@ test(`${TOTAL} malformed and mutated requests: no 5xx, no crash, no restart, bou
   }
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const slowResults = await Promise.all(slow);
+  clearInterval(lagTimer);
   const secs = (Date.now() - t0) / 1000;
   const rssEnd = rssKb(pid);
-  console.log(`hostile: ${finished} requests in ${secs.toFixed(1)} s (${(finished / secs).toFixed(0)}/s); RSS at 10k ${rss10k} kB, at end ${rssEnd} kB; slowloris ${JSON.stringify(slowResults)}`);
+  console.log(`hostile: ${finished} requests in ${secs.toFixed(1)} s (${(finished / secs).toFixed(0)}/s, max event-loop lag ${maxLag} ms); RSS at 10k ${rss10k} kB, at end ${rssEnd} kB; slowloris ${JSON.stringify(slowResults)}`);
 
   assert.deepEqual(failures.slice(0, 5), [], `${failures.length} bad responses (seed ${SEED})`);
   assert.ok(finished >= TOTAL);

@@ -85,7 +85,7 @@ test('link end to end: exact token request, stored connection, webhook signed', 
   assert.equal(wh.json.endUser.endUserId, 'msp-7');
   const keys = Object.keys(wh.json);
   assert.deepEqual(keys, [...keys].sort(), 'keys sorted');
-  const signingKey = execFileSync(LATCH_BIN, ['env', 'webhook-key', 'dev'], { env: { ...process.env, LATCH_DATABASE_URL: path.join(s.dir, 'latch.db'), LATCH_KEY_FILE: path.join(s.dir, 'latch.key') } }).toString().trim();
+  const signingKey = execFileSync(LATCH_BIN, ['env', 'webhook-key', 'dev'], { env: s.cliEnv() }).toString().trim();
   const expect = crypto.createHmac('sha256', signingKey).update(wh.raw).digest('hex');
   assert.equal(wh.headers['x-nango-hmac-sha256'], expect);
   assert.ok(!wh.raw.includes(s.client.client_secret));

@@ -135,8 +135,25 @@ export async function api(baseUrl, key, method, p, body, { headers = {}, raw = f
  * The full stack. The fake NinjaOne listens on <loopback>:443 (a random 127.x.y.z address, so
  * parallel test files don't collide) and LATCH_RESOLVE pins the five instance hosts to it.
  */
+export const BACKEND = process.env.LATCH_TEST_BACKEND === 'postgres' ? 'postgres' : 'sqlite';
+
+function listFiles(dir) {
+  const out = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...listFiles(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
 export async function startStack(opts = {}) {
   const dir = tmpDir();
+  let pg = null;
+  if (BACKEND === 'postgres') {
+    const { startPg } = await import('./pg.mjs');
+    pg = await startPg();
+  }
   const tlsDir = path.join(BUILD, 'test-tls');
   await makeTestCA(tlsDir);
   const bind = `127.${randomInt(1, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
@@ -157,11 +174,21 @@ export async function startStack(opts = {}) {
     LATCH_ALLOW_HTTP: '1', // only for the plain-http webhook receiver
     LATCH_WEBHOOK_URL: webhooks.url,
     LATCH_WEBHOOK_BACKOFF_MS: '200',
+    ...(pg ? { LATCH_DATABASE_URL: pg.url } : {}),
     ...(opts.env || {}),
   };
   let latch = await startLatch({ dir, env });
   const stack = {
-    dir, fake, webhooks, secretKey, env,
+    dir, fake, webhooks, secretKey, env, pg, backend: BACKEND,
+    /** Environment for running the latch CLI against this stack's database. */
+    cliEnv(extra = {}) {
+      return { ...process.env, LATCH_DATABASE_URL: env.LATCH_DATABASE_URL || path.join(dir, 'latch.db'), LATCH_KEY_FILE: path.join(dir, 'latch.key'), ...extra };
+    },
+    /** Every file the database keeps its data in (SQLite file + WAL, or the PostgreSQL data dir). */
+    dbFiles() {
+      if (pg) return listFiles(pg.dir).filter((f) => !/\.(pid|opts|conf|sock)$/.test(f) && !f.includes('.s.PGSQL'));
+      return fs.readdirSync(dir).filter((f) => f.startsWith('latch.db')).map((f) => path.join(dir, f));
+    },
     client: { ...DEFAULT_CLIENT },
     monitoringClient: { ...MONITORING_CLIENT },
     artifactsDir: (() => { const d = path.join(BUILD, 'test-artifacts'); fs.mkdirSync(d, { recursive: true }); return d; })(),
@@ -188,6 +215,7 @@ export async function startStack(opts = {}) {
       await latch.stop();
       await fake.stop();
       await webhooks.close();
+      if (pg) await pg.destroy();
     },
   };
   if (opts.createIntegration !== false) {

@@ -1,0 +1,452 @@
+// bench/bench.mjs: the driver behind bench/run. Starts the fake NinjaOne (TLS), a slow 200 ms
+// upstream, nginx (the reference) and latch on loopback; runs the six cases of
+// docs/benchmarks.md several times each; prints one table of medians (ratios against references
+// measured in the same run) and writes the raw numbers to <build>/bench/results.json.
+//
+// Environment: LATCH_BIN, FAKE_NINJAONE_BIN, BENCH_RUNS (3), BENCH_DURATION (3 s per wrk run),
+// BENCH_SCALE (100,10000,100000), BENCH_CASES (1,2,3,4,5,6), BENCH_PERF=1 (perf profiles of the
+// hot paths into <out>/perf-*.txt), BENCH_OUT (output dir).
+import { spawn } from 'node:child_process';
+import { randomUUID, randomInt } from 'node:crypto';
+import fs from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { startFake, makeTestCA, DEFAULT_CLIENT } from '../tests/integration/lib/fake.mjs';
+import { median, pct, run, wrk, procStat, burst, rawGet, makeClient, pool } from './lib/load.mjs';
+import { startNginx } from './lib/nginx.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const SRC = path.resolve(HERE, '..');
+const BUILD = process.env.LATCH_BUILD_DIR || path.join(SRC, 'build-bench');
+const LATCH_BIN = process.env.LATCH_BIN || path.join(BUILD, 'latch');
+const FAKE_BIN = process.env.FAKE_NINJAONE_BIN || path.join(BUILD, 'fake-ninjaone');
+const RUNS = Number(process.env.BENCH_RUNS || 3);
+const DUR = Number(process.env.BENCH_DURATION || 3);
+const SCALE = (process.env.BENCH_SCALE || '100,10000,100000').split(',').map(Number);
+const CASES = new Set((process.env.BENCH_CASES || '1,2,3,4,5,6').split(',').map(Number));
+const PERF = process.env.BENCH_PERF === '1';
+const OUT = process.env.BENCH_OUT || path.join(BUILD, 'bench');
+const PCK = 'ninjaone-rmm';
+const BURST_N = 1000;
+const SLOW_MS = 200;
+
+const log = (...a) => process.stderr.write(`[bench] ${a.join(' ')}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const results = { started: new Date().toISOString(), runs: RUNS, duration_s: DUR, cases: {} };
+const rows = []; // the final table
+
+function row(kase, metric, latch, ref, refName, goal, met, unit = '') {
+  rows.push({ kase, metric, latch, ref, refName, goal, met, unit });
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+/* ---- latch ---- */
+
+function healthOnce(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' }, () => s.write('GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+    let buf = '';
+    s.on('data', (d) => { buf += d; });
+    s.on('close', () => resolve(buf.startsWith('HTTP/1.1 200')));
+    s.on('error', () => resolve(false));
+  });
+}
+
+async function startLatch({ dir, env, port }) {
+  fs.mkdirSync(dir, { recursive: true });
+  const logPath = path.join(dir, 'latch.log');
+  const out = fs.openSync(logPath, 'a');
+  const t0 = process.hrtime.bigint();
+  const child = spawn(LATCH_BIN, ['serve'], {
+    cwd: dir,
+    env: {
+      PATH: process.env.PATH,
+      LATCH_PORT: String(port),
+      LATCH_BIND: '127.0.0.1',
+      LATCH_PUBLIC_URL: `http://127.0.0.1:${port}`,
+      LATCH_DATABASE_URL: path.join(dir, 'latch.db'),
+      LATCH_KEY_FILE: path.join(dir, 'latch.key'),
+      LATCH_LOG_LEVEL: 'info',
+      ...env,
+    },
+    stdio: ['ignore', out, out],
+  });
+  fs.closeSync(out);
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`latch exited:\n${fs.readFileSync(logPath, 'utf8').slice(-3000)}`);
+    if (await healthOnce(port)) break;
+    if (Date.now() > deadline) throw new Error('latch did not become healthy');
+    await sleep(1);
+  }
+  const startupMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  return {
+    child, port, pid: child.pid, startupMs, logPath, url: `http://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await done;
+    },
+  };
+}
+
+/* ---- small https client for the reference token requests ---- */
+
+function tokenRequester(fakeAddr, caPem, conc) {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: conc, ca: caPem });
+  const form = new URLSearchParams({ grant_type: 'client_credentials', client_id: DEFAULT_CLIENT.client_id, client_secret: DEFAULT_CLIENT.client_secret, scope: 'monitoring management' }).toString();
+  return () => new Promise((resolve, reject) => {
+    const rq = https.request({ host: fakeAddr, port: 443, servername: 'eu.ninjarmm.com', method: 'POST', path: '/ws/oauth/token', agent,
+      headers: { host: 'eu.ninjarmm.com', 'content-type': 'application/x-www-form-urlencoded', 'content-length': form.length } }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`token ${res.statusCode}`))));
+    });
+    rq.on('error', reject);
+    rq.end(form);
+  });
+}
+
+/* ---- perf ---- */
+
+async function perfProfile(pid, name, during) {
+  if (!PERF) return during();
+  const data = path.join(OUT, `perf-${name}.data`);
+  const rec = spawn('perf', ['record', '-F', '999', '-g', '-o', data, '-p', String(pid)], { stdio: 'ignore' });
+  await sleep(300);
+  const r = await during();
+  rec.kill('SIGINT');
+  await new Promise((res) => rec.once('exit', res));
+  try {
+    const rep = await run('perf', ['report', '-i', data, '--no-children', '--percent-limit', '1.5', '--stdio', '-g', 'none', '--sort', 'dso,symbol']);
+    fs.writeFileSync(path.join(OUT, `perf-${name}.txt`), rep);
+    const rep2 = await run('perf', ['report', '-i', data, '--children', '--percent-limit', '3', '--stdio', '-g', 'none', '--sort', 'symbol']);
+    fs.writeFileSync(path.join(OUT, `perf-${name}-children.txt`), rep2);
+    log(`perf profile written to ${path.join(OUT, `perf-${name}.txt`)}`);
+  } catch (e) {
+    log(`perf report failed: ${e.message.slice(0, 200)}`);
+  }
+  return r;
+}
+
+/* ---- main ---- */
+
+async function main() {
+  fs.mkdirSync(OUT, { recursive: true });
+  const work = fs.mkdtempSync(path.join(OUT, 'run-'));
+  const tlsDir = path.join(BUILD, 'test-tls');
+  const tls = await makeTestCA(tlsDir);
+  const caPem = fs.readFileSync(tls.ca);
+  const oct = `127.253.${randomInt(1, 250)}`;
+  const fakeAddr = `${oct}.2`;
+  const upAddr = `${oct}.3`;
+  const slowAddr = `${oct}.4`;
+  const stopList = [];
+  const cleanup = async () => { for (const s of stopList.reverse()) { try { await s(); } catch { /* best effort */ } } };
+  process.on('SIGINT', async () => { await cleanup(); process.exit(130); });
+
+  try {
+    // the machine
+    const ver = async (c, a) => { try { return (await run(c, a)).split('\n')[0].trim(); } catch (e) { return (e.message.split('\n')[1] || '').trim(); } };
+    results.machine = {
+      nproc: os.cpus().length,
+      cpu: os.cpus()[0]?.model,
+      kernel: os.release(),
+      mem_gb: (os.totalmem() / 2 ** 30).toFixed(1),
+      latch: await ver(LATCH_BIN, ['version']),
+      nginx: (await run('sh', ['-c', 'nginx -v 2>&1'])).trim(),
+      wrk: (await run('sh', ['-c', 'wrk -v 2>&1 | head -1; true'])).trim(),
+      node: process.version,
+      loadavg: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+    };
+    log(`machine: ${JSON.stringify(results.machine)}`);
+
+    // upstreams
+    const fake = await startFake({ bin: FAKE_BIN, tlsDir, bind: fakeAddr, port: 443, tokenLifetime: 3600, clients: [DEFAULT_CLIENT] });
+    stopList.push(() => fake.stop());
+    const slow = spawn(process.execPath, [path.join(HERE, 'slow_upstream.mjs'), '--bind', slowAddr, '--port', '443', '--cert', tls.cert, '--key', tls.key, '--delay', String(SLOW_MS)], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    stopList.push(async () => { slow.kill('SIGTERM'); });
+    await new Promise((res) => readline.createInterface({ input: slow.stdout }).once('line', res));
+    const [staticPort, proxyPort, slowPort, latchPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    const benchToken = `bench-${randomUUID()}`;
+    const ngx = await startNginx({ dir: path.join(work, 'nginx'), tls: tlsDir, staticPort, proxyPort, slowPort, upAddr, slowAddr, token: benchToken });
+    stopList.push(() => ngx.stop());
+
+    // latch: empty-store start-up and idle RSS (3 cold starts)
+    const secretKey = randomUUID();
+    const env = {
+      LATCH_SECRET_KEY: secretKey,
+      LATCH_RESOLVE: [`eu.ninjarmm.com:443:${fakeAddr}`, `app.ninjarmm.com:443:${upAddr}`, `us2.ninjarmm.com:443:${slowAddr}`].join(','),
+      LATCH_CA_FILE: tls.ca,
+      // the per-environment (2000/s) and per-IP (100/s) token buckets would cap every case at
+      // the limiter instead of measuring latch; the limiter's own cost stays in the path
+      LATCH_RATE_LIMIT_ENV: '10000000',
+      LATCH_RATE_LIMIT_IP: '10000000',
+    };
+    const latchDir = path.join(work, 'latch');
+    const startups = [];
+    const idle = [];
+    for (let i = 0; i < RUNS; i++) {
+      const l = await startLatch({ dir: latchDir, env, port: latchPort });
+      startups.push(l.startupMs);
+      await sleep(300);
+      idle.push(procStat(l.pid).rssKb / 1024);
+      await l.stop();
+    }
+    results.cases.startup_empty = { startups, idle_rss_mb: idle };
+    let latch = await startLatch({ dir: latchDir, env, port: latchPort });
+    stopList.push(() => latch.stop());
+    const call = makeClient(latch.url, secretKey);
+    let r = await call('POST', '/integrations', { provider: PCK, unique_key: PCK });
+    if (r.status !== 200) throw new Error(`integration: ${r.status} ${r.body}`);
+    const future = new Date(Date.now() + 30 * 86400e3).toISOString();
+    const past = new Date(Date.now() - 3600e3).toISOString();
+    const imp = (id, instance, { expires = future, token = benchToken } = {}) => call('POST', '/connections', {
+      provider_config_key: PCK, connection_id: id, connection_config: { instance },
+      credentials: { type: 'OAUTH2_CC', token, client_id: DEFAULT_CLIENT.client_id, client_secret: DEFAULT_CLIENT.client_secret, expires_at: expires },
+    });
+    for (const [id, inst, o] of [['bench-read', 'eu.ninjarmm.com'], ['bench-proxy', 'app.ninjarmm.com'], ['bench-slow', 'us2.ninjarmm.com'], ['bench-live', 'eu.ninjarmm.com', { expires: past }]]) {
+      r = await imp(id, inst, o);
+      if (r.status !== 201 && r.status !== 200) throw new Error(`import ${id}: ${r.status} ${r.body}`);
+    }
+    const auth = { Authorization: `Bearer ${secretKey}` };
+    const readPath = `/connections/bench-read?provider_config_key=${PCK}`;
+    r = await call('GET', readPath);
+    if (r.status !== 200) throw new Error(`read: ${r.status} ${r.body}`);
+    fs.writeFileSync(path.join(ngx.www, 'token.json'), r.body);
+    results.token_body_bytes = r.body.length;
+    // NinjaOne-shaped upstream body: the fake's organizations list, fetched through latch
+    r = await call('GET', '/proxy/v2/organizations', undefined, { 'connection-id': 'bench-live', 'provider-config-key': PCK });
+    if (r.status !== 200) throw new Error(`proxy to fake: ${r.status} ${r.body}`);
+    fs.writeFileSync(path.join(ngx.www, 'v2', 'organizations'), r.body);
+    results.proxy_body_bytes = r.body.length;
+    log(`token body ${results.token_body_bytes} B, organizations body ${results.proxy_body_bytes} B`);
+
+    if (process.env.BENCH_HOLD === '1') {
+      // keep the stack up for manual profiling (perf record -g -p <pid>, wrk by hand)
+      const hold = { latch_pid: latch.pid, latch_url: latch.url, secret_key: secretKey, read_path: readPath, nginx_static: staticPort, nginx_proxy: proxyPort, nginx_slow: slowPort, up_addr: upAddr, fake_addr: fakeAddr, dir: work };
+      fs.writeFileSync(path.join(OUT, 'hold.json'), JSON.stringify(hold, null, 2));
+      log(`holding: ${JSON.stringify(hold)} (Ctrl-C to stop)`);
+      await new Promise(() => {});
+    }
+
+    /* ---- 1. cached token read vs nginx static ---- */
+    if (CASES.has(1)) {
+      const L = [];
+      const N = [];
+      for (let i = 0; i < RUNS; i++) {
+        L.push(await wrk(`${latch.url}${readPath}`, { headers: auth, duration: DUR }));
+        N.push(await wrk(`http://127.0.0.1:${staticPort}/token.json`, { duration: DUR }));
+        log(`1. run ${i + 1}: latch ${L[i].rps.toFixed(0)} rps p99 ${L[i].p99} ms (non2xx ${L[i].non2xx}); nginx ${N[i].rps.toFixed(0)} rps p99 ${N[i].p99} ms`);
+      }
+      const lr = median(L.map((x) => x.rps));
+      const nr = median(N.map((x) => x.rps));
+      const lp = median(L.map((x) => x.p99));
+      results.cases.read = { latch: L.map(({ raw, ...x }) => x), nginx: N.map(({ raw, ...x }) => x) };
+      row('1 cached read', 'requests/s (2 thr, 50 conn)', lr, nr, 'nginx static', '≥ 0.5×', lr / nr >= 0.5);
+      row('1 cached read', 'p99 latency ms', lp, median(N.map((x) => x.p99)), 'nginx static', '< 2 ms', lp < 2);
+      if (PERF) await perfProfile(latch.pid, 'read', () => wrk(`${latch.url}${readPath}`, { headers: auth, duration: DUR }));
+    }
+
+    /* ---- 2. proxy throughput vs nginx proxy_pass ---- */
+    if (CASES.has(2)) {
+      const ph = { ...auth, 'Connection-Id': 'bench-proxy', 'Provider-Config-Key': PCK };
+      const L = [];
+      const N = [];
+      for (let i = 0; i < RUNS; i++) {
+        L.push(await wrk(`${latch.url}/proxy/v2/organizations`, { headers: ph, duration: DUR }));
+        N.push(await wrk(`http://127.0.0.1:${proxyPort}/v2/organizations`, { duration: DUR }));
+        log(`2. run ${i + 1}: latch ${L[i].rps.toFixed(0)} rps (non2xx ${L[i].non2xx}); nginx ${N[i].rps.toFixed(0)} rps`);
+      }
+      const S = { latch: [], nginx: [], direct: [] };
+      for (let i = 0; i < RUNS; i++) {
+        S.latch.push(await wrk(`${latch.url}/proxy/v2/organizations`, { headers: ph, duration: 2, threads: 1, conns: 1 }));
+        S.nginx.push(await wrk(`http://127.0.0.1:${proxyPort}/v2/organizations`, { duration: 2, threads: 1, conns: 1 }));
+        S.direct.push(await wrk(`https://${upAddr}/v2/organizations`, { duration: 2, threads: 1, conns: 1, headers: { Authorization: `Bearer ${benchToken}` } }));
+      }
+      const lr = median(L.map((x) => x.rps));
+      const nr = median(N.map((x) => x.rps));
+      const d50 = median(S.direct.map((x) => x.p50));
+      const la = median(S.latch.map((x) => x.p50)) - d50;
+      const na = median(S.nginx.map((x) => x.p50)) - d50;
+      results.cases.proxy = { latch: L.map(({ raw, ...x }) => x), nginx: N.map(({ raw, ...x }) => x), single: Object.fromEntries(Object.entries(S).map(([k, v]) => [k, v.map(({ raw, ...x }) => x)])) };
+      row('2 proxy', 'requests/s (2 thr, 50 conn)', lr, nr, 'nginx proxy_pass', '≥ 0.7×', lr / nr >= 0.7);
+      row('2 proxy', 'added p50 ms, 1 conn', la, na, 'nginx proxy_pass', '< 0.2 ms', la < 0.2);
+      if (PERF) await perfProfile(latch.pid, 'proxy', () => wrk(`${latch.url}/proxy/v2/organizations`, { headers: ph, duration: DUR }));
+    }
+
+    /* ---- 3. slow upstream fan-out ---- */
+    if (CASES.has(3)) {
+      const lreq = rawGet('/proxy/v2/organizations', { ...auth, 'Connection-Id': 'bench-slow', 'Provider-Config-Key': PCK });
+      const nreq = rawGet('/v2/organizations');
+      const warm = rawGet('/health');
+      // warm both pools once (TLS handshakes to the upstream), not counted
+      await burst({ port: latch.port, n: BURST_N, req: lreq, warm, pid: latch.pid });
+      await burst({ port: slowPort, n: BURST_N, req: nreq });
+      const L = [];
+      const N = [];
+      for (let i = 0; i < RUNS; i++) {
+        L.push(await burst({ port: latch.port, n: BURST_N, req: lreq, warm, probe: warm, pid: latch.pid }));
+        N.push(await burst({ port: slowPort, n: BURST_N, req: nreq }));
+        log(`3. run ${i + 1}: latch all ${L[i].ok}/${BURST_N} in ${L[i].totalMs.toFixed(0)} ms (${JSON.stringify(L[i].statuses)}), threads ${L[i].maxThreads}, rss ${(L[i].maxRssKb / 1024).toFixed(1)} MB, /health p99 ${L[i].probe.p99?.toFixed(2)} ms (n=${L[i].probe.n}); nginx ${N[i].totalMs.toFixed(0)} ms`);
+      }
+      const lt = median(L.map((x) => x.totalMs));
+      const nt = median(N.map((x) => x.totalMs));
+      const hp = median(L.map((x) => x.probe.p99));
+      const allOk = L.every((x) => x.ok === BURST_N);
+      results.cases.fanout = { latch: L, nginx: N };
+      row('3 fan-out 1000×200ms', 'all done ms', lt, nt, 'nginx proxy_pass', `≤ ${1.3 * SLOW_MS} ms`, lt <= 1.3 * SLOW_MS && allOk);
+      row('3 fan-out 1000×200ms', 'vs upstream delay', lt / SLOW_MS, 1, `${SLOW_MS} ms`, '≤ 1.3×', lt / SLOW_MS <= 1.3);
+      row('3 fan-out 1000×200ms', 'max threads', median(L.map((x) => x.maxThreads)), null, '', 'bounded', true, 'n');
+      row('3 fan-out 1000×200ms', 'max RSS MB', median(L.map((x) => x.maxRssKb / 1024)), null, '', 'bounded', true, 'MB');
+      row('3 fan-out 1000×200ms', '/health p99 ms during', hp, null, '', '< 5 ms', hp < 5);
+    }
+
+    /* ---- 4. refresh stampede ---- */
+    if (CASES.has(4)) {
+      const warm = rawGet('/health');
+      const L = [];
+      const C = [];
+      const tokenReqs = [];
+      for (let i = 0; i < RUNS; i++) {
+        const id = `stampede-${i}`;
+        r = await imp(id, 'eu.ninjarmm.com', { expires: past, token: `expired-${i}` });
+        if (r.status !== 201 && r.status !== 200) throw new Error(`import ${id}: ${r.status}`);
+        const before = (await fake.stats()).token_requests;
+        L.push(await burst({ port: latch.port, n: BURST_N, req: rawGet(`/connections/${id}?provider_config_key=${PCK}`, auth), warm, pid: latch.pid }));
+        const after = (await fake.stats()).token_requests;
+        tokenReqs.push(after - before);
+        C.push(await burst({ port: latch.port, n: BURST_N, req: rawGet(readPath, auth), warm, pid: latch.pid }));
+        log(`4. run ${i + 1}: stampede ${L[i].ok}/${BURST_N} in ${L[i].totalMs.toFixed(0)} ms, token requests ${after - before}; cached burst ${C[i].totalMs.toFixed(0)} ms`);
+      }
+      const lt = median(L.map((x) => x.totalMs));
+      const ct = median(C.map((x) => x.totalMs));
+      results.cases.stampede = { stampede: L, cached: C, token_requests: tokenReqs };
+      row('4 stampede 1000 reads', 'all done ms', lt, ct, '1000 cached reads', 'one token request', tokenReqs.every((x) => x === 1) && L.every((x) => x.ok === BURST_N));
+      row('4 stampede 1000 reads', 'token requests', Math.max(...tokenReqs), 1, '', '= 1', tokenReqs.every((x) => x === 1), 'n');
+    }
+
+    /* ---- 6. connect flow ---- */
+    if (CASES.has(6)) {
+      const LINKS = Number(process.env.BENCH_LINKS || 300);
+      const CONC = 16;
+      const L = [];
+      const T = [];
+      let seq = 0;
+      const linkOne = async () => {
+        const s = await call('POST', '/connect/sessions', { end_user: { id: `bench-user-${seq++}`, email: 'admin@msp.example' } });
+        if (s.status !== 201) throw new Error(`session ${s.status} ${s.body}`);
+        const q = new URLSearchParams({ connect_session_token: s.json.data.token, 'params[instance]': 'eu.ninjarmm.com' });
+        const a = await call('POST', `/oauth2/auth/${PCK}?${q}`, { client_id: DEFAULT_CLIENT.client_id, client_secret: DEFAULT_CLIENT.client_secret }, { authorization: '' });
+        if (a.status !== 200) throw new Error(`link ${a.status} ${a.body}`);
+      };
+      const tok = tokenRequester(fakeAddr, caPem, CONC);
+      await pool(0, 20, CONC, linkOne);
+      await pool(0, 50, CONC, tok);
+      for (let i = 0; i < RUNS; i++) {
+        const ms = await pool(0, LINKS, CONC, linkOne);
+        L.push((LINKS * 1000) / ms);
+        const tms = await pool(0, LINKS, CONC, tok);
+        T.push((LINKS * 1000) / tms);
+        log(`6. run ${i + 1}: ${L[i].toFixed(0)} links/s; direct token requests ${T[i].toFixed(0)}/s`);
+      }
+      if (PERF) await perfProfile(latch.pid, 'connect', () => pool(0, LINKS, CONC, linkOne));
+      results.cases.connect = { links_per_s: L, token_per_s: T };
+      row('6 connect flow', 'links/s (16 conc)', median(L), median(T), 'direct token req/s', 'measure', true);
+    }
+
+    /* ---- 5. store scale ---- */
+    if (CASES.has(5)) {
+      const S = {};
+      let have = 0;
+      const impConc = 32;
+      for (const n of SCALE) {
+        const t = await pool(have + 1, n + 1, impConc, async (i) => {
+          const x = await imp(`s-${i}`, 'eu.ninjarmm.com');
+          if (x.status !== 201 && x.status !== 200) throw new Error(`import s-${i}: ${x.status} ${x.body}`);
+        });
+        log(`5. imported ${n - have} connections in ${(t / 1000).toFixed(1)} s (${(((n - have) * 1000) / t).toFixed(0)}/s)`);
+        const importRate = ((n - have) * 1000) / t;
+        have = n;
+        const W = [];
+        for (let i = 0; i < RUNS; i++) {
+          W.push(await wrk(`${latch.url}/`, { headers: auth, duration: DUR, script: path.join(HERE, 'lua', 'random_read.lua'), env: { BENCH_N: String(n), BENCH_PCK: PCK } }));
+        }
+        const rss = procStat(latch.pid).rssKb / 1024;
+        S[n] = { rps: median(W.map((x) => x.rps)), p99: median(W.map((x) => x.p99)), non2xx: W.reduce((a, x) => a + x.non2xx, 0), rss_mb: rss, import_per_s: importRate };
+        log(`5. n=${n}: ${S[n].rps.toFixed(0)} rps p99 ${S[n].p99} ms non2xx ${S[n].non2xx} rss ${rss.toFixed(1)} MB`);
+      }
+      // restart on the big store: start-up and idle RSS
+      await latch.stop();
+      const st = [];
+      const idleBig = [];
+      for (let i = 0; i < RUNS; i++) {
+        latch = await startLatch({ dir: latchDir, env, port: latchPort });
+        st.push(latch.startupMs);
+        await sleep(300);
+        idleBig.push(procStat(latch.pid).rssKb / 1024);
+        if (i < RUNS - 1) await latch.stop();
+      }
+      results.cases.scale = { sizes: S, startup_big: st, idle_big_mb: idleBig };
+      const lo = SCALE[0];
+      const hi = SCALE[SCALE.length - 1];
+      const rpsR = S[hi].rps / S[lo].rps;
+      const p99R = S[hi].p99 / S[lo].p99;
+      for (const n of SCALE) row('5 store scale', `reads/s @ ${n}`, S[n].rps, S[lo].rps, `@ ${lo}`, '±20 %', Math.abs(S[n].rps / S[lo].rps - 1) <= 0.2);
+      for (const n of SCALE) row('5 store scale', `p99 ms @ ${n}`, S[n].p99, S[lo].p99, `@ ${lo}`, '±20 %', Math.abs(S[n].p99 / S[lo].p99 - 1) <= 0.2);
+      row('5 store scale', `RSS MB @ ${hi} (after reads)`, S[hi].rss_mb, 64, '64 MB', '< 64 MB', S[hi].rss_mb < 64, 'MB');
+      row('5 store scale', `import/s (32 conc)`, median(SCALE.map((n) => S[n].import_per_s)), null, '', 'few 1000/s', true, 'n');
+      row('5 store scale', `start-up ms @ ${hi}`, median(st), 100, '100 ms', '< 100 ms', median(st) < 100, 'ms');
+      row('5 store scale', `idle RSS MB @ ${hi}`, median(idleBig), 10, '10 MB', '< 10 MB', median(idleBig) < 10, 'MB');
+      void rpsR; void p99R;
+    }
+    const su = results.cases.startup_empty;
+    row('5 store scale', 'start-up ms (empty)', median(su.startups), 100, '100 ms', '< 100 ms', median(su.startups) < 100, 'ms');
+    row('5 store scale', 'idle RSS MB (empty)', median(su.idle_rss_mb), 10, '10 MB', '< 10 MB', median(su.idle_rss_mb) < 10, 'MB');
+  } finally {
+    await cleanup();
+  }
+
+  results.rows = rows;
+  results.finished = new Date().toISOString();
+  fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify(results, null, 2));
+  printTable();
+}
+
+function fmt(x) {
+  if (x === null || x === undefined || Number.isNaN(x)) return '–';
+  if (Math.abs(x) >= 1000) return x.toFixed(0);
+  if (Math.abs(x) >= 10) return x.toFixed(1);
+  return x.toFixed(3);
+}
+
+function printTable() {
+  const m = results.machine || {};
+  const lines = [];
+  lines.push(`latch benchmarks — medians of ${RUNS} runs, ${DUR} s per wrk run; ${m.nproc} × ${m.cpu}, Linux ${m.kernel}; load before start ${m.loadavg}`);
+  lines.push('');
+  lines.push('| case | metric | latch | reference | ratio | goal | met |');
+  lines.push('|---|---|---:|---:|---:|---|:-:|');
+  for (const r of rows) {
+    const ratio = r.ref ? r.latch / r.ref : null;
+    lines.push(`| ${r.kase} | ${r.metric} | ${fmt(r.latch)} | ${r.ref === null ? '–' : `${fmt(r.ref)} (${r.refName})`} | ${ratio === null ? '–' : `${ratio.toFixed(2)}×`} | ${r.goal} | ${r.met ? 'yes' : '**no**'} |`);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+  fs.writeFileSync(path.join(OUT, 'table.md'), `${lines.join('\n')}\n`);
+}
+
+main().catch((e) => {
+  log(`FAILED: ${e.stack || e}`);
+  process.exit(1);
+});

@@ -1,0 +1,44 @@
+// Rate limits: per environment on secret-key routes, per client IP on the Connect UI routes,
+// Nango's X-RateLimit-* headers and a 429 with Retry-After; one environment's flood does not
+// consume another's budget.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { startStack, api, LATCH_BIN } from './lib/stack.mjs';
+import { burst, request } from './lib/load.mjs';
+
+let s;
+before(async () => { s = await startStack({ env: { LATCH_RATE_LIMIT_ENV: '20', LATCH_RATE_LIMIT_IP: '10' } }); });
+after(async () => { await s?.stop(); });
+
+test('per-environment limit: 429 with Retry-After and X-RateLimit-*; other environments unaffected', async () => {
+  const out = execFileSync(LATCH_BIN, ['env', 'create', 'other'], { env: s.cliEnv() }).toString();
+  const otherKey = out.match(/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/)[0];
+  await new Promise((r) => setTimeout(r, 2100)); // full buckets
+  const flood = await burst(120, (i, agent) => request(`${s.latchUrl}/integrations`, { agent, headers: { authorization: `Bearer ${s.secretKey}` } }), { sockets: 16 });
+  const limited = flood.filter((r) => r.status === 429);
+  assert.ok(limited.length >= 60, `429s: ${limited.length}`);
+  assert.ok(flood.filter((r) => r.status === 200).length >= 40, 'the burst allowance is served');
+  const l = limited[0];
+  assert.equal(l.json.error.code, 'too_many_requests');
+  assert.ok(Number(l.headers['retry-after']) >= 1);
+  assert.equal(l.headers['x-ratelimit-limit'], '40');
+  assert.equal(l.headers['x-ratelimit-remaining'], '0');
+  assert.ok(flood[0].headers['x-ratelimit-reset'] !== undefined);
+  const other = await api(s.latchUrl, otherKey, 'GET', '/integrations');
+  assert.equal(other.status, 200, 'another environment keeps its own budget');
+  const health = await api(s.latchUrl, null, 'GET', '/health');
+  assert.equal(health.status, 200, '/health is never limited');
+  await new Promise((r) => setTimeout(r, 1100));
+  const again = await s.api('GET', '/integrations');
+  assert.equal(again.status, 200, 'the bucket refills');
+});
+
+test('per-IP limit on the Connect UI routes', async () => {
+  await new Promise((r) => setTimeout(r, 2100));
+  const d = await s.createSession({ end_user: { id: 'rl' } });
+  const res = await burst(60, (i, agent) => request(`${s.latchUrl}/connect/session`, { agent, headers: { authorization: `Bearer ${d.token}` } }), { sockets: 8 });
+  assert.ok(res.some((r) => r.status === 429), 'limited');
+  assert.ok(res.filter((r) => r.status === 200).length >= 20);
+});
