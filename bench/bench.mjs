@@ -22,8 +22,8 @@ import { startNginx } from './lib/nginx.mjs';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SRC = path.resolve(HERE, '..');
 const BUILD = process.env.LATCH_BUILD_DIR || path.join(SRC, 'build-bench');
-const LATCH_BIN = process.env.LATCH_BIN || path.join(BUILD, 'latch');
-const FAKE_BIN = process.env.FAKE_NINJAONE_BIN || path.join(BUILD, 'fake-ninjaone');
+const LATCH_BIN = path.resolve(process.env.LATCH_BIN || path.join(BUILD, 'latch'));
+const FAKE_BIN = path.resolve(process.env.FAKE_NINJAONE_BIN || path.join(BUILD, 'fake-ninjaone'));
 const RUNS = Number(process.env.BENCH_RUNS || 3);
 const DUR = Number(process.env.BENCH_DURATION || 3);
 const SCALE = (process.env.BENCH_SCALE || '100,10000,100000').split(',').map(Number);
@@ -123,7 +123,7 @@ function tokenRequester(fakeAddr, caPem, conc) {
 async function perfProfile(pid, name, during) {
   if (!PERF) return during();
   const data = path.join(OUT, `perf-${name}.data`);
-  const rec = spawn('perf', ['record', '-F', '999', '-g', '-o', data, '-p', String(pid)], { stdio: 'ignore' });
+  const rec = spawn('perf', ['record', '-F', '999', '--call-graph', 'dwarf,8192', '-o', data, '-p', String(pid)], { stdio: 'ignore' });
   await sleep(300);
   const r = await during();
   rec.kill('SIGINT');
@@ -197,14 +197,16 @@ async function main() {
     const latchDir = path.join(work, 'latch');
     const startups = [];
     const idle = [];
+    const idleAnon = [];
     for (let i = 0; i < RUNS; i++) {
       const l = await startLatch({ dir: latchDir, env, port: latchPort });
       startups.push(l.startupMs);
       await sleep(300);
       idle.push(procStat(l.pid).rssKb / 1024);
+      idleAnon.push(procStat(l.pid).anonKb / 1024);
       await l.stop();
     }
-    results.cases.startup_empty = { startups, idle_rss_mb: idle };
+    results.cases.startup_empty = { startups, idle_rss_mb: idle, idle_anon_mb: idleAnon };
     let latch = await startLatch({ dir: latchDir, env, port: latchPort });
     stopList.push(() => latch.stop());
     const call = makeClient(latch.url, secretKey);
@@ -384,7 +386,8 @@ async function main() {
           W.push(await wrk(`${latch.url}/`, { headers: auth, duration: DUR, script: path.join(HERE, 'lua', 'random_read.lua'), env: { BENCH_N: String(n), BENCH_PCK: PCK } }));
         }
         const rss = procStat(latch.pid).rssKb / 1024;
-        S[n] = { rps: median(W.map((x) => x.rps)), p99: median(W.map((x) => x.p99)), non2xx: W.reduce((a, x) => a + x.non2xx, 0), rss_mb: rss, import_per_s: importRate };
+        const anon = procStat(latch.pid).anonKb / 1024;
+        S[n] = { anon_mb: anon, rps: median(W.map((x) => x.rps)), p99: median(W.map((x) => x.p99)), non2xx: W.reduce((a, x) => a + x.non2xx, 0), rss_mb: rss, import_per_s: importRate };
         log(`5. n=${n}: ${S[n].rps.toFixed(0)} rps p99 ${S[n].p99} ms non2xx ${S[n].non2xx} rss ${rss.toFixed(1)} MB`);
       }
       // restart on the big store: start-up and idle RSS
@@ -406,6 +409,7 @@ async function main() {
       for (const n of SCALE) row('5 store scale', `reads/s @ ${n}`, S[n].rps, S[lo].rps, `@ ${lo}`, '±20 %', Math.abs(S[n].rps / S[lo].rps - 1) <= 0.2);
       for (const n of SCALE) row('5 store scale', `p99 ms @ ${n}`, S[n].p99, S[lo].p99, `@ ${lo}`, '±20 %', Math.abs(S[n].p99 / S[lo].p99 - 1) <= 0.2);
       row('5 store scale', `RSS MB @ ${hi} (after reads)`, S[hi].rss_mb, 64, '64 MB', '< 64 MB', S[hi].rss_mb < 64, 'MB');
+      row('5 store scale', `  of which anon (heap) MB`, S[hi].anon_mb, 64, '64 MB', '–', true, 'MB');
       row('5 store scale', `import/s (32 conc)`, median(SCALE.map((n) => S[n].import_per_s)), null, '', 'few 1000/s', true, 'n');
       row('5 store scale', `start-up ms @ ${hi}`, median(st), 100, '100 ms', '< 100 ms', median(st) < 100, 'ms');
       row('5 store scale', `idle RSS MB @ ${hi}`, median(idleBig), 10, '10 MB', '< 10 MB', median(idleBig) < 10, 'MB');
@@ -414,6 +418,7 @@ async function main() {
     const su = results.cases.startup_empty;
     row('5 store scale', 'start-up ms (empty)', median(su.startups), 100, '100 ms', '< 100 ms', median(su.startups) < 100, 'ms');
     row('5 store scale', 'idle RSS MB (empty)', median(su.idle_rss_mb), 10, '10 MB', '< 10 MB', median(su.idle_rss_mb) < 10, 'MB');
+    row('5 store scale', '  of which anon (heap) MB', median(su.idle_anon_mb), 10, '10 MB', '–', true, 'MB');
   } finally {
     await cleanup();
   }

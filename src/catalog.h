@@ -4,7 +4,9 @@
  *
  * latch embeds its own catalogue (providers/providers.yaml); LATCH_PROVIDERS_FILE loads another,
  * and the full upstream file of @nangohq/providers must load. Every `pattern:` is compiled with
- * PCRE2 (UTF, match/depth limits) at load: a bad pattern is a load error. Aliases/anchors are
+ * PCRE2 (UTF, match/depth limits) at load. In latch's own catalogue (catalog_load_buffer /
+ * catalog_load_default) a bad pattern is a load error; in an operator file (catalog_load_file) it
+ * is logged and that field then refuses every value (upstream 0.71.10 has one such pattern). Aliases/anchors are
  * rejected and the node count is capped (no billion laughs).
  *
  * Ownership: struct catalog owns every provider and string in it; all pointers returned are
@@ -97,7 +99,8 @@ const struct catalog_field *catalog_find_field(const struct catalog_field *field
                                                const char *name);
 /*
  * Validates one value against its field: length <= 1024, no control characters, enum (exact,
- * case-sensitive), pattern (PCRE2, full match as JS would test it), format. Returns LATCH_OK or
+ * case-sensitive), pattern (PCRE2, searched like JS RegExp.test: anchors come from the pattern),
+ * format. Returns LATCH_OK or
  * LATCH_E_INVAL with a human message in err (naming the field's title, never echoing the value
  * of a secret field).
  */

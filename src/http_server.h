@@ -57,7 +57,10 @@ struct http_server_opts {
 latch_rc http_server_start(const struct http_server_opts *o, struct http_server **out,
                            struct latch_err *err);
 uint16_t http_server_port(const struct http_server *s);
-/* Stops accepting, waits for in-flight requests, frees. NULL is a no-op. */
+/*
+ * Stops accepting, waits (up to 10 s) for in-flight requests, including suspended ones - so the
+ * application must always resume what it suspended - then frees. NULL is a no-op.
+ */
 void http_server_stop(struct http_server *s);
 
 /* ---- request accessors (borrowed strings) ---- */
@@ -122,8 +125,11 @@ void http_req_resume(struct http_req *r);
 
 /*
  * Streaming request bodies (only for requests accepted by stream_body): the server calls
- * sink(ud, data, len) for each chunk and sink(ud, NULL, 0) at the end. Returning false pauses
- * delivery until http_req_body_resume(). Set during dispatch.
+ * sink(ud, data, len) for each chunk and sink(ud, NULL, 0) at the end. Returning false means "not
+ * consumed": delivery pauses and the same bytes are offered again after http_req_body_resume().
+ * Once the application has called http_req_resume the sink is never called again. A client that
+ * disconnects mid-upload is NOT signalled to the sink: the application's own deadline covers it.
+ * Set during dispatch.
  */
 typedef bool (*http_body_sink_fn)(void *ud, const char *data, size_t len);
 void http_req_set_body_sink(struct http_req *r, http_body_sink_fn sink, void *ud);

@@ -1,5 +1,6 @@
 /*
- * store.h - persistence behind one interface; backends: SQLite (store_sqlite.c), later PostgreSQL.
+ * store.h - persistence behind one interface; backends: SQLite (store_sqlite.c) and PostgreSQL
+ * (store_pg.c).
  *
  * Handlers never see SQL. Secret columns (*_sealed) hold vault envelopes (see vault.h); the store
  * never encrypts or decrypts, it just keeps the text. JSON columns (*_json) hold compact JSON text
@@ -24,7 +25,7 @@
 
 struct store;
 
-/* "sqlite:<path>" / a plain path, or later "postgres://..." */
+/* "sqlite:<path>" / a plain path, or "postgres://..." / a libpq conninfo ("host=... dbname=...") */
 latch_rc store_open(const char *url, struct store **out, struct latch_err *err);
 void store_close(struct store *s);
 /* Applies numbered migrations (idempotent). Refuses a schema newer than this binary knows. */

@@ -21,7 +21,7 @@
  *
  * Index hash: API secret keys and connect-session tokens are stored only as
  * HMAC-SHA256(index_key, value). The index key is random, generated once, and kept sealed in the
- * store (meta "index_key"), so rotating the encryption key does not invalidate stored hashes.
+ * store (meta "sealed:index_key"), so rotating the encryption key does not invalidate stored hashes.
  *
  * Threads: all functions are thread-safe (an internal rwlock guards the keyring).
  * Secrets: key bytes live in mlock'ed memory, wiped on free. Plaintext returned by vault_open is

@@ -75,9 +75,10 @@ export function procStat(pid) {
     const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const rss = Number((s.match(/VmRSS:\s+(\d+)/) || [])[1]);
     const threads = Number((s.match(/Threads:\s+(\d+)/) || [])[1]);
-    return { rssKb: rss, threads };
+    const anon = Number((s.match(/RssAnon:\s+(\d+)/) || [])[1]);
+    return { rssKb: rss, anonKb: anon, threads };
   } catch {
-    return { rssKb: NaN, threads: NaN };
+    return { rssKb: NaN, anonKb: NaN, threads: NaN };
   }
 }
 
