@@ -144,6 +144,9 @@ async function perfProfile(pid, name, during) {
 
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });
+  for (const d of fs.readdirSync(OUT)) {
+    if (d.startsWith('run-') || d.endsWith('.data') || d.endsWith('.data.old')) fs.rmSync(path.join(OUT, d), { recursive: true, force: true });
+  }
   const work = fs.mkdtempSync(path.join(OUT, 'run-'));
   const tlsDir = path.join(BUILD, 'test-tls');
   const tls = await makeTestCA(tlsDir);
@@ -223,6 +226,12 @@ async function main() {
       if (r.status !== 201 && r.status !== 200) throw new Error(`import ${id}: ${r.status} ${r.body}`);
     }
     const auth = { Authorization: `Bearer ${secretKey}` };
+    // every case starts on a freshly started latch (same database): pending proxy deadline
+    // timers, pooled upstream connections and heap growth of one case must not bleed into the next
+    const fresh = async () => {
+      await latch.stop();
+      latch = await startLatch({ dir: latchDir, env, port: latchPort });
+    };
     const readPath = `/connections/bench-read?provider_config_key=${PCK}`;
     r = await call('GET', readPath);
     if (r.status !== 200) throw new Error(`read: ${r.status} ${r.body}`);
@@ -263,19 +272,22 @@ async function main() {
 
     /* ---- 2. proxy throughput vs nginx proxy_pass ---- */
     if (CASES.has(2)) {
+      await fresh();
       const ph = { ...auth, 'Connection-Id': 'bench-proxy', 'Provider-Config-Key': PCK };
       const L = [];
       const N = [];
-      for (let i = 0; i < RUNS; i++) {
-        L.push(await wrk(`${latch.url}/proxy/v2/organizations`, { headers: ph, duration: DUR }));
-        N.push(await wrk(`http://127.0.0.1:${proxyPort}/v2/organizations`, { duration: DUR }));
-        log(`2. run ${i + 1}: latch ${L[i].rps.toFixed(0)} rps (non2xx ${L[i].non2xx}); nginx ${N[i].rps.toFixed(0)} rps`);
-      }
+      // single requests first (no concurrency), then throughput
       const S = { latch: [], nginx: [], direct: [] };
       for (let i = 0; i < RUNS; i++) {
         S.latch.push(await wrk(`${latch.url}/proxy/v2/organizations`, { headers: ph, duration: 2, threads: 1, conns: 1 }));
         S.nginx.push(await wrk(`http://127.0.0.1:${proxyPort}/v2/organizations`, { duration: 2, threads: 1, conns: 1 }));
         S.direct.push(await wrk(`https://${upAddr}/v2/organizations`, { duration: 2, threads: 1, conns: 1, headers: { Authorization: `Bearer ${benchToken}` } }));
+      }
+
+      for (let i = 0; i < RUNS; i++) {
+        L.push(await wrk(`${latch.url}/proxy/v2/organizations`, { headers: ph, duration: DUR }));
+        N.push(await wrk(`http://127.0.0.1:${proxyPort}/v2/organizations`, { duration: DUR }));
+        log(`2. run ${i + 1}: latch ${L[i].rps.toFixed(0)} rps (non2xx ${L[i].non2xx}); nginx ${N[i].rps.toFixed(0)} rps`);
       }
       const lr = median(L.map((x) => x.rps));
       const nr = median(N.map((x) => x.rps));
@@ -290,6 +302,7 @@ async function main() {
 
     /* ---- 3. slow upstream fan-out ---- */
     if (CASES.has(3)) {
+      await fresh();
       const lreq = rawGet('/proxy/v2/organizations', { ...auth, 'Connection-Id': 'bench-slow', 'Provider-Config-Key': PCK });
       const nreq = rawGet('/v2/organizations');
       const warm = rawGet('/health');
@@ -317,6 +330,7 @@ async function main() {
 
     /* ---- 4. refresh stampede ---- */
     if (CASES.has(4)) {
+      await fresh();
       const warm = rawGet('/health');
       const L = [];
       const C = [];
@@ -341,6 +355,7 @@ async function main() {
 
     /* ---- 6. connect flow ---- */
     if (CASES.has(6)) {
+      await fresh();
       const LINKS = Number(process.env.BENCH_LINKS || 300);
       const CONC = 16;
       const L = [];
@@ -370,6 +385,7 @@ async function main() {
 
     /* ---- 5. store scale ---- */
     if (CASES.has(5)) {
+      await fresh();
       const S = {};
       let have = 0;
       const impConc = 32;

@@ -409,6 +409,13 @@ api_connection_get(struct api_ctx *c)
     g = xcalloc(1, sizeof *g);
     g->c = c;
     g->refresh_token = refresh_token;
+    /*
+     * Suspend before the waiter exists: get_done may run on the curl thread as soon as
+     * refresher_get_fresh queued it (a refresh finishing at that instant), and a resume that
+     * comes before the suspend would leave the request parked forever. A synchronous answer
+     * resumes at once (http_server queues it when dispatch returns).
+     */
+    http_req_suspend(c->req);
     if (refresher_get_fresh(c->app->refresher, c->env_id, pck, c->params[0], force, get_done, g,
                             &now)) {
         free(g);
@@ -417,15 +424,16 @@ api_connection_get(struct api_ctx *c)
             if (!require_integration(c, pck, &integ, 400, "unknown_provider_config",
                                      "Provider does not exists")) {
                 refresh_result_clear(&now);
+                http_req_resume(c->req);
                 return;
             }
             store_integration_clear(&integ);
         }
         answer_get(c, &now, refresh_token);
         refresh_result_clear(&now);
+        http_req_resume(c->req);
         return;
     }
-    http_req_suspend(c->req);
 }
 
 /* ---- DELETE /connections/:id ---- */

@@ -199,6 +199,8 @@ export async function burst({ port, n, req, warm, probe, pid, host = '127.0.0.1'
   const lat = new Array(n);
   const statuses = {};
   const t0 = process.hrtime.bigint();
+  // a request latch never answers must show up as an error, not hang the benchmark
+  const guard = setTimeout(() => { for (const c of conns) c.sock.destroy(); }, 30000);
   await Promise.all(
     conns.map(async (c, i) => {
       try {
@@ -211,6 +213,7 @@ export async function burst({ port, n, req, warm, probe, pid, host = '127.0.0.1'
     }),
   );
   const totalMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  clearTimeout(guard);
   done = true;
   clearInterval(timer);
   sample();

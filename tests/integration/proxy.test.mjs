@@ -101,7 +101,9 @@ test('large download streams with flat memory', async () => {
   assert.equal(got, n);
   assert.equal(hash.digest('hex'), expectedBytesSha256(n));
   const growthMb = (peak - base) / 1024;
-  assert.ok(growthMb < 16, `RSS grew ${growthMb.toFixed(1)} MB while streaming 1 GiB`);
+  // under AddressSanitizer the allocator keeps a quarantine of freed blocks (16 MB in scripts/test)
+  const limitMb = process.env.ASAN_OPTIONS ? 48 : 16;
+  assert.ok(growthMb < limitMb, `RSS grew ${growthMb.toFixed(1)} MB while streaming 1 GiB`);
 });
 
 test('large upload streams through', async () => {

@@ -79,6 +79,8 @@ export async function startLatch({ dir, env = {}, port } = {}) {
     cwd: dir,
     env: {
       PATH: process.env.PATH,
+      // sanitizer builds: keep the harness's settings (small quarantine, abort on error)
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(ASAN|UBSAN|LSAN)_OPTIONS$/.test(k))),
       LATCH_PORT: String(port),
       LATCH_BIND: '127.0.0.1',
       LATCH_PUBLIC_URL: `http://127.0.0.1:${port}`,
@@ -108,10 +110,18 @@ export async function startLatch({ dir, env = {}, port } = {}) {
   return {
     url, port, child, logPath,
     async stop(signal = 'SIGTERM') {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const done = new Promise((r) => child.once('exit', r));
-      child.kill(signal);
-      await done;
+      if (child.exitCode === null && child.signalCode === null) {
+        const done = new Promise((r) => child.once('exit', r));
+        child.kill(signal);
+        await done;
+      }
+      // sanitizer builds: any report (leak at exit, UB, memory error) fails the test
+      const text = fs.readFileSync(logPath, 'utf8');
+      const report = /(ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: )/.exec(text);
+      if (report) throw new Error(`sanitizer report in ${logPath}:\n${text.slice(Math.max(0, report.index - 200), report.index + 3000)}`);
+      if (signal === 'SIGTERM' && child.exitCode !== 0) {
+        throw new Error(`latch exited with ${child.exitCode ?? child.signalCode} after SIGTERM:\n${text.slice(-2000)}`);
+      }
     },
   };
 }
