@@ -1,6 +1,7 @@
 #include "api.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -383,6 +384,85 @@ is_session_token(const char *s)
     return true;
 }
 
+const struct store_env *
+api_env(struct api_ctx *c)
+{
+    if (!c->env_loaded) {
+        if (store_env_get(c->app->store, c->env_id, &c->env) != LATCH_OK)
+            return NULL;
+        c->env_loaded = true;
+    }
+    return &c->env;
+}
+
+/*
+ * A small direct-mapped cache of secret-key hash -> environment (AUTHCACHE_TTL_MS), so a cached
+ * token read does not pay a store lookup for its key. A revoked key stays valid at most that long.
+ */
+#define AUTHCACHE_SLOTS 1024
+#define AUTHCACHE_TTL_MS 5000
+
+struct authcache {
+    pthread_mutex_t mu;
+    struct {
+        unsigned char hash[32];
+        int64_t env_id;
+        int64_t expires;
+    } slot[AUTHCACHE_SLOTS];
+};
+
+struct authcache *
+authcache_new(void)
+{
+    struct authcache *ac = xcalloc(1, sizeof *ac);
+
+    pthread_mutex_init(&ac->mu, NULL);
+    return ac;
+}
+
+void
+authcache_free(struct authcache *ac)
+{
+    if (ac == NULL)
+        return;
+    pthread_mutex_destroy(&ac->mu);
+    explicit_bzero(ac, sizeof *ac);
+    free(ac);
+}
+
+static bool
+authcache_get(struct app *a, const unsigned char h[32], int64_t *env_id)
+{
+    struct authcache *ac = a->authcache;
+    size_t i = ((size_t)h[0] | (size_t)h[1] << 8) % AUTHCACHE_SLOTS;
+    bool hit = false;
+
+    if (ac == NULL)
+        return false;
+    pthread_mutex_lock(&ac->mu);
+    if (ac->slot[i].expires > store_now_ms() && latch_mem_equal_ct(ac->slot[i].hash, h, 32)) {
+        *env_id = ac->slot[i].env_id;
+        hit = true;
+    }
+    pthread_mutex_unlock(&ac->mu);
+    return hit;
+}
+
+static void
+authcache_put(struct app *a, const unsigned char h[32], int64_t env_id)
+{
+    struct authcache *ac = a->authcache;
+    size_t i = ((size_t)h[0] | (size_t)h[1] << 8) % AUTHCACHE_SLOTS;
+
+    if (ac == NULL)
+        return;
+    pthread_mutex_lock(&ac->mu);
+    memcpy(ac->slot[i].hash, h, 32);
+    ac->slot[i].env_id = env_id;
+    ac->slot[i].expires = store_now_ms() + AUTHCACHE_TTL_MS;
+    pthread_mutex_unlock(&ac->mu);
+}
+
 static bool
 auth_secret(struct api_ctx *c, const char *token)
 {
@@ -396,9 +476,10 @@ auth_secret(struct api_ctx *c, const char *token)
         return false;
     }
     vault_index_hash(c->app->vault, token, h);
-    rc = store_apikey_lookup(c->app->store, h, &env_id);
+    rc = authcache_get(c->app, h, &env_id) ? LATCH_OK
+                                           : store_apikey_lookup(c->app->store, h, &env_id);
     if (rc == LATCH_OK)
-        rc = store_env_get(c->app->store, env_id, &c->env);
+        authcache_put(c->app, h, env_id);
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 401, "unknown_account",
                   "Authentication failed. The provided secret key does not match any account.");
@@ -428,8 +509,6 @@ auth_session(struct api_ctx *c, const char *token)
     rc = store_session_get_by_hash(c->app->store, h, &c->session);
     if (rc == LATCH_OK && c->session.expires_at <= store_now_ms())
         rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK)
-        rc = store_env_get(c->app->store, c->session.env_id, &c->env);
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 401, "unknown_connect_session_token",
                   "Authentication failed. The provided connect session token does not match any "

@@ -28,7 +28,8 @@ struct api_ctx {
     const char *params[4];       /* path captures, borrowed from cap_buf */
     char cap_buf[1024];
     int64_t env_id;              /* authenticated environment, 0 if none */
-    struct store_env env;        /* loaded when authenticated */
+    struct store_env env;        /* loaded on first use: see api_env() */
+    bool env_loaded;
     struct store_session session; /* when authenticated by a connect session */
     bool by_session;
     json_t *body;                /* parsed JSON body (owned), NULL if none */
@@ -59,12 +60,18 @@ struct api_route {
     size_t body_limit;
 };
 
+struct authcache;
+struct authcache *authcache_new(void);
+void authcache_free(struct authcache *ac);
+
 /* Glue for http_server_opts. */
 void api_dispatch(struct http_req *req, void *app);
 size_t api_body_limit(const char *method, const char *path, void *app);
 bool api_stream_body(const char *method, const char *path, void *app);
 
 /* ---- helpers for handlers ---- */
+/* The authenticated environment's row, loaded on first use (NULL if the store fails). */
+const struct store_env *api_env(struct api_ctx *c);
 void api_ctx_free(struct api_ctx *c);
 /* Error responses: {"error":{"code","message"}}. */
 void api_error(struct api_ctx *c, unsigned status, const char *code, const char *message);

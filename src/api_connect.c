@@ -410,7 +410,7 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
     char msg[400];
 
     (void)snprintf(msg, sizeof msg, "Failed to fetch client credentials token: %s", res->message);
-    (void)webhook_auth_failure(c->app, &c->env, j->integ.unique_key, j->integ.provider,
+    (void)webhook_auth_failure(c->app, api_env(c), j->integ.unique_key, j->integ.provider,
                                j->connection_id, c->session.end_user_json, c->session.tags_json,
                                j->existing ? "override" : "creation",
                                "client_credentials_fetch_error", res->message,
@@ -467,9 +467,9 @@ link_done(struct oauth_cc_result *res, void *ud)
     rc = store_connection_upsert(c->app->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app, &c->env, &conn, created ? "creation" : "override", true, NULL,
+    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true, NULL,
                              NULL, c->session.webhook_url_override);
-    log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s", c->env.name,
+    log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s", api_env(c) ? api_env(c)->name : "?",
              j->integ.provider, (long long)conn.id, created ? "creation" : "override");
     api_reply(c, 200,
               json_pack("{s:s, s:s}", "providerConfigKey", j->integ.unique_key, "connectionId",
@@ -643,12 +643,14 @@ api_oauth2_cc(struct api_ctx *c)
     in.connection_config = j->cfg;
     in.client_id = j->client_id;
     in.client_secret = j->client_secret;
+    /* suspend first: the exchange may complete (and resume) before this thread goes on */
+    http_req_suspend(c->req);
     if (oauth_cc_exchange(c->app, &in, link_done, j, &res_err) != LATCH_OK) {
         link_fail(j, &res_err);
+        http_req_resume(c->req);
         goto out;
     }
     j = NULL; /* owned by the exchange now */
-    http_req_suspend(c->req);
 out:
     json_decref(errs);
     json_decref(cd);

@@ -98,14 +98,10 @@ struct proxy {
     bool down_error;
     bool curl_paused;
     bool reader_waiting;
-    bool timed_out; /* the first-byte deadline cancelled the attempt */
     int done_attempt; /* last attempt whose on_done ran */
 };
 
-struct attempt_timer {
-    struct proxy *px;
-    int attempt;
-};
+
 
 /* ---- small ring buffer ---- */
 
@@ -599,8 +595,6 @@ on_done(void *ud, latch_rc rc, const char *error)
     }
     case RESP_PENDING:
         /* no response at all: network error or timeout */
-        if (px->timed_out)
-            rc = LATCH_E_TIMEOUT;
         if (px->retries_left > 0 && rc != LATCH_E_TIMEOUT && rc != LATCH_E_DENIED &&
             px->body_mode != BODY_STREAM) {
             px->retries_left--;
@@ -623,29 +617,6 @@ on_done(void *ud, latch_rc rc, const char *error)
         break;
     }
     proxy_unref(px); /* the attempt's reference */
-}
-
-/*
- * The proxy timeout bounds the wait for the upstream's response headers; once a response
- * streams, it may take as long as the body needs (a 1 GB download is not cut at 60 s).
- */
-static void
-attempt_deadline(void *ud)
-{
-    struct attempt_timer *at = ud;
-    struct proxy *px = at->px;
-    struct outbound_stream *st = NULL;
-
-    pthread_mutex_lock(&px->mu);
-    if (px->attempt == at->attempt && px->mode == RESP_PENDING && px->st != NULL) {
-        px->timed_out = true;
-        st = px->st;
-    }
-    pthread_mutex_unlock(&px->mu);
-    if (st != NULL)
-        outbound_stream_cancel(st);
-    free(at);
-    proxy_unref(px);
 }
 
 static void
@@ -675,7 +646,13 @@ start_attempt(struct proxy *px)
     rq.url = px->url;
     rq.headers = h;
     rq.n_headers = nh;
+    /*
+     * The proxy timeout is an idle timeout: no byte for that long (waiting for the headers, or a
+     * stalled body) fails the attempt. A body that keeps flowing may last up to 6 h, so a 1 GB
+     * download is not cut at 60 s, and no per-request timer is needed.
+     */
     rq.timeout_ms = LATCH_PROXY_MAX_STREAM_MS;
+    rq.idle_timeout_ms = px->app->cfg->proxy_timeout_ms;
     rq.follow_redirects = false;
     if (px->body_mode == BODY_BUFFERED) {
         rq.body = px->body.data ? px->body.data : "";
@@ -685,7 +662,6 @@ start_attempt(struct proxy *px)
     }
     pthread_mutex_lock(&px->mu);
     px->mode = RESP_PENDING;
-    px->timed_out = false;
     px->attempt++;
     px->refs++; /* the attempt's reference, dropped in on_done */
     pthread_mutex_unlock(&px->mu);
@@ -714,18 +690,7 @@ start_attempt(struct proxy *px)
         return;
     }
     px->st = st;
-    {
-        struct attempt_timer *at = xcalloc(1, sizeof *at);
-
-        at->px = px;
-        at->attempt = px->attempt;
-        px->refs++; /* the deadline timer's reference */
-        pthread_mutex_unlock(&px->mu);
-        if (timer_after(px->app->timer, left, attempt_deadline, at) != LATCH_OK) {
-            free(at);
-            proxy_unref(px);
-        }
-    }
+    pthread_mutex_unlock(&px->mu);
 }
 
 /* ---- token and URL ---- */

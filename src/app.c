@@ -240,6 +240,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     rc = outbound_start(&oo, &a->outbound, err);
     if (rc != LATCH_OK)
         return rc;
+    a->authcache = authcache_new();
     a->rl_env = ratelimit_new(cfg->rate_env, 2.0 * cfg->rate_env);
     a->rl_ip = ratelimit_new(cfg->rate_ip, 2.0 * cfg->rate_ip);
     rc = timer_start(&a->timer);
@@ -279,6 +280,8 @@ app_stop(struct app *a)
     a->webhook = NULL;
     refresher_stop(a->refresher);
     a->refresher = NULL;
+    authcache_free(a->authcache);
+    a->authcache = NULL;
     ratelimit_free(a->rl_env);
     a->rl_env = NULL;
     ratelimit_free(a->rl_ip);

@@ -23,6 +23,7 @@ struct webhook;
 struct refresher;
 struct timer;
 struct ratelimit;
+struct authcache;
 
 struct app {
     const struct config *cfg;
@@ -36,6 +37,7 @@ struct app {
     struct timer *timer;
     struct ratelimit *rl_env;
     struct ratelimit *rl_ip;
+    struct authcache *authcache;
     char node_id[33]; /* random per process: lease owner prefix */
 };
 

@@ -62,7 +62,7 @@
 #define OUTBOUND_MAX_REDIRS 3L
 /* Connection pool of the multi handle. */
 #define OUTBOUND_MAX_HOST_CONNECTIONS 1024L
-#define OUTBOUND_MAX_CONNECTS 256L
+#define OUTBOUND_MAX_CONNECTS 2048L
 #define OUTBOUND_CONN_MAXAGE_S 60L
 /* Longest sleep of the curl thread when idle (curl's own timers cut it short). */
 #define OUTBOUND_POLL_MS 1000
@@ -979,6 +979,11 @@ job_new(struct outbound *ob, const struct outbound_req *req, const struct outbou
                                        : (long)LATCH_OUTBOUND_CONNECT_TIMEOUT_MS);
     SETOPT(e, CURLOPT_TIMEOUT_MS,
            req->timeout_ms > 0 ? req->timeout_ms : (long)LATCH_OUTBOUND_TOKEN_TIMEOUT_MS);
+    if (req->idle_timeout_ms > 0) {
+        SETOPT(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        SETOPT(e, CURLOPT_LOW_SPEED_TIME,
+               req->idle_timeout_ms < 1000 ? 1L : (req->idle_timeout_ms + 999) / 1000);
+    }
     SETOPT(e, CURLOPT_SSL_VERIFYPEER, 1L);
     SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
     SETOPT(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);

@@ -57,6 +57,8 @@ struct outbound_req {
     size_t body_len;
     long connect_timeout_ms;          /* 0 = LATCH_OUTBOUND_CONNECT_TIMEOUT_MS */
     long timeout_ms;                  /* total; 0 = LATCH_OUTBOUND_TOKEN_TIMEOUT_MS */
+    long idle_timeout_ms;             /* abort when no byte moves for this long (s resolution);
+                                         0 = none. LATCH_E_TIMEOUT like the total timeout. */
     size_t max_response;              /* body cap; 0 = LATCH_MAX_TOKEN_RESPONSE */
     bool follow_redirects;            /* false for token calls */
 };

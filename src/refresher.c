@@ -30,6 +30,8 @@
 /* last_fetched_at is written at most this often per connection (reads stay read-only). */
 #define REFRESH_TOUCH_INTERVAL_MS 60000
 #define REFRESH_MAX_BACKOFF_MS (3600LL * 1000)
+/* Pending last_fetched_at updates, written by the background thread (best effort). */
+#define REFRESH_TOUCH_SLOTS 8192
 
 struct waiter {
     refresher_done_fn done;
@@ -63,7 +65,59 @@ struct refresher {
     atomic_uint_fast64_t seq;
     atomic_uint_fast64_t token_requests;
     int margin_override_s; /* LATCH_REFRESH_MARGIN_S set explicitly: wins over providers */
+    /*
+     * Reads never write: connections whose last_fetched_at is stale are queued here (an
+     * open-addressing set of row ids, 0 = empty) and written by the background thread, so a
+     * token read costs no fsync.
+     */
+    int64_t touch_ids[REFRESH_TOUCH_SLOTS];
+    size_t n_touch;
 };
+
+static void
+touch_later(struct refresher *rf, int64_t id)
+{
+    size_t i = (size_t)((uint64_t)id * 11400714819323198485ULL >> 51) % REFRESH_TOUCH_SLOTS;
+
+    pthread_mutex_lock(&rf->mu);
+    if (rf->n_touch < REFRESH_TOUCH_SLOTS / 2) {
+        for (;; i = (i + 1) % REFRESH_TOUCH_SLOTS) {
+            if (rf->touch_ids[i] == id)
+                break;
+            if (rf->touch_ids[i] == 0) {
+                rf->touch_ids[i] = id;
+                rf->n_touch++;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&rf->mu);
+}
+
+/* Called with rf->mu held; drops it while writing. */
+static void
+flush_touches(struct refresher *rf)
+{
+    int64_t *ids;
+    size_t n = 0;
+    int64_t now = store_now_ms();
+
+    if (rf->n_touch == 0)
+        return;
+    ids = xmalloc(rf->n_touch * sizeof *ids);
+    for (size_t i = 0; i < REFRESH_TOUCH_SLOTS; i++) {
+        if (rf->touch_ids[i] != 0) {
+            ids[n++] = rf->touch_ids[i];
+            rf->touch_ids[i] = 0;
+        }
+    }
+    rf->n_touch = 0;
+    pthread_mutex_unlock(&rf->mu);
+    for (size_t i = 0; i < n; i++)
+        (void)store_connection_touch(rf->app->store, ids[i], now);
+    free(ids);
+    pthread_mutex_lock(&rf->mu);
+}
 
 void
 refresh_result_clear(struct refresh_result *r)
@@ -420,7 +474,7 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
         return true;
     }
     if (now - c.last_fetched_at > REFRESH_TOUCH_INTERVAL_MS) {
-        (void)store_connection_touch(rf->app->store, c.id, now);
+        touch_later(rf, c.id);
         c.last_fetched_at = now;
     }
     if (c.needs_reauth && !force) {
@@ -566,6 +620,7 @@ refresher_main(void *arg)
             }
             pthread_mutex_lock(&rf->mu);
         }
+        flush_touches(rf);
         now = store_now_ms();
         if (rf->app->cfg->background_refresh && now - last_scan >= REFRESH_SCAN_INTERVAL_MS) {
             last_scan = now;
@@ -580,6 +635,7 @@ refresher_main(void *arg)
             pthread_mutex_lock(&rf->mu);
         }
     }
+    flush_touches(rf);
     pthread_mutex_unlock(&rf->mu);
     return NULL;
 }

@@ -137,6 +137,8 @@ webhook_auth_event(struct app *a, const struct store_env *env, const struct stor
                                                                      : conn->webhook_url_override;
     json_t *b, *tags, *eu;
 
+    if (env == NULL)
+        return LATCH_E_UNAVAILABLE;
     if (!gated(env, operation, ov))
         return LATCH_OK;
     b = base_body(a, env, conn->provider_config_key, conn->provider, conn->connection_id,
@@ -160,6 +162,8 @@ webhook_auth_failure(struct app *a, const struct store_env *env, const char *pro
 {
     json_t *b, *tags, *eu;
 
+    if (env == NULL)
+        return LATCH_E_UNAVAILABLE;
     if (!gated(env, operation, url_override))
         return LATCH_OK;
     b = base_body(a, env, provider_config_key, provider, connection_id, operation, false, err_type,

@@ -100,8 +100,10 @@ http {
     async stop() {
       if (child.exitCode !== null) return;
       const done = new Promise((r) => child.once('exit', r));
-      child.kill('SIGQUIT');
+      child.kill('SIGTERM'); // fast shutdown: don't wait for idle keep-alive clients
+      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
       await done;
+      clearTimeout(t);
     },
   };
 }

@@ -4,12 +4,24 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { startStack, api, LATCH_BIN } from './lib/stack.mjs';
 
 let s;
 before(async () => { s = await startStack(); });
 after(async () => { await s?.stop(); });
+
+function rawRequest(baseUrl, text) {
+  const u = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(Number(u.port), u.hostname, () => sock.write(text));
+    let got = '';
+    sock.on('data', (d) => { got += d; if (got.includes('\r\n\r\n')) { sock.destroy(); resolve(got); } });
+    sock.on('error', reject);
+    sock.on('close', () => resolve(got));
+  });
+}
 
 const ISO_Z = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 const ISO_OFF = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00$/;
@@ -62,8 +74,9 @@ test('request hygiene: bad JSON, content type, unknown fields, oversize, deep JS
   assert.equal(r.status, 400);
   assert.equal(r.json.error.code, 'invalid_body');
   assert.ok(r.json.error.errors.some((e) => e.code === 'unrecognized_keys'));
-  r = await s.api('POST', '/integrations', 'x'.repeat(2 * 1024 * 1024), { raw: true, headers: { 'content-type': 'application/json' } });
-  assert.equal(r.status, 413);
+  // announce 2 MiB and send none of it: latch must answer 413 from the headers alone
+  const head = await rawRequest(s.latchUrl, `POST /integrations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.secretKey}\r\nContent-Type: application/json\r\nContent-Length: ${2 * 1024 * 1024}\r\n\r\n`);
+  assert.match(head, /^HTTP\/1\.1 413 /);
   r = await s.api('POST', '/integrations', '['.repeat(5000) + ']'.repeat(5000), { raw: true, headers: { 'content-type': 'application/json' } });
   assert.equal(r.status, 400);
   r = await s.api('GET', '/integrations?x=1');
