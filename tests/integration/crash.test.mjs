@@ -202,7 +202,7 @@ test(`${KILLS} SIGKILLs under load: database intact, every acknowledged write su
     const stop = { done: false };
     const workers = Array.from({ length: WORKERS }, (_, w) => loadWorker(w, stop));
     const rot = k % 8 === 3 ? rotate() : null;
-    await sleep(100 + ri(400));
+    await sleep(100 + ri(300));
     const pid = s.latch.child.pid;
     await s.restartLatch('SIGKILL');
     assert.notEqual(s.latch.child.pid, pid, 'latch restarted with a new process');

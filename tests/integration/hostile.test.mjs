@@ -1,12 +1,17 @@
 // Hostile clients against a real latch: >= 100,000 malformed or mutated HTTP requests over raw
 // TCP (node:net), the SSRF corpus through both ways an instance enters latch, and a few
 // slowloris sockets. latch must answer every request with a parseable HTTP response below 500
-// (or close the connection), stay healthy, not restart, and not grow its RSS.
+// (or close the connection), stay healthy, not restart, and not grow its RSS. The one 5xx
+// accepted is the HTTP layer's 505 for a request line whose version is not HTTP/1.0 or 1.1.
 //
-// Env: HOSTILE_REQUESTS (default 100000), HOSTILE_ONLY (kinds, comma-separated), HOSTILE_ROUTES
-// (regex on "METHOD /path" of the templates), HOSTILE_CONCURRENCY (32), HOSTILE_SEED (random; printed
-// so a failing run can be replayed), HOSTILE_MAX_FAILURES (200: stop early past it). Failures are written to <build>/test-artifacts/hostile-*.json
-// with the exact request bytes (hex) that triggered them.
+// Env:
+//   HOSTILE_REQUESTS (default 100000), HOSTILE_CONCURRENCY (32),
+//   HOSTILE_SEED (random; printed so a failing run can be replayed),
+//   HOSTILE_MAX_FAILURES (200: stop early past it),
+//   HOSTILE_ONLY (generator kinds, comma-separated) and HOSTILE_ROUTES (regex on "METHOD /path"
+//   of the templates) to bisect a finding, HOSTILE_LINGER_MS (watch RSS/fds after the flood).
+// Failures are written to <build>/test-artifacts/hostile-<seed>.json with the exact request
+// bytes (hex) that triggered them.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
