@@ -27,8 +27,8 @@ static const struct api_route routes[] = {
     {"POST", "/integrations", api_integration_create, AUTH_SECRET, API_JSON_BODY | API_NO_QUERY,
      LATCH_MAX_JSON_BODY},
     {"GET", "/integrations/:key", api_integration_get, AUTH_SECRET, 0, 0},
-    {"PATCH", "/integrations/:key", api_integration_patch, AUTH_SECRET, API_JSON_BODY | API_NO_QUERY,
-     LATCH_MAX_JSON_BODY},
+    {"PATCH", "/integrations/:key", api_integration_patch, AUTH_SECRET,
+     API_JSON_BODY | API_NO_QUERY, LATCH_MAX_JSON_BODY},
     {"DELETE", "/integrations/:key", api_integration_delete, AUTH_SECRET, API_NO_QUERY, 0},
     {"POST", "/connections/metadata", api_metadata_set, AUTH_SECRET, API_JSON_BODY | API_NO_QUERY,
      LATCH_MAX_JSON_BODY},
@@ -196,9 +196,11 @@ api_error_list(struct api_ctx *c, unsigned status, const char *code, const char 
                json_t *errors)
 {
     json_t *e = json_object();
+    char *m = latch_utf8_sanitize(message);
 
     json_object_set_new(e, "code", json_string(code));
-    json_object_set_new(e, "message", json_string(message));
+    json_object_set_new(e, "message", json_string(m));
+    free(m);
     json_object_set_new(e, "errors", errors);
     http_req_log_kv(c->req, "err", code);
     api_reply(c, status, json_pack("{s:o}", "error", e));
@@ -208,11 +210,17 @@ void
 api_issue(json_t *errors, const char *code, const char *message, const char *const *path)
 {
     json_t *p = json_array();
+    char *m = latch_utf8_sanitize(message);
 
-    for (size_t i = 0; path != NULL && path[i] != NULL; i++)
-        json_array_append_new(p, json_string(path[i]));
+    for (size_t i = 0; path != NULL && path[i] != NULL; i++) {
+        char *seg = latch_utf8_sanitize(path[i]);
+
+        json_array_append_new(p, json_string(seg));
+        free(seg);
+    }
     json_array_append_new(errors,
-                          json_pack("{s:s, s:s, s:o}", "code", code, "message", message, "path", p));
+                          json_pack("{s:s, s:s, s:o}", "code", code, "message", m, "path", p));
+    free(m);
 }
 
 void
@@ -252,8 +260,8 @@ api_fmt_time(int64_t ms, bool plus00, char out[40])
 
     gmtime_r(&t, &tm);
     (void)snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03d%s", tm.tm_year + 1900,
-                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                   (int)(ms % 1000), plus00 ? "+00:00" : "Z");
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000),
+                   plus00 ? "+00:00" : "Z");
     latch_strlcpy(out, tmp, 40);
 }
 
@@ -666,6 +674,13 @@ api_dispatch(struct http_req *req, void *appv)
         else
             api_error(c, 404, "not_found", "Unknown route.");
         return;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (c->params[i] != NULL && !latch_utf8_clean(c->params[i])) {
+            api_error(c, 400, "invalid_uri_params",
+                      "The URL path must be valid UTF-8 without control characters.");
+            return;
+        }
     }
     if (strstr(http_req_raw_target(req), "%00") != NULL) {
         /* a decoded NUL would silently truncate a value (e.g. an instance name) */

@@ -25,35 +25,36 @@ struct app;
 struct api_ctx {
     struct app *app;
     struct http_req *req;
-    const char *params[4];       /* path captures, borrowed from cap_buf */
+    const char *params[4]; /* path captures, borrowed from cap_buf */
     char cap_buf[1024];
-    int64_t env_id;              /* authenticated environment, 0 if none */
-    struct store_env env;        /* loaded on first use: see api_env() */
+    int64_t env_id;       /* authenticated environment, 0 if none */
+    struct store_env env; /* loaded on first use: see api_env() */
     bool env_loaded;
     struct store_session session; /* when authenticated by a connect session */
     bool by_session;
-    json_t *body;                /* parsed JSON body (owned), NULL if none */
+    json_t *body; /* parsed JSON body (owned), NULL if none */
 };
 
 enum api_auth {
     AUTH_NONE = 0,
-    AUTH_SECRET,              /* Authorization: Bearer <secret key> */
-    AUTH_SESSION_OR_SECRET,   /* Bearer <session token or secret key> */
-    AUTH_SESSION_HEADER,      /* Bearer <session token> only */
-    AUTH_SESSION_QUERY,       /* ?connect_session_token= */
+    AUTH_SECRET,            /* Authorization: Bearer <secret key> */
+    AUTH_SESSION_OR_SECRET, /* Bearer <session token or secret key> */
+    AUTH_SESSION_HEADER,    /* Bearer <session token> only */
+    AUTH_SESSION_QUERY,     /* ?connect_session_token= */
 };
 
 enum {
-    API_JSON_BODY = 1 << 0,   /* body must be JSON (415 on other content types), parsed into ctx->body */
-    API_NO_QUERY = 1 << 1,    /* any query parameter is a 400 invalid_query_params */
-    API_STREAM = 1 << 2,      /* proxy: body streamed, not buffered */
+    API_JSON_BODY =
+        1 << 0, /* body must be JSON (415 on other content types), parsed into ctx->body */
+    API_NO_QUERY = 1 << 1, /* any query parameter is a 400 invalid_query_params */
+    API_STREAM = 1 << 2,   /* proxy: body streamed, not buffered */
 };
 
 typedef void (*api_handler_fn)(struct api_ctx *c);
 
 struct api_route {
-    const char *method;   /* "GET", ... or "*" */
-    const char *pattern;  /* "/connections/:id", trailing "*" matches the rest */
+    const char *method;  /* "GET", ... or "*" */
+    const char *pattern; /* "/connections/:id", trailing "*" matches the rest */
     api_handler_fn handler;
     enum api_auth auth;
     unsigned flags;

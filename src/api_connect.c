@@ -61,8 +61,7 @@ create_session(struct api_ctx *c, json_t *b, json_t *errs, int64_t reconnect_row
     else if (json_object_get(b, "tags") == NULL && reconnect_row == 0) {
         const char *const path[] = {"end_user", NULL};
 
-        api_issue(errs, "invalid_type", "Invalid input: expected object, received undefined",
-                  path);
+        api_issue(errs, "invalid_type", "Invalid input: expected object, received undefined", path);
     }
     v = json_object_get(b, "organization");
     if (v != NULL && !json_is_null(v))
@@ -255,14 +254,12 @@ api_connect_session_reconnect(struct api_ctx *c)
     if (cid == NULL) {
         const char *const path[] = {"connection_id", NULL};
 
-        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined",
-                  path);
+        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined", path);
     }
     if (iid == NULL) {
         const char *const path[] = {"integration_id", NULL};
 
-        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined",
-                  path);
+        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined", path);
     }
     if (json_array_size(errs) > 0) {
         api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
@@ -298,10 +295,9 @@ api_connect_session_get(struct api_ctx *c)
         json_decref(eu);
         eu = json_null();
     }
-    data = json_pack(
-        "{s:o, s:{s:b, s:s, s:{s:{s:s}, s:{s:s}}}}", "endUser", eu, "connectUISettings",
-        "showWatermark", 0, "defaultTheme", "system", "theme", "light", "primary", "#00B2E3",
-        "dark", "primary", "#00B2E3");
+    data = json_pack("{s:o, s:{s:b, s:s, s:{s:{s:s}, s:{s:s}}}}", "endUser", eu,
+                     "connectUISettings", "showWatermark", 0, "defaultTheme", "system", "theme",
+                     "light", "primary", "#00B2E3", "dark", "primary", "#00B2E3");
     if (s->allowed_integrations_json != NULL)
         json_object_set_new(data, "allowed_integrations",
                             api_json_col(s->allowed_integrations_json));
@@ -410,11 +406,10 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
     char msg[400];
 
     (void)snprintf(msg, sizeof msg, "Failed to fetch client credentials token: %s", res->message);
-    (void)webhook_auth_failure(c->app, api_env(c), j->integ.unique_key, j->integ.provider,
-                               j->connection_id, c->session.end_user_json, c->session.tags_json,
-                               j->existing ? "override" : "creation",
-                               "client_credentials_fetch_error", res->message,
-                               c->session.webhook_url_override);
+    (void)webhook_auth_failure(
+        c->app, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
+        c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
+        "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
     http_req_log_kv(c->req, "reason", res->reason);
     api_reply(c, status_for(res->outcome),
               json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "client_credentials_fetch_error",
@@ -467,10 +462,11 @@ link_done(struct oauth_cc_result *res, void *ud)
     rc = store_connection_upsert(c->app->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true, NULL,
-                             NULL, c->session.webhook_url_override);
-    log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s", api_env(c) ? api_env(c)->name : "?",
-             j->integ.provider, (long long)conn.id, created ? "creation" : "override");
+    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true,
+                             NULL, NULL, c->session.webhook_url_override);
+    log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s",
+             api_env(c) ? api_env(c)->name : "?", j->integ.provider, (long long)conn.id,
+             created ? "creation" : "override");
     api_reply(c, 200,
               json_pack("{s:s, s:s}", "providerConfigKey", j->integ.unique_key, "connectionId",
                         j->connection_id));

@@ -193,8 +193,7 @@ require_pck(struct api_ctx *c)
         json_t *errs = json_array();
         const char *const path[] = {"provider_config_key", NULL};
 
-        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined",
-                  path);
+        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined", path);
         api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", errs);
         return NULL;
     }
@@ -235,9 +234,9 @@ tag_cb(const char *k, const char *v, void *ud)
 void
 api_connections_list(struct api_ctx *c)
 {
-    static const char *const allowed[] = {"connectionId", "search", "endUserId",
-                                          "endUserOrganizationId", "integrationId", "limit",
-                                          "page", "userId", NULL};
+    static const char *const allowed[] = {
+        "connectionId", "search", "endUserId", "endUserOrganizationId", "integrationId", "limit",
+        "page",         "userId", NULL};
     struct store_conn_filter f;
     struct tagq tq;
     struct store_connection *rows = NULL;
@@ -578,7 +577,8 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
             (void)snprintf(msg, sizeof msg,
                            "Connection with connection id %.255s and provider config key %.255s "
                            "not found. Please make sure the connection exists%s",
-                           id, pck, n > 1 ? ". No actions were taken on any of the connections." : "");
+                           id, pck,
+                           n > 1 ? ". No actions were taken on any of the connections." : "");
             api_error(c, 404, "unknown_connection", msg);
             goto out;
         }
@@ -659,8 +659,7 @@ metadata_route(struct api_ctx *c, bool merge)
     if (pck == NULL) {
         const char *const path[] = {"provider_config_key", NULL};
 
-        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined",
-                  path);
+        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined", path);
     }
     if (!json_is_object(md)) {
         const char *const path[] = {"metadata", NULL};
@@ -722,10 +721,14 @@ api_legacy_metadata_update(struct api_ctx *c)
 static json_t *
 import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expires_at)
 {
-    static const char *const allowed[] = {"type",          "token",
-                                          "client_id",     "client_secret",
-                                          "client_certificate", "client_private_key",
-                                          "expires_at",    "raw",
+    static const char *const allowed[] = {"type",
+                                          "token",
+                                          "client_id",
+                                          "client_secret",
+                                          "client_certificate",
+                                          "client_private_key",
+                                          "expires_at",
+                                          "raw",
                                           NULL};
     const char *const path[] = {"credentials", NULL};
     size_t before = json_array_size(errs);
@@ -733,8 +736,7 @@ import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expi
     json_t *out, *ea;
 
     if (!json_is_object(v)) {
-        api_issue(errs, "invalid_type", "Invalid input: expected object, received undefined",
-                  path);
+        api_issue(errs, "invalid_type", "Invalid input: expected object, received undefined", path);
         return NULL;
     }
     type = json_string_value(json_object_get(v, "type"));
@@ -804,10 +806,14 @@ import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expi
 void
 api_connection_create(struct api_ctx *c)
 {
-    static const char *const allowed[] = {"provider_config_key", "connection_id",
-                                          "metadata",            "connection_config",
-                                          "webhook_url_override", "end_user",
-                                          "tags",                "credentials",
+    static const char *const allowed[] = {"provider_config_key",
+                                          "connection_id",
+                                          "metadata",
+                                          "connection_config",
+                                          "webhook_url_override",
+                                          "end_user",
+                                          "tags",
+                                          "credentials",
                                           NULL};
     const char *const root[] = {NULL};
     json_t *errs = json_array(), *b = c->body, *v;
@@ -833,8 +839,7 @@ api_connection_create(struct api_ctx *c)
     if (pck == NULL) {
         const char *const path[] = {"provider_config_key", NULL};
 
-        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined",
-                  path);
+        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined", path);
         goto invalid;
     }
     v = json_object_get(b, "connection_id");
@@ -923,8 +928,8 @@ api_connection_create(struct api_ctx *c)
     rc = store_connection_upsert(c->app->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true, NULL,
-                             NULL, NULL);
+    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true,
+                             NULL, NULL, NULL);
     {
         json_t *pub = json_deep_copy(creds);
 

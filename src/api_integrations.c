@@ -177,9 +177,9 @@ api_integrations_list(struct api_ctx *c)
 void
 api_integration_create(struct api_ctx *c)
 {
-    static const char *const allowed[] = {"provider",    "unique_key",         "display_name",
+    static const char *const allowed[] = {"provider",         "unique_key",  "display_name",
                                           "forward_webhooks", "credentials", "integration_config",
-                                          "custom",      NULL};
+                                          "custom",           NULL};
     const char *const root[] = {NULL};
     json_t *errs = json_array();
     json_t *b = c->body;

@@ -55,7 +55,7 @@ struct proxy {
     struct app *app;
     struct http_req *req; /* valid until the MHD side is finished (see mhd_done) */
     struct api_ctx *c;
-    bool mhd_done;        /* response finished or client gone: never touch req again */
+    bool mhd_done; /* response finished or client gone: never touch req again */
     /* request */
     char *method;
     char *endpoint;
@@ -100,8 +100,6 @@ struct proxy {
     bool reader_waiting;
     int done_attempt; /* last attempt whose on_done ran */
 };
-
-
 
 /* ---- small ring buffer ---- */
 
@@ -239,10 +237,18 @@ finish_plain(struct proxy *px, unsigned status, const char *code, const char *me
 static bool
 hop_by_hop(const char *n)
 {
-    static const char *const hop[] = {"connection",     "keep-alive",        "proxy-authenticate",
-                                      "proxy-authorization", "te",           "trailer",
-                                      "trailers",       "transfer-encoding", "upgrade",
-                                      "content-length", "host",              NULL};
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-authenticate",
+                                      "proxy-authorization",
+                                      "te",
+                                      "trailer",
+                                      "trailers",
+                                      "transfer-encoding",
+                                      "upgrade",
+                                      "content-length",
+                                      "host",
+                                      NULL};
 
     for (size_t i = 0; hop[i] != NULL; i++)
         if (strcasecmp(n, hop[i]) == 0)
@@ -600,8 +606,7 @@ on_done(void *ud, latch_rc rc, const char *error)
             px->retries_left--;
             schedule_retry(px);
         } else if (rc == LATCH_E_TIMEOUT) {
-            finish_plain(px, 504, "upstream_timeout", "The provider did not answer in time.",
-                         NULL);
+            finish_plain(px, 504, "upstream_timeout", "The provider did not answer in time.", NULL);
         } else if (rc == LATCH_E_DENIED) {
             finish_plain(px, 400, "base_url_not_allowed",
                          "latch's outbound policy refused the upstream address.", NULL);
@@ -666,7 +671,7 @@ start_attempt(struct proxy *px)
     px->refs++; /* the attempt's reference, dropped in on_done */
     pthread_mutex_unlock(&px->mu);
     rc = outbound_stream_start(px->app->outbound, &rq,
-                               px->body_mode == BODY_STREAM ? -1
+                               px->body_mode == BODY_STREAM     ? -1
                                : px->body_mode == BODY_BUFFERED ? (long long)px->body.len
                                                                 : 0,
                                &cbs, px, &st);
@@ -734,8 +739,7 @@ build_target(struct proxy *px, struct latch_err *err)
             if (strcasecmp(host, px->provider->proxy_allowed_hosts[i]) == 0)
                 ok = true;
         if (!ok) {
-            latch_err_set(err, "Base-Url-Override host %s is not allowed for this provider.",
-                          host);
+            latch_err_set(err, "Base-Url-Override host %s is not allowed for this provider.", host);
             return false;
         }
     }
@@ -798,8 +802,8 @@ token_ready(struct proxy *px, struct refresh_result *r)
                 set_by_caller = true;
         if (set_by_caller || strcasecmp(px->provider->proxy_headers[i].key, "authorization") == 0)
             continue;
-        if (tmpl_eval(px->provider->proxy_headers[i].value, tmpl_lookup, px, 0, v, sizeof v,
-                      &e2) == LATCH_OK &&
+        if (tmpl_eval(px->provider->proxy_headers[i].value, tmpl_lookup, px, 0, v, sizeof v, &e2) ==
+                LATCH_OK &&
             strpbrk(v, "\r\n") == NULL)
             add_header(px, px->provider->proxy_headers[i].key, v);
     }
@@ -854,7 +858,8 @@ body_sink(void *ud, const char *data, size_t len)
             start = px->upstream_wanted;
             px->upstream_wanted = false;
         } else if (buf_append(&px->body, data, len) != LATCH_OK) {
-            /* more than Content-Length promised: drop the excess; upstream gets what was promised */
+            /* more than Content-Length promised: drop the excess; upstream gets what was promised
+             */
         }
     } else {
         if (data == NULL) {
@@ -969,8 +974,9 @@ api_proxy(struct api_ctx *c)
     v = http_req_header(c->req, "Base-Url-Override");
     if (v != NULL && v[0] != '\0') {
         if (!c->app->cfg->base_url_override) {
-            api_error(c, 400, "base_url_override_disabled",
-                      "Base-Url-Override is disabled on this latch (LATCH_PROXY_BASE_URL_OVERRIDE).");
+            api_error(
+                c, 400, "base_url_override_disabled",
+                "Base-Url-Override is disabled on this latch (LATCH_PROXY_BASE_URL_OVERRIDE).");
             goto fail;
         }
         px->base_override = xstrdup(v);

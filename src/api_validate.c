@@ -120,8 +120,8 @@ apiv_tags(json_t *v, const char *field, json_t *errors)
 json_t *
 apiv_end_user(json_t *v, const char *field, json_t *errors)
 {
-    static const char *const allowed[] = {"id", "email", "display_name", "tags", "organization",
-                                          NULL};
+    static const char *const allowed[] = {"id",   "email",        "display_name",
+                                          "tags", "organization", NULL};
     const char *const path[] = {field, NULL};
     size_t before = json_array_size(errors);
     json_t *out, *tags = NULL, *org = NULL;
@@ -169,9 +169,10 @@ apiv_end_user(json_t *v, const char *field, json_t *errors)
         return NULL;
     }
     out = json_pack("{s:O}", "id", json_object_get(v, "id"));
-    json_object_set_new(out, "email", json_is_string(json_object_get(v, "email"))
-                                          ? json_deep_copy(json_object_get(v, "email"))
-                                          : json_null());
+    json_object_set_new(out, "email",
+                        json_is_string(json_object_get(v, "email"))
+                            ? json_deep_copy(json_object_get(v, "email"))
+                            : json_null());
     json_object_set_new(out, "display_name",
                         json_is_string(json_object_get(v, "display_name"))
                             ? json_deep_copy(json_object_get(v, "display_name"))
@@ -275,8 +276,7 @@ apiv_connection_config(const struct catalog_provider *p, json_t *cfg, const char
             latch_err_clear(&err);
             if (strlen(json_string_value(v)) != json_string_length(v) ||
                 catalog_field_validate(f, json_string_value(v), &err) != LATCH_OK) {
-                api_issue(errors, "invalid_string",
-                          err.msg[0] ? err.msg : "Invalid value", path);
+                api_issue(errors, "invalid_string", err.msg[0] ? err.msg : "Invalid value", path);
                 continue;
             }
         }
@@ -291,8 +291,7 @@ apiv_connection_config(const struct catalog_provider *p, json_t *cfg, const char
                 const char *const path[] = {prefix, f->name, NULL};
                 char msg[200];
 
-                (void)snprintf(msg, sizeof msg, "%s is required",
-                               f->title ? f->title : f->name);
+                (void)snprintf(msg, sizeof msg, "%s is required", f->title ? f->title : f->name);
                 api_issue(errors, "invalid_type", msg, path);
             }
         }

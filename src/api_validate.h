@@ -12,7 +12,8 @@
 
 struct catalog_provider;
 
-/* end_user: {id, email?, display_name?, tags?, organization?}; returns a normalised copy or NULL. */
+/* end_user: {id, email?, display_name?, tags?, organization?}; returns a normalised copy or NULL.
+ */
 json_t *apiv_end_user(json_t *v, const char *field, json_t *errors);
 /* organization: {id, display_name?} */
 json_t *apiv_organization(json_t *v, const char *field, json_t *errors);

@@ -257,7 +257,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     ho.port = (uint16_t)cfg->port;
     ho.threads = (unsigned)cfg->threads;
     ho.conn_limit = (unsigned)cfg->conn_limit;
-    ho.conn_timeout_s = 60;
+    ho.conn_timeout_s = (unsigned)cfg->conn_timeout_s;
     ho.header_limit = LATCH_MAX_HEADER_BYTES;
     ho.dispatch = api_dispatch;
     ho.body_limit = api_body_limit;

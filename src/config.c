@@ -50,6 +50,8 @@ static const struct cfg_def defs[] = {
      "HTTP worker threads (0 = number of CPUs)"},
     {"LATCH_MAX_CONNECTIONS", CFG_INT, OFF(conn_limit), "4096", 16, 100000, false,
      "concurrent client connections"},
+    {"LATCH_CONNECTION_TIMEOUT_S", CFG_INT, OFF(conn_timeout_s), "10", 1, 3600, false,
+     "close client connections idle this long (also bounds half-sent requests)"},
     {"LATCH_WEBHOOK_URL", CFG_STR, OFF(webhook_url), NULL, 0, 0, false,
      "webhook URL of the dev environment (also: latch env set-webhook)"},
     {"LATCH_REFRESH_MARGIN_S", CFG_INT, OFF(refresh_margin_s), "900", 0, 86400, false,
@@ -118,8 +120,8 @@ config_load(struct config *c, struct latch_err *err)
             long long n = latch_strtonum(v, d->min, d->max, &e);
 
             if (e != NULL) {
-                latch_err_set(err, "%s: %s (expected an integer in %lld..%lld)", d->env, e,
-                              d->min, d->max);
+                latch_err_set(err, "%s: %s (expected an integer in %lld..%lld)", d->env, e, d->min,
+                              d->max);
                 return LATCH_E_INVAL;
             }
             *(int *)(void *)base = (int)n;
@@ -180,7 +182,8 @@ config_print(const struct config *c, FILE *f)
             fprintf(f, "  %-30s %d\n", d->env, *(const int *)(const void *)base);
             break;
         case CFG_BOOL:
-            fprintf(f, "  %-30s %s\n", d->env, *(const bool *)(const void *)base ? "true" : "false");
+            fprintf(f, "  %-30s %s\n", d->env,
+                    *(const bool *)(const void *)base ? "true" : "false");
             break;
         }
     }
@@ -190,6 +193,7 @@ void
 config_help(FILE *f)
 {
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
-        fprintf(f, "  %-30s %s%s%s%s\n", defs[i].env, defs[i].help, defs[i].def ? " [default: " : "",
-                defs[i].def ? defs[i].def : "", defs[i].def ? "]" : "");
+        fprintf(f, "  %-30s %s%s%s%s\n", defs[i].env, defs[i].help,
+                defs[i].def ? " [default: " : "", defs[i].def ? defs[i].def : "",
+                defs[i].def ? "]" : "");
 }

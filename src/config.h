@@ -27,6 +27,7 @@ struct config {
     char *log_level;          /* LATCH_LOG_LEVEL */
     int threads;              /* LATCH_THREADS */
     int conn_limit;           /* LATCH_MAX_CONNECTIONS */
+    int conn_timeout_s;       /* LATCH_CONNECTION_TIMEOUT_S */
     char *webhook_url;        /* LATCH_WEBHOOK_URL: dev environment's webhook URL */
     int refresh_margin_s;     /* LATCH_REFRESH_MARGIN_S */
     int default_expires_in_s; /* LATCH_DEFAULT_EXPIRES_IN_S */
@@ -36,7 +37,8 @@ struct config {
     int webhook_timeout_ms;   /* LATCH_WEBHOOK_TIMEOUT_MS */
     int webhook_max_attempts; /* LATCH_WEBHOOK_MAX_ATTEMPTS */
     int webhook_backoff_ms;   /* LATCH_WEBHOOK_BACKOFF_MS (first retry delay; doubles) */
-    int refresh_backoff_ms;   /* LATCH_REFRESH_BACKOFF_MS (first back-off after a transient failure) */
+    int refresh_backoff_ms;   /* LATCH_REFRESH_BACKOFF_MS (first back-off after a transient failure)
+                               */
     int refresh_lease_ms;     /* LATCH_REFRESH_LEASE_MS */
     bool background_refresh;  /* LATCH_BACKGROUND_REFRESH */
     int rate_env;             /* LATCH_RATE_LIMIT_ENV: requests/s per environment (0 = off) */

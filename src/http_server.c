@@ -573,9 +573,13 @@ http_resp_json(struct http_req *r, unsigned status, json_t *body)
 void
 http_resp_error(struct http_req *r, unsigned status, const char *code, const char *message)
 {
-    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code != NULL ? code : "error",
-                          "message", message != NULL ? message : "");
+    /* messages may quote client input: never let invalid UTF-8 turn a 4xx into a 500 */
+    char *c = latch_utf8_sanitize(code != NULL ? code : "error");
+    char *m = latch_utf8_sanitize(message);
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", c, "message", m);
 
+    free(c);
+    free(m);
     http_resp_json(r, status, j);
 }
 

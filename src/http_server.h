@@ -42,12 +42,12 @@ typedef size_t (*http_body_limit_fn)(const char *method, const char *path, void 
 typedef bool (*http_stream_body_fn)(const char *method, const char *path, void *ud);
 
 struct http_server_opts {
-    const char *bind_addr;     /* "127.0.0.1" or "0.0.0.0"; NULL = all */
-    uint16_t port;             /* 0 = ephemeral; read back with http_server_port() */
-    unsigned threads;          /* pool size; 0 = number of CPUs */
-    unsigned conn_limit;       /* max concurrent connections */
-    unsigned conn_timeout_s;   /* idle keep-alive timeout */
-    size_t header_limit;       /* bytes for request line + headers */
+    const char *bind_addr;   /* "127.0.0.1" or "0.0.0.0"; NULL = all */
+    uint16_t port;           /* 0 = ephemeral; read back with http_server_port() */
+    unsigned threads;        /* pool size; 0 = number of CPUs */
+    unsigned conn_limit;     /* max concurrent connections */
+    unsigned conn_timeout_s; /* idle keep-alive timeout */
+    size_t header_limit;     /* bytes for request line + headers */
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
     http_stream_body_fn stream_body; /* may be NULL */

@@ -15,11 +15,12 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY                                                                  \
+    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
 #define LATCH_PROXY_MAX_RETRIES 10
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
 #define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
@@ -33,11 +34,12 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY                                                                  \
+    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
 #define LATCH_PROXY_MAX_RETRIES 10
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
 #define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
@@ -51,11 +53,12 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY                                                                  \
+    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
 #define LATCH_PROXY_MAX_RETRIES 10
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
 #define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
@@ -69,11 +72,12 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY                                                                  \
+    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
 #define LATCH_PROXY_MAX_RETRIES 10
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
 #define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
@@ -87,11 +91,12 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY                                                                  \
+    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
 #define LATCH_PROXY_MAX_RETRIES 10
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
 #define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
@@ -105,20 +110,21 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY                                                                  \
+    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
 #define LATCH_PROXY_MAX_RETRIES 10
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
 #define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 
 #endif
 
 /* Strings in the API. */
-#define LATCH_MAX_ID_LEN 255          /* connection_id, end_user.id, unique_key */
-#define LATCH_MAX_TOKEN_LEN 4096      /* access token (Nango: 1..4096) */
-#define LATCH_MAX_CLIENT_ID_LEN 255   /* Nango: 1..255 */
+#define LATCH_MAX_ID_LEN 255        /* connection_id, end_user.id, unique_key */
+#define LATCH_MAX_TOKEN_LEN 4096    /* access token (Nango: 1..4096) */
+#define LATCH_MAX_CLIENT_ID_LEN 255 /* Nango: 1..255 */
 #define LATCH_MAX_CLIENT_SECRET_LEN 2048
 #define LATCH_MAX_URL_LEN 2048
 #define LATCH_MAX_TAGS 10
@@ -151,11 +157,12 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024)      /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
+#define LATCH_PROXY_BUFFERED_BODY                                                                  \
+    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
 #define LATCH_PROXY_MAX_RETRIES 10
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)  /* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
 #define LATCH_PROXY_MAX_HEADERS 64
 #define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
 

@@ -24,24 +24,25 @@
 static int
 usage(FILE *f)
 {
-    fprintf(f, "latch %s - link your customers' third-party accounts (Nango-compatible API)\n\n"
-               "usage: latch <command> [args]\n\n"
-               "commands:\n"
-               "  serve                 run the API and the Connect UI\n"
-               "  migrate               apply database migrations and exit\n"
-               "  keys rotate           add a new encryption key and re-encrypt every secret\n"
-               "  keys retire <kid>     remove an old key (after rotate)\n"
-               "  keys status           show key ids and how many secrets each protects\n"
-               "  keys create-secret [env]  create another API secret key (default env: dev)\n"
-               "  env create <name>     create an environment (prints its secret key)\n"
-               "  env list              list environments\n"
-               "  env set-webhook <name> <url> [secondary-url]\n"
-               "  env webhook-key <name>    print the webhook signing key\n"
-               "  export <file>         dump every row (ciphertexts verbatim) to a file\n"
-               "  import <file>         load a dump into an empty database (SQLite <-> PostgreSQL)\n"
-               "  version               print the version\n\n"
-               "Run `latch <command> --help` for details. Configuration is read from the\n"
-               "environment:\n\n",
+    fprintf(f,
+            "latch %s - link your customers' third-party accounts (Nango-compatible API)\n\n"
+            "usage: latch <command> [args]\n\n"
+            "commands:\n"
+            "  serve                 run the API and the Connect UI\n"
+            "  migrate               apply database migrations and exit\n"
+            "  keys rotate           add a new encryption key and re-encrypt every secret\n"
+            "  keys retire <kid>     remove an old key (after rotate)\n"
+            "  keys status           show key ids and how many secrets each protects\n"
+            "  keys create-secret [env]  create another API secret key (default env: dev)\n"
+            "  env create <name>     create an environment (prints its secret key)\n"
+            "  env list              list environments\n"
+            "  env set-webhook <name> <url> [secondary-url]\n"
+            "  env webhook-key <name>    print the webhook signing key\n"
+            "  export <file>         dump every row (ciphertexts verbatim) to a file\n"
+            "  import <file>         load a dump into an empty database (SQLite <-> PostgreSQL)\n"
+            "  version               print the version\n\n"
+            "Run `latch <command> --help` for details. Configuration is read from the\n"
+            "environment:\n\n",
             LATCH_VERSION);
     config_help(f);
     return f == stderr ? 2 : 0;
@@ -80,8 +81,11 @@ cmd_serve(const struct config *cfg)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit: only main handles them */
     rc = app_start(&a, cfg, &err);
-    if (rc != LATCH_OK)
+    if (rc != LATCH_OK) {
+        /* stop what did start: background threads must not outlive `a` */
+        app_stop(&a);
         return die("cannot start", &err, rc);
+    }
     memset(&dev, 0, sizeof dev);
     if (store_env_get_by_name(a.store, "dev", &dev) == LATCH_OK &&
         app_ensure_secret_key(&a, dev.id, key) == LATCH_OK && key[0] != '\0') {
@@ -147,10 +151,11 @@ cmd_keys(const struct config *cfg, int argc, char **argv)
 
     latch_err_clear(&err);
     if (argc < 1 || wants_help(argc + 1, argv - 1)) {
-        printf("usage: latch keys rotate | retire <kid> | status | create-secret [env]\n\n"
-               "rotate: adds a fresh key to LATCH_KEY_FILE (it becomes the primary), re-encrypts\n"
-               "every stored secret under it (running servers keep serving and pick up the new\n"
-               "key), and records the new key's fingerprint. Then `latch keys retire <old kid>`.\n");
+        printf(
+            "usage: latch keys rotate | retire <kid> | status | create-secret [env]\n\n"
+            "rotate: adds a fresh key to LATCH_KEY_FILE (it becomes the primary), re-encrypts\n"
+            "every stored secret under it (running servers keep serving and pick up the new\n"
+            "key), and records the new key's fingerprint. Then `latch keys retire <old kid>`.\n");
         return argc < 1 ? 2 : 0;
     }
     rc = app_open_data(&a, cfg, false, &err);
@@ -367,7 +372,8 @@ main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "serve") == 0 && wants_help(argc, argv)) {
-        printf("usage: latch serve\n\nRuns the API and the Connect UI. Settings (environment):\n\n");
+        printf(
+            "usage: latch serve\n\nRuns the API and the Connect UI. Settings (environment):\n\n");
         config_help(stdout);
         return 0;
     }

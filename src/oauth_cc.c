@@ -326,8 +326,8 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     if (resp->body != NULL && resp->body_len > 0)
         j = json_loadb(resp->body, resp->body_len, 0, NULL);
     if (resp->status < 200 || resp->status >= 300) {
-        char *code_r = redact_secret(json_string_value(json_object_get(j, "error")),
-                                     in->client_secret);
+        char *code_r =
+            redact_secret(json_string_value(json_object_get(j, "error")), in->client_secret);
         char *desc_r = redact_secret(json_string_value(json_object_get(j, "error_description")),
                                      in->client_secret);
         const char *code = code_r, *desc = desc_r;
@@ -359,8 +359,8 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
             bool transient = resp->status >= 500 || resp->status == 429 || resp->status == 408;
 
             (void)snprintf(msg, sizeof msg, "The token endpoint answered HTTP %ld%s%s%s%s.",
-                           resp->status, code ? ": " : "", code ? c_code : "",
-                           desc ? " - " : "", desc ? c_desc : "");
+                           resp->status, code ? ": " : "", code ? c_code : "", desc ? " - " : "",
+                           desc ? c_desc : "");
             set_fail(out, OCC_UPSTREAM, !transient, "upstream_error", msg);
         }
         if (code_r != NULL)
@@ -386,7 +386,11 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     if (json_is_integer(ei)) {
         expires_in = json_integer_value(ei);
     } else if (json_is_real(ei)) {
-        expires_in = (long long)json_real_value(ei);
+        double d = json_real_value(ei);
+
+        /* range-check before converting: a double outside long long is undefined behaviour */
+        if (d > 0 && d <= (double)OCC_MAX_EXPIRES_IN_S)
+            expires_in = (long long)d;
     } else if (json_is_string(ei)) {
         const char *e = NULL;
         long long v = latch_strtonum(json_string_value(ei), 0, OCC_MAX_EXPIRES_IN_S, &e);

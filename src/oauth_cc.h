@@ -31,32 +31,32 @@ struct oauth_cc_input {
 
 enum oauth_cc_outcome {
     OCC_OK = 0,
-    OCC_INVALID_CLIENT,  /* wrong id/secret, or wrong instance/region (terminal) */
-    OCC_INVALID_SCOPE,   /* the app lacks a requested scope (terminal) */
-    OCC_TIMEOUT,         /* transient */
-    OCC_UNREACHABLE,     /* transient: DNS, connect, TLS */
-    OCC_BAD_RESPONSE,    /* 2xx but not a token response, or too large (transient) */
-    OCC_UPSTREAM,        /* other error status; terminal unless 5xx/429 */
-    OCC_DENIED,          /* refused by latch's outbound policy (terminal) */
-    OCC_INVALID_INPUT,   /* template/URL could not be built (terminal) */
+    OCC_INVALID_CLIENT, /* wrong id/secret, or wrong instance/region (terminal) */
+    OCC_INVALID_SCOPE,  /* the app lacks a requested scope (terminal) */
+    OCC_TIMEOUT,        /* transient */
+    OCC_UNREACHABLE,    /* transient: DNS, connect, TLS */
+    OCC_BAD_RESPONSE,   /* 2xx but not a token response, or too large (transient) */
+    OCC_UPSTREAM,       /* other error status; terminal unless 5xx/429 */
+    OCC_DENIED,         /* refused by latch's outbound policy (terminal) */
+    OCC_INVALID_INPUT,  /* template/URL could not be built (terminal) */
 };
 
 struct oauth_cc_result {
     enum oauth_cc_outcome outcome;
-    bool terminal;           /* retrying with the same credentials cannot help */
-    json_t *creds;           /* OCC_OK: the credentials object (owned; creds_free) */
-    int64_t expires_at;      /* OCC_OK: ms */
-    long status;             /* upstream HTTP status, 0 if none */
-    int64_t retry_after_ms;  /* from Retry-After, 0 if none */
-    char reason[32];         /* invalid_client, invalid_scope, timeout, unreachable, ... */
-    char message[320];       /* human, actionable, never contains a secret */
+    bool terminal;          /* retrying with the same credentials cannot help */
+    json_t *creds;          /* OCC_OK: the credentials object (owned; creds_free) */
+    int64_t expires_at;     /* OCC_OK: ms */
+    long status;            /* upstream HTTP status, 0 if none */
+    int64_t retry_after_ms; /* from Retry-After, 0 if none */
+    char reason[32];        /* invalid_client, invalid_scope, timeout, unreachable, ... */
+    char message[320];      /* human, actionable, never contains a secret */
 };
 
 struct oauth_cc_request {
     char *url;
-    char *body;         /* owned; contains the secret: wiped by oauth_cc_request_clear */
+    char *body; /* owned; contains the secret: wiped by oauth_cc_request_clear */
     size_t body_len;
-    char *content_type; /* owned */
+    char *content_type;  /* owned */
     char *authorization; /* owned "Basic ..." or NULL */
 };
 void oauth_cc_request_clear(struct oauth_cc_request *r);

@@ -31,11 +31,11 @@
 struct outbound;
 
 struct outbound_opts {
-    const char *resolve;  /* LATCH_RESOLVE or NULL */
-    const char *ca_file;  /* LATCH_CA_FILE or NULL */
-    bool allow_http;      /* tests only */
-    bool allow_private;   /* operator: allow private/loopback destinations everywhere */
-    unsigned max_jobs;    /* queue bound; 0 = LATCH_OUTBOUND_MAX_JOBS */
+    const char *resolve; /* LATCH_RESOLVE or NULL */
+    const char *ca_file; /* LATCH_CA_FILE or NULL */
+    bool allow_http;     /* tests only */
+    bool allow_private;  /* operator: allow private/loopback destinations everywhere */
+    unsigned max_jobs;   /* queue bound; 0 = LATCH_OUTBOUND_MAX_JOBS */
 };
 
 latch_rc outbound_start(const struct outbound_opts *o, struct outbound **out,
@@ -49,32 +49,32 @@ struct outbound_header {
 };
 
 struct outbound_req {
-    const char *method;               /* "GET", "POST", ... */
-    const char *url;                  /* absolute; validated with curl_url() */
+    const char *method; /* "GET", "POST", ... */
+    const char *url;    /* absolute; validated with curl_url() */
     const struct outbound_header *headers;
     size_t n_headers;
-    const void *body;                 /* copied at submit */
+    const void *body; /* copied at submit */
     size_t body_len;
-    long connect_timeout_ms;          /* 0 = LATCH_OUTBOUND_CONNECT_TIMEOUT_MS */
-    long timeout_ms;                  /* total; 0 = LATCH_OUTBOUND_TOKEN_TIMEOUT_MS */
-    long idle_timeout_ms;             /* abort when no byte moves for this long (s resolution);
-                                         0 = none. LATCH_E_TIMEOUT like the total timeout. */
-    size_t max_response;              /* body cap; 0 = LATCH_MAX_TOKEN_RESPONSE */
-    bool follow_redirects;            /* false for token calls */
+    long connect_timeout_ms; /* 0 = LATCH_OUTBOUND_CONNECT_TIMEOUT_MS */
+    long timeout_ms;         /* total; 0 = LATCH_OUTBOUND_TOKEN_TIMEOUT_MS */
+    long idle_timeout_ms;    /* abort when no byte moves for this long (s resolution);
+                                0 = none. LATCH_E_TIMEOUT like the total timeout. */
+    size_t max_response;     /* body cap; 0 = LATCH_MAX_TOKEN_RESPONSE */
+    bool follow_redirects;   /* false for token calls */
 };
 
 struct outbound_resp {
-    latch_rc rc;            /* LATCH_OK if an HTTP response arrived (any status) */
-    long status;            /* HTTP status, 0 if none */
-    char *body;             /* owned, NUL-terminated; may be NULL when empty */
+    latch_rc rc; /* LATCH_OK if an HTTP response arrived (any status) */
+    long status; /* HTTP status, 0 if none */
+    char *body;  /* owned, NUL-terminated; may be NULL when empty */
     size_t body_len;
-    char *content_type;     /* owned or NULL */
-    char *retry_after;      /* owned or NULL: the Retry-After header */
-    char **header_names;    /* owned arrays of response headers (last response only) */
+    char *content_type;  /* owned or NULL */
+    char *retry_after;   /* owned or NULL: the Retry-After header */
+    char **header_names; /* owned arrays of response headers (last response only) */
     char **header_values;
     size_t n_headers;
     double total_time_s;
-    char error[256];        /* curl's message for rc != OK (no secrets: URLs are not included) */
+    char error[256]; /* curl's message for rc != OK (no secrets: URLs are not included) */
 };
 void outbound_resp_clear(struct outbound_resp *r);
 

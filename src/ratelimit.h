@@ -15,9 +15,9 @@ struct ratelimit;
 
 struct ratelimit_verdict {
     bool allowed;
-    unsigned limit;      /* burst size, for X-RateLimit-Limit */
-    unsigned remaining;  /* whole tokens left, for X-RateLimit-Remaining */
-    unsigned reset_s;    /* seconds until the bucket is full again, for X-RateLimit-Reset */
+    unsigned limit;         /* burst size, for X-RateLimit-Limit */
+    unsigned remaining;     /* whole tokens left, for X-RateLimit-Remaining */
+    unsigned reset_s;       /* seconds until the bucket is full again, for X-RateLimit-Reset */
     unsigned retry_after_s; /* when refused: seconds until one token is available */
 };
 

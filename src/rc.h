@@ -13,18 +13,18 @@
 enum latch_rc {
     LATCH_OK = 0,
     LATCH_E_NOMEM,
-    LATCH_E_INVAL,      /* bad input from a caller */
-    LATCH_E_TOO_LARGE,  /* a bound in limits.h was hit */
+    LATCH_E_INVAL,     /* bad input from a caller */
+    LATCH_E_TOO_LARGE, /* a bound in limits.h was hit */
     LATCH_E_NOT_FOUND,
-    LATCH_E_CONFLICT,   /* unique key exists, version mismatch, lease held */
-    LATCH_E_UPSTREAM,   /* the third party answered with an error */
+    LATCH_E_CONFLICT, /* unique key exists, version mismatch, lease held */
+    LATCH_E_UPSTREAM, /* the third party answered with an error */
     LATCH_E_TIMEOUT,
-    LATCH_E_CRYPTO,     /* tampered ciphertext, wrong key */
+    LATCH_E_CRYPTO, /* tampered ciphertext, wrong key */
     LATCH_E_DB,
     LATCH_E_IO,
-    LATCH_E_DENIED,     /* refused by policy (SSRF, auth) */
-    LATCH_E_BUSY,       /* try again later */
-    LATCH_E_UNAVAILABLE,/* a dependency (database, network) is down */
+    LATCH_E_DENIED,      /* refused by policy (SSRF, auth) */
+    LATCH_E_BUSY,        /* try again later */
+    LATCH_E_UNAVAILABLE, /* a dependency (database, network) is down */
     LATCH_E_INTERNAL,
 };
 typedef enum latch_rc latch_rc;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <malloc.h>
 
 #include <openssl/rand.h>
 
@@ -45,7 +46,7 @@ struct flight {
     int64_t env_id;
     int64_t observed_version; /* version the creator saw when it decided to refresh */
     int64_t lease_version;
-    int64_t lease_deadline;   /* give up waiting for a foreign lease after this */
+    int64_t lease_deadline; /* give up waiting for a foreign lease after this */
     bool force;
     bool waiting_lease;
     char owner[64];
@@ -268,7 +269,6 @@ backoff_ms(struct refresher *rf, int attempts, int64_t retry_after_ms)
     return b;
 }
 
-
 static void
 on_exchange(struct oauth_cc_result *res, void *ud)
 {
@@ -330,8 +330,8 @@ on_exchange(struct oauth_cc_result *res, void *ud)
         if (res->terminal) {
             char msg[320];
 
-            (void)snprintf(msg, sizeof msg,
-                           "The connection needs to be re-authorised: %.250s", res->message);
+            (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised: %.250s",
+                           res->message);
             set_err(&r, 424, "invalid_credentials", msg);
         } else if (f->conn.expires_at > now && !f->force) {
             /* the current token still works: hand it out while we back off */
@@ -586,7 +586,7 @@ static void *
 refresher_main(void *arg)
 {
     struct refresher *rf = arg;
-    int64_t last_scan = 0, last_purge = 0;
+    int64_t last_scan = 0, last_purge = 0, last_trim = 0;
 
     pthread_mutex_lock(&rf->mu);
     while (!rf->stop) {
@@ -627,6 +627,11 @@ refresher_main(void *arg)
             pthread_mutex_unlock(&rf->mu);
             scan_due(rf);
             pthread_mutex_lock(&rf->mu);
+        }
+        if (now - last_trim >= 2000) {
+            /* give freed memory (e.g. buffers of reaped client connections) back to the OS */
+            last_trim = now;
+            (void)malloc_trim(64 * 1024);
         }
         if (now - last_purge > 60000) {
             last_purge = now;

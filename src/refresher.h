@@ -29,11 +29,11 @@ struct app;
 struct refresher;
 
 struct refresh_result {
-    unsigned status;          /* 200 on success, else the HTTP status to answer */
-    char code[48];            /* error code when status != 200 */
+    unsigned status; /* 200 on success, else the HTTP status to answer */
+    char code[48];   /* error code when status != 200 */
     char message[320];
     struct store_connection conn; /* the row (owned; cleared by refresh_result_clear) */
-    json_t *creds;            /* opened credentials (owned) */
+    json_t *creds;                /* opened credentials (owned) */
 };
 void refresh_result_clear(struct refresh_result *r);
 

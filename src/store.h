@@ -12,7 +12,8 @@
  * Threads: a struct store is thread-safe; each backend keeps per-thread handles internally
  * (SQLite: one connection per calling thread; PG: a bounded pool). Writes are transactions
  * (SQLite: BEGIN IMMEDIATE).
- * Errors: LATCH_E_NOT_FOUND, LATCH_E_CONFLICT (unique key / version), LATCH_E_DB, LATCH_E_UNAVAILABLE.
+ * Errors: LATCH_E_NOT_FOUND, LATCH_E_CONFLICT (unique key / version), LATCH_E_DB,
+ * LATCH_E_UNAVAILABLE.
  */
 #ifndef LATCH_STORE_H
 #define LATCH_STORE_H
@@ -46,11 +47,12 @@ latch_rc store_meta_add(struct store *s, const char *key, const char *value);
 struct store_env {
     int64_t id;
     char *name;
-    char *webhook_url;            /* NULL = none */
-    char *webhook_url_secondary;  /* NULL = none */
-    char *webhook_key_sealed;     /* webhook signing key (UUID v4), sealed; AAD "environments:<id>:webhook_key" */
-    bool on_auth_creation;        /* send auth webhooks for creation */
-    bool on_auth_refresh_error;   /* send auth webhooks for refresh failures */
+    char *webhook_url;           /* NULL = none */
+    char *webhook_url_secondary; /* NULL = none */
+    char *webhook_key_sealed;    /* webhook signing key (UUID v4), sealed; AAD
+                                    "environments:<id>:webhook_key" */
+    bool on_auth_creation;       /* send auth webhooks for creation */
+    bool on_auth_refresh_error;  /* send auth webhooks for refresh failures */
     int64_t created_at;
 };
 void store_env_clear(struct store_env *e);
@@ -76,10 +78,10 @@ struct store_integration {
     int64_t env_id;
     char *unique_key;
     char *provider;
-    char *display_name;   /* NULL = none */
-    char *oauth_scopes;   /* comma-separated, NULL = none */
+    char *display_name; /* NULL = none */
+    char *oauth_scopes; /* comma-separated, NULL = none */
     bool forward_webhooks;
-    char *custom_json;    /* NULL = none */
+    char *custom_json; /* NULL = none */
     int64_t created_at;
     int64_t updated_at;
 };
@@ -100,27 +102,27 @@ latch_rc store_integration_delete(struct store *s, int64_t env_id, const char *u
 struct store_connection {
     int64_t id;
     int64_t env_id;
-    char *uid;                  /* random UUID fixed at creation; binds the ciphertext (AAD) */
+    char *uid; /* random UUID fixed at creation; binds the ciphertext (AAD) */
     char *connection_id;
-    char *provider_config_key;  /* integration unique_key */
+    char *provider_config_key; /* integration unique_key */
     char *provider;
-    char *credentials_sealed;   /* AAD "connections:<uid>:credentials" */
+    char *credentials_sealed;     /* AAD "connections:<uid>:credentials" */
     char *connection_config_json; /* "{}" default */
-    char *metadata_json;        /* NULL = null */
-    char *tags_json;            /* "{}" default */
-    char *end_user_json;        /* NULL = none */
-    char *webhook_url_override; /* NULL = none */
-    int64_t expires_at;         /* token expiry; 0 = none */
+    char *metadata_json;          /* NULL = null */
+    char *tags_json;              /* "{}" default */
+    char *end_user_json;          /* NULL = none */
+    char *webhook_url_override;   /* NULL = none */
+    int64_t expires_at;           /* token expiry; 0 = none */
     int64_t created_at;
     int64_t updated_at;
     int64_t last_fetched_at;
     int64_t last_refresh_success;
     int64_t last_refresh_failure;
-    int64_t next_refresh_at;    /* back-off: no refresh attempt before this */
+    int64_t next_refresh_at; /* back-off: no refresh attempt before this */
     int refresh_attempts;
-    bool needs_reauth;          /* terminal refresh failure */
-    char *auth_error_json;      /* NULL = no error; {"type":..,"description":..,"log_id":..} */
-    int64_t version;            /* bumped on every credentials write */
+    bool needs_reauth;     /* terminal refresh failure */
+    char *auth_error_json; /* NULL = no error; {"type":..,"description":..,"log_id":..} */
+    int64_t version;       /* bumped on every credentials write */
 };
 void store_connection_clear(struct store_connection *c);
 
@@ -139,16 +141,16 @@ latch_rc store_connection_get_by_id(struct store *s, int64_t env_id, int64_t id,
                                     struct store_connection *out);
 
 struct store_conn_filter {
-    const char *connection_id;   /* exact, or NULL */
-    const char *search;          /* substring of connection_id or end user id/email/name */
+    const char *connection_id; /* exact, or NULL */
+    const char *search;        /* substring of connection_id or end user id/email/name */
     const char *end_user_id;
     const char *end_user_org_id;
     const char *const *integration_keys; /* NULL or array of n_integration_keys */
     size_t n_integration_keys;
-    const char *const *tag_keys;  /* AND of exact tag matches (keys lower-case) */
+    const char *const *tag_keys; /* AND of exact tag matches (keys lower-case) */
     const char *const *tag_values;
     size_t n_tags;
-    int64_t limit;               /* 1..LATCH_MAX_LIST_LIMIT */
+    int64_t limit; /* 1..LATCH_MAX_LIST_LIMIT */
     int64_t offset;
 };
 /* Ordered created_at DESC, id DESC. Credentials are not loaded (credentials_sealed = NULL). */
@@ -193,13 +195,13 @@ struct store_session {
     int64_t id;
     int64_t env_id;
     unsigned char token_hash[32];
-    char *end_user_json;        /* NULL = none */
-    char *organization_json;    /* NULL = none */
+    char *end_user_json;             /* NULL = none */
+    char *organization_json;         /* NULL = none */
     char *allowed_integrations_json; /* NULL = all */
-    char *config_defaults_json; /* NULL = none */
-    char *tags_json;            /* NULL = none */
-    char *webhook_url_override; /* NULL = none */
-    int64_t connection_row_id;  /* reconnect sessions: connections.id; 0 otherwise */
+    char *config_defaults_json;      /* NULL = none */
+    char *tags_json;                 /* NULL = none */
+    char *webhook_url_override;      /* NULL = none */
+    int64_t connection_row_id;       /* reconnect sessions: connections.id; 0 otherwise */
     int64_t expires_at;
     int attempts;
     int64_t created_at;
@@ -219,7 +221,7 @@ struct store_webhook {
     int64_t id;
     int64_t env_id;
     char *url;
-    char *body;          /* exact bytes to POST (no secrets) */
+    char *body; /* exact bytes to POST (no secrets) */
     int attempts;
     int64_t next_attempt_at;
     int64_t created_at;
@@ -242,10 +244,10 @@ latch_rc store_webhook_pending_count(struct store *s, int64_t *n);
 
 /* ---- key rotation: every sealed column, one row at a time ---- */
 struct store_sealed_ref {
-    const char *table;   /* "connections", "environments", "meta" */
-    const char *row;     /* uid / id / key as text, used in the AAD */
+    const char *table; /* "connections", "environments", "meta" */
+    const char *row;   /* uid / id / key as text, used in the AAD */
     const char *column;
-    const char *sealed;  /* current envelope */
+    const char *sealed; /* current envelope */
 };
 /*
  * Calls reseal for every sealed value; if it returns LATCH_OK with *new_sealed set (owned), the

@@ -6,13 +6,13 @@
  *   alt      := ( text | "${" expr "}" )*
  *   expr     := name | call                -- name: connectionConfig.x, credentials.x, accessToken,
  *   call     := ident "(" args ")"         --   apiKey, ... (dotted identifiers)
- *   args     := template ( "," template )* -- e.g. ${base64(${credentials.username}:${credentials.password})}
- * Functions: base64(x) (standard base64 of the concatenated argument), now (ISO time) is not
- * supported on purpose. A lookup of "connectionConfig.instance" is passed to the callback
- * verbatim; the callback returns NULL (or "") when the variable is unset.
- * Alternatives: each side is trimmed; an alternative is used when every placeholder in it
- * resolved to a non-empty value; if none does, LATCH_E_INVAL with a "missing parameter" message
- * naming the first unresolved variable.
+ *   args     := template ( "," template )* -- e.g.
+ * ${base64(${credentials.username}:${credentials.password})} Functions: base64(x) (standard base64
+ * of the concatenated argument), now (ISO time) is not supported on purpose. A lookup of
+ * "connectionConfig.instance" is passed to the callback verbatim; the callback returns NULL (or "")
+ * when the variable is unset. Alternatives: each side is trimmed; an alternative is used when every
+ * placeholder in it resolved to a non-empty value; if none does, LATCH_E_INVAL with a "missing
+ * parameter" message naming the first unresolved variable.
  *
  * Bounds: output <= out_size (LATCH_E_TOO_LARGE), nesting <= LATCH_MAX_TMPL_DEPTH, input
  * <= 4096 bytes. Pure and thread-safe.

@@ -1,6 +1,6 @@
 /*
- * ui_assets.h - the Connect UI files (everything in web/), embedded at build time by cmake/embed.cmake.
- * Immutable data; thread-safe.
+ * ui_assets.h - the Connect UI files (everything in web/), embedded at build time by
+ * cmake/embed.cmake. Immutable data; thread-safe.
  */
 #ifndef LATCH_UI_ASSETS_H
 #define LATCH_UI_ASSETS_H

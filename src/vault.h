@@ -21,7 +21,8 @@
  *
  * Index hash: API secret keys and connect-session tokens are stored only as
  * HMAC-SHA256(index_key, value). The index key is random, generated once, and kept sealed in the
- * store (meta "sealed:index_key"), so rotating the encryption key does not invalidate stored hashes.
+ * store (meta "sealed:index_key"), so rotating the encryption key does not invalidate stored
+ * hashes.
  *
  * Threads: all functions are thread-safe (an internal rwlock guards the keyring).
  * Secrets: key bytes live in mlock'ed memory, wiped on free. Plaintext returned by vault_open is
@@ -43,7 +44,7 @@ struct vault;
 struct vault_opts {
     const char *env_key_b64; /* LATCH_ENCRYPTION_KEY, or NULL */
     const char *key_file;    /* path, or NULL */
-    bool create_key_file;    /* create key_file (0600) with a random key if missing and no env key */
+    bool create_key_file; /* create key_file (0600) with a random key if missing and no env key */
 };
 
 latch_rc vault_new(const struct vault_opts *o, struct vault **out, struct latch_err *err);
@@ -56,7 +57,8 @@ bool vault_key_file_created(const struct vault *v);
 
 /* Primary key id (8 hex chars + NUL). */
 void vault_primary_kid(struct vault *v, char out[VAULT_KID_LEN + 1]);
-/* Fingerprint of the primary key for the store: hex HMAC-SHA256(key, "latch key fingerprint v1"). */
+/* Fingerprint of the primary key for the store: hex HMAC-SHA256(key, "latch key fingerprint v1").
+ */
 void vault_primary_fingerprint(struct vault *v, char out[65]);
 /* True if any key in the ring has this fingerprint. */
 bool vault_has_fingerprint(struct vault *v, const char *fingerprint_hex);

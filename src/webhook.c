@@ -55,9 +55,10 @@ end_user_obj(const char *end_user_json)
     org = json_object_get(eu, "organization");
     if (json_is_object(org) && json_object_get(org, "id") != NULL)
         json_object_set(o, "organizationId", json_object_get(org, "id"));
-    json_object_set_new(o, "tags", json_is_object(json_object_get(eu, "tags"))
-                                       ? json_deep_copy(json_object_get(eu, "tags"))
-                                       : json_object());
+    json_object_set_new(o, "tags",
+                        json_is_object(json_object_get(eu, "tags"))
+                            ? json_deep_copy(json_object_get(eu, "tags"))
+                            : json_object());
     json_decref(eu);
     return o;
 }
@@ -123,8 +124,9 @@ base_body(struct app *a, const struct store_env *env, const char *pck, const cha
     json_object_set_new(b, "authMode",
                         json_string(p != NULL && p->auth_mode ? p->auth_mode : "OAUTH2_CC"));
     if (!success)
-        json_object_set_new(b, "error", json_pack("{s:s, s:s}", "type", err_type ? err_type : "unknown",
-                                                  "description", err_desc ? err_desc : ""));
+        json_object_set_new(b, "error",
+                            json_pack("{s:s, s:s}", "type", err_type ? err_type : "unknown",
+                                      "description", err_desc ? err_desc : ""));
     return b;
 }
 
@@ -133,16 +135,16 @@ webhook_auth_event(struct app *a, const struct store_env *env, const struct stor
                    const char *operation, bool success, const char *err_type, const char *err_desc,
                    const char *url_override)
 {
-    const char *ov = url_override != NULL && url_override[0] != '\0' ? url_override
-                                                                     : conn->webhook_url_override;
+    const char *ov =
+        url_override != NULL && url_override[0] != '\0' ? url_override : conn->webhook_url_override;
     json_t *b, *tags, *eu;
 
     if (env == NULL)
         return LATCH_E_UNAVAILABLE;
     if (!gated(env, operation, ov))
         return LATCH_OK;
-    b = base_body(a, env, conn->provider_config_key, conn->provider, conn->connection_id,
-                  operation, success, err_type, err_desc);
+    b = base_body(a, env, conn->provider_config_key, conn->provider, conn->connection_id, operation,
+                  success, err_type, err_desc);
     tags = api_json_col(conn->tags_json);
     if (json_is_object(tags) && json_object_size(tags) > 0)
         json_object_set_new(b, "tags", tags);
@@ -322,8 +324,8 @@ webhook_main(void *arg)
             continue;
         pthread_mutex_unlock(&w->mu);
         if (store_webhook_claim(w->app->store, w->app->node_id, store_now_ms(),
-                                (int64_t)w->app->cfg->webhook_timeout_ms + 5000,
-                                WEBHOOK_BATCH, &rows, &n) == LATCH_OK) {
+                                (int64_t)w->app->cfg->webhook_timeout_ms + 5000, WEBHOOK_BATCH,
+                                &rows, &n) == LATCH_OK) {
             for (size_t i = 0; i < n; i++)
                 send_one(w, &rows[i]);
             store_webhook_list_free(rows, n);

@@ -16,8 +16,8 @@
 struct buf {
     char *data; /* owned; NULL until the first append */
     size_t len;
-    size_t cap;  /* allocated */
-    size_t max;  /* hard limit on len */
+    size_t cap; /* allocated */
+    size_t max; /* hard limit on len */
 };
 
 void buf_init(struct buf *b, size_t max);

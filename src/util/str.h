@@ -18,6 +18,13 @@ long long latch_strtonum(const char *s, long long minval, long long maxval, cons
 
 /* Case-insensitive ASCII prefix test. */
 bool latch_str_has_prefix_ci(const char *s, const char *prefix);
+/* True if s is valid UTF-8 without control characters (C0, DEL). */
+bool latch_utf8_clean(const char *s);
+/*
+ * Copy of s that is valid UTF-8: invalid sequences and control characters become '?'.
+ * Returns owned (free()); s may be NULL (returns "").
+ */
+char *latch_utf8_sanitize(const char *s);
 /* Constant-time comparison of two equal-length byte strings. */
 bool latch_mem_equal_ct(const void *a, const void *b, size_t n);
 

@@ -444,7 +444,7 @@ function nextRequest() {
 // ---- setup ----
 
 before(async () => {
-  const env = { LATCH_LOG_LEVEL: 'warn', LATCH_TOKEN_TIMEOUT_MS: '3000', LATCH_PROXY_TIMEOUT_MS: '3000' };
+  const env = { LATCH_LOG_LEVEL: 'warn', LATCH_TOKEN_TIMEOUT_MS: '3000', LATCH_PROXY_TIMEOUT_MS: '3000', LATCH_CONNECTION_TIMEOUT_S: '5' };
   if (process.env.MALLOC_ARENA_MAX) env.MALLOC_ARENA_MAX = process.env.MALLOC_ARENA_MAX; // RSS experiments
   s = await startStack({ env });
   let r = await s.api('POST', '/integrations', { provider: PCK, unique_key: 'hostile-int' });
@@ -596,6 +596,10 @@ test(`${TOTAL} malformed and mutated requests: no 5xx, no crash, no restart, bou
   const slowResults = await Promise.all(slow);
   clearInterval(lagTimer);
   const secs = (Date.now() - t0) / 1000;
+  // Half-sent requests legitimately hold a connection (and its header buffer) until the idle
+  // timeout; "flat" means latch returns to its plateau once those are reaped, not that a flood
+  // of open sockets costs nothing. Wait one timeout (5 s here) plus latch's memory trim (2 s).
+  await new Promise((r) => setTimeout(r, 8000));
   const rssEnd = rssKb(pid);
   console.log(`hostile: ${finished} requests in ${secs.toFixed(1)} s (${(finished / secs).toFixed(0)}/s, max event-loop lag ${maxLag} ms); RSS at 10k ${rss10k} kB, at end ${rssEnd} kB; slowloris ${JSON.stringify(slowResults)}`);
 
@@ -610,7 +614,8 @@ test(`${TOTAL} malformed and mutated requests: no 5xx, no crash, no restart, bou
   }
   // the API still works for real clients
   const r = await s.api('GET', `/connections/h-1?provider_config_key=${PCK}`);
-  assert.ok(r.status === 200 || r.status === 404, `${r.status} ${r.text}`);
+  // (the flood's mutated requests may have deleted the connection or even the integration)
+  assert.ok(r.status === 200 || r.status === 404 || (r.status === 400 && r.json?.error?.code === 'unknown_provider_config'), `${r.status} ${r.text}`);
   const l = await s.api('GET', '/connections');
   assert.equal(l.status, 200);
 });
