@@ -123,7 +123,7 @@ route_match(const char *pattern, const char *path, struct api_ctx *c)
 static const struct api_route *
 route_find(const char *method, const char *path, struct api_ctx *c, bool *method_mismatch)
 {
-    struct api_ctx scratch;
+    struct api_ctx scratch = {0};
 
     *method_mismatch = false;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
