@@ -1,5 +1,5 @@
 /*
- * limits.h - the only home of latch's hard bounds (SQLite's sqliteLimit.h idea).
+ * latch_limits.h - the only home of latch's hard bounds (SQLite's sqliteLimit.h idea).
  *
  * Each bound can be overridden at build time with -D. Every size an outsider controls is
  * checked against one of these before memory is allocated for it.
@@ -10,115 +10,31 @@
 /* Request body accepted by JSON API routes. Nango allows 75 MB; credentials are tiny. */
 #ifndef LATCH_MAX_JSON_BODY
 #define LATCH_MAX_JSON_BODY (1024 * 1024)
-/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
-#define LATCH_RATELIMIT_MAX_KEYS 65536
-
-/* Proxy. */
-#define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY                                                                  \
-    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
-#define LATCH_PROXY_MAX_RETRIES 10
-#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
-#define LATCH_PROXY_MAX_HEADERS 64
-#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
-
 #endif
 
 /* Bytes MHD may use per connection for the request line and headers (413/431 past it). */
 #ifndef LATCH_MAX_HEADER_BYTES
 #define LATCH_MAX_HEADER_BYTES (32 * 1024)
-/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
-#define LATCH_RATELIMIT_MAX_KEYS 65536
-
-/* Proxy. */
-#define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY                                                                  \
-    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
-#define LATCH_PROXY_MAX_RETRIES 10
-#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
-#define LATCH_PROXY_MAX_HEADERS 64
-#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
-
 #endif
 
 /* Request body forwarded by the proxy (streamed, so this only bounds abuse). */
 #ifndef LATCH_MAX_PROXY_BODY
 #define LATCH_MAX_PROXY_BODY (256LL * 1024 * 1024)
-/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
-#define LATCH_RATELIMIT_MAX_KEYS 65536
-
-/* Proxy. */
-#define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY                                                                  \
-    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
-#define LATCH_PROXY_MAX_RETRIES 10
-#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
-#define LATCH_PROXY_MAX_HEADERS 64
-#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
-
 #endif
 
 /* JSON nesting accepted in request bodies. */
 #ifndef LATCH_MAX_JSON_DEPTH
 #define LATCH_MAX_JSON_DEPTH 32
-/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
-#define LATCH_RATELIMIT_MAX_KEYS 65536
-
-/* Proxy. */
-#define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY                                                                  \
-    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
-#define LATCH_PROXY_MAX_RETRIES 10
-#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
-#define LATCH_PROXY_MAX_HEADERS 64
-#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
-
 #endif
 
 /* Token endpoint response body. */
 #ifndef LATCH_MAX_TOKEN_RESPONSE
 #define LATCH_MAX_TOKEN_RESPONSE (64 * 1024)
-/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
-#define LATCH_RATELIMIT_MAX_KEYS 65536
-
-/* Proxy. */
-#define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY                                                                  \
-    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
-#define LATCH_PROXY_MAX_RETRIES 10
-#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
-#define LATCH_PROXY_MAX_HEADERS 64
-#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
-
 #endif
 
 /* Webhook receiver response we bother to read. */
 #ifndef LATCH_MAX_WEBHOOK_RESPONSE
 #define LATCH_MAX_WEBHOOK_RESPONSE (16 * 1024)
-/* Rate limiting: distinct keys (environments, client IPs) tracked at once. */
-#define LATCH_RATELIMIT_MAX_KEYS 65536
-
-/* Proxy. */
-#define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY                                                                  \
-    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
-#define LATCH_PROXY_MAX_RETRIES 10
-#define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
-#define LATCH_PROXY_MAX_HEADERS 64
-#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
-
 #endif
 
 /* Strings in the API. */
@@ -157,13 +73,16 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
-#define LATCH_PROXY_RING_BYTES (64 * 1024) /* per direction, per proxied request */
-#define LATCH_PROXY_BUFFERED_BODY                                                                  \
-    (1024 * 1024) /* request bodies up to this are buffered (retryable) */
+/* per direction, per proxied request */
+#define LATCH_PROXY_RING_BYTES (64 * 1024)
+/* request bodies up to this are buffered, so that a retry can replay them */
+#define LATCH_PROXY_BUFFERED_BODY (1024 * 1024)
 #define LATCH_PROXY_MAX_RETRIES 10
 #define LATCH_PROXY_MAX_RETRY_WAIT_MS 30000
-#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024) /* 401 bodies inspected for not_authenticated */
+/* 401 bodies inspected for not_authenticated */
+#define LATCH_PROXY_ERROR_CAPTURE (64 * 1024)
 #define LATCH_PROXY_MAX_HEADERS 64
-#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000) /* a streaming response may last this long */
+/* a streaming response may last this long */
+#define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000)
 
 #endif
