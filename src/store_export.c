@@ -13,6 +13,7 @@
 #include "store_backend.h"
 #include "util/buf.h"
 #include "util/xalloc.h"
+#include "util/str.h"
 
 /* Longest line accepted by import (a row: metadata is <= 64 KiB, webhook bodies are small). */
 #define STORE_EXPORT_MAX_LINE (8 * 1024 * 1024)
@@ -111,18 +112,6 @@ const struct store_table store_tables[] = {
 };
 const size_t store_ntables = N(store_tables);
 
-static int
-hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 latch_rc
 store_val_get(const struct store_col *col, json_t *row, struct store_val *out)
 {
@@ -155,7 +144,7 @@ store_val_get(const struct store_col *col, json_t *row, struct store_val *out)
         if (s == NULL || strlen(s) != 64)
             return LATCH_E_INVAL;
         for (int i = 0; i < 32; i++) {
-            int a = hexval(s[2 * i]), b = hexval(s[2 * i + 1]);
+            int a = latch_hexval(s[2 * i]), b = latch_hexval(s[2 * i + 1]);
 
             if (a < 0 || b < 0)
                 return LATCH_E_INVAL;

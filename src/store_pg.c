@@ -34,6 +34,7 @@
 #include "util/xalloc.h"
 
 #include "store_pg_schema.h"
+#include "util/str.h"
 
 /* Connections per store (per latch node); callers wait past it. */
 #define STORE_PG_POOL_SIZE 16
@@ -881,18 +882,6 @@ col_bool(const PGresult *r, int row, int col)
     return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
 }
 
-static int
-hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* A bytea column in text form ("\x" + hex) of exactly 32 bytes into h; false otherwise. */
 static bool
 col_hash(const PGresult *r, int row, int col, unsigned char h[32])
@@ -906,7 +895,7 @@ col_hash(const PGresult *r, int row, int col, unsigned char h[32])
     if (PQgetlength(r, row, col) != 66 || v[0] != '\\' || v[1] != 'x')
         return false;
     for (int i = 0; i < 32; i++) {
-        int a = hexval(v[2 + 2 * i]), b = hexval(v[3 + 2 * i]);
+        int a = latch_hexval(v[2 + 2 * i]), b = latch_hexval(v[3 + 2 * i]);
 
         if (a < 0 || b < 0)
             return false;

@@ -57,6 +57,18 @@ latch_strtonum(const char *s, long long minval, long long maxval, const char **e
     return v;
 }
 
+int
+latch_hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
 bool
 latch_str_has_prefix_ci(const char *s, const char *prefix)
 {

@@ -16,6 +16,8 @@ size_t latch_strlcpy(char *dst, const char *src, size_t size);
  */
 long long latch_strtonum(const char *s, long long minval, long long maxval, const char **errstr);
 
+/* Value of one hex digit (either case), or -1. */
+int latch_hexval(char ch);
 /* Case-insensitive ASCII prefix test. */
 bool latch_str_has_prefix_ci(const char *s, const char *prefix);
 /* True if s is valid UTF-8 without control characters (C0, DEL). */
