@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { startStack, api, LATCH_BIN } from './lib/stack.mjs';
+import { startStack, startLatch, api, LATCH_BIN, importBody } from './lib/stack.mjs';
 
 let s;
 before(async () => { s = await startStack(); });
@@ -26,15 +26,6 @@ function rawRequest(baseUrl, text) {
 const ISO_Z = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 const ISO_OFF = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00$/;
 
-function importBody(id, extra = {}) {
-  return {
-    provider_config_key: 'ninjaone-rmm',
-    connection_id: id,
-    connection_config: { instance: 'eu.ninjarmm.com' },
-    credentials: { type: 'OAUTH2_CC', token: `tok-${id}`, client_id: 'KTmhkNf1_dZZVPmIQTK_lH2DCNJ', client_secret: `secret-${id}-0123456789` },
-    ...extra,
-  };
-}
 
 test('health and unknown routes', async () => {
   const h = await api(s.latchUrl, null, 'GET', '/health');
@@ -303,7 +294,6 @@ test('latch export / import move a whole installation (ciphertexts stay valid)',
   assert.ok(!text.includes('CANARYsecret'), 'no plaintext secret in the dump');
   const target = path.join(s.dir, 'copy.db');
   execFileSync(LATCH_BIN, ['import', dump], { cwd: s.dir, env: { ...env, LATCH_DATABASE_URL: target }, stdio: 'pipe' });
-  const { startLatch } = await import('./lib/stack.mjs');
   const b = await startLatch({ dir: s.dir, env: { ...s.env, LATCH_DATABASE_URL: target } });
   try {
     const r = await api(b.url, s.secretKey, 'GET', '/connections/canary?provider_config_key=ninjaone-rmm');

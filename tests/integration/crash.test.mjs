@@ -13,20 +13,14 @@ import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startStack, LATCH_BIN } from './lib/stack.mjs';
+import { seededRandom } from './lib/load.mjs';
 
 const KILLS = Number(process.env.CRASH_KILLS || 200);
 const SEED = Number(process.env.CRASH_SEED || Math.floor(Math.random() * 2 ** 31));
 const WORKERS = 6;
 const PCK = 'ninjaone-rmm';
 
-let rngState = SEED >>> 0;
-function rnd() {
-  rngState = (rngState + 0x6d2b79f5) >>> 0;
-  let t = rngState;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+const rnd = seededRandom(SEED);
 const ri = (n) => Math.floor(rnd() * n);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { startStack, api } from './lib/stack.mjs';
+import { seededRandom } from './lib/load.mjs';
 
 const TOTAL = Number(process.env.HOSTILE_REQUESTS || 100000);
 const CONCURRENCY = Number(process.env.HOSTILE_CONCURRENCY || 32);
@@ -37,14 +38,7 @@ const timeoutSamples = [];
 let floodStart = Date.now();
 
 // ---- deterministic PRNG (mulberry32) ----
-let rngState = SEED >>> 0;
-function rnd() {
-  rngState = (rngState + 0x6d2b79f5) >>> 0;
-  let t = rngState;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+const rnd = seededRandom(SEED);
 const ri = (n) => Math.floor(rnd() * n);
 const pick = (a) => a[ri(a.length)];
 

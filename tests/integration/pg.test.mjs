@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { startStack, startLatch, tmpDir, api, LATCH_BIN } from './lib/stack.mjs';
+import { startStack, startLatch, tmpDir, api, LATCH_BIN, importBody } from './lib/stack.mjs';
 import { burst, request } from './lib/load.mjs';
 import { startPg } from './lib/pg.mjs';
 
@@ -17,15 +17,6 @@ let pg;
 let s; // node A (with the fake NinjaOne and the webhook receiver)
 let b; // node B: another `latch serve` on the same database
 
-function importBody(id, extra = {}) {
-  return {
-    provider_config_key: 'ninjaone-rmm',
-    connection_id: id,
-    connection_config: { instance: 'eu.ninjarmm.com' },
-    credentials: { type: 'OAUTH2_CC', token: `tok-${id}`, client_id: 'KTmhkNf1_dZZVPmIQTK_lH2DCNJ', client_secret: `secret-${id}-0123456789` },
-    ...extra,
-  };
-}
 const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=ninjaone-rmm&force_refresh=${force}`;
 
 /** A request that never throws: network errors become status 0; a hang becomes status -1. */

@@ -145,6 +145,17 @@ export async function api(baseUrl, key, method, p, body, { headers = {}, raw = f
  * The full stack. The fake NinjaOne listens on <loopback>:443 (a random 127.x.y.z address, so
  * parallel test files don't collide) and LATCH_RESOLVE pins the five instance hosts to it.
  */
+/** A POST /connections body importing OAUTH2_CC credentials for the eu instance. */
+export function importBody(id, extra = {}) {
+  return {
+    provider_config_key: 'ninjaone-rmm',
+    connection_id: id,
+    connection_config: { instance: 'eu.ninjarmm.com' },
+    credentials: { type: 'OAUTH2_CC', token: `tok-${id}`, client_id: 'KTmhkNf1_dZZVPmIQTK_lH2DCNJ', client_secret: `secret-${id}-0123456789` },
+    ...extra,
+  };
+}
+
 export const BACKEND = process.env.LATCH_TEST_BACKEND === 'postgres' ? 'postgres' : 'sqlite';
 
 function listFiles(dir) {
