@@ -537,6 +537,10 @@ api_connection_patch(struct api_ctx *c)
     if (eu != NULL)
         eu_s = api_json_dump(eu);
     rc = store_connection_patch(c->app->store, conn.id, tags_s, eu_s, wh);
+    if (rc == LATCH_E_NOT_FOUND) { /* deleted between the lookup and the write */
+        api_error(c, 404, "not_found", "Failed to find connection");
+        goto out;
+    }
     if (rc != LATCH_OK)
         goto unavailable;
     api_reply(c, 200, json_pack("{s:b}", "success", 1));
@@ -609,6 +613,10 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
         }
         rc = store_connection_set_metadata(c->app->store, conns[i].id, text);
         free(text);
+        if (rc == LATCH_E_NOT_FOUND) { /* deleted between the lookup and the write */
+            api_error(c, 404, "unknown_connection", "The connection was deleted meanwhile.");
+            goto out;
+        }
         if (rc != LATCH_OK)
             goto unavailable;
     }
