@@ -99,6 +99,14 @@ struct proxy {
     bool curl_paused;
     bool reader_waiting;
     int done_attempt; /* last attempt whose on_done ran */
+    /*
+     * Threads other than the curl thread resume or cancel st outside the lock, so on_done must
+     * not drop the caller's reference while such a call is under way: they borrow st (under the
+     * lock), and a stream finished meanwhile is parked in zombies until the last borrow ends.
+     */
+    int st_borrows;
+    struct outbound_stream *zombies[4];
+    size_t n_zombies;
 };
 
 /* ---- small ring buffer ---- */
@@ -160,6 +168,46 @@ ring_get(struct ring *r, char *out, size_t max)
 
 /* ---- lifetime ---- */
 
+/* With px->mu held: the current stream, safe to use outside the lock until st_return. */
+static struct outbound_stream *
+st_borrow(struct proxy *px)
+{
+    if (px->st != NULL)
+        px->st_borrows++;
+    return px->st;
+}
+
+static void
+st_return(struct proxy *px, struct outbound_stream *st)
+{
+    struct outbound_stream *z[4];
+    size_t nz = 0;
+
+    if (st == NULL)
+        return;
+    pthread_mutex_lock(&px->mu);
+    if (--px->st_borrows == 0) {
+        nz = px->n_zombies;
+        memcpy(z, px->zombies, nz * sizeof *z);
+        px->n_zombies = 0;
+    }
+    pthread_mutex_unlock(&px->mu);
+    for (size_t i = 0; i < nz; i++)
+        outbound_stream_release(z[i]);
+}
+
+/* With px->mu held: drop the caller's reference now, or when the last borrow ends. */
+static bool
+st_retire_locked(struct proxy *px, struct outbound_stream *st)
+{
+    size_t cap = sizeof px->zombies / sizeof *px->zombies;
+
+    if (st == NULL || px->st_borrows == 0 || px->n_zombies >= cap)
+        return st != NULL; /* caller releases now */
+    px->zombies[px->n_zombies++] = st;
+    return false;
+}
+
 static void
 proxy_unref(struct proxy *px)
 {
@@ -170,6 +218,8 @@ proxy_unref(struct proxy *px)
     pthread_mutex_unlock(&px->mu);
     if (!last)
         return;
+    for (size_t i = 0; i < px->n_zombies; i++)
+        outbound_stream_release(px->zombies[i]);
     free(px->method);
     free(px->endpoint);
     free(px->pck);
@@ -337,7 +387,7 @@ stream_read(void *ud, char *buf, size_t max)
         if (px->curl_paused && px->down.len < LATCH_PROXY_RING_BYTES / 2) {
             px->curl_paused = false;
             unpause = true;
-            st = px->st;
+            st = st_borrow(px);
         }
         ret = (long)n;
     } else if (px->down_done) {
@@ -349,6 +399,7 @@ stream_read(void *ud, char *buf, size_t max)
     pthread_mutex_unlock(&px->mu);
     if (unpause && st != NULL)
         outbound_stream_resume(st);
+    st_return(px, st);
     return ret;
 }
 
@@ -362,11 +413,12 @@ stream_free(void *ud)
     pthread_mutex_lock(&px->mu);
     px->mhd_done = true;
     cancel = !px->down_done;
-    st = px->st;
+    st = cancel ? st_borrow(px) : NULL;
     pthread_mutex_unlock(&px->mu);
-    if (cancel && st != NULL)
+    if (st != NULL)
         outbound_stream_cancel(st); /* client went away: stop the upstream transfer */
-    proxy_unref(px);                /* the MHD side's reference */
+    st_return(px, st);
+    proxy_unref(px); /* the MHD side's reference */
 }
 
 static void
@@ -553,6 +605,8 @@ on_done(void *ud, latch_rc rc, const char *error)
     mode = px->mode;
     st = px->st;
     px->st = NULL;
+    if (!st_retire_locked(px, st))
+        st = NULL; /* released by the last borrower */
     px->done_attempt = px->attempt;
     if (mode == RESP_STREAM) {
         px->down_done = true;
@@ -634,6 +688,8 @@ start_attempt(struct proxy *px)
     size_t nh = 0;
     int64_t left = px->deadline_ms - store_now_ms();
     struct outbound_stream *st = NULL;
+    bool unpause;
+    int me;
     latch_rc rc;
 
     if (left <= 0) {
@@ -667,7 +723,7 @@ start_attempt(struct proxy *px)
     }
     pthread_mutex_lock(&px->mu);
     px->mode = RESP_PENDING;
-    px->attempt++;
+    me = ++px->attempt;
     px->refs++; /* the attempt's reference, dropped in on_done */
     pthread_mutex_unlock(&px->mu);
     rc = outbound_stream_start(px->app->outbound, &rq,
@@ -687,15 +743,30 @@ start_attempt(struct proxy *px)
                      NULL);
         return;
     }
+    /*
+     * Attempts run one after another, but the next one may start from this attempt's on_done
+     * (401 refresh, retry) on the curl thread before this thread gets here: compare with this
+     * attempt's own number, never with px->attempt.
+     */
     pthread_mutex_lock(&px->mu);
-    if (px->done_attempt == px->attempt) {
-        /* on_done already ran (immediate failure): nothing to keep */
+    if (px->done_attempt >= me) {
+        /* on_done already ran for this attempt: nothing to keep */
         pthread_mutex_unlock(&px->mu);
         outbound_stream_release(st);
         return;
     }
     px->st = st;
+    /* the reader may have drained a paused transfer before st was known */
+    unpause = px->curl_paused && px->down.len < LATCH_PROXY_RING_BYTES / 2;
+    if (unpause) {
+        px->curl_paused = false;
+        st = st_borrow(px);
+    }
     pthread_mutex_unlock(&px->mu);
+    if (unpause) {
+        outbound_stream_resume(st);
+        st_return(px, st);
+    }
 }
 
 /* ---- token and URL ---- */
@@ -875,10 +946,11 @@ body_sink(void *ud, const char *data, size_t len)
             resume_curl = true;
         }
     }
-    st = px->st;
+    st = resume_curl ? st_borrow(px) : NULL;
     pthread_mutex_unlock(&px->mu);
-    if (resume_curl && st != NULL)
+    if (st != NULL)
         outbound_stream_resume(st);
+    st_return(px, st);
     if (start)
         start_attempt(px);
     return ret;

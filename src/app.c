@@ -22,6 +22,8 @@
 
 #define META_FINGERPRINT "key_fingerprint"
 #define META_INDEX_KEY "sealed:index_key"
+/* how long a stopping latch still waits for another process's refresh (see app_stop) */
+#define APP_LEASE_DRAIN_MS 5000
 
 static latch_rc
 load_index_key(struct app *a, struct latch_err *err)
@@ -269,6 +271,11 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
 void
 app_stop(struct app *a)
 {
+    /*
+     * A request parked on another process's refresh lease (up to 2 leases, 60 s by default)
+     * must be answered within the HTTP server's grace period (10 s): give it half of that.
+     */
+    refresher_drain(a->refresher, APP_LEASE_DRAIN_MS);
     http_server_stop(a->http);
     a->http = NULL;
     timer_stop(a->timer);

@@ -73,6 +73,8 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
+/* last_fetched_at updates written in one transaction */
+#define LATCH_STORE_TOUCH_BATCH 1000
 /* per direction, per proxied request */
 #define LATCH_PROXY_RING_BYTES (64 * 1024)
 /* request bodies up to this are buffered, so that a retry can replay them */

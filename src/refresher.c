@@ -15,6 +15,7 @@
 #include "app.h"
 #include "catalog.h"
 #include "creds.h"
+#include "latch_limits.h"
 #include "log.h"
 #include "oauth_cc.h"
 #include "util/str.h"
@@ -62,6 +63,8 @@ struct refresher {
     struct flight *flights;
     pthread_t thr;
     bool stop;
+    bool draining;          /* shutting down: foreign leases are waited for until... */
+    int64_t drain_deadline; /* ...this time (store_now_ms) at the latest */
     bool started;
     atomic_uint_fast64_t seq;
     atomic_uint_fast64_t token_requests;
@@ -114,8 +117,12 @@ flush_touches(struct refresher *rf)
     }
     rf->n_touch = 0;
     pthread_mutex_unlock(&rf->mu);
-    for (size_t i = 0; i < n; i++)
-        (void)store_connection_touch(rf->app->store, ids[i], now);
+    /* one transaction (one fsync) per batch instead of one per connection */
+    for (size_t i = 0; i < n; i += LATCH_STORE_TOUCH_BATCH) {
+        size_t k = n - i < LATCH_STORE_TOUCH_BATCH ? n - i : LATCH_STORE_TOUCH_BATCH;
+
+        (void)store_connection_touch_many(rf->app->store, ids + i, k, now);
+    }
     free(ids);
     pthread_mutex_lock(&rf->mu);
 }
@@ -414,6 +421,7 @@ static bool
 try_lease(struct flight *f)
 {
     struct refresher *rf = f->rf;
+    bool draining;
     latch_rc rc;
 
     rc = store_connection_lease(rf->app->store, f->conn_id, f->owner,
@@ -434,14 +442,22 @@ try_lease(struct flight *f)
             return true;
         }
         store_connection_clear(&row);
-        if (store_now_ms() < f->lease_deadline)
+        pthread_mutex_lock(&rf->mu);
+        draining = rf->draining && store_now_ms() >= rf->drain_deadline;
+        pthread_mutex_unlock(&rf->mu);
+        if (!draining && store_now_ms() < f->lease_deadline)
             return false;
         {
             struct refresh_result r;
 
             memset(&r, 0, sizeof r);
-            set_err(&r, 503, "refresh_in_progress",
-                    "Another refresh of this connection is taking too long. Try again.");
+            if (draining)
+                set_err(&r, 503, "server_shutting_down",
+                        "latch is shutting down while another process refreshes this "
+                        "connection. Try again.");
+            else
+                set_err(&r, 503, "refresh_in_progress",
+                        "Another refresh of this connection is taking too long. Try again.");
             finish_flight(rf, f, &r);
         }
         return true;
@@ -662,6 +678,20 @@ refresher_start(struct app *a, struct refresher **out)
     rf->started = true;
     *out = rf;
     return LATCH_OK;
+}
+
+void
+refresher_drain(struct refresher *rf, int64_t within_ms)
+{
+    if (rf == NULL)
+        return;
+    pthread_mutex_lock(&rf->mu);
+    if (!rf->draining) {
+        rf->draining = true;
+        rf->drain_deadline = store_now_ms() + within_ms;
+    }
+    pthread_cond_signal(&rf->cv);
+    pthread_mutex_unlock(&rf->mu);
 }
 
 void

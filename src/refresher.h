@@ -40,6 +40,13 @@ void refresh_result_clear(struct refresh_result *r);
 typedef void (*refresher_done_fn)(struct refresh_result *r, void *ud);
 
 latch_rc refresher_start(struct app *a, struct refresher **out);
+/*
+ * First step of shutdown (any thread, before the HTTP server drains): callers waiting for
+ * another process's refresh lease keep waiting for at most within_ms more, then get 503
+ * server_shutting_down instead of waiting for the lease to expire. Flights whose own token
+ * request is in progress finish normally.
+ */
+void refresher_drain(struct refresher *r, int64_t within_ms);
 void refresher_stop(struct refresher *r);
 
 /*

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "latch_limits.h"
 #include "store_backend.h"
 #include "util/xalloc.h"
 
@@ -362,6 +363,16 @@ latch_rc
 store_connection_touch(struct store *s, int64_t id, int64_t last_fetched_at)
 {
     return s->ops->connection_touch(s->impl, id, last_fetched_at);
+}
+
+latch_rc
+store_connection_touch_many(struct store *s, const int64_t *ids, size_t n, int64_t last_fetched_at)
+{
+    if (n == 0)
+        return LATCH_OK;
+    if (ids == NULL || n > LATCH_STORE_TOUCH_BATCH)
+        return LATCH_E_INVAL;
+    return s->ops->connection_touch_many(s->impl, ids, n, last_fetched_at);
 }
 
 latch_rc

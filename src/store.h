@@ -164,6 +164,12 @@ latch_rc store_connection_set_metadata(struct store *s, int64_t id, const char *
 latch_rc store_connection_patch(struct store *s, int64_t id, const char *tags_json,
                                 const char *end_user_json, const char *webhook_url_override);
 latch_rc store_connection_touch(struct store *s, int64_t id, int64_t last_fetched_at);
+/*
+ * The same for up to LATCH_STORE_TOUCH_BATCH rows in one transaction (one fsync); ids of rows
+ * that are gone are skipped. last_fetched_at never moves back.
+ */
+latch_rc store_connection_touch_many(struct store *s, const int64_t *ids, size_t n,
+                                     int64_t last_fetched_at);
 
 /*
  * Refresh lease: at most one owner per connection at a time, across threads and nodes.

@@ -108,6 +108,8 @@ struct store_ops {
     latch_rc (*connection_patch)(void *impl, int64_t id, const char *tags_json,
                                  const char *end_user_json, const char *webhook_url_override);
     latch_rc (*connection_touch)(void *impl, int64_t id, int64_t last_fetched_at);
+    latch_rc (*connection_touch_many)(void *impl, const int64_t *ids, size_t n,
+                                      int64_t last_fetched_at);
     latch_rc (*connection_lease)(void *impl, int64_t id, const char *owner, int64_t ttl_ms,
                                  int64_t *version_out);
     latch_rc (*connection_lease_release)(void *impl, int64_t id, const char *owner);

@@ -98,6 +98,7 @@ enum st_id {
     ST_CONN_SET_META,
     ST_CONN_PATCH,
     ST_CONN_TOUCH,
+    ST_CONN_TOUCH_MANY,
     ST_CONN_SET_PROVIDER,
     ST_CONN_EXISTS,
     ST_CONN_LEASE,
@@ -327,6 +328,8 @@ static const char *const st_sql[ST__COUNT] = {
                                       "updated_at = $5::bigint WHERE id = $1::bigint",
     [ST_CONN_TOUCH] = "UPDATE connections SET last_fetched_at = GREATEST(last_fetched_at, "
                       "$2::bigint) WHERE id = $1::bigint",
+    [ST_CONN_TOUCH_MANY] = "UPDATE connections SET last_fetched_at = GREATEST(last_fetched_at, "
+                           "$2::bigint) WHERE id = ANY($1::bigint[])",
     [ST_CONN_SET_PROVIDER] = "UPDATE connections SET provider = $3::text WHERE env_id = $1::bigint "
                              "AND provider_config_key = $2::text AND provider <> $3::text",
     [ST_CONN_EXISTS] = "SELECT 1 FROM connections WHERE id = $1::bigint",
@@ -1864,6 +1867,27 @@ pg_connection_touch(void *impl, int64_t id, int64_t last_fetched_at)
     return write_hit(impl, ST_CONN_TOUCH, "ii", id, last_fetched_at, NULL, NULL, NULL);
 }
 
+/* One statement with the ids as an array literal ({1,2,3}: digits and commas only). */
+static latch_rc
+pg_connection_touch_many(void *impl, const int64_t *ids, size_t n, int64_t last_fetched_at)
+{
+    struct buf arr;
+    char num[24];
+    latch_rc rc;
+
+    buf_init(&arr, n * sizeof num + 2);
+    (void)buf_append(&arr, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(num, sizeof num, "%s%lld", i ? "," : "", (long long)ids[i]);
+
+        (void)buf_append(&arr, num, (size_t)len);
+    }
+    (void)buf_append(&arr, "}", 1);
+    rc = run1(impl, true, ST_CONN_TOUCH_MANY, NULL, NULL, "ti", arr.data, last_fetched_at);
+    buf_free(&arr);
+    return rc;
+}
+
 /*
  * Runs a guarded UPDATE (optionally RETURNING one int64 into *ret) in a transaction; when it
  * changes no row, tells NOT_FOUND (row gone) from CONFLICT (guard failed).
@@ -2675,6 +2699,7 @@ const struct store_ops store_pg_ops = {
     .connection_set_metadata = pg_connection_set_metadata,
     .connection_patch = pg_connection_patch,
     .connection_touch = pg_connection_touch,
+    .connection_touch_many = pg_connection_touch_many,
     .connection_lease = pg_connection_lease,
     .connection_lease_release = pg_connection_lease_release,
     .connection_refresh_done = pg_connection_refresh_done,

@@ -1726,6 +1726,27 @@ sq_connection_touch(void *impl, int64_t id, int64_t last_fetched_at)
     return rc;
 }
 
+static latch_rc
+sq_connection_touch_many(void *impl, const int64_t *ids, size_t n, int64_t last_fetched_at)
+{
+    struct sq_store *q = impl;
+    struct sq_conn *c = NULL;
+    latch_rc rc;
+
+    rc = conn_acquire(q, &c);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = tx_begin(c);
+    for (size_t i = 0; i < n && rc == LATCH_OK; i++)
+        rc = q_exec(c, ST_CONN_TOUCH, NULL, "ii", ids[i], last_fetched_at);
+    if (rc == LATCH_OK)
+        rc = tx_commit(c);
+    else
+        tx_rollback(c);
+    conn_release(q, c);
+    return rc;
+}
+
 /* After a guarded UPDATE changed nothing: NOT_FOUND if the row is gone, else CONFLICT. */
 static latch_rc
 conn_miss(struct sq_conn *c, int64_t id)
@@ -2682,6 +2703,7 @@ const struct store_ops store_sqlite_ops = {
     .connection_set_metadata = sq_connection_set_metadata,
     .connection_patch = sq_connection_patch,
     .connection_touch = sq_connection_touch,
+    .connection_touch_many = sq_connection_touch_many,
     .connection_lease = sq_connection_lease,
     .connection_lease_release = sq_connection_lease_release,
     .connection_refresh_done = sq_connection_refresh_done,

@@ -160,3 +160,30 @@ test('deleting a connection mid-refresh is safe', async () => {
   const h = await s.api('GET', '/health');
   assert.equal(h.status, 200);
 });
+
+test('a latch that stops while another process holds the refresh lease answers its waiters and exits cleanly', async () => {
+  // long leases and a token request that stalls 12 s: without the drain, B's caller would wait
+  // for A's lease to expire and B would abandon the request at shutdown (a leaked request)
+  await s.restartLatch('SIGTERM', { LATCH_REFRESH_LEASE_MS: '30000', LATCH_TOKEN_TIMEOUT_MS: '20000' });
+  const b = await startLatch({ dir: s.dir, env: { ...s.env, LATCH_REFRESH_LEASE_MS: '30000', LATCH_REFRESH_MARGIN_S: '2', LATCH_BACKGROUND_REFRESH: 'false' } });
+  let stopped = false;
+  try {
+    const id = await link();
+    await sleep(4200);
+    await s.fake.fault({ target: 'token', mode: 'delay', delay_ms: 12000, count: 1 });
+    const ra = s.api('GET', getPath(id)); // A takes the lease; its token request stalls
+    await sleep(500);
+    const rb = request(`${b.url}${getPath(id)}`, { headers: { authorization: `Bearer ${s.secretKey}` } });
+    await sleep(500); // B's caller is parked on A's lease
+    const stopping = b.stop(); // SIGTERM; rejects on a sanitizer report or an unclean exit
+    const r = await rb;
+    assert.equal(r.status, 503, r.body.toString());
+    assert.equal(r.json.error.code, 'server_shutting_down');
+    await stopping;
+    stopped = true;
+    assert.equal((await ra).status, 200, 'A finishes its refresh normally');
+  } finally {
+    if (!stopped) await b.stop().catch(() => {});
+    await s.fake.fault({ target: 'all', mode: 'none' });
+  }
+});

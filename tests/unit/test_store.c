@@ -804,6 +804,27 @@ test_connection_delete_metadata_patch_touch(void **state)
     assert_int_equal(store_connection_set_metadata(f->s, 9999, "{}"), LATCH_E_NOT_FOUND);
     assert_int_equal(store_connection_patch(f->s, 9999, NULL, NULL, NULL), LATCH_E_NOT_FOUND);
     assert_int_equal(store_connection_touch(f->s, 9999, 1), LATCH_E_NOT_FOUND);
+    {
+        /* batched: one transaction, gone rows skipped, never backwards, bounded */
+        int64_t id2 = add_conn(f->s, f->env, "ninja", "c2", NULL, NULL);
+        int64_t ids[] = {id, 9999, id2};
+        int64_t *many = calloc(LATCH_STORE_TOUCH_BATCH + 1, sizeof *many);
+
+        assert_int_equal(store_connection_touch_many(f->s, ids, 3, 888), LATCH_OK);
+        assert_int_equal(store_connection_touch_many(f->s, ids, 1, 100), LATCH_OK);
+        assert_int_equal(store_connection_touch_many(f->s, ids, 0, 100), LATCH_OK);
+        assert_non_null(many);
+        assert_int_equal(store_connection_touch_many(f->s, many, LATCH_STORE_TOUCH_BATCH + 1, 1),
+                         LATCH_E_INVAL);
+        free(many);
+        assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c1", &g), LATCH_OK);
+        assert_int_equal(g.last_fetched_at, 888);
+        store_connection_clear(&g);
+        assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c2", &g), LATCH_OK);
+        assert_int_equal(g.last_fetched_at, 888);
+        store_connection_clear(&g);
+        assert_int_equal(store_connection_delete(f->s, f->env, "ninja", "c2"), LATCH_OK);
+    }
 
     assert_int_equal(store_connection_delete(f->s, f->env, "ninja", "c1"), LATCH_OK);
     assert_int_equal(store_connection_delete(f->s, f->env, "ninja", "c1"), LATCH_E_NOT_FOUND);

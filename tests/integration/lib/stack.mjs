@@ -113,7 +113,16 @@ export async function startLatch({ dir, env = {}, port } = {}) {
       if (child.exitCode === null && child.signalCode === null) {
         const done = new Promise((r) => child.once('exit', r));
         child.kill(signal);
-        await done;
+        // a latch that does not stop in time is a failure, but must not hang the runner
+        let timer;
+        const hung = await Promise.race([done.then(() => false),
+          new Promise((r) => { timer = setTimeout(() => r(true), 60000); })]);
+        clearTimeout(timer);
+        if (hung) {
+          child.kill('SIGKILL');
+          await done;
+          throw new Error(`latch did not exit within 60 s of ${signal}:\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
+        }
       }
       // sanitizer builds: any report (leak at exit, UB, memory error) fails the test
       const text = fs.readFileSync(logPath, 'utf8');
@@ -233,10 +242,12 @@ export async function startStack(opts = {}) {
       latch = await startLatch({ dir, env: { ...env, ...extraEnv }, port: latch.port });
     },
     async stop() {
-      await latch.stop();
-      await fake.stop();
-      await webhooks.close();
-      if (pg) await pg.destroy();
+      // tear everything down even when latch's stop reports a failure, so that no child
+      // process keeps the test runner alive; then report the first failure
+      const results = await Promise.allSettled([latch.stop()]);
+      results.push(...await Promise.allSettled([fake.stop(), webhooks.close(), pg ? pg.destroy() : null]));
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     },
   };
   if (opts.createIntegration !== false) {
