@@ -4,7 +4,7 @@
 // measured in the same run) and writes the raw numbers to <build>/bench/results.json.
 //
 // Environment: LATCH_BIN, FAKE_NINJAONE_BIN, BENCH_RUNS (3), BENCH_DURATION (3 s per wrk run),
-// BENCH_SCALE (100,10000,100000), BENCH_CASES (1,2,3,4,5,6), BENCH_PERF=1 (perf profiles of the
+// BENCH_SCALE (100,10000,100000), BENCH_CASES (1,2,3,4,5,6,7), BENCH_PERF=1 (perf profiles of the
 // hot paths into <out>/perf-*.txt), BENCH_OUT (output dir).
 import { spawn } from 'node:child_process';
 import { randomUUID, randomInt } from 'node:crypto';
@@ -16,7 +16,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startFake, makeTestCA, DEFAULT_CLIENT } from '../tests/integration/lib/fake.mjs';
-import { median, pct, run, wrk, procStat, burst, rawGet, makeClient, pool } from './lib/load.mjs';
+import { median, pct, run, wrk, procStat, burst, rawGet, makeClient, pool, paced } from './lib/load.mjs';
 import { startNginx } from './lib/nginx.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -27,7 +27,7 @@ const FAKE_BIN = path.resolve(process.env.FAKE_NINJAONE_BIN || path.join(BUILD, 
 const RUNS = Number(process.env.BENCH_RUNS || 3);
 const DUR = Number(process.env.BENCH_DURATION || 3);
 const SCALE = (process.env.BENCH_SCALE || '100,10000,100000').split(',').map(Number);
-const CASES = new Set((process.env.BENCH_CASES || '1,2,3,4,5,6').split(',').map(Number));
+const CASES = new Set((process.env.BENCH_CASES || '1,2,3,4,5,6,7').split(',').map(Number));
 const PERF = process.env.BENCH_PERF === '1';
 const OUT = process.env.BENCH_OUT || path.join(BUILD, 'bench');
 const PCK = 'ninjaone-rmm';
@@ -201,15 +201,17 @@ async function main() {
     const startups = [];
     const idle = [];
     const idleAnon = [];
+    const idlePss = [];
     for (let i = 0; i < RUNS; i++) {
       const l = await startLatch({ dir: latchDir, env, port: latchPort });
       startups.push(l.startupMs);
       await sleep(300);
       idle.push(procStat(l.pid).rssKb / 1024);
       idleAnon.push(procStat(l.pid).anonKb / 1024);
+      idlePss.push(procStat(l.pid).pssKb / 1024);
       await l.stop();
     }
-    results.cases.startup_empty = { startups, idle_rss_mb: idle, idle_anon_mb: idleAnon };
+    results.cases.startup_empty = { startups, idle_rss_mb: idle, idle_anon_mb: idleAnon, idle_pss_mb: idlePss };
     let latch = await startLatch({ dir: latchDir, env, port: latchPort });
     stopList.push(() => latch.stop());
     const call = makeClient(latch.url, secretKey);
@@ -383,6 +385,52 @@ async function main() {
       row('6 connect flow', 'links/s (16 conc)', median(L), median(T), 'direct token req/s', 'measure', true);
     }
 
+    /* ---- 7. noisy neighbour: one environment floods, another's latency ---- */
+    if (CASES.has(7)) {
+      // the real per-environment limit (default 2000/s); the per-IP limit stays raised because
+      // both environments' clients share 127.0.0.1
+      const env7 = { ...env, LATCH_RATE_LIMIT_ENV: '2000' };
+      await latch.stop();
+      latch = await startLatch({ dir: latchDir, env: env7, port: latchPort });
+      const created = await run(LATCH_BIN, ['env', 'create', `victim-${randomInt(1e9)}`], {
+        cwd: latchDir,
+        env: { PATH: process.env.PATH, LATCH_DATABASE_URL: path.join(latchDir, 'latch.db'), LATCH_KEY_FILE: path.join(latchDir, 'latch.key'), LATCH_LOG_LEVEL: 'error' },
+      });
+      const victimKey = created.trim().split('\n').pop().trim();
+      const vcall = makeClient(latch.url, victimKey, 16);
+      r = await vcall('POST', '/integrations', { provider: PCK, unique_key: PCK });
+      if (r.status !== 200) throw new Error(`victim integration: ${r.status} ${r.body}`);
+      r = await vcall('POST', '/connections', {
+        provider_config_key: PCK, connection_id: 'victim-read', connection_config: { instance: 'eu.ninjarmm.com' },
+        credentials: { type: 'OAUTH2_CC', token: benchToken, client_id: DEFAULT_CLIENT.client_id, client_secret: DEFAULT_CLIENT.client_secret, expires_at: future },
+      });
+      if (r.status !== 201 && r.status !== 200) throw new Error(`victim import: ${r.status} ${r.body}`);
+      const RATE = Number(process.env.BENCH_VICTIM_RATE || 500);
+      const victim = () => vcall('GET', `/connections/victim-read?provider_config_key=${PCK}`);
+      await paced(RATE, 1, victim); // warm
+      const A = [];
+      const F = [];
+      const W = [];
+      for (let i = 0; i < RUNS; i++) {
+        A.push(await paced(RATE, DUR, victim));
+        const flood = wrk(`${latch.url}${readPath}`, { headers: auth, duration: DUR + 1, threads: 1, conns: 50 });
+        await sleep(500);
+        F.push(await paced(RATE, DUR, victim));
+        W.push(await flood);
+        log(`7. run ${i + 1}: victim alone p50 ${A[i].p50.toFixed(2)} p99 ${A[i].p99.toFixed(2)} ms ${JSON.stringify(A[i].statuses)}; during flood p50 ${F[i].p50.toFixed(2)} p99 ${F[i].p99.toFixed(2)} ms ${JSON.stringify(F[i].statuses)}; flooder ${W[i].rps.toFixed(0)} answers/s, non-2xx ${W[i].non2xx}`);
+      }
+      results.cases.neighbour = { rate: RATE, alone: A, flood: F, flooder: W.map(({ raw, ...x }) => x) };
+      const a50 = median(A.map((x) => x.p50));
+      const f50 = median(F.map((x) => x.p50));
+      const bad = F.reduce((n, x) => n + (x.n - x.ok), 0);
+      row('7 noisy neighbour', `victim p50 ms (${RATE}/s) during flood`, f50, a50, 'victim alone', '≤ 1.1×', f50 <= 1.1 * a50);
+      row('7 noisy neighbour', 'victim p99 ms during flood', median(F.map((x) => x.p99)), median(A.map((x) => x.p99)), 'victim alone', '–', true);
+      row('7 noisy neighbour', 'victim non-200 during flood', bad, null, '', '0', bad === 0, 'n');
+      row('7 noisy neighbour', 'flooder answers/s (200 + 429)', median(W.map((x) => x.rps)), 2000, 'its limit /s', 'limited', true, 'n');
+      await latch.stop();
+      latch = await startLatch({ dir: latchDir, env, port: latchPort });
+    }
+
     /* ---- 5. store scale ---- */
     if (CASES.has(5)) {
       await fresh();
@@ -435,6 +483,7 @@ async function main() {
     row('5 store scale', 'start-up ms (empty)', median(su.startups), 100, '100 ms', '< 100 ms', median(su.startups) < 100, 'ms');
     row('5 store scale', 'idle RSS MB (empty)', median(su.idle_rss_mb), 10, '10 MB', '< 10 MB', median(su.idle_rss_mb) < 10, 'MB');
     row('5 store scale', '  of which anon (heap) MB', median(su.idle_anon_mb), 10, '10 MB', '–', true, 'MB');
+    row('5 store scale', '  PSS MB (shared pages divided)', median(su.idle_pss_mb), 10, '10 MB', '–', true, 'MB');
   } finally {
     await cleanup();
   }

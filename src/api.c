@@ -11,6 +11,7 @@
 #include "latch_limits.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "timer.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "vault.h"
@@ -92,8 +93,7 @@ route_match(const char *pattern, const char *path, struct api_ctx *c)
             if (np >= 4 || used + n + 1 > sizeof c->cap_buf)
                 return false;
             memcpy(c->cap_buf + used, s, n + 1);
-            c->params[np++] = c->cap_buf + used;
-            used += n + 1;
+            c->params[np] = c->cap_buf + used; /* "*" is the last segment: nothing follows */
             return true;
         }
         if (*p == ':') {
@@ -591,6 +591,12 @@ authenticate(struct api_ctx *c, enum api_auth mode)
  * Token buckets: per client IP on the routes an end user's browser reaches (connect session or no
  * credentials), per environment on everything a secret key reaches. Nango's X-RateLimit-* headers.
  */
+static void
+resume_later(void *req)
+{
+    http_req_resume(req);
+}
+
 static bool
 rate_limited(struct api_ctx *c, struct ratelimit *rl, const char *key)
 {
@@ -611,6 +617,18 @@ rate_limited(struct api_ctx *c, struct ratelimit *rl, const char *key)
     (void)snprintf(b, sizeof b, "%u", v.retry_after_s);
     http_resp_header(c->req, "Retry-After", b);
     api_error(c, 429, "too_many_requests", "Too many requests. Retry after the Retry-After delay.");
+    /*
+     * Tarpit: the 429 leaves after LATCH_RATE_LIMIT_DELAY_MS. A client looping on its
+     * connections then sends at most one request per connection per delay, so an environment
+     * that floods latch pays in waiting, not in the CPU every other environment shares. The
+     * waiting request costs a suspended connection and a timer entry, both bounded.
+     */
+    if (c->app->cfg->rate_delay_ms > 0 && c->app->timer != NULL) {
+        http_req_suspend(c->req);
+        if (timer_after(c->app->timer, c->app->cfg->rate_delay_ms, resume_later, c->req) !=
+            LATCH_OK)
+            http_req_resume(c->req); /* timer full or stopping: answer now */
+    }
     return true;
 }
 

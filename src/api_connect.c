@@ -391,7 +391,6 @@ status_for(enum oauth_cc_outcome o)
         return 504;
     case OCC_UNREACHABLE:
     case OCC_BAD_RESPONSE:
-        return 502;
     case OCC_UPSTREAM:
         return 502;
     default:

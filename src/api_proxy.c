@@ -49,6 +49,8 @@ struct ring {
 enum body_mode { BODY_NONE, BODY_BUFFERED, BODY_STREAM };
 enum resp_mode { RESP_PENDING, RESP_STREAM, RESP_DISCARD, RESP_CAPTURE, RESP_DONE };
 
+#define PROXY_MAX_ZOMBIES 4 /* streams parked in zombies while borrowed */
+
 struct proxy {
     pthread_mutex_t mu;
     int refs;
@@ -105,7 +107,7 @@ struct proxy {
      * lock), and a stream finished meanwhile is parked in zombies until the last borrow ends.
      */
     int st_borrows;
-    struct outbound_stream *zombies[4];
+    struct outbound_stream *zombies[PROXY_MAX_ZOMBIES];
     size_t n_zombies;
 };
 
@@ -180,7 +182,7 @@ st_borrow(struct proxy *px)
 static void
 st_return(struct proxy *px, struct outbound_stream *st)
 {
-    struct outbound_stream *z[4];
+    struct outbound_stream *z[PROXY_MAX_ZOMBIES];
     size_t nz = 0;
 
     if (st == NULL)
@@ -188,7 +190,7 @@ st_return(struct proxy *px, struct outbound_stream *st)
     pthread_mutex_lock(&px->mu);
     if (--px->st_borrows == 0) {
         nz = px->n_zombies;
-        memcpy(z, px->zombies, nz * sizeof *z);
+        memcpy(z, px->zombies, nz * sizeof(struct outbound_stream *));
         px->n_zombies = 0;
     }
     pthread_mutex_unlock(&px->mu);
@@ -200,9 +202,7 @@ st_return(struct proxy *px, struct outbound_stream *st)
 static bool
 st_retire_locked(struct proxy *px, struct outbound_stream *st)
 {
-    size_t cap = sizeof px->zombies / sizeof *px->zombies;
-
-    if (st == NULL || px->st_borrows == 0 || px->n_zombies >= cap)
+    if (st == NULL || px->st_borrows == 0 || px->n_zombies >= PROXY_MAX_ZOMBIES)
         return st != NULL; /* caller releases now */
     px->zombies[px->n_zombies++] = st;
     return false;
@@ -736,6 +736,7 @@ start_attempt(struct proxy *px)
     free(h);
     if (rc != LATCH_OK) {
         proxy_unref(px);
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): refcounted; the caller still holds a ref */
         finish_plain(px, rc == LATCH_E_BUSY ? 503 : 400,
                      rc == LATCH_E_BUSY ? "busy" : "invalid_proxy_request",
                      rc == LATCH_E_BUSY ? "latch is too busy; try again."

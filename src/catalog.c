@@ -828,7 +828,7 @@ load(const char *yaml, size_t len, const char *name, bool strict, struct catalog
     (void)pcre2_set_depth_limit(c->mctx, CATALOG_RE_DEPTH_LIMIT);
     (void)pcre2_set_heap_limit(c->mctx, CATALOG_RE_HEAP_LIMIT_KIB);
     c->providers = arena_alloc(c, (n ? n : 1) * sizeof *c->providers);
-    c->by_name = arena_alloc(c, (n ? n : 1) * sizeof *c->by_name);
+    c->by_name = arena_alloc(c, (n ? n : 1) * sizeof(const struct catalog_provider *));
     l.c = c;
     l.strict = strict;
     l.name = name;
@@ -842,7 +842,7 @@ load(const char *yaml, size_t len, const char *name, bool strict, struct catalog
         i++;
     }
     c->n_providers = i;
-    qsort(c->by_name, c->n_providers, sizeof *c->by_name, cmp_provider);
+    qsort(c->by_name, c->n_providers, sizeof(const struct catalog_provider *), cmp_provider);
     *out = c;
     c = NULL;
 out:
@@ -945,7 +945,8 @@ catalog_find(const struct catalog *c, const char *name)
     if (c == NULL || name == NULL || c->n_providers == 0)
         return NULL;
     key.name = name;
-    hit = bsearch(&kp, c->by_name, c->n_providers, sizeof *c->by_name, cmp_provider);
+    hit = bsearch(&kp, c->by_name, c->n_providers, sizeof(const struct catalog_provider *),
+                  cmp_provider);
     return hit != NULL ? *hit : NULL;
 }
 

@@ -80,11 +80,17 @@ static const struct cfg_def defs[] = {
      "requests per second per environment, bursts of twice that (0 = off)"},
     {"LATCH_RATE_LIMIT_IP", CFG_INT, OFF(rate_ip), "100", 0, 10000000, false,
      "requests per second per client IP on the Connect UI routes, bursts of twice that (0 = off)"},
+    {"LATCH_RATE_LIMIT_DELAY_MS", CFG_INT, OFF(rate_delay_ms), "250", 0, 5000, false,
+     "a 429 is answered after this delay, so a flooding client slows itself down (0 = at once)"},
 };
 
 static bool
 parse_bool(const char *s, bool *out)
 {
+    if (s == NULL) { /* unset and no default: off */
+        *out = false;
+        return true;
+    }
     if (strcmp(s, "1") == 0 || strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 ||
         strcmp(s, "on") == 0) {
         *out = true;
@@ -171,19 +177,19 @@ config_print(const struct config *c, FILE *f)
             const char *v = *(char *const *)(const void *)base;
 
             if (v == NULL)
-                fprintf(f, "  %-30s (unset)\n", d->env);
+                (void)fprintf(f, "  %-30s (unset)\n", d->env);
             else if (d->secret)
-                fprintf(f, "  %-30s (set)\n", d->env);
+                (void)fprintf(f, "  %-30s (set)\n", d->env);
             else
-                fprintf(f, "  %-30s %s\n", d->env, v);
+                (void)fprintf(f, "  %-30s %s\n", d->env, v);
             break;
         }
         case CFG_INT:
-            fprintf(f, "  %-30s %d\n", d->env, *(const int *)(const void *)base);
+            (void)fprintf(f, "  %-30s %d\n", d->env, *(const int *)(const void *)base);
             break;
         case CFG_BOOL:
-            fprintf(f, "  %-30s %s\n", d->env,
-                    *(const bool *)(const void *)base ? "true" : "false");
+            (void)fprintf(f, "  %-30s %s\n", d->env,
+                          *(const bool *)(const void *)base ? "true" : "false");
             break;
         }
     }
@@ -193,7 +199,7 @@ void
 config_help(FILE *f)
 {
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
-        fprintf(f, "  %-30s %s%s%s%s\n", defs[i].env, defs[i].help,
-                defs[i].def ? " [default: " : "", defs[i].def ? defs[i].def : "",
-                defs[i].def ? "]" : "");
+        (void)fprintf(f, "  %-30s %s%s%s%s\n", defs[i].env, defs[i].help,
+                      defs[i].def ? " [default: " : "", defs[i].def ? defs[i].def : "",
+                      defs[i].def ? "]" : "");
 }

@@ -43,6 +43,7 @@ struct config {
     bool background_refresh;  /* LATCH_BACKGROUND_REFRESH */
     int rate_env;             /* LATCH_RATE_LIMIT_ENV: requests/s per environment (0 = off) */
     int rate_ip;              /* LATCH_RATE_LIMIT_IP: requests/s per client IP on public routes */
+    int rate_delay_ms;        /* LATCH_RATE_LIMIT_DELAY_MS: 429s are answered this much later */
 };
 
 /* Reads the environment; LATCH_E_INVAL with a message naming the variable on bad values. */

@@ -532,15 +532,23 @@ resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *own
 static char *
 json_dump_owned(const json_t *v, size_t *len)
 {
+    char first[4096];
     size_t n, m;
     char *out;
 
     if (v == NULL)
         return NULL;
-    n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    /* one pass for the usual small answer; a second only when it does not fit */
+    n = json_dumpb(v, first, sizeof first, JSON_COMPACT | JSON_ENCODE_ANY);
     if (n == 0)
         return NULL;
     out = xmalloc(n + 1);
+    if (n <= sizeof first) {
+        memcpy(out, first, n);
+        out[n] = '\0';
+        *len = n;
+        return out;
+    }
     m = json_dumpb(v, out, n, JSON_COMPACT | JSON_ENCODE_ANY);
     if (m != n) {
         free(out);

@@ -24,26 +24,27 @@
 static int
 usage(FILE *f)
 {
-    fprintf(f,
-            "latch %s - link your customers' third-party accounts (Nango-compatible API)\n\n"
-            "usage: latch <command> [args]\n\n"
-            "commands:\n"
-            "  serve                 run the API and the Connect UI\n"
-            "  migrate               apply database migrations and exit\n"
-            "  keys rotate           add a new encryption key and re-encrypt every secret\n"
-            "  keys retire <kid>     remove an old key (after rotate)\n"
-            "  keys status           show key ids and how many secrets each protects\n"
-            "  keys create-secret [env]  create another API secret key (default env: dev)\n"
-            "  env create <name>     create an environment (prints its secret key)\n"
-            "  env list              list environments\n"
-            "  env set-webhook <name> <url> [secondary-url]\n"
-            "  env webhook-key <name>    print the webhook signing key\n"
-            "  export <file>         dump every row (ciphertexts verbatim) to a file\n"
-            "  import <file>         load a dump into an empty database (SQLite <-> PostgreSQL)\n"
-            "  version               print the version\n\n"
-            "Run `latch <command> --help` for details. Configuration is read from the\n"
-            "environment:\n\n",
-            LATCH_VERSION);
+    (void)fprintf(
+        f,
+        "latch %s - link your customers' third-party accounts (Nango-compatible API)\n\n"
+        "usage: latch <command> [args]\n\n"
+        "commands:\n"
+        "  serve                 run the API and the Connect UI\n"
+        "  migrate               apply database migrations and exit\n"
+        "  keys rotate           add a new encryption key and re-encrypt every secret\n"
+        "  keys retire <kid>     remove an old key (after rotate)\n"
+        "  keys status           show key ids and how many secrets each protects\n"
+        "  keys create-secret [env]  create another API secret key (default env: dev)\n"
+        "  env create <name>     create an environment (prints its secret key)\n"
+        "  env list              list environments\n"
+        "  env set-webhook <name> <url> [secondary-url]\n"
+        "  env webhook-key <name>    print the webhook signing key\n"
+        "  export <file>         dump every row (ciphertexts verbatim) to a file\n"
+        "  import <file>         load a dump into an empty database (SQLite <-> PostgreSQL)\n"
+        "  version               print the version\n\n"
+        "Run `latch <command> --help` for details. Configuration is read from the\n"
+        "environment:\n\n",
+        LATCH_VERSION);
     config_help(f);
     return f == stderr ? 2 : 0;
 }
@@ -60,7 +61,7 @@ wants_help(int argc, char **argv)
 static int
 die(const char *what, const struct latch_err *err, latch_rc rc)
 {
-    fprintf(stderr, "latch: %s: %s\n", what, err->msg[0] ? err->msg : latch_strerror(rc));
+    (void)fprintf(stderr, "latch: %s: %s\n", what, err->msg[0] ? err->msg : latch_strerror(rc));
     return 1;
 }
 
@@ -101,7 +102,10 @@ cmd_serve(const struct config *cfg)
            "    Health:      http://%s:%u/health\n\n",
            LATCH_VERSION, store_backend(a.store), cfg->bind, http_server_port(a.http),
            cfg->public_url, cfg->bind, http_server_port(a.http));
-    fflush(stdout);
+    /* the banner may carry the only copy of a new dev secret key: say so when it is lost */
+    if (fflush(stdout) != 0 || ferror(stdout))
+        log_warn("could not write the start-up banner to stdout",
+                 "hint=\"latch keys create-secret makes another secret key\"");
     log_info("listening", "port=%u", http_server_port(a.http));
     (void)sigwait(&set, &sig);
     log_info("shutting down", "signal=%d", sig);
@@ -209,7 +213,7 @@ cmd_keys(const struct config *cfg, int argc, char **argv)
         }
         store_env_clear(&e);
     } else {
-        fprintf(stderr, "latch keys: unknown subcommand\n");
+        (void)fprintf(stderr, "latch keys: unknown subcommand\n");
         ret = 2;
     }
 out:
@@ -294,7 +298,7 @@ cmd_env(const struct config *cfg, int argc, char **argv)
         free(aad);
         store_env_clear(&e);
     } else {
-        fprintf(stderr, "latch env: unknown subcommand\n");
+        (void)fprintf(stderr, "latch env: unknown subcommand\n");
         ret = 2;
     }
     app_stop(&a);
@@ -336,7 +340,7 @@ cmd_dump(const struct config *cfg, bool is_export, int argc, char **argv)
     else
         f = fopen(argv[0], is_export ? "wx" : "r"); /* never overwrite an existing dump */
     if (f == NULL) {
-        fprintf(stderr, "latch: cannot open %s\n", argv[0]);
+        (void)fprintf(stderr, "latch: cannot open %s\n", argv[0]);
         ret = 1;
         goto out;
     }
@@ -348,7 +352,7 @@ cmd_dump(const struct config *cfg, bool is_export, int argc, char **argv)
     if (rc != LATCH_OK)
         ret = die(is_export ? "export" : "import", &err, rc);
     else
-        fprintf(stderr, "latch: %s done\n", is_export ? "export" : "import");
+        (void)fprintf(stderr, "latch: %s done\n", is_export ? "export" : "import");
 out:
     store_close(st);
     return ret;
@@ -387,11 +391,11 @@ main(int argc, char **argv)
         return die("configuration", &err, rc);
     lvl = log_level_parse(cfg.log_level);
     if (lvl < 0) {
-        fprintf(stderr, "latch: LATCH_LOG_LEVEL must be debug, info, warn or error\n");
+        (void)fprintf(stderr, "latch: LATCH_LOG_LEVEL must be debug, info, warn or error\n");
         return 1;
     }
     log_min_level = (enum log_level)lvl;
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN); /* fails only for an invalid signal number */
     umask(077);
     {
         /* every proxied request holds two sockets: use the whole descriptor allowance */

@@ -1355,7 +1355,9 @@ curl_thread_main(void *arg)
 
             if (!stop)
                 run_control(ob, run);
-            job_unref(run); /* the control list's reference */
+            /* the control list's reference: it kept run alive if run_control dropped the job's */
+            /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): refcounted; run still had this ref */
+            job_unref(run);
             run = next;
         }
         if (stop)
@@ -1599,9 +1601,9 @@ outbound_stream_start(struct outbound *ob, const struct outbound_req *req, long 
         job_ref(j); /* the caller's handle */
     rc = job_enqueue(ob, j, &err);
     if (rc != LATCH_OK) {
-        if (out != NULL)
-            job_unref(j);
-        job_unref(j);
+        /* never queued: no other thread has seen j, so it is freed whatever its count */
+        job_release_resources(j);
+        free(j);
         return rc;
     }
     if (out != NULL)

@@ -1,3 +1,8 @@
+/*
+ * timer.c - one timer thread over a binary min-heap of events ordered by (due, seq): O(log n)
+ * per event, FIFO among events due at the same millisecond. The heap array grows on demand and
+ * is bounded by LATCH_TIMER_MAX_PENDING.
+ */
 #include "timer.h"
 
 #include <pthread.h>
@@ -10,17 +15,19 @@
 
 struct timer_ev {
     int64_t due; /* CLOCK_MONOTONIC ms */
+    uint64_t seq;
     void (*fn)(void *);
     void *ud;
-    struct timer_ev *next;
 };
 
 struct timer {
     pthread_t thr;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct timer_ev *head; /* sorted by due */
+    struct timer_ev *heap; /* heap[0] is the earliest */
     size_t n;
+    size_t cap;
+    uint64_t seq;
     bool stop;
 };
 
@@ -33,6 +40,57 @@ mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static bool
+before(const struct timer_ev *a, const struct timer_ev *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void
+swap(struct timer_ev *a, struct timer_ev *b)
+{
+    struct timer_ev x = *a;
+
+    *a = *b;
+    *b = x;
+}
+
+/* With t->mu held; t->n > 0. */
+static struct timer_ev
+heap_pop(struct timer *t)
+{
+    struct timer_ev top = t->heap[0];
+    size_t i = 0;
+
+    t->heap[0] = t->heap[--t->n];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+
+        if (l < t->n && before(&t->heap[l], &t->heap[m]))
+            m = l;
+        if (r < t->n && before(&t->heap[r], &t->heap[m]))
+            m = r;
+        if (m == i)
+            break;
+        swap(&t->heap[i], &t->heap[m]);
+        i = m;
+    }
+    return top;
+}
+
+/* With t->mu held; room for one more. */
+static void
+heap_push(struct timer *t, const struct timer_ev *e)
+{
+    size_t i = t->n++;
+
+    t->heap[i] = *e;
+    while (i > 0 && before(&t->heap[i], &t->heap[(i - 1) / 2])) {
+        swap(&t->heap[i], &t->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+}
+
 static void *
 timer_main(void *arg)
 {
@@ -42,22 +100,19 @@ timer_main(void *arg)
     while (!t->stop) {
         int64_t now = mono_ms();
 
-        if (t->head != NULL && t->head->due <= now) {
-            struct timer_ev *e = t->head;
+        if (t->n > 0 && t->heap[0].due <= now) {
+            struct timer_ev e = heap_pop(t);
 
-            t->head = e->next;
-            t->n--;
             pthread_mutex_unlock(&t->mu);
-            e->fn(e->ud);
-            free(e);
+            e.fn(e.ud);
             pthread_mutex_lock(&t->mu);
             continue;
         }
-        if (t->head == NULL) {
+        if (t->n == 0) {
             pthread_cond_wait(&t->cv, &t->mu);
         } else {
             struct timespec ts;
-            int64_t wait = t->head->due - now;
+            int64_t wait = t->heap[0].due - now;
 
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += wait / 1000;
@@ -85,6 +140,8 @@ timer_start(struct timer **out)
     pthread_cond_init(&t->cv, &ca);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&t->thr, NULL, timer_main, t) != 0) {
+        pthread_cond_destroy(&t->cv);
+        pthread_mutex_destroy(&t->mu);
         free(t);
         return LATCH_E_INTERNAL;
     }
@@ -95,8 +152,6 @@ timer_start(struct timer **out)
 void
 timer_stop(struct timer *t)
 {
-    struct timer_ev *e;
-
     if (t == NULL)
         return;
     pthread_mutex_lock(&t->mu);
@@ -104,11 +159,13 @@ timer_stop(struct timer *t)
     pthread_cond_signal(&t->cv);
     pthread_mutex_unlock(&t->mu);
     pthread_join(t->thr, NULL);
-    while ((e = t->head) != NULL) {
-        t->head = e->next;
-        e->fn(e->ud);
-        free(e);
+    /* in due order; callbacks may not add events any more (timer_after answers BUSY) */
+    while (t->n > 0) {
+        struct timer_ev e = heap_pop(t);
+
+        e.fn(e.ud);
     }
+    free(t->heap);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
     free(t);
@@ -117,23 +174,28 @@ timer_stop(struct timer *t)
 latch_rc
 timer_after(struct timer *t, int64_t delay_ms, void (*fn)(void *ud), void *ud)
 {
-    struct timer_ev *e, **pp;
+    struct timer_ev e;
 
     pthread_mutex_lock(&t->mu);
     if (t->stop || t->n >= LATCH_TIMER_MAX_PENDING) {
         pthread_mutex_unlock(&t->mu);
         return LATCH_E_BUSY;
     }
-    e = xcalloc(1, sizeof *e);
-    e->due = mono_ms() + (delay_ms > 0 ? delay_ms : 0);
-    e->fn = fn;
-    e->ud = ud;
-    for (pp = &t->head; *pp != NULL && (*pp)->due <= e->due; pp = &(*pp)->next)
-        ;
-    e->next = *pp;
-    *pp = e;
-    t->n++;
-    pthread_cond_signal(&t->cv);
+    if (t->n == t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 64;
+
+        if (ncap > LATCH_TIMER_MAX_PENDING)
+            ncap = LATCH_TIMER_MAX_PENDING;
+        t->heap = xrealloc(t->heap, ncap * sizeof *t->heap);
+        t->cap = ncap;
+    }
+    e.due = mono_ms() + (delay_ms > 0 ? delay_ms : 0);
+    e.seq = t->seq++;
+    e.fn = fn;
+    e.ud = ud;
+    heap_push(t, &e);
+    if (t->heap[0].seq == e.seq)
+        pthread_cond_signal(&t->cv); /* new earliest event: re-arm the wait */
     pthread_mutex_unlock(&t->mu);
     return LATCH_OK;
 }

@@ -1,5 +1,5 @@
 /*
- * timer.h - run a callback later, on one shared timer thread (proxy retry waits, back-offs).
+ * timer.h - run a callback later, on one shared timer thread (proxy retry waits, delayed 429s).
  * Callbacks must be short (they typically submit work elsewhere). Bounded by
  * LATCH_TIMER_MAX_PENDING. Threads: timer_after from any thread.
  */

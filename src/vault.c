@@ -1007,6 +1007,7 @@ vault_seal(struct vault *v, const char *aad, const void *pt, size_t ptlen, char 
         goto out;
 
     env = xmalloc(total);
+    /* NOLINTNEXTLINE(bugprone-not-null-terminated-result): prefix; b64_encode writes the NUL */
     memcpy(env, "v2.", 3);
     memcpy(env + 3, kid, VAULT_KID_LEN);
     o = 3 + VAULT_KID_LEN;

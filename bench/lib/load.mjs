@@ -76,9 +76,12 @@ export function procStat(pid) {
     const rss = Number((s.match(/VmRSS:\s+(\d+)/) || [])[1]);
     const threads = Number((s.match(/Threads:\s+(\d+)/) || [])[1]);
     const anon = Number((s.match(/RssAnon:\s+(\d+)/) || [])[1]);
-    return { rssKb: rss, anonKb: anon, threads };
+    // PSS: shared library pages divided among the processes that map them
+    let pss = NaN;
+    try { pss = Number((fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').match(/^Pss:\s+(\d+)/m) || [])[1]); } catch { /* old kernel */ }
+    return { rssKb: rss, anonKb: anon, pssKb: pss, threads };
   } catch {
-    return { rssKb: NaN, anonKb: NaN, threads: NaN };
+    return { rssKb: NaN, anonKb: NaN, pssKb: NaN, threads: NaN };
   }
 }
 
@@ -275,4 +278,29 @@ export async function pool(from, to, conc, fn) {
     }
   }));
   return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/**
+ * Open-loop load: starts one `fn()` every 1000/rate ms for `seconds`, whatever the previous ones
+ * are doing (a slow server cannot slow the arrivals down). Latency is measured from the scheduled
+ * start, so queueing behind a late send counts too (no coordinated omission).
+ * Returns { n, ok, statuses, p50, p99, max } (ms).
+ */
+export async function paced(rate, seconds, fn) {
+  const lat = [];
+  const statuses = {};
+  const pending = [];
+  const t0 = performance.now();
+  const total = Math.round(rate * seconds);
+  for (let i = 0; i < total; i++) {
+    const due = t0 + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    pending.push(fn().then((r) => {
+      lat.push(performance.now() - due);
+      statuses[r.status] = (statuses[r.status] || 0) + 1;
+    }, () => { statuses.error = (statuses.error || 0) + 1; }));
+  }
+  await Promise.all(pending);
+  return { n: total, ok: statuses[200] || 0, statuses, p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat) };
 }

@@ -8,7 +8,7 @@
 static void
 oom(size_t n)
 {
-    fprintf(stderr, "lvl=fatal msg=\"out of memory\" bytes=%zu\n", n);
+    (void)fprintf(stderr, "lvl=fatal msg=\"out of memory\" bytes=%zu\n", n);
     abort();
 }
 

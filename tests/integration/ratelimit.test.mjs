@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
 import path from 'node:path';
 import { startStack, api, LATCH_BIN } from './lib/stack.mjs';
 import { burst, request } from './lib/load.mjs';
@@ -16,8 +17,15 @@ test('per-environment limit: 429 with Retry-After and X-RateLimit-*; other envir
   const out = execFileSync(LATCH_BIN, ['env', 'create', 'other'], { env: s.cliEnv() }).toString();
   const otherKey = out.match(/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/)[0];
   await new Promise((r) => setTimeout(r, 2100)); // full buckets
-  const flood = await burst(120, (i, agent) => request(`${s.latchUrl}/integrations`, { agent, headers: { authorization: `Bearer ${s.secretKey}` } }), { sockets: 16 });
+  const flood = await burst(120, async (i, agent) => {
+    const t0 = Date.now();
+    const r = await request(`${s.latchUrl}/integrations`, { agent, headers: { authorization: `Bearer ${s.secretKey}` } });
+    r.ms = Date.now() - t0;
+    return r;
+  }, { sockets: 120 });
   const limited = flood.filter((r) => r.status === 429);
+  // the tarpit: every 429 leaves after LATCH_RATE_LIMIT_DELAY_MS (250 ms by default)
+  assert.ok(limited.every((r) => r.ms >= 240), `429 answered after ${Math.min(...limited.map((r) => r.ms))} ms`);
   assert.ok(limited.length >= 60, `429s: ${limited.length}`);
   assert.ok(flood.filter((r) => r.status === 200).length >= 40, 'the burst allowance is served');
   const l = limited[0];
@@ -41,4 +49,27 @@ test('per-IP limit on the Connect UI routes', async () => {
   const res = await burst(60, (i, agent) => request(`${s.latchUrl}/connect/session`, { agent, headers: { authorization: `Bearer ${d.token}` } }), { sockets: 8 });
   assert.ok(res.some((r) => r.status === 429), 'limited');
   assert.ok(res.filter((r) => r.status === 200).length >= 20);
+});
+
+test('a flooding client is slowed down by the delayed 429s instead of costing CPU', async () => {
+  await new Promise((r) => setTimeout(r, 2100)); // full buckets
+  // 16 connections, each looping as fast as latch answers, for 1.5 s
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const counts = { 200: 0, 429: 0, other: 0 };
+  const end = Date.now() + 1500;
+  try {
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (Date.now() < end) {
+        const r = await request(`${s.latchUrl}/integrations`, { agent, headers: { authorization: `Bearer ${s.secretKey}` } });
+        counts[r.status === 200 || r.status === 429 ? r.status : 'other']++;
+      }
+    }));
+  } finally {
+    agent.destroy();
+  }
+  // each connection can receive at most one 429 per 250 ms: 16 x (1.5 s / 0.25 s + 1) = 112;
+  // answered at once, the same loop gets thousands
+  assert.ok(counts[429] > 0 && counts[429] <= 112, JSON.stringify(counts));
+  assert.ok(counts[200] >= 40, `the budget (burst 40 + 20/s) is still served: ${JSON.stringify(counts)}`);
+  assert.equal(counts.other, 0);
 });

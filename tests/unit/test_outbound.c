@@ -967,6 +967,32 @@ test_stream_download(void **state)
     outbound_stop(ob);
 }
 
+/* a full queue refuses a stream at once, with or without a handle, and runs no callback */
+static void
+test_stream_busy(void **state)
+{
+    struct outbound *ob = start_ob(true, true, NULL, 1);
+    struct counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, LATCH_OK};
+    struct outbound_req req = {0};
+    struct outbound_stream *st = NULL;
+    struct sink s;
+
+    (void)state;
+    sink_init(&s);
+    req.method = "GET";
+    req.url = url_for("127.0.0.1", "/sleep?ms=300");
+    assert_int_equal(outbound_submit(ob, &req, count_done, &c), LATCH_OK);
+    assert_int_equal(outbound_stream_start(ob, &req, 0, &sink_cbs, &s, &st), LATCH_E_BUSY);
+    assert_null(st);
+    assert_int_equal(outbound_stream_start(ob, &req, 0, &sink_cbs, &s, NULL), LATCH_E_BUSY);
+    counter_wait(&c, 1);
+    assert_int_equal(c.done, 1);
+    outbound_stop(ob);
+    assert_int_equal(s.done_calls, 0);
+    assert_int_equal(s.header_calls, 0);
+    sink_destroy(&s);
+}
+
 static void
 test_stream_cancel(void **state)
 {
@@ -1320,6 +1346,7 @@ main(void)
         cmocka_unit_test(test_stop_fails_pending),
         cmocka_unit_test(test_stream_download),
         cmocka_unit_test(test_stream_cancel),
+        cmocka_unit_test(test_stream_busy),
         cmocka_unit_test(test_stream_upload),
         cmocka_unit_test(test_tls_extra_ca),
     };
