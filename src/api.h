@@ -4,7 +4,7 @@
  *
  * Flow: http_server calls api_dispatch (pool thread) -> route match -> content-type/query checks
  * -> authentication (secret key, connect session, or none) -> the handler. Handlers reply with
- * http_resp_* or suspend (outbound calls) and reply later from the curl thread.
+ * http_resp_* or suspend (outbound calls) and reply later from the curl or a worker thread.
  * Threads: all functions are called on pool threads unless noted.
  */
 #ifndef LATCH_API_H

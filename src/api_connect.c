@@ -3,8 +3,9 @@
  * client-credentials link call the Connect UI makes (POST /oauth2/auth/:providerConfigKey).
  *
  * The link call validates every input against the provider definition before any network
- * call (instance enum, credential patterns), then runs the token exchange on the curl thread
- * (the pool thread is released: the request is suspended), stores the connection encrypted,
+ * call (instance enum, credential patterns), then runs the token exchange through outbound
+ * (the pool thread is released: the request is suspended), stores the connection encrypted on
+ * a worker thread (never on the curl thread: the upsert fsyncs),
  * queues the auth webhook, and answers {providerConfigKey, connectionId}.
  */
 #include <stdio.h>

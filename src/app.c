@@ -19,6 +19,7 @@
 #include "util/xalloc.h"
 #include "vault.h"
 #include "webhook.h"
+#include "worker.h"
 
 #define META_FINGERPRINT "key_fingerprint"
 #define META_INDEX_KEY "sealed:index_key"
@@ -247,6 +248,8 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     a->rl_ip = ratelimit_new(cfg->rate_ip, 2.0 * cfg->rate_ip);
     rc = timer_start(&a->timer);
     if (rc == LATCH_OK)
+        rc = worker_start(LATCH_WORKER_THREADS, LATCH_WORKER_MAX_JOBS, &a->worker);
+    if (rc == LATCH_OK)
         rc = webhook_start(a, &a->webhook);
     if (rc == LATCH_OK)
         rc = refresher_start(a, &a->refresher);
@@ -280,7 +283,14 @@ app_stop(struct app *a)
     a->http = NULL;
     timer_stop(a->timer);
     a->timer = NULL;
-    /* outbound first: it runs the pending callbacks of webhook and refresher jobs */
+    /*
+     * outbound first: it fails its pending jobs, whose callbacks hand their follow-up (store
+     * writes, webhooks) to the worker; the worker runs all of that; only then is outbound
+     * freed (a job may still reach outbound_submit, which then fails cleanly).
+     */
+    outbound_shutdown(a->outbound);
+    worker_stop(a->worker);
+    a->worker = NULL;
     outbound_stop(a->outbound);
     a->outbound = NULL;
     webhook_stop(a->webhook);

@@ -24,6 +24,7 @@ struct refresher;
 struct timer;
 struct ratelimit;
 struct authcache;
+struct worker;
 
 struct app {
     const struct config *cfg;
@@ -35,6 +36,7 @@ struct app {
     struct refresher *refresher;
     struct http_server *http;
     struct timer *timer;
+    struct worker *worker; /* store writes that follow an upstream answer, off the curl thread */
     struct ratelimit *rl_env;
     struct ratelimit *rl_ip;
     struct authcache *authcache;

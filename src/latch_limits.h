@@ -73,6 +73,9 @@
 
 /* Proxy. */
 #define LATCH_TIMER_MAX_PENDING 100000
+/* threads and queue for blocking follow-up work off the curl thread (worker.h) */
+#define LATCH_WORKER_THREADS 2
+#define LATCH_WORKER_MAX_JOBS 10000
 /* last_fetched_at updates written in one transaction */
 #define LATCH_STORE_TOUCH_BATCH 1000
 /* per direction, per proxied request */

@@ -20,6 +20,7 @@
 #include "util/buf.h"
 #include "util/str.h"
 #include "util/xalloc.h"
+#include "worker.h"
 
 /* Largest token lifetime we believe (10 years); anything beyond is treated as garbage. */
 #define OCC_MAX_EXPIRES_IN_S (10LL * 365 * 24 * 3600)
@@ -424,26 +425,40 @@ struct exchange_job {
     char *client_secret;
     const struct catalog_provider *provider;
     int default_expires_in_s;
+    struct oauth_cc_result res;
 };
 
+/* Worker thread (or the curl thread when the worker is full): the caller's follow-up. */
 static void
-exchange_done(struct outbound_resp *resp, void *ud)
+exchange_finish(void *ud)
 {
     struct exchange_job *j = ud;
-    struct oauth_cc_input in = {j->provider, j->cfg, j->client_id, j->client_secret};
-    struct oauth_cc_result res;
 
-    oauth_cc_parse(resp, &in, j->default_expires_in_s, &res);
-    log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
-             res.reason, resp->status, resp->total_time_s * 1000.0);
-    outbound_resp_clear(resp);
-    j->done(&res, j->ud);
-    oauth_cc_result_clear(&res);
+    j->done(&j->res, j->ud);
+    oauth_cc_result_clear(&j->res);
     json_decref(j->cfg);
     free(j->client_id);
     explicit_bzero(j->client_secret, strlen(j->client_secret));
     free(j->client_secret);
     free(j);
+}
+
+/*
+ * Curl thread: classify the answer, then hand the caller's follow-up (a store write with an
+ * fsync, webhooks) to the worker, so that no other upstream transfer waits for it.
+ */
+static void
+exchange_done(struct outbound_resp *resp, void *ud)
+{
+    struct exchange_job *j = ud;
+    struct oauth_cc_input in = {j->provider, j->cfg, j->client_id, j->client_secret};
+
+    oauth_cc_parse(resp, &in, j->default_expires_in_s, &j->res);
+    log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
+             j->res.reason, resp->status, resp->total_time_s * 1000.0);
+    outbound_resp_clear(resp);
+    if (worker_submit(j->app->worker, exchange_finish, j) != LATCH_OK)
+        exchange_finish(j); /* queue full or stopping: run it here, never drop it */
 }
 
 latch_rc

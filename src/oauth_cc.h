@@ -5,8 +5,10 @@
  *
  * oauth_cc_build validates everything and produces the request without touching the network;
  * oauth_cc_exchange runs it through outbound (curl thread) and classifies the outcome.
- * Threads: build/parse are pure; exchange may be called from any thread, its callback runs on
- * the curl thread.
+ * Threads: build/parse are pure; exchange may be called from any thread. The response is
+ * classified on the curl thread and the callback runs on a worker thread (worker.h), so the
+ * callback may block on the store; only when the worker queue is full does it run on the curl
+ * thread.
  */
 #ifndef LATCH_OAUTH_CC_H
 #define LATCH_OAUTH_CC_H
@@ -76,7 +78,7 @@ void oauth_cc_result_clear(struct oauth_cc_result *r);
 typedef void (*oauth_cc_done_fn)(struct oauth_cc_result *res, void *ud);
 
 /*
- * Builds and submits the exchange. On LATCH_OK, done runs exactly once later (curl thread) and
+ * Builds and submits the exchange. On LATCH_OK, done runs exactly once later (worker thread) and
  * owns res until it returns (res is cleared afterwards; steal res->creds by setting it NULL).
  * On error nothing is submitted and res_err describes why (outcome set).
  */

@@ -1421,17 +1421,26 @@ fail:
 }
 
 void
+outbound_shutdown(struct outbound *ob)
+{
+    if (ob == NULL)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    ob->stopping = true;
+    pthread_mutex_unlock(&ob->mu);
+    if (ob->thread_started) {
+        curl_multi_wakeup(ob->multi);
+        pthread_join(ob->thread, NULL);
+        ob->thread_started = false;
+    }
+}
+
+void
 outbound_stop(struct outbound *ob)
 {
     if (ob == NULL)
         return;
-    if (ob->thread_started) {
-        pthread_mutex_lock(&ob->mu);
-        ob->stopping = true;
-        pthread_mutex_unlock(&ob->mu);
-        curl_multi_wakeup(ob->multi);
-        pthread_join(ob->thread, NULL);
-    }
+    outbound_shutdown(ob);
     if (ob->multi != NULL)
         curl_multi_cleanup(ob->multi);
     curl_slist_free_all(ob->resolve);

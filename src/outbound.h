@@ -40,7 +40,13 @@ struct outbound_opts {
 
 latch_rc outbound_start(const struct outbound_opts *o, struct outbound **out,
                         struct latch_err *err);
-/* Cancels pending jobs (their callbacks run with LATCH_E_UNAVAILABLE), joins the thread. */
+/*
+ * Cancels pending jobs (their callbacks run with LATCH_E_UNAVAILABLE) and joins the thread;
+ * later submissions fail with LATCH_E_UNAVAILABLE. ob stays valid until outbound_stop. Owner
+ * thread; idempotent.
+ */
+void outbound_shutdown(struct outbound *ob);
+/* outbound_shutdown, then frees. NULL is a no-op. */
 void outbound_stop(struct outbound *ob);
 
 struct outbound_header {

@@ -12,7 +12,7 @@
  * use shortly before they expire, so callers rarely wait.
  *
  * Threads: refresher_get_fresh from any thread. The done callback runs either synchronously
- * (return value true: result in *now) or later on the curl thread (return false).
+ * (return value true: result in *now) or later on a worker or the curl thread (return false).
  */
 #ifndef LATCH_REFRESHER_H
 #define LATCH_REFRESHER_H
