@@ -48,6 +48,8 @@
 #define STORE_PG_IDLE_TX_TIMEOUT_MS "60000"
 /* After a failed connect, new connects fail at once for this long (fail fast, no stampede). */
 #define STORE_PG_RETRY_AFTER_MS 250
+/* Statements a batched touch tries while connections are deleted under it (see touch_many). */
+#define STORE_PG_TOUCH_TRIES 3
 /* Session advisory lock key serialising migrations across nodes ("latchmig"). */
 #define STORE_PG_MIGRATE_LOCK "7809644905012013415"
 /* Rows per batch for reseal and raw scans. */
@@ -131,11 +133,21 @@ enum st_id {
 #define INT_COLS                                                                                   \
     "id, env_id, unique_key, provider, display_name, oauth_scopes, forward_webhooks, "             \
     "custom_json, created_at, updated_at"
+/*
+ * The effective last_fetched_at of connections row T (a table name or alias): touches go to the
+ * narrow connection_activity table (migration 2), creation/import values stay in the row.
+ * One primary-key lookup per row; GREATEST ignores the NULL of a missing activity row.
+ */
+#define FETCHED_EXPR(T)                                                                            \
+    "GREATEST(" T ".last_fetched_at, (SELECT a.last_fetched_at FROM connection_activity a "        \
+    "WHERE a.conn_id = " T ".id))"
+/* The effective last_fetched_at of connections alias c. */
+#define C_FETCHED FETCHED_EXPR("c")
 /* CRED is the credentials column expression: the column itself, or NULL for lists. */
 #define CONN_COLS(CRED)                                                                            \
     "c.id, c.env_id, c.uid, c.connection_id, c.provider_config_key, c.provider, " CRED ", "        \
     "c.connection_config_json, c.metadata_json, c.tags_json, c.end_user_json, "                    \
-    "c.webhook_url_override, c.expires_at, c.created_at, c.updated_at, c.last_fetched_at, "        \
+    "c.webhook_url_override, c.expires_at, c.created_at, c.updated_at, " C_FETCHED ", "            \
     "c.last_refresh_success, c.last_refresh_failure, c.next_refresh_at, c.refresh_attempts, "      \
     "c.needs_reauth, c.auth_error_json, c.version"
 #define SESS_COLS                                                                                  \
@@ -326,10 +338,23 @@ static const char *const st_sql[ST__COUNT] = {
                       "webhook_url_override = " OVERRIDE_EXPR(
                           "$4::text") ", "
                                       "updated_at = $5::bigint WHERE id = $1::bigint",
-    [ST_CONN_TOUCH] = "UPDATE connections SET last_fetched_at = GREATEST(last_fetched_at, "
-                      "$2::bigint) WHERE id = $1::bigint",
-    [ST_CONN_TOUCH_MANY] = "UPDATE connections SET last_fetched_at = GREATEST(last_fetched_at, "
-                           "$2::bigint) WHERE id = ANY($1::bigint[])",
+    /*
+     * Touches write only the narrow activity row. Gone connections are skipped; one deleted
+     * after the statement's snapshot fails the foreign key (23503, retried by the caller).
+     * No FOR KEY SHARE on connections: locking would dirty the wide row's page every time.
+     */
+    [ST_CONN_TOUCH] = "INSERT INTO connection_activity(conn_id, last_fetched_at) "
+                      "SELECT $1::bigint, $2::bigint "
+                      "WHERE EXISTS (SELECT 1 FROM connections WHERE id = $1::bigint) "
+                      "ON CONFLICT (conn_id) DO UPDATE SET last_fetched_at = "
+                      "GREATEST(connection_activity.last_fetched_at, EXCLUDED.last_fetched_at)",
+    /* DISTINCT: ON CONFLICT DO UPDATE refuses to touch one row twice in a statement. */
+    [ST_CONN_TOUCH_MANY] = "INSERT INTO connection_activity(conn_id, last_fetched_at) "
+                           "SELECT DISTINCT u.id, $2::bigint FROM unnest($1::bigint[]) AS u(id) "
+                           "WHERE EXISTS (SELECT 1 FROM connections c WHERE c.id = u.id) "
+                           "ON CONFLICT (conn_id) DO UPDATE SET last_fetched_at = "
+                           "GREATEST(connection_activity.last_fetched_at, "
+                           "EXCLUDED.last_fetched_at)",
     [ST_CONN_SET_PROVIDER] = "UPDATE connections SET provider = $3::text WHERE env_id = $1::bigint "
                              "AND provider_config_key = $2::text AND provider <> $3::text",
     [ST_CONN_EXISTS] = "SELECT 1 FROM connections WHERE id = $1::bigint",
@@ -349,12 +374,12 @@ static const char *const st_sql[ST__COUNT] = {
                        "needs_reauth = $5::boolean, last_refresh_failure = $6::bigint, "
                        "lease_owner = NULL, lease_until = 0 "
                        "WHERE id = $1::bigint AND lease_owner = $2::text",
-    [ST_CONN_DUE] = "SELECT id, env_id FROM connections WHERE expires_at <> 0 "
-                    "AND expires_at < $1::bigint AND last_fetched_at >= $2::bigint "
-                    "AND NOT needs_reauth "
-                    "AND (next_refresh_at = 0 OR next_refresh_at <= $3::bigint) "
-                    "AND (lease_owner IS NULL OR lease_until <= $3::bigint) "
-                    "ORDER BY expires_at, id LIMIT $4::bigint",
+    [ST_CONN_DUE] = "SELECT c.id, c.env_id FROM connections c WHERE c.expires_at <> 0 "
+                    "AND c.expires_at < $1::bigint AND NOT c.needs_reauth "
+                    "AND (c.next_refresh_at = 0 OR c.next_refresh_at <= $3::bigint) "
+                    "AND (c.lease_owner IS NULL OR c.lease_until <= $3::bigint) "
+                    "AND " C_FETCHED " >= $2::bigint "
+                    "ORDER BY c.expires_at, c.id LIMIT $4::bigint",
     [ST_SESS_INSERT] =
         "INSERT INTO connect_sessions(env_id, token_hash, end_user_json, "
         "organization_json, "
@@ -1861,6 +1886,7 @@ pg_connection_patch(void *impl, int64_t id, const char *tags_json, const char *e
                      webhook_url_override);
 }
 
+/* A foreign-key failure (the row was deleted meanwhile) is NOT_FOUND too. */
 static latch_rc
 pg_connection_touch(void *impl, int64_t id, int64_t last_fetched_at)
 {
@@ -1883,7 +1909,13 @@ pg_connection_touch_many(void *impl, const int64_t *ids, size_t n, int64_t last_
         (void)buf_append(&arr, num, (size_t)len);
     }
     (void)buf_append(&arr, "}", 1);
-    rc = run1(impl, true, ST_CONN_TOUCH_MANY, NULL, NULL, "ti", arr.data, last_fetched_at);
+    /*
+     * NOT_FOUND is a foreign-key failure: a connection deleted after the statement's snapshot.
+     * The next statement's snapshot no longer sees it, so a retry skips it.
+     */
+    rc = LATCH_E_NOT_FOUND;
+    for (int attempt = 0; attempt < STORE_PG_TOUCH_TRIES && rc == LATCH_E_NOT_FOUND; attempt++)
+        rc = run1(impl, true, ST_CONN_TOUCH_MANY, NULL, NULL, "ti", arr.data, last_fetched_at);
     buf_free(&arr);
     return rc;
 }
@@ -2399,14 +2431,22 @@ out:
 
 /* ---- raw rows (export / import) ---- */
 
-/* Appends "name, name, ..." of t's columns. */
+/*
+ * Appends "name, name, ..." of t's columns; for a SELECT (export), connections.last_fetched_at
+ * is the effective value (an import writes it back into the column).
+ */
 static latch_rc
-col_list(struct buf *b, const struct store_table *t)
+col_list(struct buf *b, const struct store_table *t, bool select)
 {
     latch_rc rc = LATCH_OK;
 
-    for (size_t i = 0; i < t->ncols && rc == LATCH_OK; i++)
-        rc = buf_printf(b, "%s%s", i ? ", " : "", t->cols[i].name);
+    for (size_t i = 0; i < t->ncols && rc == LATCH_OK; i++) {
+        const char *col = t->cols[i].name;
+
+        if (select && strcmp(t->name, "connections") == 0 && strcmp(col, "last_fetched_at") == 0)
+            col = FETCHED_EXPR("connections");
+        rc = buf_printf(b, "%s%s", i ? ", " : "", col);
+    }
     return rc;
 }
 
@@ -2425,7 +2465,7 @@ pg_raw_scan(void *impl, const struct store_table *t, store_raw_scan_fn fn, void 
     buf_init(&sql, PG_MAX_RAW_SQL);
     rc = buf_puts(&sql, "SELECT ");
     if (rc == LATCH_OK)
-        rc = col_list(&sql, t);
+        rc = col_list(&sql, t, true);
     if (rc == LATCH_OK)
         rc = buf_printf(&sql,
                         by_id ? " FROM %s WHERE %s > $1::bigint ORDER BY %s LIMIT %d"
@@ -2613,7 +2653,7 @@ pg_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *er
             buf_reset(&sql);
             rc = buf_printf(&sql, "INSERT INTO %s (", t->name);
             if (rc == LATCH_OK)
-                rc = col_list(&sql, t);
+                rc = col_list(&sql, t, false);
             if (rc == LATCH_OK)
                 rc = buf_puts(&sql, ") OVERRIDING SYSTEM VALUE VALUES (");
             for (size_t k = 0; k < t->ncols && rc == LATCH_OK; k++)

@@ -113,11 +113,21 @@ enum st_id {
     "id, env_id, unique_key, provider, display_name, oauth_scopes, forward_webhooks, "             \
     "custom_json, "                                                                                \
     "created_at, updated_at"
+/*
+ * The effective last_fetched_at of connections row T (a table name or alias): touches go to the
+ * narrow connection_activity table (migration 2), creation/import values stay in the row.
+ * One primary-key lookup per row.
+ */
+#define FETCHED_EXPR(T)                                                                            \
+    "max(" T ".last_fetched_at, COALESCE((SELECT a.last_fetched_at FROM connection_activity a "    \
+    "WHERE a.conn_id = " T ".id), 0))"
+/* The effective last_fetched_at of connections alias c. */
+#define C_FETCHED FETCHED_EXPR("c")
 /* CRED is the credentials column expression: the column itself, or NULL for lists. */
 #define CONN_COLS(CRED)                                                                            \
     "c.id, c.env_id, c.uid, c.connection_id, c.provider_config_key, c.provider, " CRED ", "        \
     "c.connection_config_json, c.metadata_json, c.tags_json, c.end_user_json, "                    \
-    "c.webhook_url_override, c.expires_at, c.created_at, c.updated_at, c.last_fetched_at, "        \
+    "c.webhook_url_override, c.expires_at, c.created_at, c.updated_at, " C_FETCHED ", "            \
     "c.last_refresh_success, c.last_refresh_failure, c.next_refresh_at, c.refresh_attempts, "      \
     "c.needs_reauth, c.auth_error_json, c.version"
 #define SESS_COLS                                                                                  \
@@ -218,8 +228,11 @@ static const char *const st_sql[ST__COUNT] = {
                       "end_user_json = COALESCE(?3, end_user_json), "
                       "webhook_url_override = " OVERRIDE_EXPR("?4") ", updated_at = ?5 "
                                                                     "WHERE id = ?1",
-    [ST_CONN_TOUCH] = "UPDATE connections SET last_fetched_at = max(last_fetched_at, ?2) "
-                      "WHERE id = ?1",
+    /* Writes only the narrow activity row; a gone connection changes nothing (no FK error). */
+    [ST_CONN_TOUCH] = "INSERT INTO connection_activity(conn_id, last_fetched_at) SELECT ?1, ?2 "
+                      "WHERE EXISTS (SELECT 1 FROM connections WHERE id = ?1) "
+                      "ON CONFLICT(conn_id) DO UPDATE "
+                      "SET last_fetched_at = max(last_fetched_at, excluded.last_fetched_at)",
     [ST_CONN_SET_PROVIDER] = "UPDATE connections SET provider = ?3 "
                              "WHERE env_id = ?1 AND provider_config_key = ?2 AND provider != ?3",
     [ST_CONN_EXISTS] = "SELECT 1 FROM connections WHERE id = ?1",
@@ -237,11 +250,12 @@ static const char *const st_sql[ST__COUNT] = {
                        "auth_error_json = ?3, next_refresh_at = ?4, needs_reauth = ?5, "
                        "last_refresh_failure = ?6, lease_owner = NULL, lease_until = 0 "
                        "WHERE id = ?1 AND lease_owner = ?2",
-    [ST_CONN_DUE] = "SELECT id, env_id FROM connections WHERE expires_at != 0 AND expires_at < ?1 "
-                    "AND last_fetched_at >= ?2 AND needs_reauth = 0 "
-                    "AND (next_refresh_at = 0 OR next_refresh_at <= ?3) "
-                    "AND (lease_owner IS NULL OR lease_until <= ?3) "
-                    "ORDER BY expires_at, id LIMIT ?4",
+    [ST_CONN_DUE] = "SELECT c.id, c.env_id FROM connections c "
+                    "WHERE c.expires_at != 0 AND c.expires_at < ?1 AND c.needs_reauth = 0 "
+                    "AND (c.next_refresh_at = 0 OR c.next_refresh_at <= ?3) "
+                    "AND (c.lease_owner IS NULL OR c.lease_until <= ?3) "
+                    "AND " C_FETCHED " >= ?2 "
+                    "ORDER BY c.expires_at, c.id LIMIT ?4",
     [ST_SESS_INSERT] =
         "INSERT INTO connect_sessions(env_id, token_hash, end_user_json, organization_json, "
         "allowed_integrations_json, config_defaults_json, tags_json, webhook_url_override, "
@@ -2431,13 +2445,22 @@ out:
 /* Rows read per batch by raw_scan. */
 #define STORE_SQLITE_RAW_BATCH 500
 
+/*
+ * The column list of t; for a SELECT (export), connections.last_fetched_at is the effective value
+ * (an import writes it back into the column).
+ */
 static latch_rc
-raw_col_list(struct buf *b, const struct store_table *t)
+raw_col_list(struct buf *b, const struct store_table *t, bool select)
 {
     latch_rc rc = LATCH_OK;
 
-    for (size_t i = 0; i < t->ncols && rc == LATCH_OK; i++)
-        rc = buf_printf(b, "%s%s", i ? ", " : "", t->cols[i].name);
+    for (size_t i = 0; i < t->ncols && rc == LATCH_OK; i++) {
+        const char *col = t->cols[i].name;
+
+        if (select && strcmp(t->name, "connections") == 0 && strcmp(col, "last_fetched_at") == 0)
+            col = FETCHED_EXPR("connections");
+        rc = buf_printf(b, "%s%s", i ? ", " : "", col);
+    }
     return rc;
 }
 
@@ -2457,7 +2480,7 @@ sq_raw_scan(void *impl, const struct store_table *t, store_raw_scan_fn fn, void 
     buf_init(&sql, STORE_SQLITE_MAX_RAW_SQL);
     rc = buf_puts(&sql, "SELECT ");
     if (rc == LATCH_OK)
-        rc = raw_col_list(&sql, t);
+        rc = raw_col_list(&sql, t, true);
     if (rc == LATCH_OK)
         rc = buf_printf(&sql, " FROM %s WHERE %s > ?1 ORDER BY %s LIMIT %d", t->name,
                         t->cols[0].name, t->cols[0].name, STORE_SQLITE_RAW_BATCH);
@@ -2638,7 +2661,7 @@ sq_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *er
             buf_reset(&sql);
             rc = buf_printf(&sql, "INSERT INTO %s (", t->name);
             if (rc == LATCH_OK)
-                rc = raw_col_list(&sql, t);
+                rc = raw_col_list(&sql, t, false);
             if (rc == LATCH_OK)
                 rc = buf_puts(&sql, ") VALUES (");
             for (size_t k = 0; k < t->ncols && rc == LATCH_OK; k++)

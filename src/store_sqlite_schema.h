@@ -135,9 +135,19 @@ static const struct store_sqlite_step store_sqlite_migrations[] = {
         ") STRICT;"},
     {1, "CREATE INDEX webhook_outbox_due ON webhook_outbox(state, next_attempt_at);"},
     {1, "CREATE INDEX webhook_outbox_env ON webhook_outbox(env_id);"},
+    /*
+     * ---- 2: connection_activity ----
+     * last_fetched_at touches (one per token read, batched by the refresher) land in this narrow
+     * table instead of rewriting the wide connections row. connections.last_fetched_at stays (it
+     * holds the value from creation or import); the effective value is the larger of the two.
+     */
+    {2, "CREATE TABLE connection_activity ("
+        "  conn_id INTEGER PRIMARY KEY REFERENCES connections(id) ON DELETE CASCADE,"
+        "  last_fetched_at INTEGER NOT NULL"
+        ") STRICT;"},
 };
 
 /* The highest migration this binary knows. */
-#define STORE_SQLITE_SCHEMA_VERSION 1
+#define STORE_SQLITE_SCHEMA_VERSION 2
 
 #endif

@@ -32,6 +32,9 @@
 #include "util/str.h"
 #include "util/xalloc.h"
 
+/* The schema version this binary migrates to (both backends). */
+#define STORE_TEST_SCHEMA 2
+
 struct fx {
     char dir[64];
     char path[128];
@@ -238,6 +241,51 @@ add_conn(struct store *s, int64_t env, const char *key, const char *cid, const c
     return id;
 }
 
+/* Runs sql (one or more statements) on the fixture's database, behind the store's back. */
+static void
+db_exec(struct fx *f, const char *sql)
+{
+#ifdef STORE_TEST_PG
+    (void)f;
+    assert_int_equal(pg_admin("latch", sql), 0);
+#else
+    sqlite3 *db = NULL;
+    char *msg = NULL;
+
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("db_exec: %s: %s", sql, msg != NULL ? msg : "?");
+    sqlite3_close(db);
+#endif
+}
+
+/* Asserts that connection_activity holds want rows for connection row id. */
+static void
+assert_activity_rows(struct fx *f, int64_t id, int want)
+{
+    char sql[256];
+
+#ifdef STORE_TEST_PG
+    (void)snprintf(sql, sizeof sql,
+                   "DO $$ BEGIN IF (SELECT count(*) FROM connection_activity WHERE conn_id = %lld) "
+                   "<> %d THEN RAISE 'activity rows'; END IF; END $$",
+                   (long long)id, want);
+    db_exec(f, sql);
+#else
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+
+    (void)snprintf(sql, sizeof sql, "SELECT count(*) FROM connection_activity WHERE conn_id = %lld",
+                   (long long)id);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), want);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+#endif
+}
+
 /* ---- open, migrate, file ---- */
 
 static void
@@ -281,7 +329,7 @@ test_open_urls(void **state)
     assert_int_equal(store_open(f->path, &s, &err), LATCH_OK);
     assert_string_equal(store_backend(s), "sqlite");
 #endif
-    assert_int_equal(store_schema_version(s), 1);
+    assert_int_equal(store_schema_version(s), STORE_TEST_SCHEMA);
     store_close(s);
     store_close(NULL);
 }
@@ -295,10 +343,10 @@ test_migrate_idempotent_and_newer_refused(void **state)
     sqlite3 *db = NULL;
     struct store_env e;
 
-    assert_int_equal(store_schema_version(f->s), 1);
+    assert_int_equal(store_schema_version(f->s), STORE_TEST_SCHEMA);
     assert_int_equal(store_migrate(f->s, &err), LATCH_OK);
     assert_int_equal(store_migrate(f->s, &err), LATCH_OK);
-    assert_int_equal(store_schema_version(f->s), 1);
+    assert_int_equal(store_schema_version(f->s), STORE_TEST_SCHEMA);
     /* Data survives a re-migrate. */
     assert_int_equal(store_env_get(f->s, f->env, &e), LATCH_OK);
     store_env_clear(&e);
@@ -343,7 +391,7 @@ test_fresh_db_migrates_from_zero(void **state)
     assert_int_equal(store_open(path, &s, &err), LATCH_OK);
     assert_int_equal(store_schema_version(s), 0);
     assert_int_equal(store_migrate(s, &err), LATCH_OK);
-    assert_int_equal(store_schema_version(s), 1);
+    assert_int_equal(store_schema_version(s), STORE_TEST_SCHEMA);
     assert_int_equal(store_webhook_pending_count(s, &n), LATCH_OK);
     assert_int_equal(n, 0);
 #ifndef STORE_TEST_PG
@@ -823,7 +871,26 @@ test_connection_delete_metadata_patch_touch(void **state)
         assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c2", &g), LATCH_OK);
         assert_int_equal(g.last_fetched_at, 888);
         store_connection_clear(&g);
+        /* Touches live in connection_activity; deleting the connection deletes its row. */
+        assert_activity_rows(f, id2, 1);
         assert_int_equal(store_connection_delete(f->s, f->env, "ninja", "c2"), LATCH_OK);
+        assert_activity_rows(f, id2, 0);
+        /* A batch naming the deleted row still succeeds and does not bring its activity back. */
+        assert_int_equal(store_connection_touch_many(f->s, ids, 3, 999), LATCH_OK);
+        assert_activity_rows(f, id2, 0);
+        assert_int_equal(store_connection_touch(f->s, id2, 1000), LATCH_E_NOT_FOUND);
+        assert_activity_rows(f, id2, 0);
+        assert_int_equal(store_connection_get_by_id(f->s, f->env, id, &g), LATCH_OK);
+        assert_int_equal(g.last_fetched_at, 999);
+        store_connection_clear(&g);
+        /* Duplicate ids in one batch are fine. */
+        ids[1] = id;
+        ids[2] = id;
+        assert_int_equal(store_connection_touch_many(f->s, ids, 3, 1001), LATCH_OK);
+        assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c1", &g), LATCH_OK);
+        assert_int_equal(g.last_fetched_at, 1001);
+        store_connection_clear(&g);
+        assert_activity_rows(f, id, 1);
     }
 
     assert_int_equal(store_connection_delete(f->s, f->env, "ninja", "c1"), LATCH_OK);
@@ -983,6 +1050,83 @@ test_due_for_refresh(void **state)
     assert_int_equal(n, 1);
     free(ids);
     free(envs);
+
+    /* A touch makes b recently used, so due; an older touch does not undo that. */
+    assert_int_equal(store_connection_touch_many(f->s, &b, 1, now), LATCH_OK);
+    assert_int_equal(store_connection_touch(f->s, b, 10), LATCH_OK);
+    assert_int_equal(
+        store_connection_due_for_refresh(f->s, now + 60000, now - 60000, 10, &ids, &envs, &n),
+        LATCH_OK);
+    assert_int_equal(n, 2);
+    assert_true((ids[0] == a && ids[1] == b) || (ids[0] == b && ids[1] == a));
+    free(ids);
+    free(envs);
+}
+
+/*
+ * A database at schema version 1 (last_fetched_at only in connections, no connection_activity)
+ * migrates to 2 and keeps the value: reads, the due list and touches all see it.
+ */
+static void
+test_migrate_from_v1_keeps_last_fetched(void **state)
+{
+    struct fx *f = *state;
+    struct store *s = NULL;
+    struct store_connection g;
+    struct latch_err err;
+    int64_t id, v = 0, *ids = NULL, *envs = NULL;
+    int64_t now = store_now_ms();
+    size_t n = 0;
+    char sql[256];
+
+    add_integration(f->s, f->env, "ninja");
+    id = add_conn(f->s, f->env, "ninja", "old", NULL, NULL);
+    assert_int_equal(store_connection_lease(f->s, id, "w", 60000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_done(f->s, id, "w", v, "s", now + 1000, &v),
+                     LATCH_OK);
+    assert_int_equal(store_connection_touch(f->s, id, 5), LATCH_OK);
+
+    /* Roll the database back to what a version-1 binary wrote. */
+    (void)snprintf(sql, sizeof sql,
+                   "DROP TABLE connection_activity; DELETE FROM schema_migrations WHERE "
+                   "version = 2; UPDATE connections SET last_fetched_at = %lld;%s",
+                   (long long)now,
+#ifdef STORE_TEST_PG
+                   ""
+#else
+                   " PRAGMA user_version = 1;"
+#endif
+    );
+    db_exec(f, sql);
+
+    assert_int_equal(store_open(f->url, &s, &err), LATCH_OK);
+    assert_int_equal(store_schema_version(s), 1);
+    latch_err_clear(&err);
+    assert_int_equal(store_migrate(s, &err), LATCH_OK);
+    assert_int_equal(store_schema_version(s), STORE_TEST_SCHEMA);
+    assert_activity_rows(f, id, 0);
+    assert_int_equal(store_connection_get_by_id(s, f->env, id, &g), LATCH_OK);
+    assert_int_equal(g.last_fetched_at, now);
+    store_connection_clear(&g);
+    assert_int_equal(
+        store_connection_due_for_refresh(s, now + 60000, now - 60000, 10, &ids, &envs, &n),
+        LATCH_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], id);
+    free(ids);
+    free(envs);
+
+    /* The effective value is the larger of the column and the activity row. */
+    assert_int_equal(store_connection_touch(s, id, now - 1000), LATCH_OK);
+    assert_int_equal(store_connection_get(s, f->env, "ninja", "old", &g), LATCH_OK);
+    assert_int_equal(g.last_fetched_at, now);
+    store_connection_clear(&g);
+    assert_int_equal(store_connection_touch_many(s, &id, 1, now + 5), LATCH_OK);
+    assert_int_equal(store_connection_get(s, f->env, "ninja", "old", &g), LATCH_OK);
+    assert_int_equal(g.last_fetched_at, now + 5);
+    store_connection_clear(&g);
+    assert_activity_rows(f, id, 1);
+    store_close(s);
 }
 
 /* ---- sessions ---- */
@@ -1436,7 +1580,7 @@ test_export_import_roundtrip(void **state)
     struct store_env e;
     unsigned char h[32];
     char url[300], *t1, *t2, *t3, *v = NULL;
-    int64_t env = 0, n = 0;
+    int64_t env = 0, n = 0, cid;
     FILE *d1, *d2, *d3, *bad;
 
     (void)snprintf(url, sizeof url, "sqlite:%s/src.db", f->dir);
@@ -1444,7 +1588,7 @@ test_export_import_roundtrip(void **state)
     fill_store(src);
     d1 = export_tmp(src);
     t1 = slurp(d1);
-    assert_non_null(strstr(t1, "{\"latch_export\":1,\"schema_version\":1}\n"));
+    assert_non_null(strstr(t1, "{\"latch_export\":1,\"schema_version\":2}\n"));
     assert_non_null(strstr(t1, "\"table\":\"connections\""));
     assert_non_null(strstr(t1, "\"credentials_sealed\":\"v1.BBBB.refreshed\""));
     assert_non_null(strstr(t1, "\"end\":true,\"rows\":8}"));
@@ -1498,6 +1642,12 @@ test_export_import_roundtrip(void **state)
     assert_string_equal(g.metadata_json, "{\"m\":\"\\u00fc\"}");
     assert_int_equal(g.expires_at, 7654321);
     assert_int_equal(g.last_fetched_at, 999);
+    cid = g.id;
+    store_connection_clear(&g);
+    /* Imported into connections.last_fetched_at: an older touch does not lower it. */
+    assert_int_equal(store_connection_touch(dst, cid, 500), LATCH_OK);
+    assert_int_equal(store_connection_get(dst, env, "ninja", "acme", &g), LATCH_OK);
+    assert_int_equal(g.last_fetched_at, 999);
     store_connection_clear(&g);
     memset(h, 0xc3, sizeof h);
     assert_int_equal(store_session_get_by_hash(dst, h, &x), LATCH_OK);
@@ -1526,13 +1676,14 @@ test_export_import_roundtrip(void **state)
     fclose(bad);
     /* So is a row with a column this schema does not have, or of the wrong type. */
     static const char *const bad_dumps[] = {
-        "{\"latch_export\":1,\"schema_version\":1}\n"
+        "{\"latch_export\":1,\"schema_version\":2}\n"
         "{\"table\":\"meta\",\"row\":{\"key\":\"a\",\"value\":\"b\",\"extra\":1}}\n"
         "{\"end\":true,\"rows\":1}\n",
-        "{\"latch_export\":1,\"schema_version\":1}\n"
+        "{\"latch_export\":1,\"schema_version\":2}\n"
         "{\"table\":\"environments\",\"row\":{\"id\":\"1\",\"name\":\"dev\"}}\n"
         "{\"end\":true,\"rows\":1}\n",
         "{\"latch_export\":1,\"schema_version\":9}\n{\"end\":true,\"rows\":0}\n",
+        "{\"latch_export\":1,\"schema_version\":0}\n{\"end\":true,\"rows\":0}\n",
         "{\"table\":\"meta\",\"row\":{}}\n",
     };
     for (size_t i = 0; i < sizeof bad_dumps / sizeof bad_dumps[0]; i++) {
@@ -1546,6 +1697,19 @@ test_export_import_roundtrip(void **state)
         fclose(bad);
     }
     assert_int_equal(store_meta_get(dst, "a", &v), LATCH_E_NOT_FOUND);
+    /* a dump from schema 1 (same exported tables and columns) still imports */
+    bad = tmpfile();
+    assert_non_null(bad);
+    assert_true(fputs("{\"latch_export\":1,\"schema_version\":1}\n"
+                      "{\"table\":\"meta\",\"row\":{\"key\":\"a\",\"value\":\"b\"}}\n"
+                      "{\"end\":true,\"rows\":1}\n",
+                      bad) >= 0);
+    rewind(bad);
+    latch_err_clear(&err);
+    assert_int_equal(store_import(dst, bad, &err), LATCH_OK);
+    fclose(bad);
+    assert_int_equal(store_meta_get(dst, "a", &v), LATCH_OK);
+    free(v);
 
     fclose(d1);
     fclose(d2);
@@ -1618,10 +1782,10 @@ test_pg_nodes_migrate_together(void **state)
             fail_msg("node %d: %s", i, m[i].msg);
     }
     s = open_migrated(url);
-    assert_int_equal(store_schema_version(s), 1);
+    assert_int_equal(store_schema_version(s), STORE_TEST_SCHEMA);
     /* Exactly one recorded migration: the others waited on the lock and found it done. */
     assert_int_equal(pg_admin("multi", "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) "
-                                       "<> 1 THEN RAISE 'dup'; END IF; END $$"),
+                                       "<> 2 THEN RAISE 'dup'; END IF; END $$"),
                      0);
     assert_int_equal(store_env_create(s, "dev", &e), LATCH_OK);
     store_env_clear(&e);
@@ -1789,6 +1953,7 @@ main(void)
         T(test_lease),
         T(test_refresh_done_and_failed),
         T(test_due_for_refresh),
+        T(test_migrate_from_v1_keeps_last_fetched),
         T(test_sessions),
         T(test_outbox),
         T(test_reseal_all_cas),
