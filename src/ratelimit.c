@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "latch_limits.h"
+#include "util/clock.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 
@@ -32,15 +33,6 @@ struct ratelimit {
     double burst;
     struct shard shards[RL_SHARDS];
 };
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t
 hash_key(const char *s)
@@ -114,7 +106,7 @@ ratelimit_take(struct ratelimit *rl, const char *key, struct ratelimit_verdict *
 {
     uint64_t h = hash_key(key);
     struct shard *sh = &rl->shards[h % RL_SHARDS];
-    int64_t now = mono_ms();
+    int64_t now = latch_mono_ms();
     struct bucket *b = NULL;
     double missing;
 

@@ -30,6 +30,7 @@
 
 #include "latch_limits.h"
 #include "log.h"
+#include "util/clock.h"
 #include "util/buf.h"
 #include "util/xalloc.h"
 
@@ -455,15 +456,6 @@ struct pg_params {
     char num[PG_MAX_PARAMS][24];
 };
 
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + (int64_t)(ts.tv_nsec / 1000000);
-}
-
 static void
 notice_ignore(void *arg, const char *message)
 {
@@ -600,7 +592,7 @@ conn_ensure(struct pg_store *q, struct pg_conn *c)
     if (c->pg != NULL && PQstatus(c->pg) == CONNECTION_OK)
         return LATCH_OK;
     conn_drop(c);
-    now = mono_ms();
+    now = latch_mono_ms();
     pthread_mutex_lock(&q->mu);
     if (now < q->retry_after) {
         pthread_mutex_unlock(&q->mu);
@@ -610,7 +602,7 @@ conn_ensure(struct pg_store *q, struct pg_conn *c)
     latch_err_clear(&err);
     rc = session_open(q, &c->pg, &err);
     pthread_mutex_lock(&q->mu);
-    q->retry_after = rc == LATCH_OK ? 0 : mono_ms() + STORE_PG_RETRY_AFTER_MS;
+    q->retry_after = rc == LATCH_OK ? 0 : latch_mono_ms() + STORE_PG_RETRY_AFTER_MS;
     pthread_mutex_unlock(&q->mu);
     if (rc != LATCH_OK) {
         char m[256];

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "latch_limits.h"
+#include "util/clock.h"
 #include "util/xalloc.h"
 
 struct timer_ev {
@@ -30,15 +31,6 @@ struct timer {
     uint64_t seq;
     bool stop;
 };
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool
 before(const struct timer_ev *a, const struct timer_ev *b)
@@ -98,7 +90,7 @@ timer_main(void *arg)
 
     pthread_mutex_lock(&t->mu);
     while (!t->stop) {
-        int64_t now = mono_ms();
+        int64_t now = latch_mono_ms();
 
         if (t->n > 0 && t->heap[0].due <= now) {
             struct timer_ev e = heap_pop(t);
@@ -189,7 +181,7 @@ timer_after(struct timer *t, int64_t delay_ms, void (*fn)(void *ud), void *ud)
         t->heap = xrealloc(t->heap, ncap * sizeof *t->heap);
         t->cap = ncap;
     }
-    e.due = mono_ms() + (delay_ms > 0 ? delay_ms : 0);
+    e.due = latch_mono_ms() + (delay_ms > 0 ? delay_ms : 0);
     e.seq = t->seq++;
     e.fn = fn;
     e.ud = ud;

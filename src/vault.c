@@ -31,6 +31,7 @@
 
 #include "log.h"
 #include "util/b64.h"
+#include "util/clock.h"
 #include "util/xalloc.h"
 
 /*
@@ -160,15 +161,6 @@ kid_valid(const char *s, size_t len)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
             return false;
     return true;
-}
-
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* HMAC-SHA256 via the fetched EVP_MAC (or a one-shot fetch when mac is NULL). */
@@ -684,7 +676,7 @@ maybe_check_file(struct vault *v)
 
     if (v->key_file == NULL)
         return;
-    now = now_ms();
+    now = latch_mono_ms();
     next = atomic_load(&v->next_check_ms);
     if (now < next)
         return;
@@ -707,7 +699,7 @@ vault_alloc(void)
     pthread_rwlock_init(&v->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&v->reload_mu, NULL);
-    atomic_init(&v->next_check_ms, now_ms() + VAULT_MTIME_CHECK_MS);
+    atomic_init(&v->next_check_ms, latch_mono_ms() + VAULT_MTIME_CHECK_MS);
     v->index_key = secure_alloc(VAULT_KEY_LEN);
     v->cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     v->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);

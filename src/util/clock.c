@@ -1,0 +1,12 @@
+#include "util/clock.h"
+
+#include <time.h>
+
+int64_t
+latch_mono_ms(void)
+{
+    struct timespec ts;
+
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + (int64_t)(ts.tv_nsec / 1000000);
+}
