@@ -143,6 +143,7 @@ require_integration(struct api_ctx *c, const char *pck, struct store_integration
 struct qcheck {
     const char *const *allowed;
     bool tags_ok;
+    bool unclean; /* a key or value is not UTF-8, or has control characters */
     json_t *errors;
 };
 
@@ -152,7 +153,9 @@ qcheck_cb(const char *k, const char *v, void *ud)
     struct qcheck *q = ud;
     bool ok = false;
 
-    (void)v;
+    /* the store binds them as text or JSON (PostgreSQL and jansson refuse invalid UTF-8) */
+    if (!latch_utf8_clean(k) || (v != NULL && !latch_utf8_clean(v)))
+        q->unclean = true;
     for (size_t i = 0; q->allowed[i] != NULL; i++)
         if (strcmp(k, q->allowed[i]) == 0)
             ok = true;
@@ -171,9 +174,15 @@ qcheck_cb(const char *k, const char *v, void *ud)
 static bool
 strict_query(struct api_ctx *c, const char *const *allowed, bool tags_ok)
 {
-    struct qcheck q = {allowed, tags_ok, json_array()};
+    struct qcheck q = {allowed, tags_ok, false, json_array()};
 
     http_req_query_foreach(c->req, qcheck_cb, &q);
+    if (q.unclean) {
+        json_decref(q.errors);
+        api_error(c, 400, "invalid_query_params",
+                  "Query parameters must be valid UTF-8 without control characters.");
+        return false;
+    }
     if (json_array_size(q.errors) > 0) {
         api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", q.errors);
         return false;
@@ -195,6 +204,11 @@ require_pck(struct api_ctx *c)
 
         api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined", path);
         api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", errs);
+        return NULL;
+    }
+    if (!latch_utf8_clean(pck)) { /* the header is not checked by strict_query */
+        api_error(c, 400, "invalid_query_params",
+                  "provider_config_key must be valid UTF-8 without control characters.");
         return NULL;
     }
     return pck;

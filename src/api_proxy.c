@@ -725,6 +725,7 @@ start_attempt(struct proxy *px)
     px->mode = RESP_PENDING;
     me = ++px->attempt;
     px->refs++; /* the attempt's reference, dropped in on_done */
+    px->refs++; /* ours: on_done may answer and drop every other reference before we return */
     pthread_mutex_unlock(&px->mu);
     rc = outbound_stream_start(px->app->outbound, &rq,
                                px->body_mode == BODY_STREAM     ? -1
@@ -736,12 +737,13 @@ start_attempt(struct proxy *px)
     free(h);
     if (rc != LATCH_OK) {
         proxy_unref(px);
-        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): refcounted; the caller still holds a ref */
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): refcounted; this function holds a ref */
         finish_plain(px, rc == LATCH_E_BUSY ? 503 : 400,
                      rc == LATCH_E_BUSY ? "busy" : "invalid_proxy_request",
                      rc == LATCH_E_BUSY ? "latch is too busy; try again."
                                         : "The upstream request could not be built.",
                      NULL);
+        proxy_unref(px);
         return;
     }
     /*
@@ -754,6 +756,7 @@ start_attempt(struct proxy *px)
         /* on_done already ran for this attempt: nothing to keep */
         pthread_mutex_unlock(&px->mu);
         outbound_stream_release(st);
+        proxy_unref(px);
         return;
     }
     px->st = st;
@@ -768,6 +771,7 @@ start_attempt(struct proxy *px)
         outbound_stream_resume(st);
         st_return(px, st);
     }
+    proxy_unref(px);
 }
 
 /* ---- token and URL ---- */

@@ -109,6 +109,7 @@ struct http_req {
     bool body_streaming;
     bool too_large;
     bool sink_end_sent;
+    struct conn_slot *slot; /* the connection's slot while MHD owes the completion callback */
     char *method;
     char *path;
     char *raw_target;
@@ -1165,12 +1166,69 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* MHD callbacks: URI, completion, logger */
+/* MHD callbacks: connection, URI, completion, logger */
+
+/*
+ * Per connection (MHD's socket context; MHD thread of the connection only): the request whose
+ * completion callback MHD still owes. libmicrohttpd 0.9.75 drops a request without calling it
+ * when the request line's query arguments exhaust the connection's memory pool (some 500
+ * "a=b&" in a 2 KiB URL): the request made in on_uri would leak. The connection's close
+ * releases it instead.
+ */
+struct conn_slot {
+    struct http_req *cur;
+};
+
+static void log_request(struct http_req *r, enum MHD_RequestTerminationCode toe);
+
+/* Releases a request MHD dropped without its completion callback (never dispatched). */
+static void
+req_orphaned(struct http_req *r)
+{
+    lock(&r->mu);
+    r->completed = true;
+    r->susp = SUSP_NONE;
+    unlock(&r->mu);
+    r->slot = NULL;
+    log_request(r, MHD_REQUEST_TERMINATED_WITH_ERROR);
+    req_release(r);
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+              enum MHD_ConnectionNotificationCode code)
+{
+    struct conn_slot *cs = *socket_context;
+
+    (void)cls;
+    (void)conn;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = xcalloc(1, sizeof(struct conn_slot));
+        return;
+    }
+    *socket_context = NULL;
+    if (cs == NULL)
+        return;
+    if (cs->cur != NULL)
+        req_orphaned(cs->cur);
+    free(cs);
+}
 
 static void *
 on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    return req_new(cls, conn, uri);
+    struct http_req *r = req_new(cls, conn, uri);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_slot *cs = ci != NULL ? ci->socket_context : NULL;
+
+    if (cs != NULL) {
+        if (cs->cur != NULL) /* the previous request on this connection was dropped too */
+            req_orphaned(cs->cur);
+        cs->cur = r;
+        r->slot = cs;
+    }
+    return r;
 }
 
 static const char *
@@ -1245,6 +1303,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r == NULL)
         return;
     *con_cls = NULL;
+    if (r->slot != NULL && r->slot->cur == r)
+        r->slot->cur = NULL;
+    r->slot = NULL;
     lock(&r->mu);
     r->completed = true;
     r->susp = SUSP_NONE;
@@ -1344,8 +1405,9 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conn_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned int)conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_URI_LOG_CALLBACK, on_uri, (void *)s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP,
-        (int)1, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&ss, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)s, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, (void *)s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int)1, MHD_OPTION_SOCK_ADDR,
+        (const struct sockaddr *)&ss, MHD_OPTION_END);
     if (s->d == NULL) {
         latch_err_set(err, "cannot start HTTP server on %s:%u", addr, (unsigned)o->port);
         pthread_cond_destroy(&s->cv);

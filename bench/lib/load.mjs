@@ -240,7 +240,20 @@ export async function burst({ port, n, req, warm, probe, pid, host = '127.0.0.1'
 export function makeClient(base, key, maxSockets = 64) {
   const agent = new http.Agent({ keepAlive: true, maxSockets });
   const u = new URL(base);
-  return function call(method, path, body, headers = {}) {
+  // a keep-alive socket that latch's idle timeout (10 s) closes just as a request reuses it
+  // fails with ECONNRESET / "socket hang up"; node's documented remedy is to retry on a new
+  // socket (every call here is idempotent: reads and upserts by connection id)
+  const call = async (method, path, body, headers = {}) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await callOnce(method, path, body, headers);
+      } catch (e) {
+        if (attempt >= 2 || !e.reusedSocket) throw e;
+      }
+    }
+  };
+  return call;
+  function callOnce(method, path, body, headers) {
     return new Promise((resolve, reject) => {
       const h = { ...headers };
       if (key && !('authorization' in h)) h.authorization = `Bearer ${key}`;
@@ -260,11 +273,11 @@ export function makeClient(base, key, maxSockets = 64) {
           resolve({ status: res.statusCode, headers: res.headers, body: text, json });
         });
       });
-      rq.on('error', reject);
+      rq.on('error', (e) => { e.reusedSocket = rq.reusedSocket; reject(e); });
       if (payload) rq.write(payload);
       rq.end();
     });
-  };
+  }
 }
 
 /** Runs `fn(i)` for i in [from, to) with `conc` workers; returns elapsed ms. */
