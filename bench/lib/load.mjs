@@ -309,8 +309,10 @@ export async function paced(rate, seconds, fn) {
     const due = t0 + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    // from the scheduled start, or from the send when a timer fired early
+    const start = Math.max(due, performance.now());
     pending.push(fn().then((r) => {
-      lat.push(performance.now() - due);
+      lat.push(performance.now() - start);
       statuses[r.status] = (statuses[r.status] || 0) + 1;
     }, () => { statuses.error = (statuses.error || 0) + 1; }));
   }
