@@ -743,6 +743,7 @@ start_attempt(struct proxy *px)
                      rc == LATCH_E_BUSY ? "latch is too busy; try again."
                                         : "The upstream request could not be built.",
                      NULL);
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): refcounted; this is the last reference */
         proxy_unref(px);
         return;
     }
