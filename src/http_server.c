@@ -1181,16 +1181,21 @@ struct conn_slot {
 
 static void log_request(struct http_req *r, enum MHD_RequestTerminationCode toe);
 
-/* Releases a request MHD dropped without its completion callback (never dispatched). */
+/*
+ * The end of a request: unlinks it from its connection's slot, marks it completed, logs it and
+ * drops MHD's reference. MHD's thread of the connection only.
+ */
 static void
-req_orphaned(struct http_req *r)
+req_finish(struct http_req *r, enum MHD_RequestTerminationCode toe)
 {
+    if (r->slot != NULL && r->slot->cur == r)
+        r->slot->cur = NULL;
+    r->slot = NULL;
     lock(&r->mu);
     r->completed = true;
     r->susp = SUSP_NONE;
     unlock(&r->mu);
-    r->slot = NULL;
-    log_request(r, MHD_REQUEST_TERMINATED_WITH_ERROR);
+    log_request(r, toe);
     req_release(r);
 }
 
@@ -1209,8 +1214,8 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
     *socket_context = NULL;
     if (cs == NULL)
         return;
-    if (cs->cur != NULL)
-        req_orphaned(cs->cur);
+    if (cs->cur != NULL) /* dropped by MHD without its completion callback */
+        req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
     free(cs);
 }
 
@@ -1224,7 +1229,7 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
     if (cs != NULL) {
         if (cs->cur != NULL) /* the previous request on this connection was dropped too */
-            req_orphaned(cs->cur);
+            req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
         cs->cur = r;
         r->slot = cs;
     }
@@ -1303,15 +1308,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r == NULL)
         return;
     *con_cls = NULL;
-    if (r->slot != NULL && r->slot->cur == r)
-        r->slot->cur = NULL;
-    r->slot = NULL;
-    lock(&r->mu);
-    r->completed = true;
-    r->susp = SUSP_NONE;
-    unlock(&r->mu);
-    log_request(r, toe);
-    req_release(r);
+    req_finish(r, toe);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)

@@ -63,8 +63,7 @@ struct refresher {
     struct flight *flights;
     pthread_t thr;
     bool stop;
-    bool draining;          /* shutting down: foreign leases are waited for until... */
-    int64_t drain_deadline; /* ...this time (store_now_ms) at the latest */
+    int64_t drain_deadline; /* shutting down: foreign leases are waited for until then (0: no) */
     bool started;
     atomic_uint_fast64_t seq;
     atomic_uint_fast64_t token_requests;
@@ -443,7 +442,7 @@ try_lease(struct flight *f)
         }
         store_connection_clear(&row);
         pthread_mutex_lock(&rf->mu);
-        draining = rf->draining && store_now_ms() >= rf->drain_deadline;
+        draining = rf->drain_deadline != 0 && store_now_ms() >= rf->drain_deadline;
         pthread_mutex_unlock(&rf->mu);
         if (!draining && store_now_ms() < f->lease_deadline)
             return false;
@@ -686,10 +685,8 @@ refresher_drain(struct refresher *rf, int64_t within_ms)
     if (rf == NULL)
         return;
     pthread_mutex_lock(&rf->mu);
-    if (!rf->draining) {
-        rf->draining = true;
+    if (rf->drain_deadline == 0)
         rf->drain_deadline = store_now_ms() + within_ms;
-    }
     pthread_cond_signal(&rf->cv);
     pthread_mutex_unlock(&rf->mu);
 }

@@ -27,6 +27,8 @@
  * a JSON object {column: value}: INT -> integer, TEXT -> string, BOOL -> true/false, HASH
  * (32-byte blob) -> 64 lower-case hex digits; NULL -> null.
  */
+struct buf;
+
 enum store_col_type { STORE_COL_INT, STORE_COL_TEXT, STORE_COL_BOOL, STORE_COL_HASH };
 struct store_col {
     const char *name;
@@ -53,6 +55,12 @@ struct store_val {
 latch_rc store_val_get(const struct store_col *col, json_t *row, struct store_val *out);
 /* Sets column col of row from v (for scans); LATCH_E_INVAL if text is not UTF-8. */
 latch_rc store_val_put(const struct store_col *col, json_t *row, const struct store_val *v);
+/*
+ * Appends "name, name, ..." of t's columns. fetched_expr: for a SELECT (export), the backend's
+ * expression of the effective connections.last_fetched_at (touches live in connection_activity;
+ * an import writes the value back into the column); NULL for an INSERT.
+ */
+latch_rc store_table_cols(struct buf *b, const struct store_table *t, const char *fetched_expr);
 
 /* Scan callback: row is borrowed for the call. A non-OK return stops the scan with that code. */
 typedef latch_rc (*store_raw_scan_fn)(const struct store_table *t, json_t *row, void *ud);

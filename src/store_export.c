@@ -110,6 +110,22 @@ const struct store_table store_tables[] = {
     {"connect_sessions", cols_sess, N(cols_sess), true},
     {"webhook_outbox", cols_wh, N(cols_wh), true},
 };
+
+latch_rc
+store_table_cols(struct buf *b, const struct store_table *t, const char *fetched_expr)
+{
+    latch_rc rc = LATCH_OK;
+
+    for (size_t i = 0; i < t->ncols && rc == LATCH_OK; i++) {
+        const char *col = t->cols[i].name;
+
+        if (fetched_expr != NULL && strcmp(t->name, "connections") == 0 &&
+            strcmp(col, "last_fetched_at") == 0)
+            col = fetched_expr;
+        rc = buf_printf(b, "%s%s", i ? ", " : "", col);
+    }
+    return rc;
+}
 const size_t store_ntables = N(store_tables);
 
 latch_rc

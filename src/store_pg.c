@@ -2423,25 +2423,6 @@ out:
 
 /* ---- raw rows (export / import) ---- */
 
-/*
- * Appends "name, name, ..." of t's columns; for a SELECT (export), connections.last_fetched_at
- * is the effective value (an import writes it back into the column).
- */
-static latch_rc
-col_list(struct buf *b, const struct store_table *t, bool select)
-{
-    latch_rc rc = LATCH_OK;
-
-    for (size_t i = 0; i < t->ncols && rc == LATCH_OK; i++) {
-        const char *col = t->cols[i].name;
-
-        if (select && strcmp(t->name, "connections") == 0 && strcmp(col, "last_fetched_at") == 0)
-            col = FETCHED_EXPR("connections");
-        rc = buf_printf(b, "%s%s", i ? ", " : "", col);
-    }
-    return rc;
-}
-
 static latch_rc
 pg_raw_scan(void *impl, const struct store_table *t, store_raw_scan_fn fn, void *ud)
 {
@@ -2457,7 +2438,7 @@ pg_raw_scan(void *impl, const struct store_table *t, store_raw_scan_fn fn, void 
     buf_init(&sql, PG_MAX_RAW_SQL);
     rc = buf_puts(&sql, "SELECT ");
     if (rc == LATCH_OK)
-        rc = col_list(&sql, t, true);
+        rc = store_table_cols(&sql, t, FETCHED_EXPR("connections"));
     if (rc == LATCH_OK)
         rc = buf_printf(&sql,
                         by_id ? " FROM %s WHERE %s > $1::bigint ORDER BY %s LIMIT %d"
@@ -2645,7 +2626,7 @@ pg_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *er
             buf_reset(&sql);
             rc = buf_printf(&sql, "INSERT INTO %s (", t->name);
             if (rc == LATCH_OK)
-                rc = col_list(&sql, t, false);
+                rc = store_table_cols(&sql, t, NULL);
             if (rc == LATCH_OK)
                 rc = buf_puts(&sql, ") OVERRIDING SYSTEM VALUE VALUES (");
             for (size_t k = 0; k < t->ncols && rc == LATCH_OK; k++)

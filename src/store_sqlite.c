@@ -2445,25 +2445,6 @@ out:
 /* Rows read per batch by raw_scan. */
 #define STORE_SQLITE_RAW_BATCH 500
 
-/*
- * The column list of t; for a SELECT (export), connections.last_fetched_at is the effective value
- * (an import writes it back into the column).
- */
-static latch_rc
-raw_col_list(struct buf *b, const struct store_table *t, bool select)
-{
-    latch_rc rc = LATCH_OK;
-
-    for (size_t i = 0; i < t->ncols && rc == LATCH_OK; i++) {
-        const char *col = t->cols[i].name;
-
-        if (select && strcmp(t->name, "connections") == 0 && strcmp(col, "last_fetched_at") == 0)
-            col = FETCHED_EXPR("connections");
-        rc = buf_printf(b, "%s%s", i ? ", " : "", col);
-    }
-    return rc;
-}
-
 static latch_rc
 sq_raw_scan(void *impl, const struct store_table *t, store_raw_scan_fn fn, void *ud)
 {
@@ -2480,7 +2461,7 @@ sq_raw_scan(void *impl, const struct store_table *t, store_raw_scan_fn fn, void 
     buf_init(&sql, STORE_SQLITE_MAX_RAW_SQL);
     rc = buf_puts(&sql, "SELECT ");
     if (rc == LATCH_OK)
-        rc = raw_col_list(&sql, t, true);
+        rc = store_table_cols(&sql, t, FETCHED_EXPR("connections"));
     if (rc == LATCH_OK)
         rc = buf_printf(&sql, " FROM %s WHERE %s > ?1 ORDER BY %s LIMIT %d", t->name,
                         t->cols[0].name, t->cols[0].name, STORE_SQLITE_RAW_BATCH);
@@ -2661,7 +2642,7 @@ sq_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *er
             buf_reset(&sql);
             rc = buf_printf(&sql, "INSERT INTO %s (", t->name);
             if (rc == LATCH_OK)
-                rc = raw_col_list(&sql, t, false);
+                rc = store_table_cols(&sql, t, NULL);
             if (rc == LATCH_OK)
                 rc = buf_puts(&sql, ") VALUES (");
             for (size_t k = 0; k < t->ncols && rc == LATCH_OK; k++)
