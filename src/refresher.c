@@ -383,6 +383,29 @@ run_flight(struct flight *f)
         finish_with_row(rf, f);
         return;
     }
+    if (!f->force && (row.needs_reauth || row.next_refresh_at > now)) {
+        /* a failure was recorded between our decision and our lease (by our own previous
+         * flight or another node): honour its back-off instead of asking again */
+        struct refresh_result r;
+
+        memset(&r, 0, sizeof r);
+        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        if (!row.needs_reauth && row.expires_at > now) {
+            answer_ok(rf, &row, &r);
+        } else {
+            if (row.needs_reauth)
+                set_err(&r, 424, "invalid_credentials",
+                        "The connection needs to be re-authorised.");
+            else
+                set_err(&r, 424, "connection_refresh_backoff",
+                        "A recent refresh attempt failed. Backing off before retrying.");
+            conn_copy(&r.conn, &row);
+        }
+        finish_flight(rf, f, &r);
+        refresh_result_clear(&r);
+        store_connection_clear(&row);
+        return;
+    }
     store_connection_clear(&f->conn);
     f->conn = row;
     p = catalog_find(a->catalog, row.provider);

@@ -1446,6 +1446,8 @@ fault_apply(struct MHD_Connection *c, struct req *r, enum fault_target t, enum M
         wait_ms(f->delay_ms, -1, r->gen);
         return false;
     case FM_STATUS:
+        if (f->delay_ms > 0)
+            wait_ms(f->delay_ms, -1, r->gen);
         if (f->retry_after[0] != '\0') {
             h[0].name = "Retry-After";
             h[0].value = f->retry_after;

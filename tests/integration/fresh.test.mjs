@@ -92,6 +92,33 @@ test('a token endpoint that stalls longer than the lease still yields one writer
   }
 });
 
+test('a failure recorded while another node waited for the lease is honoured, not retried', async () => {
+  // node A's attempt fails slowly while node B, which read the row before the failure, waits
+  // for A's lease; B must see A's back-off and not ask NinjaOne again
+  const slow = { LATCH_REFRESH_LEASE_MS: '10000', LATCH_REFRESH_BACKOFF_MS: '5000' };
+  await s.restartLatch('SIGTERM', slow);
+  const b = await startLatch({ dir: s.dir, env: { ...s.env, ...slow } });
+  try {
+    const id = await link();
+    await sleep(4200);
+    await s.fake.fault({ target: 'token', mode: 'status', status: 503, delay_ms: 1500 });
+    const before = (await s.fake.stats()).token_requests;
+    const [ra, rb] = await Promise.all([
+      s.api('GET', getPath(id)),
+      (async () => { await sleep(500); return request(`${b.url}${getPath(id)}`, { headers: { authorization: `Bearer ${s.secretKey}` } }); })(),
+    ]);
+    const attempts = (await s.fake.stats()).token_requests - before;
+    assert.equal(ra.status, 424, ra.text);
+    assert.equal(rb.status, 424, String(rb.body));
+    assert.equal(rb.json.error.code, 'connection_refresh_backoff');
+    assert.equal(attempts, 1, 'node B waited for the lease, then honoured the back-off');
+  } finally {
+    await b.stop();
+    await s.fake.fault({ target: 'all', mode: 'none' });
+    await s.restartLatch('SIGTERM');
+  }
+});
+
 test('a failure storm causes at most one attempt per back-off window', async () => {
   const id = await link();
   await sleep(4200);
