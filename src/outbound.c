@@ -3,10 +3,14 @@
  *
  * Thread model (docs/internals/outbound.md has the long version):
  * - Any thread builds a job (validates the request, creates and configures the easy handle),
- *   then appends it to ob->incoming under ob->mu and calls curl_multi_wakeup().
- * - The curl thread loops { take incoming + control requests; curl_multi_perform; drain
- *   CURLMSG_DONE; curl_multi_poll }. Every libcurl callback and every user callback (done,
- *   on_headers, on_data, on_body_read, on_done) runs on the curl thread.
+ *   then appends it to ob->incoming under ob->mu and writes ob->wake_fd (an eventfd).
+ * - The curl thread is an epoll loop driving curl's socket API: curl tells it which sockets to
+ *   watch (on_socket) and when to time out (on_timer); each ready socket gets one
+ *   curl_multi_socket_action, so a wake-up costs O(ready transfers), not O(all transfers) as
+ *   curl_multi_perform/curl_multi_poll would. Loop: { take incoming + control requests;
+ *   epoll_wait; socket actions; due timeout; drain CURLMSG_DONE }. Every libcurl callback and
+ *   every user callback (done, on_headers, on_data, on_body_read, on_done) runs on the curl
+ *   thread.
  * - Streams are paused/resumed/cancelled by flagging the job under ob->mu and pushing it on the
  *   control list; the curl thread acts on it (curl_easy_pause / remove handle).
  *
@@ -18,6 +22,8 @@
  */
 #include "outbound.h"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <arpa/inet.h>
@@ -38,6 +44,7 @@
 #include "log.h"
 #include "netpolicy.h"
 #include "util/buf.h"
+#include "util/clock.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 
@@ -66,6 +73,7 @@
 #define OUTBOUND_CONN_MAXAGE_S 60L
 /* Longest sleep of the curl thread when idle (curl's own timers cut it short). */
 #define OUTBOUND_POLL_MS 1000
+#define OUTBOUND_EPOLL_EVENTS 256
 
 #define OUTBOUND_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
 #define OUTBOUND_HOST_MAX 256
@@ -85,6 +93,8 @@ struct outbound {
     CURLM *multi;
     pthread_t thread;
     bool thread_started;
+    int epoll_fd; /* curl's sockets + wake_fd */
+    int wake_fd;  /* eventfd: new jobs, control requests, shutdown */
 
     /* immutable after outbound_start */
     bool allow_http;
@@ -106,6 +116,7 @@ struct outbound {
 
     /* curl thread only */
     struct outbound_stream *active; /* added to the multi */
+    int64_t timeout_at;             /* monotonic ms of curl's next timeout, -1 = none */
 
     _Atomic uint64_t sockets_opened;
     _Atomic uint64_t sockets_denied;
@@ -1058,6 +1069,17 @@ out:
     return rc;
 }
 
+/* Any thread: makes the curl thread's epoll_wait return. */
+static void
+wake(struct outbound *ob)
+{
+    uint64_t one = 1;
+
+    /* EAGAIN means the counter is already non-zero: the thread will wake anyway */
+    if (write(ob->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_error("outbound wake-up failed", "errno=%d", errno);
+}
+
 /* Queues a built job; on failure the job is left to the caller. */
 static latch_rc
 job_enqueue(struct outbound *ob, struct outbound_stream *j, struct latch_err *err)
@@ -1082,7 +1104,7 @@ job_enqueue(struct outbound *ob, struct outbound_stream *j, struct latch_err *er
     }
     pthread_mutex_unlock(&ob->mu);
     if (rc == LATCH_OK)
-        curl_multi_wakeup(ob->multi);
+        wake(ob);
     return rc;
 }
 
@@ -1311,6 +1333,80 @@ run_control(struct outbound *ob, struct outbound_stream *j)
     }
 }
 
+/* curl's CURLMOPT_SOCKETFUNCTION: mirror its interest in a socket into the epoll set. */
+static int
+on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct outbound *ob = userp;
+    struct epoll_event ev;
+
+    (void)easy;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE) {
+        /* ENOENT/EBADF: already gone (closed fds leave the set by themselves) */
+        (void)epoll_ctl(ob->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    memset(&ev, 0, sizeof ev);
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0U) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0U);
+    ev.data.fd = fd;
+    if (epoll_ctl(ob->epoll_fd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+        (errno != ENOENT || epoll_ctl(ob->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0)) {
+        log_error("outbound epoll_ctl failed", "errno=%d", errno);
+        return -1; /* curl fails the transfers on this socket */
+    }
+    return 0;
+}
+
+/* curl's CURLMOPT_TIMERFUNCTION: remember when to call socket_action(CURL_SOCKET_TIMEOUT). */
+static int
+on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct outbound *ob = userp;
+
+    (void)multi;
+    ob->timeout_at = timeout_ms < 0 ? -1 : latch_mono_ms() + timeout_ms;
+    return 0;
+}
+
+/* Waits for sockets, the wake-up fd or curl's timeout, and lets curl act on what is ready. */
+static void
+wait_and_act(struct outbound *ob)
+{
+    struct epoll_event evs[OUTBOUND_EPOLL_EVENTS];
+    int64_t wait_ms = OUTBOUND_POLL_MS;
+    int running = 0, n;
+
+    if (ob->timeout_at >= 0) {
+        int64_t left = ob->timeout_at - latch_mono_ms();
+
+        wait_ms = left < 0 ? 0 : left < OUTBOUND_POLL_MS ? left : OUTBOUND_POLL_MS;
+    }
+    n = epoll_wait(ob->epoll_fd, evs, OUTBOUND_EPOLL_EVENTS, (int)wait_ms);
+    for (int i = 0; i < n; i++) {
+        int mask = 0;
+
+        if (evs[i].data.fd == ob->wake_fd) {
+            uint64_t cnt;
+
+            (void)!read(ob->wake_fd, &cnt, sizeof cnt);
+            continue;
+        }
+        if (evs[i].events & EPOLLIN)
+            mask |= CURL_CSELECT_IN;
+        if (evs[i].events & EPOLLOUT)
+            mask |= CURL_CSELECT_OUT;
+        if (evs[i].events & (EPOLLERR | EPOLLHUP))
+            mask |= CURL_CSELECT_ERR;
+        curl_multi_socket_action(ob->multi, evs[i].data.fd, mask, &running);
+    }
+    if (ob->timeout_at >= 0 && latch_mono_ms() >= ob->timeout_at) {
+        ob->timeout_at = -1;
+        curl_multi_socket_action(ob->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    drain_done(ob);
+}
+
 static void *
 curl_thread_main(void *arg)
 {
@@ -1319,7 +1415,6 @@ curl_thread_main(void *arg)
     for (;;) {
         struct outbound_stream *in, *run = NULL, **run_tail = &run;
         bool stop;
-        int running = 0;
 
         pthread_mutex_lock(&ob->mu);
         in = ob->in_head;
@@ -1362,9 +1457,9 @@ curl_thread_main(void *arg)
         }
         if (stop)
             break;
-        curl_multi_perform(ob->multi, &running);
+        /* finishes jobs that control requests or failed adds completed, then waits */
         drain_done(ob);
-        curl_multi_poll(ob->multi, NULL, 0, OUTBOUND_POLL_MS, NULL);
+        wait_and_act(ob);
     }
     while (ob->active != NULL)
         job_finish(ob, ob->active, CURLE_OK, LATCH_E_UNAVAILABLE, "shutting down");
@@ -1383,6 +1478,24 @@ outbound_start(const struct outbound_opts *o, struct outbound **out, struct latc
     *out = NULL;
     ob = xcalloc(1, sizeof *ob);
     pthread_mutex_init(&ob->mu, NULL);
+    ob->timeout_at = -1;
+    ob->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    ob->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ob->epoll_fd < 0 || ob->wake_fd < 0) {
+        latch_err_set(err, "epoll/eventfd: errno %d", errno);
+        goto fail;
+    }
+    {
+        struct epoll_event ev;
+
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN;
+        ev.data.fd = ob->wake_fd;
+        if (epoll_ctl(ob->epoll_fd, EPOLL_CTL_ADD, ob->wake_fd, &ev) != 0) {
+            latch_err_set(err, "epoll_ctl: errno %d", errno);
+            goto fail;
+        }
+    }
     atomic_init(&ob->sockets_opened, 0);
     atomic_init(&ob->sockets_denied, 0);
     ob->allow_http = o != NULL && o->allow_http;
@@ -1406,6 +1519,10 @@ outbound_start(const struct outbound_opts *o, struct outbound **out, struct latc
     }
     curl_multi_setopt(ob->multi, CURLMOPT_MAX_HOST_CONNECTIONS, OUTBOUND_MAX_HOST_CONNECTIONS);
     curl_multi_setopt(ob->multi, CURLMOPT_MAXCONNECTS, OUTBOUND_MAX_CONNECTS);
+    curl_multi_setopt(ob->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(ob->multi, CURLMOPT_SOCKETDATA, ob);
+    curl_multi_setopt(ob->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(ob->multi, CURLMOPT_TIMERDATA, ob);
     if (pthread_create(&ob->thread, NULL, curl_thread_main, ob) != 0) {
         latch_err_set(err, "pthread_create failed");
         goto fail;
@@ -1429,7 +1546,7 @@ outbound_shutdown(struct outbound *ob)
     ob->stopping = true;
     pthread_mutex_unlock(&ob->mu);
     if (ob->thread_started) {
-        curl_multi_wakeup(ob->multi);
+        wake(ob);
         pthread_join(ob->thread, NULL);
         ob->thread_started = false;
     }
@@ -1442,7 +1559,11 @@ outbound_stop(struct outbound *ob)
         return;
     outbound_shutdown(ob);
     if (ob->multi != NULL)
-        curl_multi_cleanup(ob->multi);
+        curl_multi_cleanup(ob->multi); /* may still call on_socket: close the fds after */
+    if (ob->wake_fd >= 0)
+        (void)close(ob->wake_fd);
+    if (ob->epoll_fd >= 0)
+        (void)close(ob->epoll_fd);
     curl_slist_free_all(ob->resolve);
     free(ob->pins);
     if (ob->ca_pem != NULL)
@@ -1624,7 +1745,7 @@ static void
 stream_control(struct outbound_stream *st, bool cancel)
 {
     struct outbound *ob;
-    bool wake = false;
+    bool want_wake = false;
 
     if (st == NULL)
         return;
@@ -1641,11 +1762,11 @@ stream_control(struct outbound_stream *st, bool cancel)
             st->ctl_next = ob->ctl_head;
             ob->ctl_head = st;
         }
-        wake = true;
+        want_wake = true;
     }
     pthread_mutex_unlock(&ob->mu);
-    if (wake)
-        curl_multi_wakeup(ob->multi);
+    if (want_wake)
+        wake(ob);
 }
 
 void

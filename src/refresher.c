@@ -24,6 +24,8 @@
 
 /* How often the background thread looks for tokens about to expire. */
 #define REFRESH_SCAN_INTERVAL_MS 2000
+/* how often to look whether reads stopped, to return freed memory to the OS then */
+#define REFRESH_TRIM_INTERVAL_MS 2000
 /* A connection counts as "in use" if read within this window. */
 #define REFRESH_IN_USE_WINDOW_MS (24LL * 3600 * 1000)
 #define REFRESH_SCAN_BATCH 200
@@ -67,7 +69,8 @@ struct refresher {
     bool started;
     atomic_uint_fast64_t seq;
     atomic_uint_fast64_t token_requests;
-    int margin_override_s; /* LATCH_REFRESH_MARGIN_S set explicitly: wins over providers */
+    atomic_uint_fast64_t gets; /* refresher_get_fresh calls: traffic, for the idle trim */
+    int margin_override_s;     /* LATCH_REFRESH_MARGIN_S set explicitly: wins over providers */
     /*
      * Reads never write: connections whose last_fetched_at is stale are queued here (an
      * open-addressing set of row ids, 0 = empty) and written by the background thread, so a
@@ -500,6 +503,7 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     latch_rc rc;
     bool need;
 
+    atomic_fetch_add_explicit(&rf->gets, 1, memory_order_relaxed);
     memset(now_out, 0, sizeof *now_out);
     memset(&c, 0, sizeof c);
     rc = store_connection_get(rf->app->store, env_id, provider_config_key, connection_id, &c);
@@ -625,6 +629,8 @@ refresher_main(void *arg)
 {
     struct refresher *rf = arg;
     int64_t last_scan = 0, last_purge = 0, last_trim = 0;
+    uint64_t trim_seen = 0;
+    bool trimmed = false;
 
     pthread_mutex_lock(&rf->mu);
     while (!rf->stop) {
@@ -666,10 +672,22 @@ refresher_main(void *arg)
             scan_due(rf);
             pthread_mutex_lock(&rf->mu);
         }
-        if (now - last_trim >= 2000) {
-            /* give freed memory (e.g. buffers of reaped client connections) back to the OS */
+        if (now - last_trim >= REFRESH_TRIM_INTERVAL_MS) {
+            uint64_t seen = atomic_load_explicit(&rf->gets, memory_order_relaxed);
+
             last_trim = now;
-            (void)malloc_trim(64 * 1024);
+            /* once traffic stops, give freed memory (buffers of reaped client connections,
+             * curl's transfers) back to the OS; under load the pages would only be faulted
+             * back in by the next requests. Outside the lock: it walks every arena. */
+            if (seen == trim_seen && !trimmed) {
+                trimmed = true;
+                pthread_mutex_unlock(&rf->mu);
+                (void)malloc_trim(64 * 1024);
+                pthread_mutex_lock(&rf->mu);
+            } else if (seen != trim_seen) {
+                trim_seen = seen;
+                trimmed = false;
+            }
         }
         if (now - last_purge > 60000) {
             last_purge = now;
