@@ -115,8 +115,9 @@ struct outbound {
     bool stopping;
 
     /* curl thread only */
-    struct outbound_stream *active; /* added to the multi */
-    int64_t timeout_at;             /* monotonic ms of curl's next timeout, -1 = none */
+    struct outbound_stream *active;      /* added to the multi */
+    int64_t timeout_at;                  /* monotonic ms of curl's next timeout, -1 = none */
+    struct outbound_stream *hdr_pending; /* header block complete, on_headers not yet called */
 
     _Atomic uint64_t sockets_opened;
     _Atomic uint64_t sockets_denied;
@@ -168,6 +169,8 @@ struct outbound_stream {
     struct outbound_stream_cbs cbs;
     uint64_t streamed;
     bool headers_sent, want_pause, recv_paused, send_paused;
+    bool hdr_queued; /* on ob->hdr_pending (holds a reference) */
+    struct outbound_stream *hdr_next;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -723,8 +726,14 @@ on_header(char *ptr, size_t size, size_t nitems, void *ud)
     if (j->body_started)
         return n; /* trailers: not part of the header block we report */
     if (len == 0) {
-        if (j->is_stream && !j->headers_sent && block_is_final(j))
-            deliver_headers(j);
+        if (j->is_stream && !j->headers_sent && !j->hdr_queued && block_is_final(j)) {
+            /* deliver with the first body bytes (usually in this same read), at the end, or
+             * at the end of this loop iteration: one wake-up of the consumer, not two */
+            job_ref(j);
+            j->hdr_queued = true;
+            j->hdr_next = j->ob->hdr_pending;
+            j->ob->hdr_pending = j;
+        }
         return n;
     }
     if (ptr[0] == ' ' || ptr[0] == '\t') {
@@ -1369,6 +1378,25 @@ on_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/* Calls on_headers for header blocks that completed in this iteration without body bytes. */
+static void
+flush_headers(struct outbound *ob)
+{
+    struct outbound_stream *j = ob->hdr_pending, *next;
+
+    ob->hdr_pending = NULL;
+    for (; j != NULL; j = next) {
+        next = j->hdr_next;
+        j->hdr_next = NULL;
+        j->hdr_queued = false;
+        if (j->active && !j->headers_sent)
+            deliver_headers(j);
+        /* the list's reference */
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): refcounted; j still had this ref */
+        job_unref(j);
+    }
+}
+
 /* Waits for sockets, the wake-up fd or curl's timeout, and lets curl act on what is ready. */
 static void
 wait_and_act(struct outbound *ob)
@@ -1404,6 +1432,7 @@ wait_and_act(struct outbound *ob)
         ob->timeout_at = -1;
         curl_multi_socket_action(ob->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
+    flush_headers(ob);
     drain_done(ob);
 }
 
@@ -1458,11 +1487,13 @@ curl_thread_main(void *arg)
         if (stop)
             break;
         /* finishes jobs that control requests or failed adds completed, then waits */
+        flush_headers(ob);
         drain_done(ob);
         wait_and_act(ob);
     }
     while (ob->active != NULL)
         job_finish(ob, ob->active, CURLE_OK, LATCH_E_UNAVAILABLE, "shutting down");
+    flush_headers(ob); /* only drops the list's references: nothing is active any more */
     return NULL;
 }
 

@@ -99,7 +99,9 @@ uint64_t outbound_sockets_opened(const struct outbound *ob);
 uint64_t outbound_sockets_denied(const struct outbound *ob);
 
 /*
- * Streaming jobs (the proxy). on_headers is called once with status and headers, on_data for
+ * Streaming jobs (the proxy). on_headers is called once with status and headers (right before
+ * the first on_data, before on_done, or at the end of the curl loop iteration in which the
+ * header block completed, whichever comes first, so a consumer is woken once), on_data for
  * each body chunk (return false to pause; resume with outbound_stream_resume), on_done at the
  * end. on_body_read supplies the request body (return bytes, 0 = pause until
  * outbound_stream_resume, -1 = end). All callbacks run on the curl thread.

@@ -172,17 +172,18 @@ export async function burst({ port, n, req, warm, probe, pid, host = '127.0.0.1'
     const k = Math.min(100, n - i);
     conns.push(...(await Promise.all(Array.from({ length: k }, () => connect(port, host)))));
   }
-  if (warm) await Promise.all(conns.map((c) => c.request(warm)));
+  const where = (phase) => (e) => { throw new Error(`burst to port ${port}, ${phase}: ${e.message}`); };
+  if (warm) await Promise.all(conns.map((c) => c.request(warm))).catch(where('warm-up'));
   let done = false;
   const probeLat = [];
   let probeP = Promise.resolve();
   if (probe) {
     const pc = await connect(port, host);
-    await pc.request(probe);
+    await pc.request(probe).catch(where('probe'));
     probeP = (async () => {
       while (!done) {
         const t = process.hrtime.bigint();
-        const r = await pc.request(probe);
+        const r = await pc.request(probe).catch(where('probe'));
         if (r.status === 200) probeLat.push(Number(process.hrtime.bigint() - t) / 1e6);
         await new Promise((res) => setImmediate(res));
       }
