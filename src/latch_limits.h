@@ -90,7 +90,4 @@
 /* a streaming response may last this long */
 #define LATCH_PROXY_MAX_STREAM_MS (6L * 3600 * 1000)
 
-/* glibc's M_TRIM_THRESHOLD (see main.c): free heap kept per arena before glibc returns it */
-#define LATCH_MALLOC_TRIM_THRESHOLD (4 * 1024 * 1024)
-
 #endif

@@ -1,7 +1,6 @@
 /*
  * main.c - the latch binary: `latch serve` and the operator commands.
  */
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,7 +13,6 @@
 #include <jansson.h>
 
 #include "app.h"
-#include "latch_limits.h"
 #include "config.h"
 #include "http_server.h"
 #include "log.h"
@@ -408,10 +406,6 @@ main(int argc, char **argv)
             (void)setrlimit(RLIMIT_NOFILE, &rl);
         }
     }
-    /* glibc trims a thread's heap as soon as its free top passes the threshold (128 KiB, and
-     * moving): under load that is an madvise per few requests and the page faults to take the
-     * memory back. Keep up to the threshold; the refresher trims once traffic stops. */
-    (void)mallopt(M_TRIM_THRESHOLD, LATCH_MALLOC_TRIM_THRESHOLD);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     json_object_seed(0);
 

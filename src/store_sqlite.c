@@ -38,15 +38,6 @@
 #define STORE_SQLITE_MAX_CONNS 64
 /* How long a writer waits for the database lock before LATCH_E_BUSY. */
 #define STORE_SQLITE_BUSY_MS 5000
-/*
- * Page cache per connection, in KiB (SQLite's default is 2000). 8 MiB holds the index of
- * ~100,000 connections and the table's interior pages, so a read at that size costs one page
- * miss (the row's leaf) instead of two or three. It fills only as pages are read; only the
- * threads that read concurrently (the HTTP workers) fill theirs.
- */
-#define STORE_SQLITE_CACHE_KIB 8192
-#define STORE_SQLITE_STR_(x) #x
-#define STORE_SQLITE_STR(x) STORE_SQLITE_STR_(x)
 /* Rows read per batch by store_reseal_all (each batch is written in one short transaction). */
 #define STORE_RESEAL_BATCH 100
 /* Bounds on list filters (integration keys, tag pairs) bound as one JSON array each. */
@@ -404,8 +395,7 @@ conn_open(const char *path, struct sq_conn **out, struct latch_err *err)
     (void)sqlite3_busy_timeout(c->db, STORE_SQLITE_BUSY_MS);
     rc = exec_sql(c->db,
                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
-                  "PRAGMA trusted_schema=OFF; "
-                  "PRAGMA cache_size=-" STORE_SQLITE_STR(STORE_SQLITE_CACHE_KIB) ";",
+                  "PRAGMA trusted_schema=OFF;",
                   "pragmas", err);
     if (rc != LATCH_OK)
         goto out;

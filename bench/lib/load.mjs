@@ -310,8 +310,10 @@ export async function paced(rate, seconds, fn) {
     const due = t0 + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    // from the scheduled start, or from the send when a timer fired early
-    const start = Math.max(due, performance.now());
+    // from the scheduled start when the send is late (queueing counts), from the actual send
+    // when it is early (a timer fired early, or the wait was under 1 ms and skipped): the
+    // earlier of the two. Never from a time in the future.
+    const start = Math.min(due, performance.now());
     pending.push(fn().then((r) => {
       lat.push(performance.now() - start);
       statuses[r.status] = (statuses[r.status] || 0) + 1;

@@ -39,6 +39,16 @@ test('health and unknown routes', async () => {
   assert.equal(typeof n.json.error.message, 'string');
 });
 
+test('request ids are distinct across requests and worker threads', async () => {
+  const ids = new Set();
+  const all = await Promise.all(Array.from({ length: 300 }, () => api(s.latchUrl, null, 'GET', '/health')));
+  for (const r of all) {
+    assert.match(r.headers.get('x-request-id'), /^[0-9a-f]{16}$/);
+    ids.add(r.headers.get('x-request-id'));
+  }
+  assert.equal(ids.size, 300);
+});
+
 test('authentication errors use Nango codes', async () => {
   let r = await api(s.latchUrl, null, 'GET', '/integrations');
   assert.equal(r.status, 401);
