@@ -424,7 +424,9 @@ test_timeout(void **state)
     assert_int_equal(outbound_fetch_sync(ob, &req, &r), LATCH_E_TIMEOUT);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    assert_true(el < 1.2);
+    /* under 0.8 s: curl's own deadline (CURLMOPT_TIMERFUNCTION) fired, not the loop's 1 s
+     * fallback wake-up */
+    assert_true(el < 0.8);
     assert_int_equal(r.rc, LATCH_E_TIMEOUT);
     assert_true(r.error[0] != '\0');
     assert_null(strstr(r.error, "hunter2"));
