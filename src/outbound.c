@@ -1420,12 +1420,13 @@ wait_and_act(struct outbound *ob)
             (void)!read(ob->wake_fd, &cnt, sizeof cnt);
             continue;
         }
-        if (evs[i].events & EPOLLIN)
+        /* as curl's own poll does: an error or hang-up makes the socket readable and
+         * writable, so the transfer's next recv/send reports what happened (a bare
+         * CURL_CSELECT_ERR would only say "select/poll returned error") */
+        if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
             mask |= CURL_CSELECT_IN;
-        if (evs[i].events & EPOLLOUT)
+        if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             mask |= CURL_CSELECT_OUT;
-        if (evs[i].events & (EPOLLERR | EPOLLHUP))
-            mask |= CURL_CSELECT_ERR;
         curl_multi_socket_action(ob->multi, evs[i].data.fd, mask, &running);
     }
     if (ob->timeout_at >= 0 && latch_mono_ms() >= ob->timeout_at) {
