@@ -1397,7 +1397,10 @@ flush_headers(struct outbound *ob)
     }
 }
 
-/* Waits for sockets, the wake-up fd or curl's timeout, and lets curl act on what is ready. */
+/*
+ * Waits for sockets, the wake-up fd or curl's timeout, lets curl act on what is ready, then
+ * hands over completed header blocks and finished transfers.
+ */
 static void
 wait_and_act(struct outbound *ob)
 {
@@ -1433,6 +1436,7 @@ wait_and_act(struct outbound *ob)
         ob->timeout_at = -1;
         curl_multi_socket_action(ob->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
+    /* before the next iteration's control requests, so a cancel cannot overtake a finish */
     flush_headers(ob);
     drain_done(ob);
 }
@@ -1487,9 +1491,6 @@ curl_thread_main(void *arg)
         }
         if (stop)
             break;
-        /* finishes jobs that control requests or failed adds completed, then waits */
-        flush_headers(ob);
-        drain_done(ob);
         wait_and_act(ob);
     }
     while (ob->active != NULL)

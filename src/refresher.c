@@ -205,6 +205,41 @@ answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh
     r->status = 200;
 }
 
+/*
+ * Answers without a token request when the row says not to make one (unless forced): the
+ * connection needs re-authorisation (424), or a back-off window is open (the current token
+ * while it is valid, else 424). Returns false when a refresh may go ahead. r starts zeroed.
+ */
+static bool
+answer_held_back(struct refresher *rf, const struct store_connection *c, bool force, int64_t now,
+                 struct refresh_result *r)
+{
+    if (force)
+        return false;
+    if (c->needs_reauth) {
+        char msg[320];
+        json_t *e = api_json_col(c->auth_error_json);
+        const char *desc = json_string_value(json_object_get(e, "description"));
+
+        (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised%s%.250s",
+                       desc ? ": " : ".", desc ? desc : "");
+        json_decref(e);
+        set_err(r, 424, "invalid_credentials", msg);
+        conn_copy(&r->conn, c);
+        return true;
+    }
+    if (c->next_refresh_at <= now)
+        return false;
+    if (c->expires_at > now) {
+        answer_ok(rf, c, r);
+    } else {
+        set_err(r, 424, "connection_refresh_backoff",
+                "A recent refresh attempt failed. Backing off before retrying.");
+        conn_copy(&r->conn, c);
+    }
+    return true;
+}
+
 static void
 finish_flight(struct refresher *rf, struct flight *f, const struct refresh_result *proto)
 {
@@ -368,6 +403,7 @@ run_flight(struct flight *f)
     json_t *creds = NULL, *cfg = NULL;
     struct oauth_cc_result err_res;
     struct oauth_cc_input in;
+    struct refresh_result held;
     const struct catalog_provider *p;
     int64_t now = store_now_ms();
     latch_rc rc;
@@ -386,26 +422,13 @@ run_flight(struct flight *f)
         finish_with_row(rf, f);
         return;
     }
-    if (!f->force && (row.needs_reauth || row.next_refresh_at > now)) {
+    memset(&held, 0, sizeof held);
+    if (answer_held_back(rf, &row, f->force, now, &held)) {
         /* a failure was recorded between our decision and our lease (by our own previous
-         * flight or another node): honour its back-off instead of asking again */
-        struct refresh_result r;
-
-        memset(&r, 0, sizeof r);
+         * flight or another node): honour it instead of asking again */
         (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
-        if (!row.needs_reauth && row.expires_at > now) {
-            answer_ok(rf, &row, &r);
-        } else {
-            if (row.needs_reauth)
-                set_err(&r, 424, "invalid_credentials",
-                        "The connection needs to be re-authorised.");
-            else
-                set_err(&r, 424, "connection_refresh_backoff",
-                        "A recent refresh attempt failed. Backing off before retrying.");
-            conn_copy(&r.conn, &row);
-        }
-        finish_flight(rf, f, &r);
-        refresh_result_clear(&r);
+        finish_flight(rf, f, &held);
+        refresh_result_clear(&held);
         store_connection_clear(&row);
         return;
     }
@@ -519,34 +542,13 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
         touch_later(rf, c.id);
         c.last_fetched_at = now;
     }
-    if (c.needs_reauth && !force) {
-        char msg[320];
-        const char *desc = NULL;
-        json_t *e = api_json_col(c.auth_error_json);
-
-        desc = json_string_value(json_object_get(e, "description"));
-        (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised%s%.250s",
-                       desc ? ": " : ".", desc ? desc : "");
-        json_decref(e);
-        set_err(now_out, 424, "invalid_credentials", msg);
-        conn_copy(&now_out->conn, &c);
-        store_connection_clear(&c);
-        return true;
-    }
     need = force || !is_fresh(rf, &c, now) || c.needs_reauth;
     if (!need) {
         answer_ok(rf, &c, now_out);
         store_connection_clear(&c);
         return true;
     }
-    if (!force && c.next_refresh_at > now) {
-        if (c.expires_at > now) {
-            answer_ok(rf, &c, now_out);
-        } else {
-            set_err(now_out, 424, "connection_refresh_backoff",
-                    "A recent refresh attempt failed. Backing off before retrying.");
-            conn_copy(&now_out->conn, &c);
-        }
+    if (answer_held_back(rf, &c, force, now, now_out)) {
         store_connection_clear(&c);
         return true;
     }

@@ -24,6 +24,8 @@ async function link() {
   return r.json.connectionId;
 }
 const getPath = (id, force = false) => `/connections/${id}?provider_config_key=ninjaone-rmm&force_refresh=${force}`;
+/** Reads a connection through another latch process `node` on the same database. */
+const getVia = (node, id) => request(`${node.url}${getPath(id)}`, { headers: { authorization: `Bearer ${s.secretKey}` } });
 
 test('a token inside the refresh margin is renewed; force_refresh forces one', async () => {
   const id = await link();
@@ -76,7 +78,7 @@ test('a token endpoint that stalls longer than the lease still yields one writer
     const before = (await s.fake.stats()).token_requests;
     const [ra, rb] = await Promise.all([
       s.api('GET', getPath(id)),
-      (async () => { await sleep(1200); return request(`${b.url}${getPath(id)}`, { headers: { authorization: `Bearer ${s.secretKey}` } }); })(),
+      (async () => { await sleep(1200); return getVia(b, id); })(),
     ]);
     assert.equal(ra.status, 200, ra.text);
     assert.equal(rb.status, 200);
@@ -105,7 +107,7 @@ test('a failure recorded while another node waited for the lease is honoured, no
     const before = (await s.fake.stats()).token_requests;
     const [ra, rb] = await Promise.all([
       s.api('GET', getPath(id)),
-      (async () => { await sleep(500); return request(`${b.url}${getPath(id)}`, { headers: { authorization: `Bearer ${s.secretKey}` } }); })(),
+      (async () => { await sleep(500); return getVia(b, id); })(),
     ]);
     const attempts = (await s.fake.stats()).token_requests - before;
     assert.equal(ra.status, 424, ra.text);
@@ -200,7 +202,7 @@ test('a latch that stops while another process holds the refresh lease answers i
     await s.fake.fault({ target: 'token', mode: 'delay', delay_ms: 12000, count: 1 });
     const ra = s.api('GET', getPath(id)); // A takes the lease; its token request stalls
     await sleep(500);
-    const rb = request(`${b.url}${getPath(id)}`, { headers: { authorization: `Bearer ${s.secretKey}` } });
+    const rb = getVia(b, id);
     await sleep(500); // B's caller is parked on A's lease
     const stopping = b.stop(); // SIGTERM; rejects on a sanitizer report or an unclean exit
     const r = await rb;
