@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "vault.h"
+#include "worker.h"
 
 #define CONNECT_TOKEN_PREFIX "nango_connect_session_"
 
@@ -25,47 +27,48 @@ static const struct api_route routes[] = {
     {"GET", "/providers", api_providers_list, AUTH_SESSION_OR_SECRET, 0, 0},
     {"GET", "/providers/:provider", api_provider_get, AUTH_SESSION_OR_SECRET, 0, 0},
     {"GET", "/integrations", api_integrations_list, AUTH_SESSION_OR_SECRET, API_NO_QUERY, 0},
-    {"POST", "/integrations", api_integration_create, AUTH_SECRET, API_JSON_BODY | API_NO_QUERY,
-     LATCH_MAX_JSON_BODY},
+    {"POST", "/integrations", api_integration_create, AUTH_SECRET,
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"GET", "/integrations/:key", api_integration_get, AUTH_SECRET, 0, 0},
     {"PATCH", "/integrations/:key", api_integration_patch, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY, LATCH_MAX_JSON_BODY},
-    {"DELETE", "/integrations/:key", api_integration_delete, AUTH_SECRET, API_NO_QUERY, 0},
-    {"POST", "/connections/metadata", api_metadata_set, AUTH_SECRET, API_JSON_BODY | API_NO_QUERY,
-     LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+    {"DELETE", "/integrations/:key", api_integration_delete, AUTH_SECRET,
+     API_NO_QUERY | API_OFFLOAD, 0},
+    {"POST", "/connections/metadata", api_metadata_set, AUTH_SECRET,
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"PATCH", "/connections/metadata", api_metadata_update, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"GET", "/connections", api_connections_list, AUTH_SECRET, 0, 0},
-    {"POST", "/connections", api_connection_create, AUTH_SECRET, API_JSON_BODY | API_NO_QUERY,
-     LATCH_MAX_JSON_BODY},
+    {"POST", "/connections", api_connection_create, AUTH_SECRET,
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"GET", "/connections/:id", api_connection_get, AUTH_SECRET, 0, 0},
-    {"DELETE", "/connections/:id", api_connection_delete, AUTH_SECRET, 0, 0},
-    {"PATCH", "/connections/:id", api_connection_patch, AUTH_SECRET, API_JSON_BODY,
+    {"DELETE", "/connections/:id", api_connection_delete, AUTH_SECRET, API_OFFLOAD, 0},
+    {"PATCH", "/connections/:id", api_connection_patch, AUTH_SECRET, API_JSON_BODY | API_OFFLOAD,
      LATCH_MAX_JSON_BODY},
     /* deprecated singular aliases still used by older SDKs */
-    {"POST", "/connection/metadata", api_metadata_set, AUTH_SECRET, API_JSON_BODY | API_NO_QUERY,
-     LATCH_MAX_JSON_BODY},
+    {"POST", "/connection/metadata", api_metadata_set, AUTH_SECRET,
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"PATCH", "/connection/metadata", api_metadata_update, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"GET", "/connection", api_connections_list, AUTH_SECRET, 0, 0},
-    {"POST", "/connection", api_connection_create, AUTH_SECRET, API_JSON_BODY | API_NO_QUERY,
-     LATCH_MAX_JSON_BODY},
-    {"POST", "/connection/:id/metadata", api_legacy_metadata_set, AUTH_SECRET, API_JSON_BODY,
-     LATCH_MAX_JSON_BODY},
-    {"PATCH", "/connection/:id/metadata", api_legacy_metadata_update, AUTH_SECRET, API_JSON_BODY,
-     LATCH_MAX_JSON_BODY},
+    {"POST", "/connection", api_connection_create, AUTH_SECRET,
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+    {"POST", "/connection/:id/metadata", api_legacy_metadata_set, AUTH_SECRET,
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+    {"PATCH", "/connection/:id/metadata", api_legacy_metadata_update, AUTH_SECRET,
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"GET", "/connection/:id", api_connection_get, AUTH_SECRET, 0, 0},
-    {"DELETE", "/connection/:id", api_connection_delete, AUTH_SECRET, 0, 0},
-    {"PATCH", "/connection/:id", api_connection_patch, AUTH_SECRET, API_JSON_BODY,
+    {"DELETE", "/connection/:id", api_connection_delete, AUTH_SECRET, API_OFFLOAD, 0},
+    {"PATCH", "/connection/:id", api_connection_patch, AUTH_SECRET, API_JSON_BODY | API_OFFLOAD,
      LATCH_MAX_JSON_BODY},
     {"POST", "/connect/sessions", api_connect_session_create, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"POST", "/connect/sessions/reconnect", api_connect_session_reconnect, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"GET", "/connect/session", api_connect_session_get, AUTH_SESSION_HEADER, API_NO_QUERY, 0},
-    {"DELETE", "/connect/session", api_connect_session_delete, AUTH_SESSION_HEADER, API_NO_QUERY,
-     0},
-    {"POST", "/oauth2/auth/:key", api_oauth2_cc, AUTH_SESSION_QUERY, API_JSON_BODY,
+    {"DELETE", "/connect/session", api_connect_session_delete, AUTH_SESSION_HEADER,
+     API_NO_QUERY | API_OFFLOAD, 0},
+    {"POST", "/oauth2/auth/:key", api_oauth2_cc, AUTH_SESSION_QUERY, API_JSON_BODY | API_OFFLOAD,
      LATCH_MAX_JSON_BODY},
     {"*", "/proxy/*", api_proxy, AUTH_SECRET, API_STREAM, (size_t)LATCH_MAX_PROXY_BODY},
 };
@@ -632,6 +635,47 @@ rate_limited(struct api_ctx *c, struct ratelimit *rl, const char *key)
     return true;
 }
 
+void
+api_defer(struct api_ctx *c)
+{
+    if (c->offloaded != NULL)
+        atomic_fetch_add(&c->holds, 1); /* already suspended by offload() */
+    else
+        http_req_suspend(c->req);
+}
+
+void
+api_resume(struct api_ctx *c)
+{
+    /* the last hold resumes; until then c cannot be freed (the request is not finished) */
+    if (c->offloaded == NULL || atomic_fetch_sub(&c->holds, 1) == 1)
+        http_req_resume(c->req);
+}
+
+/* Worker thread: runs an API_OFFLOAD handler, then hands the answer back to the pool. */
+static void
+run_offloaded(void *ud)
+{
+    struct api_ctx *c = ud;
+
+    atomic_store(&c->holds, 1); /* the handler's own */
+    c->offloaded(c);
+    api_resume(c);
+}
+
+/*
+ * Runs a writing handler on the worker pool, the request suspended meanwhile. A full queue (or
+ * a pool that is stopping) runs it here instead: slower for this thread, but nothing is refused.
+ */
+static void
+offload(struct api_ctx *c, api_handler_fn handler)
+{
+    c->offloaded = handler;
+    http_req_suspend(c->req);
+    if (worker_submit(c->app->worker, run_offloaded, c) != LATCH_OK)
+        run_offloaded(c);
+}
+
 static bool
 needs_json_content_type(const char *path, const struct api_route *r)
 {
@@ -741,6 +785,10 @@ api_dispatch(struct http_req *req, void *appv)
     }
     if ((r->flags & API_JSON_BODY) && !parse_body(c))
         return;
+    if (r->flags & API_OFFLOAD) {
+        offload(c, r->handler);
+        return;
+    }
     r->handler(c);
 }
 

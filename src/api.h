@@ -5,7 +5,8 @@
  * Flow: http_server calls api_dispatch (pool thread) -> route match -> content-type/query checks
  * -> authentication (secret key, connect session, or none) -> the handler. Handlers reply with
  * http_resp_* or suspend (outbound calls) and reply later from the curl or a worker thread.
- * Threads: all functions are called on pool threads unless noted.
+ * Handlers of routes flagged API_OFFLOAD (the ones that write) run on a worker thread instead.
+ * Threads: all functions are called on pool threads, or worker threads for API_OFFLOAD routes.
  */
 #ifndef LATCH_API_H
 #define LATCH_API_H
@@ -32,7 +33,9 @@ struct api_ctx {
     bool env_loaded;
     struct store_session session; /* when authenticated by a connect session */
     bool by_session;
-    json_t *body; /* parsed JSON body (owned), NULL if none */
+    json_t *body;                         /* parsed JSON body (owned), NULL if none */
+    void (*offloaded)(struct api_ctx *c); /* API_OFFLOAD: the handler the worker runs */
+    _Atomic int holds; /* API_OFFLOAD: answers still owed (the handler + each api_defer) */
 };
 
 enum api_auth {
@@ -48,6 +51,13 @@ enum {
         1 << 0, /* body must be JSON (415 on other content types), parsed into ctx->body */
     API_NO_QUERY = 1 << 1, /* any query parameter is a 400 invalid_query_params */
     API_STREAM = 1 << 2,   /* proxy: body streamed, not buffered */
+    /*
+     * The handler writes to the store (a commit waits for fsync, a lock, or the database): it runs
+     * on the worker pool with the request suspended, so a slow disk or a held lock never stalls
+     * the pool thread, and with it every other connection that thread serves. Only for handlers
+     * that answer synchronously (they must not suspend themselves).
+     */
+    API_OFFLOAD = 1 << 3,
 };
 
 typedef void (*api_handler_fn)(struct api_ctx *c);
@@ -71,6 +81,13 @@ size_t api_body_limit(const char *method, const char *path, void *app);
 bool api_stream_body(const char *method, const char *path, void *app);
 
 /* ---- helpers for handlers ---- */
+/*
+ * A handler that answers later (an outbound call) calls api_defer before starting the work, and
+ * the completion (any thread) calls api_resume once it has replied. On any route, offloaded or
+ * not; on other routes the same as http_req_suspend / http_req_resume.
+ */
+void api_defer(struct api_ctx *c);
+void api_resume(struct api_ctx *c);
 /* The authenticated environment's row, loaded on first use (NULL if the store fails). */
 const struct store_env *api_env(struct api_ctx *c);
 void api_ctx_free(struct api_ctx *c);

@@ -475,7 +475,7 @@ unavailable:
     api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
 out:
     store_connection_clear(&conn);
-    http_req_resume(c->req);
+    api_resume(c);
     link_job_free(j);
 }
 
@@ -639,11 +639,11 @@ api_oauth2_cc(struct api_ctx *c)
     in.connection_config = j->cfg;
     in.client_id = j->client_id;
     in.client_secret = j->client_secret;
-    /* suspend first: the exchange may complete (and resume) before this thread goes on */
-    http_req_suspend(c->req);
+    /* defer first: the exchange may complete (and resume) before this thread goes on */
+    api_defer(c);
     if (oauth_cc_exchange(c->app, &in, link_done, j, &res_err) != LATCH_OK) {
         link_fail(j, &res_err);
-        http_req_resume(c->req);
+        api_resume(c);
         goto out;
     }
     j = NULL; /* owned by the exchange now */

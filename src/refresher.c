@@ -21,6 +21,7 @@
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "webhook.h"
+#include "worker.h"
 
 /* How often the background thread looks for tokens about to expire. */
 #define REFRESH_SCAN_INTERVAL_MS 2000
@@ -514,6 +515,21 @@ try_lease(struct flight *f)
     return true;
 }
 
+/* Worker thread (or the caller when the pool is full): a new flight's first lease attempt. */
+static void
+lease_job(void *ud)
+{
+    struct flight *f = ud;
+    struct refresher *rf = f->rf;
+
+    if (!try_lease(f)) {
+        pthread_mutex_lock(&rf->mu);
+        f->waiting_lease = true;
+        pthread_cond_signal(&rf->cv);
+        pthread_mutex_unlock(&rf->mu);
+    }
+}
+
 bool
 refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
                     const char *connection_id, bool force, refresher_done_fn done, void *ud,
@@ -582,12 +598,12 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     rf->flights = f;
     pthread_mutex_unlock(&rf->mu);
 
-    if (!try_lease(f)) {
-        pthread_mutex_lock(&rf->mu);
-        f->waiting_lease = true;
-        pthread_cond_signal(&rf->cv);
-        pthread_mutex_unlock(&rf->mu);
-    }
+    /*
+     * Taking the lease is a store write (a commit that waits for fsync, or for the row lock of
+     * another node's transaction): not on the caller's thread, which serves other connections.
+     */
+    if (worker_submit(rf->app->worker, lease_job, f) != LATCH_OK)
+        lease_job(f);
     return false;
 }
 

@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { startStack, startLatch, api, LATCH_BIN, importBody } from './lib/stack.mjs';
+import { holdWriteLock } from './lib/dblock.mjs';
+import { request } from './lib/load.mjs';
 
 let s;
 before(async () => { s = await startStack(); });
@@ -218,6 +220,62 @@ test('import validates the instance against the provider definition', async () =
   assert.equal(r.status, 400);
   const paths = r.json.error.errors.map((e) => e.path.join('.'));
   for (const p of ['credentials.token', 'credentials.client_id', 'credentials.client_secret']) assert.ok(paths.includes(p), p);
+});
+
+test('writes waiting on the database lock never stall reads: token reads are answered meanwhile, every write lands after', async () => {
+  const ninja = (await s.link((await s.createSession({ end_user: { id: 'lock-user' } })).token));
+  assert.equal(ninja.status, 200, ninja.text);
+  let r = await s.api('POST', '/connections', importBody('lock-reader'));
+  assert.equal(r.status, 201, r.text);
+  const tokenRequests = (await s.fake.stats()).token_requests;
+  const auth = { authorization: `Bearer ${s.secretKey}` };
+  // a request that fails is reported by the assertions below, not as an unhandled rejection
+  const failed = (e) => ({ status: 0, at: Date.now(), body: Buffer.from(String(e)), json: null });
+  const lock = await holdWriteLock(s);
+  let released = 0;
+  let writes;
+  let refreshes;
+  try {
+    // writes that wait on the lock: new connections, and a forced refresh (its lease is a write),
+    // each on its own keep-alive connection, so that every HTTP thread holds some of them
+    writes = Array.from({ length: 8 }, (_, i) => request(`${s.latchUrl}/connections`, {
+      method: 'POST', body: JSON.stringify(importBody(`lock-w-${i}`)),
+      headers: { ...auth, 'content-type': 'application/json' },
+    }).then((x) => ({ ...x, at: Date.now() }), failed));
+    refreshes = Array.from({ length: 4 }, () => request(
+      `${s.latchUrl}/connections/${ninja.json.connectionId}?provider_config_key=ninjaone-rmm&force_refresh=true`,
+      { headers: auth }).then((x) => ({ ...x, at: Date.now() }), failed));
+    await new Promise((res) => setTimeout(res, 300));
+    // reads of a token that needs no refresh, on new connections: answered while the lock is held
+    const reads = await Promise.race([
+      Promise.all(Array.from({ length: 40 }, () => request(
+        `${s.latchUrl}/connections/lock-reader?provider_config_key=ninjaone-rmm`, { headers: auth }))),
+      new Promise((res) => setTimeout(() => res(null), 3000)),
+    ]);
+    assert.ok(reads !== null, 'token reads were not answered while writes waited on the database lock');
+    for (const x of reads) {
+      assert.equal(x.status, 200, x.body.toString());
+      assert.equal(x.json.credentials.token, 'tok-lock-reader');
+    }
+  } finally {
+    const t = Date.now();
+    await lock.release();
+    released = t;
+  }
+  // nothing waiting on the lock was refused or lost: every write lands once the lock is gone
+  const w = await Promise.all(writes);
+  for (const x of w) {
+    assert.equal(x.status, 201, x.body.toString());
+    assert.ok(x.at >= released, 'a write was answered before the lock was released');
+  }
+  const f = await Promise.all(refreshes);
+  const tokens = new Set(f.map((x) => { assert.equal(x.status, 200, x.body.toString()); return x.json.credentials.token; }));
+  assert.equal(tokens.size, 1, 'the forced refreshes shared one flight');
+  assert.equal((await s.fake.stats()).token_requests - tokenRequests, 1);
+  for (let i = 0; i < 8; i++) {
+    r = await s.api('GET', `/connections/lock-w-${i}?provider_config_key=ninjaone-rmm&refresh_token=false`);
+    assert.equal(r.status, 200, r.text);
+  }
 });
 
 test('one environment can never read or change another environment\'s data', async () => {
