@@ -44,7 +44,9 @@ before(async () => {
     // per-environment limit (2000/s), whose 429s it would otherwise count as failures
     LATCH_RATE_LIMIT_ENV: '1000000',
   };
-  s = await startStack({ tokenLifetime: 4, env: shared });
+  // tokens live 8 s and are due 2 s before that: the new token of a refresh stays fresh for 6 s,
+  // so a commit slowed by a busy disk cannot make it due again before the last waiter sees it
+  s = await startStack({ tokenLifetime: 8, env: shared });
   // node B starts after A created the shared state (dev environment, index key)
   b = await startLatch({ dir: tmpDir('latch-b-'), env: s.env });
 });
@@ -107,7 +109,7 @@ test('1,000 concurrent reads split across both nodes on an expired token: one to
   assert.equal(l.status, 200, l.text);
   const id = l.json.connectionId;
   const old = (await s.api('GET', getPath(id))).json.credentials.token;
-  await sleep(4300); // expired (lifetime 4 s)
+  await sleep(8300); // expired (lifetime 8 s)
   const before = (await s.fake.stats()).token_requests;
   const t0 = Date.now();
   const results = await burst(1000, (i, agent) => request(`${i % 2 ? b.url : s.latchUrl}${getPath(id)}`,
