@@ -54,8 +54,8 @@ enum {
     /*
      * The handler writes to the store (a commit waits for fsync, a lock, or the database): it runs
      * on the worker pool with the request suspended, so a slow disk or a held lock never stalls
-     * the pool thread, and with it every other connection that thread serves. Only for handlers
-     * that answer synchronously (they must not suspend themselves).
+     * the pool thread, and with it every other connection that thread serves. A handler on such
+     * a route that answers later uses api_defer / api_resume, never http_req_suspend.
      */
     API_OFFLOAD = 1 << 3,
 };
