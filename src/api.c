@@ -672,8 +672,7 @@ offload(struct api_ctx *c, api_handler_fn handler)
 {
     c->offloaded = handler;
     http_req_suspend(c->req);
-    if (worker_submit(c->app->worker, run_offloaded, c) != LATCH_OK)
-        run_offloaded(c);
+    worker_run(c->app->worker, run_offloaded, c);
 }
 
 static bool

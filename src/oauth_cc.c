@@ -457,8 +457,7 @@ exchange_done(struct outbound_resp *resp, void *ud)
     log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
              j->res.reason, resp->status, resp->total_time_s * 1000.0);
     outbound_resp_clear(resp);
-    if (worker_submit(j->app->worker, exchange_finish, j) != LATCH_OK)
-        exchange_finish(j); /* queue full or stopping: run it here, never drop it */
+    worker_run(j->app->worker, exchange_finish, j);
 }
 
 latch_rc

@@ -602,8 +602,7 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
      * Taking the lease is a store write (a commit that waits for fsync, or for the row lock of
      * another node's transaction): not on the caller's thread, which serves other connections.
      */
-    if (worker_submit(rf->app->worker, lease_job, f) != LATCH_OK)
-        lease_job(f);
+    worker_run(rf->app->worker, lease_job, f);
     return false;
 }
 

@@ -93,6 +93,13 @@ worker_submit(struct worker *w, void (*fn)(void *ud), void *ud)
 }
 
 void
+worker_run(struct worker *w, void (*fn)(void *ud), void *ud)
+{
+    if (worker_submit(w, fn, ud) != LATCH_OK)
+        fn(ud); /* queue full, pool stopping or no pool: the caller runs it */
+}
+
+void
 worker_stop(struct worker *w)
 {
     if (w == NULL)

@@ -1,6 +1,7 @@
 /*
  * test_worker.c - the worker pool: every job runs exactly once, FIFO with one thread, the
- * queue bound answers BUSY, stop runs what is queued, and jobs cannot queue more while stopping.
+ * queue bound answers BUSY, stop runs what is queued, jobs cannot queue more while stopping, and
+ * worker_run runs in the caller what cannot be queued.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -128,6 +129,26 @@ test_no_new_jobs_while_stopping(void **state)
     assert_int_equal(worker_submit(NULL, job, NULL), LATCH_E_BUSY);
 }
 
+/* worker_run never drops a job: what cannot be queued runs in the caller, before it returns. */
+static void
+test_run_falls_back_to_the_caller(void **state)
+{
+    (void)state;
+    worker_run(NULL, job, (void *)(intptr_t)4);
+    assert_int_equal(atomic_load(&ran[4]), 1);
+    pthread_mutex_lock(&gate);
+    assert_int_equal(worker_start(1, 1, &cur), LATCH_OK);
+    assert_int_equal(worker_submit(cur, blocked, NULL), LATCH_OK);
+    while (worker_submit(cur, job, (void *)(intptr_t)5) != LATCH_OK)
+        usleep(1000); /* the queue holds one: fill it behind the blocked job */
+    worker_run(cur, job, (void *)(intptr_t)6); /* full: runs here */
+    assert_int_equal(atomic_load(&ran[6]), 1);
+    assert_int_equal(atomic_load(&ran[5]), 0);
+    pthread_mutex_unlock(&gate);
+    worker_stop(cur);
+    assert_int_equal(atomic_load(&ran[5]), 1);
+}
+
 int
 main(void)
 {
@@ -136,6 +157,7 @@ main(void)
         cmocka_unit_test_setup(test_many_threads_each_once, setup),
         cmocka_unit_test_setup(test_bound_is_busy, setup),
         cmocka_unit_test_setup(test_no_new_jobs_while_stopping, setup),
+        cmocka_unit_test_setup(test_run_falls_back_to_the_caller, setup),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
