@@ -228,10 +228,16 @@ test(`${KILLS} SIGKILLs under load: database intact, every acknowledged write su
     if (p) problems.push(`final: ${p}`);
     if (problems.length > 40) break;
   }
-  // the listing agrees
-  const list = await call('GET', '/connections?limit=10000', undefined, { timeoutMs: 20000 });
-  assert.equal(list?.status, 200);
-  const listed = new Set((list.json.connections ?? list.json.data ?? []).map((c) => c.connection_id));
+  // the listing agrees, page by page (a page holds at most 10,000; the load is stopped, so the
+  // newest-first order cannot shift between pages)
+  const listed = new Set();
+  for (let page = 0; ; page++) {
+    const list = await call('GET', `/connections?limit=10000&page=${page}`, undefined, { timeoutMs: 20000 });
+    assert.equal(list?.status, 200);
+    const got = list.json.connections ?? list.json.data ?? [];
+    for (const c of got) listed.add(c.connection_id);
+    if (got.length < 10000) break;
+  }
   const missing = [...acked.keys()].filter((id) => !listed.has(id));
   if (missing.length) problems.push(`missing from GET /connections: ${missing.slice(0, 10).join(', ')}`);
 
