@@ -1,7 +1,7 @@
 # Writes every file of WEB_DIR into one C table {path, mime, bytes, len, etag}.
 file(GLOB files ${WEB_DIR}/*)
 list(SORT files)
-set(body "/* generated from web/; do not edit */\n#include \"ui_assets.h\"\n\n")
+set(body "/* generated from web/; do not edit */\n#include \"api/ui_assets.h\"\n\n")
 set(table "")
 set(i 0)
 foreach(f ${files})

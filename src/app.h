@@ -11,8 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "rc.h"
+#include "core/config.h"
+#include "core/rc.h"
 
 struct store;
 struct vault;

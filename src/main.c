@@ -13,13 +13,13 @@
 #include <jansson.h>
 
 #include "app.h"
-#include "config.h"
-#include "http_server.h"
-#include "log.h"
-#include "store.h"
-#include "store_export.h"
+#include "core/config.h"
+#include "net/http_server.h"
+#include "core/log.h"
+#include "store/store.h"
+#include "store/store_export.h"
 #include "util/xalloc.h"
-#include "vault.h"
+#include "crypto/vault.h"
 
 static int
 usage(FILE *f)

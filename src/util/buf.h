@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "rc.h"
+#include "core/rc.h"
 
 struct buf {
     char *data; /* owned; NULL until the first append */

@@ -13,7 +13,7 @@
 
 #include <jansson.h>
 
-#include "catalog.h"
+#include "domain/catalog.h"
 #include "fuzz.h"
 
 static void

@@ -15,12 +15,12 @@
 
 #include <jansson.h>
 
-#include "api.h"
-#include "api_validate.h"
-#include "catalog.h"
+#include "api/api.h"
+#include "api/api_validate.h"
+#include "domain/catalog.h"
 #include "fuzz.h"
-#include "latch_limits.h"
-#include "log.h"
+#include "core/latch_limits.h"
+#include "core/log.h"
 
 static struct catalog *cat;
 static const struct catalog_provider *prov;

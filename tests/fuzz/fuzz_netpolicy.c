@@ -17,7 +17,7 @@
 #include <strings.h>
 
 #include "fuzz.h"
-#include "netpolicy.h"
+#include "net/netpolicy.h"
 
 struct v4range {
     uint32_t net;

@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "latch_limits.h"
-#include "tmpl.h"
+#include "core/latch_limits.h"
+#include "domain/tmpl.h"
 
 static const char *const vars[][2] = {
     {"connectionConfig.instance", "app.ninjarmm.com"},

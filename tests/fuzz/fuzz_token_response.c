@@ -14,15 +14,16 @@
 
 #include <jansson.h>
 
-#include "catalog.h"
-#include "creds.h"
+#include "domain/catalog.h"
+#include "domain/creds.h"
 #include "fuzz.h"
-#include "latch_limits.h"
-#include "log.h"
-#include "oauth_cc.h"
-#include "outbound.h"
-#include "store.h"
-#include "vault.h"
+#include "core/latch_limits.h"
+#include "core/log.h"
+#include "domain/oauth_cc.h"
+#include "net/outbound.h"
+#include "store/store.h"
+#include "crypto/vault.h"
+#include "util/clock.h"
 
 #define CANARY_SECRET "CANARY-client-secret-7f3a9c"
 
@@ -133,7 +134,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tok = json_object_get(res.creds, "token");
         FUZZ_CHECK(json_is_string(tok) && json_string_length(tok) > 0 &&
                    json_string_length(tok) <= LATCH_MAX_TOKEN_LEN);
-        FUZZ_CHECK(res.expires_at > store_now_ms());
+        FUZZ_CHECK(res.expires_at > latch_now_ms());
         FUZZ_CHECK(creds_seal(vault, "00000000-0000-4000-8000-000000000000", res.creds, &sealed) ==
                    LATCH_OK);
         FUZZ_CHECK(creds_open(vault, "00000000-0000-4000-8000-000000000000", sealed, &back) ==

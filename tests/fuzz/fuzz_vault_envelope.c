@@ -14,8 +14,8 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "log.h"
-#include "vault.h"
+#include "core/log.h"
+#include "crypto/vault.h"
 
 #define FIXED_AAD "connections:1:credentials"
 #define FIXED_SECRET "{\"client_secret\":\"s3cr3t-canary\",\"token\":\"tok\"}"

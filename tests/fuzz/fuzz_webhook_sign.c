@@ -17,7 +17,7 @@
 #include <openssl/sha.h>
 
 #include "fuzz.h"
-#include "vault.h"
+#include "crypto/vault.h"
 
 static void
 to_hex(const unsigned char *d, size_t n, char *out)

@@ -16,9 +16,9 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "catalog.h"
-#include "latch_limits.h"
-#include "rc.h"
+#include "domain/catalog.h"
+#include "core/latch_limits.h"
+#include "core/rc.h"
 
 static const char *const ninja_hosts[] = {
     "app.ninjarmm.com", "us2.ninjarmm.com", "eu.ninjarmm.com", "ca.ninjarmm.com", "oc.ninjarmm.com",

@@ -24,8 +24,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
-#include "http_server.h"
-#include "log.h"
+#include "net/http_server.h"
+#include "core/log.h"
 #include "util/buf.h"
 #include "util/str.h"
 #include "util/xalloc.h"

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
-#include "netpolicy.h"
+#include "net/netpolicy.h"
 
 /* A host as the caller would check it: either a bare hostname or the host part of a URL. */
 struct hostile {

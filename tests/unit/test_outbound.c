@@ -36,7 +36,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "outbound.h"
+#include "net/outbound.h"
 #include "util/xalloc.h"
 
 /* Proposed addition to outbound.h (implemented in outbound.c); harmless if already declared. */

@@ -26,14 +26,21 @@
 #include <libpq-fe.h>
 #endif
 
-#include "latch_limits.h"
-#include "store.h"
-#include "store_export.h"
+#include "core/latch_limits.h"
+#include "store/store.h"
+#include "store/store_export.h"
 #include "util/str.h"
 #include "util/xalloc.h"
+#include "util/clock.h"
 
 /* The schema version this binary migrates to (both backends). */
 #define STORE_TEST_SCHEMA 2
+/* What else a rollback to schema 1 must undo (SQLite also keeps the version in a pragma). */
+#ifdef STORE_TEST_PG
+#define ROLLBACK_TO_V1_TAIL ""
+#else
+#define ROLLBACK_TO_V1_TAIL " PRAGMA user_version = 1;"
+#endif
 
 struct fx {
     char dir[64];
@@ -991,7 +998,7 @@ test_due_for_refresh(void **state)
 {
     struct fx *f = *state;
     int64_t a, b, c, d, e, v, *ids = NULL, *envs = NULL;
-    int64_t now = store_now_ms();
+    int64_t now = latch_now_ms();
     size_t n = 0;
 
     add_integration(f->s, f->env, "ninja");
@@ -1075,7 +1082,7 @@ test_migrate_from_v1_keeps_last_fetched(void **state)
     struct store_connection g;
     struct latch_err err;
     int64_t id, v = 0, *ids = NULL, *envs = NULL;
-    int64_t now = store_now_ms();
+    int64_t now = latch_now_ms();
     size_t n = 0;
     char sql[256];
 
@@ -1090,13 +1097,7 @@ test_migrate_from_v1_keeps_last_fetched(void **state)
     (void)snprintf(sql, sizeof sql,
                    "DROP TABLE connection_activity; DELETE FROM schema_migrations WHERE "
                    "version = 2; UPDATE connections SET last_fetched_at = %lld;%s",
-                   (long long)now,
-#ifdef STORE_TEST_PG
-                   ""
-#else
-                   " PRAGMA user_version = 1;"
-#endif
-    );
+                   (long long)now, ROLLBACK_TO_V1_TAIL);
     db_exec(f, sql);
 
     assert_int_equal(store_open(f->url, &s, &err), LATCH_OK);
@@ -1138,7 +1139,7 @@ test_sessions(void **state)
     struct store_session x, g;
     unsigned char h[32], h2[32];
     int attempts = 0;
-    int64_t now = store_now_ms();
+    int64_t now = latch_now_ms();
 
     memset(h, 0xab, sizeof h);
     memset(h2, 0xcd, sizeof h2);
@@ -1206,7 +1207,7 @@ test_outbox(void **state)
                      LATCH_E_NOT_FOUND);
     assert_int_equal(store_webhook_pending_count(f->s, &n), LATCH_OK);
     assert_int_equal(n, 3);
-    now = store_now_ms();
+    now = latch_now_ms();
 
     /* Two claimers never get the same row. */
     assert_int_equal(store_webhook_claim(f->s, "w1", now, 30000, 2, &a, &na), LATCH_OK);
@@ -1522,7 +1523,7 @@ fill_store(struct store *s)
     x.env_id = e.id;
     memset(x.token_hash, 0xc3, 32);
     x.end_user_json = xstrdup("{\"id\":\"u1\"}");
-    x.expires_at = store_now_ms() + 600000;
+    x.expires_at = latch_now_ms() + 600000;
     assert_int_equal(store_session_create(s, &x), LATCH_OK);
     store_session_clear(&x);
     assert_int_equal(store_webhook_enqueue(s, e.id, "https://hooks.example/a", "{\"n\":1}", &wid),
@@ -1812,7 +1813,7 @@ claim_worker(void *p)
         struct store_webhook *v = NULL;
         size_t n = 0;
 
-        c->rc = store_webhook_claim(c->s, c->owner, store_now_ms(), 60000, 3, &v, &n);
+        c->rc = store_webhook_claim(c->s, c->owner, latch_now_ms(), 60000, 3, &v, &n);
         for (size_t i = 0; i < n && c->n < CLAIM_EVENTS; i++)
             c->got[c->n++] = v[i].id;
         store_webhook_list_free(v, n);
@@ -1851,7 +1852,7 @@ test_pg_two_nodes(void **state)
     memset(&x, 0, sizeof x);
     x.env_id = f->env;
     memset(x.token_hash, 0x11, 32);
-    x.expires_at = store_now_ms() + 60000;
+    x.expires_at = latch_now_ms() + 60000;
     assert_int_equal(store_session_create(f->s, &x), LATCH_OK);
     assert_int_equal(store_session_get_by_hash(b, x.token_hash, &g), LATCH_OK);
     assert_int_equal(g.id, x.id);
@@ -1884,7 +1885,7 @@ test_pg_two_nodes(void **state)
     for (int i = 0; i < CLAIM_EVENTS; i++)
         assert_int_equal(seen[i], 1);
     /* A dead node's claims come back after the claim lease. */
-    assert_int_equal(store_webhook_claim(b, "B", store_now_ms() + 61000, 1000, 100, &v, &n),
+    assert_int_equal(store_webhook_claim(b, "B", latch_now_ms() + 61000, 1000, 100, &v, &n),
                      LATCH_OK);
     assert_int_equal(n, CLAIM_EVENTS);
     store_webhook_list_free(v, n);
@@ -1906,9 +1907,9 @@ test_pg_outage_and_recovery(void **state)
 
     /* Down: every call fails fast with UNAVAILABLE, the pooled session included. */
     for (int i = 0; i < 5; i++) {
-        t0 = store_now_ms();
+        t0 = latch_now_ms();
         rc = store_env_get(f->s, f->env, &e);
-        dt = store_now_ms() - t0;
+        dt = latch_now_ms() - t0;
         assert_int_equal(rc, LATCH_E_UNAVAILABLE);
         assert_true(dt < 1000);
         assert_int_equal(store_meta_set(f->s, "k", "v"), LATCH_E_UNAVAILABLE);

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "timer.h"
+#include "core/timer.h"
 
 struct log {
     pthread_mutex_t mu;

@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
-#include "latch_limits.h"
-#include "rc.h"
-#include "tmpl.h"
+#include "core/latch_limits.h"
+#include "core/rc.h"
+#include "domain/tmpl.h"
 
 #define NINJA_TOKEN_URL                                                                            \
     "https://${connectionConfig.instance}/ws/oauth/token || "                                      \

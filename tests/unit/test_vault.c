@@ -22,7 +22,7 @@
 
 #include "util/b64.h"
 #include "util/xalloc.h"
-#include "vault.h"
+#include "crypto/vault.h"
 
 struct fx {
     char dir[64];

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "worker.h"
+#include "core/worker.h"
 
 static atomic_int ran[1000];
 static int order[1000];

@@ -1,0 +1,145 @@
+/*
+ * api.h - the public REST API (Nango-compatible): route table, authentication, and the helpers
+ * shared by the api_*.c handler files.
+ *
+ * Flow: http_server calls api_dispatch (pool thread) -> route match -> content-type/query checks
+ * -> authentication (secret key, connect session, or none) -> the handler. Handlers reply with
+ * http_resp_* or suspend (outbound calls) and reply later from the curl or a worker thread.
+ * Handlers of routes flagged API_OFFLOAD (the ones that write) run on a worker thread instead.
+ * Threads: all functions are called on pool threads, or worker threads for API_OFFLOAD routes.
+ */
+#ifndef LATCH_API_H
+#define LATCH_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "net/http_server.h"
+#include "store/store.h"
+
+struct app;
+
+/* Per-request context created by the router. */
+struct api_ctx {
+    struct app *app;
+    struct http_req *req;
+    const char *params[4]; /* path captures, borrowed from cap_buf */
+    char cap_buf[1024];
+    int64_t env_id;       /* authenticated environment, 0 if none */
+    struct store_env env; /* loaded on first use: see api_env() */
+    bool env_loaded;
+    struct store_session session; /* when authenticated by a connect session */
+    bool by_session;
+    json_t *body;                         /* parsed JSON body (owned), NULL if none */
+    void (*offloaded)(struct api_ctx *c); /* API_OFFLOAD: the handler the worker runs */
+    _Atomic int holds; /* API_OFFLOAD: answers still owed (the handler + each api_defer) */
+};
+
+enum api_auth {
+    AUTH_NONE = 0,
+    AUTH_SECRET,            /* Authorization: Bearer <secret key> */
+    AUTH_SESSION_OR_SECRET, /* Bearer <session token or secret key> */
+    AUTH_SESSION_HEADER,    /* Bearer <session token> only */
+    AUTH_SESSION_QUERY,     /* ?connect_session_token= */
+};
+
+enum {
+    API_JSON_BODY =
+        1 << 0, /* body must be JSON (415 on other content types), parsed into ctx->body */
+    API_NO_QUERY = 1 << 1, /* any query parameter is a 400 invalid_query_params */
+    API_STREAM = 1 << 2,   /* proxy: body streamed, not buffered */
+    /*
+     * The handler writes to the store (a commit waits for fsync, a lock, or the database): it runs
+     * on the worker pool with the request suspended, so a slow disk or a held lock never stalls
+     * the pool thread, and with it every other connection that thread serves. A handler on such
+     * a route that answers later uses api_defer / api_resume, never http_req_suspend.
+     */
+    API_OFFLOAD = 1 << 3,
+};
+
+typedef void (*api_handler_fn)(struct api_ctx *c);
+
+struct api_route {
+    const char *method;  /* "GET", ... or "*" */
+    const char *pattern; /* "/connections/:id", trailing "*" matches the rest */
+    api_handler_fn handler;
+    enum api_auth auth;
+    unsigned flags;
+    size_t body_limit;
+};
+
+struct authcache;
+struct authcache *authcache_new(void);
+void authcache_free(struct authcache *ac);
+
+/* Glue for http_server_opts. */
+void api_dispatch(struct http_req *req, void *app);
+size_t api_body_limit(const char *method, const char *path, void *app);
+bool api_stream_body(const char *method, const char *path, void *app);
+
+/* ---- helpers for handlers ---- */
+/*
+ * A handler that answers later (an outbound call) calls api_defer before starting the work, and
+ * the completion (any thread) calls api_resume once it has replied. On any route, offloaded or
+ * not; on other routes the same as http_req_suspend / http_req_resume.
+ */
+void api_defer(struct api_ctx *c);
+void api_resume(struct api_ctx *c);
+/* The authenticated environment's row, loaded on first use (NULL if the store fails). */
+const struct store_env *api_env(struct api_ctx *c);
+void api_ctx_free(struct api_ctx *c);
+/* Error responses: {"error":{"code","message"}}. */
+void api_error(struct api_ctx *c, unsigned status, const char *code, const char *message);
+/* {"error":{"code":code,"message":message,"errors":errors}} (takes errors). */
+void api_error_list(struct api_ctx *c, unsigned status, const char *code, const char *message,
+                    json_t *errors);
+/* Appends a zod-like issue {code, message, path:[...]} to errors; path is NULL-terminated. */
+void api_issue(json_t *errors, const char *code, const char *message, const char *const *path);
+/* Checks that obj has only keys in allowed (NULL-terminated); adds unrecognized_keys issues. */
+void api_strict_keys(json_t *obj, const char *const *allowed, const char *const *path,
+                     json_t *errors);
+/* Milliseconds to ISO 8601 "2025-01-01T00:00:00.000Z" or "...+00:00". */
+void api_fmt_time(int64_t ms, bool plus00, char out[40]);
+/* JSON value for a time, or null when ms == 0. */
+json_t *api_time_json(int64_t ms, bool plus00);
+/* Parses "true/false/1/0/yes/no/on/off" (z.stringbool). */
+bool api_parse_bool(const char *s, bool *out);
+/* Reply with the JSON and finish (json stolen). */
+void api_reply(struct api_ctx *c, unsigned status, json_t *body);
+/* Loads a JSON text column; returns new reference or json_null() for NULL text. */
+json_t *api_json_col(const char *text);
+/* True if arr is an array holding the string s. */
+bool api_json_array_has_string(const json_t *arr, const char *s);
+/* Compact dump, owned. */
+char *api_json_dump(const json_t *v);
+
+/* Route handlers (api_*.c). */
+void api_health(struct api_ctx *c);
+void api_ui_asset(struct api_ctx *c);
+void api_providers_list(struct api_ctx *c);
+void api_provider_get(struct api_ctx *c);
+void api_integrations_list(struct api_ctx *c);
+void api_integration_create(struct api_ctx *c);
+void api_integration_get(struct api_ctx *c);
+void api_integration_patch(struct api_ctx *c);
+void api_integration_delete(struct api_ctx *c);
+void api_connections_list(struct api_ctx *c);
+void api_connection_create(struct api_ctx *c);
+void api_connection_get(struct api_ctx *c);
+void api_connection_delete(struct api_ctx *c);
+void api_connection_patch(struct api_ctx *c);
+void api_metadata_set(struct api_ctx *c);
+void api_metadata_update(struct api_ctx *c);
+void api_legacy_metadata_set(struct api_ctx *c);
+void api_legacy_metadata_update(struct api_ctx *c);
+void api_connect_session_create(struct api_ctx *c);
+void api_connect_session_reconnect(struct api_ctx *c);
+void api_connect_session_get(struct api_ctx *c);
+void api_connect_session_delete(struct api_ctx *c);
+void api_oauth2_cc(struct api_ctx *c);
+void api_proxy(struct api_ctx *c);
+
+#endif

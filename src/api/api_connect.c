@@ -1,0 +1,656 @@
+/*
+ * api_connect.c - connect sessions (/connect/sessions, /connect/session) and the
+ * client-credentials link call the Connect UI makes (POST /oauth2/auth/:providerConfigKey).
+ *
+ * The link call validates every input against the provider definition before any network
+ * call (instance enum, credential patterns), then runs the token exchange through outbound
+ * (the pool thread is released: the request is suspended), stores the connection encrypted on
+ * a worker thread (never on the curl thread: the upsert fsyncs),
+ * queues the auth webhook, and answers {providerConfigKey, connectionId}.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/api_validate.h"
+#include "app.h"
+#include "domain/catalog.h"
+#include "domain/creds.h"
+#include "core/latch_limits.h"
+#include "core/log.h"
+#include "domain/oauth_cc.h"
+#include "util/str.h"
+#include "util/xalloc.h"
+#include "crypto/vault.h"
+#include "domain/webhook.h"
+#include "util/clock.h"
+
+#define SESSION_PREFIX "nango_connect_session_"
+
+/* ---- session creation ---- */
+
+static bool
+integration_exists(struct api_ctx *c, const char *key)
+{
+    struct store_integration i;
+    latch_rc rc;
+
+    memset(&i, 0, sizeof i);
+    rc = store_integration_get(c->app->store, c->env_id, key, &i);
+    store_integration_clear(&i);
+    return rc == LATCH_OK;
+}
+
+/* Validates and stores a session; reconnect_row != 0 for reconnect sessions. */
+static void
+create_session(struct api_ctx *c, json_t *b, json_t *errs, int64_t reconnect_row,
+               const char *reconnect_integration)
+{
+    struct store_session s;
+    json_t *eu = NULL, *org = NULL, *tags = NULL, *allowed = NULL, *defaults = NULL, *v;
+    json_t *all_tags = NULL, *cfgdef = NULL;
+    char token[sizeof SESSION_PREFIX + 64];
+    char hex[65];
+    char *link = NULL;
+    char when[40];
+    latch_rc rc;
+
+    memset(&s, 0, sizeof s);
+    v = json_object_get(b, "end_user");
+    if (v != NULL)
+        eu = apiv_end_user(v, "end_user", errs);
+    else if (json_object_get(b, "tags") == NULL && reconnect_row == 0) {
+        const char *const path[] = {"end_user", NULL};
+
+        api_issue(errs, "invalid_type", "Invalid input: expected object, received undefined", path);
+    }
+    v = json_object_get(b, "organization");
+    if (v != NULL && !json_is_null(v))
+        org = apiv_organization(v, "organization", errs);
+    v = json_object_get(b, "tags");
+    if (v != NULL)
+        tags = apiv_tags(v, "tags", errs);
+    v = json_object_get(b, "allowed_integrations");
+    if (reconnect_integration != NULL) {
+        allowed = json_pack("[s]", reconnect_integration);
+    } else if (v != NULL && !json_is_null(v)) {
+        size_t i;
+        json_t *x;
+
+        if (!json_is_array(v) || json_array_size(v) > 100) {
+            const char *const path[] = {"allowed_integrations", NULL};
+
+            api_issue(errs, "invalid_type", "Expected an array of integration keys", path);
+        } else {
+            json_array_foreach(v, i, x)
+            {
+                char idx[24];
+                const char *const path[] = {"allowed_integrations", idx, NULL};
+
+                (void)snprintf(idx, sizeof idx, "%zu", i);
+                if (!json_is_string(x) || !integration_exists(c, json_string_value(x)))
+                    api_issue(errs, "custom", "Integration does not exist", path);
+            }
+            if (json_array_size(v) > 0)
+                allowed = json_incref(v);
+        }
+    }
+    v = json_object_get(b, "integrations_config_defaults");
+    if (v != NULL && !json_is_null(v)) {
+        const char *k;
+        json_t *d;
+
+        if (!json_is_object(v)) {
+            const char *const path[] = {"integrations_config_defaults", NULL};
+
+            api_issue(errs, "invalid_type", "Expected an object", path);
+        } else {
+            defaults = json_object();
+            json_object_foreach(v, k, d)
+            {
+                static const char *const dk[] = {"user_scopes", "authorization_params",
+                                                 "connection_config", NULL};
+                const char *const path[] = {"integrations_config_defaults", k, NULL};
+                json_t *cc;
+
+                if (!integration_exists(c, k)) {
+                    api_issue(errs, "custom", "Integration does not exist", path);
+                    continue;
+                }
+                if (!json_is_object(d)) {
+                    api_issue(errs, "invalid_type", "Expected an object", path);
+                    continue;
+                }
+                api_strict_keys(d, dk, path, errs);
+                cc = json_object_get(d, "connection_config");
+                if (cc != NULL && !json_is_object(cc)) {
+                    api_issue(errs, "invalid_type", "Expected an object", path);
+                    continue;
+                }
+                /* deprecated connection_config.webhook_url -> webhook_url_override */
+                if (json_is_string(json_object_get(cc, "webhook_url")) &&
+                    json_object_get(b, "webhook_url_override") == NULL)
+                    json_object_set(b, "webhook_url_override", json_object_get(cc, "webhook_url"));
+                json_object_set_new(defaults, k, json_deep_copy(d));
+                json_object_del(json_object_get(json_object_get(defaults, k), "connection_config"),
+                                "webhook_url");
+            }
+        }
+    }
+    v = json_object_get(b, "overrides");
+    if (v != NULL && !json_is_null(v) && !json_is_object(v)) {
+        const char *const path[] = {"overrides", NULL};
+
+        api_issue(errs, "invalid_type", "Expected an object", path);
+    }
+    v = json_object_get(b, "webhook_url_override");
+    if (v != NULL)
+        (void)apiv_webhook_url(v, "webhook_url_override", errs);
+    if (json_array_size(errs) > 0) {
+        api_error_list(c, 400, "invalid_body", "Invalid request body", json_incref(errs));
+        goto out;
+    }
+
+    vault_random_hex(hex, 32);
+    (void)snprintf(token, sizeof token, "%s%s", SESSION_PREFIX, hex);
+    explicit_bzero(hex, sizeof hex);
+    s.env_id = c->env_id;
+    vault_index_hash(c->app->vault, token, s.token_hash);
+    s.end_user_json = eu != NULL ? api_json_dump(eu) : NULL;
+    s.organization_json = org != NULL ? api_json_dump(org) : NULL;
+    s.allowed_integrations_json = allowed != NULL ? api_json_dump(allowed) : NULL;
+    cfgdef = json_object();
+    if (defaults != NULL)
+        json_object_set(cfgdef, "defaults", defaults);
+    if (json_is_object(json_object_get(b, "overrides")))
+        json_object_set(cfgdef, "overrides", json_object_get(b, "overrides"));
+    s.config_defaults_json = json_object_size(cfgdef) > 0 ? api_json_dump(cfgdef) : NULL;
+    all_tags = apiv_tags_from_end_user(eu, org);
+    if (json_is_object(json_object_get(eu, "tags")))
+        json_object_update(all_tags, json_object_get(eu, "tags"));
+    if (tags != NULL)
+        json_object_update(all_tags, tags);
+    s.tags_json = api_json_dump(all_tags);
+    v = json_object_get(b, "webhook_url_override");
+    s.webhook_url_override =
+        json_is_string(v) && json_string_length(v) > 0 ? xstrdup(json_string_value(v)) : NULL;
+    s.connection_row_id = reconnect_row;
+    s.expires_at = latch_now_ms() + (int64_t)LATCH_CONNECT_SESSION_TTL_S * 1000;
+    rc = store_session_create(c->app->store, &s);
+    if (rc != LATCH_OK) {
+        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        goto out;
+    }
+    link = xasprintf("%s/ui/?session_token=%s", c->app->cfg->public_url, token);
+    api_fmt_time(s.expires_at, false, when);
+    api_reply(c, 201,
+              json_pack("{s:{s:s, s:s, s:s}}", "data", "token", token, "connect_link", link,
+                        "expires_at", when));
+out:
+    explicit_bzero(token, sizeof token);
+    if (link != NULL)
+        explicit_bzero(link, strlen(link));
+    free(link);
+    json_decref(eu);
+    json_decref(org);
+    json_decref(tags);
+    json_decref(allowed);
+    json_decref(defaults);
+    json_decref(all_tags);
+    json_decref(cfgdef);
+    store_session_clear(&s);
+}
+
+void
+api_connect_session_create(struct api_ctx *c)
+{
+    static const char *const allowed[] = {"end_user",
+                                          "organization",
+                                          "allowed_integrations",
+                                          "integrations_config_defaults",
+                                          "overrides",
+                                          "webhook_url_override",
+                                          "tags",
+                                          NULL};
+    const char *const root[] = {NULL};
+    json_t *errs = json_array();
+
+    if (!json_is_object(c->body)) {
+        api_issue(errs, "invalid_type", "Expected an object", root);
+        api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
+        return;
+    }
+    api_strict_keys(c->body, allowed, root, errs);
+    create_session(c, c->body, errs, 0, NULL);
+    json_decref(errs);
+}
+
+void
+api_connect_session_reconnect(struct api_ctx *c)
+{
+    static const char *const allowed[] = {"connection_id",
+                                          "integration_id",
+                                          "end_user",
+                                          "organization",
+                                          "integrations_config_defaults",
+                                          "overrides",
+                                          "webhook_url_override",
+                                          "tags",
+                                          NULL};
+    const char *const root[] = {NULL};
+    json_t *errs = json_array();
+    const char *cid, *iid;
+    struct store_connection conn;
+    latch_rc rc;
+
+    memset(&conn, 0, sizeof conn);
+    if (!json_is_object(c->body)) {
+        api_issue(errs, "invalid_type", "Expected an object", root);
+        api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
+        return;
+    }
+    api_strict_keys(c->body, allowed, root, errs);
+    cid = json_string_value(json_object_get(c->body, "connection_id"));
+    iid = json_string_value(json_object_get(c->body, "integration_id"));
+    if (cid == NULL) {
+        const char *const path[] = {"connection_id", NULL};
+
+        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined", path);
+    }
+    if (iid == NULL) {
+        const char *const path[] = {"integration_id", NULL};
+
+        api_issue(errs, "invalid_type", "Invalid input: expected string, received undefined", path);
+    }
+    if (json_array_size(errs) > 0) {
+        api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
+        return;
+    }
+    rc = store_connection_get(c->app->store, c->env_id, iid, cid, &conn);
+    if (rc == LATCH_E_NOT_FOUND) {
+        json_decref(errs);
+        api_error(c, 400, "invalid_body", "ConnectionID or IntegrationId does not exists");
+        return;
+    }
+    if (rc != LATCH_OK) {
+        json_decref(errs);
+        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        return;
+    }
+    create_session(c, c->body, errs, conn.id, iid);
+    store_connection_clear(&conn);
+    json_decref(errs);
+}
+
+void
+api_connect_session_get(struct api_ctx *c)
+{
+    struct store_session *s = &c->session;
+    json_t *eu = api_json_col(s->end_user_json);
+    json_t *org = api_json_col(s->organization_json);
+    json_t *data, *cd;
+
+    if (json_is_object(eu)) {
+        json_object_set(eu, "organization", json_is_object(org) ? org : json_null());
+    } else {
+        json_decref(eu);
+        eu = json_null();
+    }
+    data = json_pack("{s:o, s:{s:b, s:s, s:{s:{s:s}, s:{s:s}}}}", "endUser", eu,
+                     "connectUISettings", "showWatermark", 0, "defaultTheme", "system", "theme",
+                     "light", "primary", "#00B2E3", "dark", "primary", "#00B2E3");
+    if (s->allowed_integrations_json != NULL)
+        json_object_set_new(data, "allowed_integrations",
+                            api_json_col(s->allowed_integrations_json));
+    cd = api_json_col(s->config_defaults_json);
+    if (json_is_object(json_object_get(cd, "defaults")))
+        json_object_set(data, "integrations_config_defaults", json_object_get(cd, "defaults"));
+    if (json_is_object(json_object_get(cd, "overrides")))
+        json_object_set(data, "overrides", json_object_get(cd, "overrides"));
+    json_decref(cd);
+    json_decref(org);
+    if (s->connection_row_id != 0)
+        json_object_set_new(data, "isReconnecting", json_true());
+    json_object_set_new(data, "websocketsPath", json_string("/"));
+    api_reply(c, 200, json_pack("{s:o}", "data", data));
+}
+
+void
+api_connect_session_delete(struct api_ctx *c)
+{
+    if (store_session_delete(c->app->store, c->session.id) != LATCH_OK) {
+        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        return;
+    }
+    http_resp_bytes(c->req, 204, "application/json", "", 0, true);
+}
+
+/* ---- POST /oauth2/auth/:providerConfigKey ---- */
+
+struct link_job {
+    struct api_ctx *c;
+    struct store_integration integ;
+    const struct catalog_provider *p;
+    json_t *cfg;
+    char *connection_id;
+    char uid[37];
+    bool existing;
+    char *client_id;
+    char *client_secret;
+};
+
+static void
+link_job_free(struct link_job *j)
+{
+    store_integration_clear(&j->integ);
+    json_decref(j->cfg);
+    free(j->connection_id);
+    free(j->client_id);
+    if (j->client_secret != NULL) {
+        explicit_bzero(j->client_secret, strlen(j->client_secret));
+        free(j->client_secret);
+    }
+    free(j);
+}
+
+struct params_probe {
+    json_t *cfg;
+    bool bad;
+};
+
+static bool
+params_cb(const char *k, const char *v, void *ud)
+{
+    struct params_probe *pp = ud;
+    size_t n = strlen(k);
+
+    if (strncmp(k, "params[", 7) != 0 || n < 9 || k[n - 1] != ']')
+        return true;
+    if (v == NULL || n - 8 > 64) {
+        pp->bad = true;
+        return true;
+    }
+    {
+        char name[65];
+
+        memcpy(name, k + 7, n - 8);
+        name[n - 8] = '\0';
+        if (strcmp(name, "webhook_url") == 0)
+            return true;
+        json_object_set_new(pp->cfg, name, json_string(v));
+        if (json_object_get(pp->cfg, name) == NULL)
+            pp->bad = true; /* not UTF-8 */
+    }
+    return true;
+}
+
+static unsigned
+status_for(enum oauth_cc_outcome o)
+{
+    switch (o) {
+    case OCC_TIMEOUT:
+        return 504;
+    case OCC_UNREACHABLE:
+    case OCC_BAD_RESPONSE:
+    case OCC_UPSTREAM:
+        return 502;
+    default:
+        return 400;
+    }
+}
+
+static void
+link_fail(struct link_job *j, struct oauth_cc_result *res)
+{
+    struct api_ctx *c = j->c;
+    char msg[400];
+
+    (void)snprintf(msg, sizeof msg, "Failed to fetch client credentials token: %s", res->message);
+    (void)webhook_auth_failure(
+        c->app, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
+        c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
+        "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
+    http_req_log_kv(c->req, "reason", res->reason);
+    api_reply(c, status_for(res->outcome),
+              json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "client_credentials_fetch_error",
+                        "message", msg, "reason", res->reason));
+}
+
+static void
+link_done(struct oauth_cc_result *res, void *ud)
+{
+    struct link_job *j = ud;
+    struct api_ctx *c = j->c;
+    struct store_connection conn;
+    bool created = false;
+    latch_rc rc;
+
+    memset(&conn, 0, sizeof conn);
+    if (res->outcome != OCC_OK) {
+        link_fail(j, res);
+        goto out;
+    }
+    conn.env_id = c->env_id;
+    conn.uid = xstrdup(j->uid);
+    conn.connection_id = xstrdup(j->connection_id);
+    conn.provider_config_key = xstrdup(j->integ.unique_key);
+    conn.provider = xstrdup(j->integ.provider);
+    rc = creds_seal(c->app->vault, j->uid, res->creds, &conn.credentials_sealed);
+    if (rc != LATCH_OK)
+        goto unavailable;
+    conn.connection_config_json = api_json_dump(j->cfg);
+    conn.expires_at = res->expires_at;
+    if (!j->existing) {
+        conn.tags_json = xstrdup(c->session.tags_json != NULL ? c->session.tags_json : "{}");
+        conn.metadata_json = NULL;
+    } else if (c->session.tags_json != NULL) {
+        conn.tags_json = xstrdup(c->session.tags_json);
+    }
+    if (c->session.end_user_json != NULL) {
+        json_t *eu = api_json_col(c->session.end_user_json);
+        json_t *org = api_json_col(c->session.organization_json);
+
+        if (json_is_object(eu)) {
+            json_object_set(eu, "organization", json_is_object(org) ? org : json_null());
+            conn.end_user_json = api_json_dump(eu);
+        }
+        json_decref(eu);
+        json_decref(org);
+    }
+    if (c->session.webhook_url_override != NULL)
+        conn.webhook_url_override = xstrdup(c->session.webhook_url_override);
+    rc = store_connection_upsert(c->app->store, &conn, &created);
+    if (rc != LATCH_OK)
+        goto unavailable;
+    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true,
+                             NULL, NULL, c->session.webhook_url_override);
+    log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s",
+             api_env(c) ? api_env(c)->name : "?", j->integ.provider, (long long)conn.id,
+             created ? "creation" : "override");
+    api_reply(c, 200,
+              json_pack("{s:s, s:s}", "providerConfigKey", j->integ.unique_key, "connectionId",
+                        j->connection_id));
+    goto out;
+unavailable:
+    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+out:
+    store_connection_clear(&conn);
+    api_resume(c);
+    link_job_free(j);
+}
+
+static bool
+credential_ok(struct api_ctx *c, const struct catalog_provider *p, const char *name,
+              const char *value, json_t *errs)
+{
+    const struct catalog_field *f = catalog_find_field(p->credentials, p->n_credentials, name);
+    const char *const path[] = {"credentials", name, NULL};
+    struct latch_err err;
+
+    (void)c;
+    latch_err_clear(&err);
+    if (f == NULL)
+        return true;
+    if (catalog_field_validate(f, value, &err) != LATCH_OK) {
+        api_issue(errs, "invalid_string", err.msg[0] ? err.msg : "Invalid value", path);
+        return false;
+    }
+    return true;
+}
+
+void
+api_oauth2_cc(struct api_ctx *c)
+{
+    const char *key = c->params[0];
+    json_t *b = c->body;
+    json_t *id_v = json_object_get(b, "client_id");
+    json_t *sec_v = json_object_get(b, "client_secret");
+    struct link_job *j = NULL;
+    struct params_probe pp = {NULL, false};
+    json_t *errs = NULL, *cd = NULL, *defaults, *v;
+    struct oauth_cc_input in;
+    struct oauth_cc_result res_err;
+    int attempts = 0;
+
+    if (!json_is_object(b) || !json_is_string(id_v) || json_string_length(id_v) == 0) {
+        api_error(c, 400, "missing_client_id", "Missing param 'oauth_client_id'.");
+        return;
+    }
+    if (!json_is_string(sec_v) || json_string_length(sec_v) == 0) {
+        api_error(c, 400, "missing_client_secret", "Missing param 'oauth_client_secret'.");
+        return;
+    }
+    if (json_string_length(id_v) > LATCH_MAX_CLIENT_ID_LEN ||
+        json_string_length(sec_v) > LATCH_MAX_CLIENT_SECRET_LEN ||
+        strlen(json_string_value(id_v)) != json_string_length(id_v) ||
+        strlen(json_string_value(sec_v)) != json_string_length(sec_v)) {
+        api_error(c, 400, "invalid_credentials", "The Client ID or Client Secret is too long.");
+        return;
+    }
+    if (http_req_query(c->req, "connection_id") != NULL) {
+        errs = json_array();
+        const char *const path[] = {"connection_id", NULL};
+
+        api_issue(errs, "custom", "connection_id is forbidden when using session token", path);
+        api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", errs);
+        return;
+    }
+    j = xcalloc(1, sizeof *j);
+    j->c = c;
+    if (store_integration_get(c->app->store, c->env_id, key, &j->integ) != LATCH_OK) {
+        api_error(c, 400, "unknown_provider_config",
+                  "There is no Provider Configuration matching this key.");
+        goto out;
+    }
+    j->p = catalog_find(c->app->catalog, j->integ.provider);
+    if (j->p == NULL) {
+        api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");
+        goto out;
+    }
+    if (j->p->auth_mode == NULL || strcmp(j->p->auth_mode, "OAUTH2_CC") != 0) {
+        api_error(c, 400, "invalid_auth_mode",
+                  "Invalid auth mode. The provider does not support this auth mode.");
+        goto out;
+    }
+    if (c->session.allowed_integrations_json != NULL) {
+        json_t *allowed = api_json_col(c->session.allowed_integrations_json);
+        bool ok = !json_is_array(allowed) || json_array_size(allowed) == 0 ||
+                  api_json_array_has_string(allowed, key);
+
+        json_decref(allowed);
+        if (!ok) {
+            api_error(c, 400, "integration_not_allowed",
+                      "This integration is not allowed by the connect session.");
+            goto out;
+        }
+    }
+    /* connection config: user params, then session defaults (session wins) */
+    pp.cfg = json_object();
+    http_req_query_foreach(c->req, params_cb, &pp);
+    if (pp.bad) {
+        json_decref(pp.cfg);
+        api_error(c, 400, "invalid_connection_config", "A connection parameter is invalid.");
+        goto out;
+    }
+    cd = api_json_col(c->session.config_defaults_json);
+    defaults = json_object_get(json_object_get(cd, "defaults"), key);
+    v = json_object_get(defaults, "connection_config");
+    if (json_is_object(v))
+        json_object_update(pp.cfg, v);
+    if (j->integ.oauth_scopes != NULL && json_object_get(pp.cfg, "oauth_scopes") == NULL)
+        json_object_set_new(pp.cfg, "oauth_scopes", json_string(j->integ.oauth_scopes));
+    errs = json_array();
+    j->cfg = apiv_connection_config(j->p, pp.cfg, "params", false, errs);
+    json_decref(pp.cfg);
+    if (j->cfg == NULL) {
+        const char *m = json_string_value(json_object_get(json_array_get(errs, 0), "message"));
+
+        api_error_list(c, 400, "invalid_connection_config", m ? m : "Invalid connection config",
+                       errs);
+        errs = NULL;
+        goto out;
+    }
+    (void)credential_ok(c, j->p, "client_id", json_string_value(id_v), errs);
+    (void)credential_ok(c, j->p, "client_secret", json_string_value(sec_v), errs);
+    if (json_array_size(errs) > 0) {
+        const char *m = json_string_value(json_object_get(json_array_get(errs, 0), "message"));
+
+        api_error_list(c, 400, "invalid_credentials", m ? m : "Invalid credentials", errs);
+        errs = NULL;
+        goto out;
+    }
+    /* which connection: a reconnect session overrides its connection in place */
+    if (c->session.connection_row_id != 0) {
+        struct store_connection old;
+
+        memset(&old, 0, sizeof old);
+        if (store_connection_get_by_id(c->app->store, c->env_id, c->session.connection_row_id,
+                                       &old) != LATCH_OK ||
+            strcmp(old.provider_config_key, key) != 0) {
+            store_connection_clear(&old);
+            api_error(c, 400, "invalid_connection",
+                      "The connection this session was made to reconnect no longer exists.");
+            goto out;
+        }
+        j->connection_id = xstrdup(old.connection_id);
+        latch_strlcpy(j->uid, old.uid, sizeof j->uid);
+        j->existing = true;
+        store_connection_clear(&old);
+    } else {
+        char id[37];
+
+        vault_uuid_v4(id);
+        j->connection_id = xstrdup(id);
+        vault_uuid_v4(j->uid);
+    }
+    if (store_session_bump_attempts(c->app->store, c->session.id, &attempts) != LATCH_OK) {
+        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        goto out;
+    }
+    if (attempts > LATCH_MAX_CONNECT_ATTEMPTS) {
+        http_resp_header(c->req, "Retry-After", "60");
+        api_error(c, 429, "too_many_attempts",
+                  "Too many connection attempts with this session. Ask for a new connect link.");
+        goto out;
+    }
+    j->client_id = xstrdup(json_string_value(id_v));
+    j->client_secret = xstrdup(json_string_value(sec_v));
+    in.provider = j->p;
+    in.connection_config = j->cfg;
+    in.client_id = j->client_id;
+    in.client_secret = j->client_secret;
+    /* defer first: the exchange may complete (and resume) before this thread goes on */
+    api_defer(c);
+    if (oauth_cc_exchange(c->app, &in, link_done, j, &res_err) != LATCH_OK) {
+        link_fail(j, &res_err);
+        api_resume(c);
+        goto out;
+    }
+    j = NULL; /* owned by the exchange now */
+out:
+    json_decref(errs);
+    json_decref(cd);
+    if (j != NULL)
+        link_job_free(j);
+}

@@ -1,0 +1,111 @@
+/*
+ * api_providers.c - GET /providers, GET /providers/:provider, the Connect UI assets and the
+ * public integration object shared by api_integrations.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/api_format.h"
+#include "app.h"
+#include "domain/catalog.h"
+#include "api/ui_assets.h"
+#include "util/xalloc.h"
+
+json_t *
+api_provider_json(struct app *a, const struct catalog_provider *p)
+{
+    json_t *o = json_loads(p->json, 0, NULL);
+    char *logo;
+
+    if (o == NULL)
+        o = json_object();
+    json_object_set_new(o, "name", json_string(p->name));
+    logo = xasprintf("%s/ui/logo-%s.svg", a->cfg->public_url, p->name);
+    json_object_set_new(o, "logo_url", json_string(logo));
+    free(logo);
+    return o;
+}
+
+void
+api_providers_list(struct api_ctx *c)
+{
+    const struct catalog *cat = c->app->catalog;
+    const char *search = http_req_query(c->req, "search");
+    json_t *arr = json_array();
+
+    for (size_t i = 0; i < catalog_count(cat); i++) {
+        const struct catalog_provider *p = catalog_at(cat, i);
+
+        if (search != NULL && search[0] != '\0' && strcasestr(p->name, search) == NULL &&
+            (p->display_name == NULL || strcasestr(p->display_name, search) == NULL))
+            continue;
+        json_array_append_new(arr, api_provider_json(c->app, p));
+    }
+    api_reply(c, 200, json_pack("{s:o}", "data", arr));
+}
+
+void
+api_provider_get(struct api_ctx *c)
+{
+    const struct catalog_provider *p = catalog_find(c->app->catalog, c->params[0]);
+
+    if (p == NULL) {
+        char msg[320];
+
+        (void)snprintf(msg, sizeof msg, "Unknown provider %.255s", c->params[0]);
+        api_error(c, 404, "not_found", msg);
+        return;
+    }
+    api_reply(c, 200, json_pack("{s:o}", "data", api_provider_json(c->app, p)));
+}
+
+void
+api_ui_asset(struct api_ctx *c)
+{
+    const char *rest = c->params[0];
+    char path[128];
+    const struct ui_asset *a;
+    const char *inm;
+
+    if (rest == NULL) {
+        /* "/ui" -> "/ui/" so that the page's relative asset URLs resolve */
+        const char *q = strchr(http_req_raw_target(c->req), '?');
+        char *loc = xasprintf("/ui/%s", q != NULL && strlen(q) < 2048 ? q : "");
+
+        http_resp_header(c->req, "Location", loc);
+        free(loc);
+        http_resp_bytes(c->req, 301, "text/plain", "", 0, true);
+        return;
+    }
+    if (rest[0] == '\0')
+        rest = "index.html";
+    if (strlen(rest) > 100 || strstr(rest, "..") != NULL || strchr(rest, '/') != NULL) {
+        api_error(c, 404, "not_found", "Unknown asset.");
+        return;
+    }
+    (void)snprintf(path, sizeof path, "/%s", rest);
+    a = ui_asset_find(path);
+    if (a == NULL && strncmp(rest, "logo-", 5) == 0)
+        a = ui_asset_find("/logo-default.svg");
+    if (a == NULL) {
+        api_error(c, 404, "not_found", "Unknown asset.");
+        return;
+    }
+    http_resp_header(c->req, "ETag", a->etag);
+    http_resp_header(c->req, "Cache-Control", "no-cache");
+    if (strstr(a->mime, "text/html") != NULL) {
+        /* no inline script or style, ever; the UI may call only latch's own API */
+        http_resp_header(c->req, "Content-Security-Policy",
+                         "default-src 'self'; script-src 'self'; style-src 'self'; "
+                         "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+                         "form-action 'none'; frame-ancestors *");
+    }
+    inm = http_req_header(c->req, "If-None-Match");
+    if (inm != NULL && strcmp(inm, a->etag) == 0) {
+        http_resp_bytes(c->req, 304, a->mime, "", 0, true);
+        return;
+    }
+    http_resp_bytes(c->req, 200, a->mime, a->bytes, a->len, true);
+}

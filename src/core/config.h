@@ -1,0 +1,57 @@
+/*
+ * config.h - latch's settings: one table drives parsing, validation, --help text and the
+ * redacted print-out at start. Environment variables only (12-factor); immutable after start.
+ * Pass `const struct config *` explicitly; there is no global.
+ */
+#ifndef LATCH_CONFIG_H
+#define LATCH_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "core/rc.h"
+
+struct config {
+    char *bind;               /* LATCH_BIND */
+    int port;                 /* LATCH_PORT */
+    char *public_url;         /* LATCH_PUBLIC_URL (connect links, logo urls) */
+    char *database_url;       /* LATCH_DATABASE_URL */
+    char *encryption_key;     /* LATCH_ENCRYPTION_KEY (secret) */
+    char *key_file;           /* LATCH_KEY_FILE */
+    char *secret_key;         /* LATCH_SECRET_KEY (secret): pins the dev environment's key */
+    char *providers_file;     /* LATCH_PROVIDERS_FILE */
+    char *resolve;            /* LATCH_RESOLVE */
+    char *ca_file;            /* LATCH_CA_FILE */
+    bool allow_http;          /* LATCH_ALLOW_HTTP (tests only) */
+    bool allow_private;       /* LATCH_ALLOW_PRIVATE */
+    char *log_level;          /* LATCH_LOG_LEVEL */
+    int threads;              /* LATCH_THREADS */
+    int conn_limit;           /* LATCH_MAX_CONNECTIONS */
+    int conn_timeout_s;       /* LATCH_CONNECTION_TIMEOUT_S */
+    char *webhook_url;        /* LATCH_WEBHOOK_URL: dev environment's webhook URL */
+    int refresh_margin_s;     /* LATCH_REFRESH_MARGIN_S */
+    int default_expires_in_s; /* LATCH_DEFAULT_EXPIRES_IN_S */
+    int token_timeout_ms;     /* LATCH_TOKEN_TIMEOUT_MS */
+    int proxy_timeout_ms;     /* LATCH_PROXY_TIMEOUT_MS */
+    bool base_url_override;   /* LATCH_PROXY_BASE_URL_OVERRIDE */
+    int webhook_timeout_ms;   /* LATCH_WEBHOOK_TIMEOUT_MS */
+    int webhook_max_attempts; /* LATCH_WEBHOOK_MAX_ATTEMPTS */
+    int webhook_backoff_ms;   /* LATCH_WEBHOOK_BACKOFF_MS (first retry delay; doubles) */
+    int refresh_backoff_ms;   /* LATCH_REFRESH_BACKOFF_MS (first back-off after a transient failure)
+                               */
+    int refresh_lease_ms;     /* LATCH_REFRESH_LEASE_MS */
+    bool background_refresh;  /* LATCH_BACKGROUND_REFRESH */
+    int rate_env;             /* LATCH_RATE_LIMIT_ENV: requests/s per environment (0 = off) */
+    int rate_ip;              /* LATCH_RATE_LIMIT_IP: requests/s per client IP on public routes */
+    int rate_delay_ms;        /* LATCH_RATE_LIMIT_DELAY_MS: 429s are answered this much later */
+};
+
+/* Reads the environment; LATCH_E_INVAL with a message naming the variable on bad values. */
+latch_rc config_load(struct config *c, struct latch_err *err);
+void config_free(struct config *c);
+/* One line per setting, secrets shown as "(set)". */
+void config_print(const struct config *c, FILE *f);
+/* The table as help text. */
+void config_help(FILE *f);
+
+#endif

@@ -1,0 +1,1258 @@
+/*
+ * catalog.c - the provider catalogue: Nango-format providers.yaml -> immutable structs.
+ *
+ * Loading runs in three steps:
+ *  1. libyaml's event parser feeds a small builder that makes a jansson tree. Anchors, aliases
+ *     and unknown tags are refused, and nodes, nesting depth and bytes are capped before any
+ *     of them costs memory. Plain scalars are typed (true/false -> boolean, null/~ -> null,
+ *     decimal integers -> number); quoted scalars stay strings.
+ *  2. Each top-level entry becomes a struct catalog_provider. Strings are borrowed from the
+ *     jansson tree (kept, never modified after load); arrays and converted scalars live in an
+ *     arena owned by the catalogue.
+ *  3. Every `pattern:` is compiled with PCRE2 (JIT when available); a bad one fails the load.
+ *
+ * Validation follows the Connect UI of Nango: patterns are JavaScript regexes tested with
+ * RegExp.prototype.test, which searches (unanchored) - the patterns carry their own ^...$.
+ *
+ * Threads: load/free from one thread; everything else is read-only and thread-safe (the PCRE2
+ * match context is shared read-only, match data is per call).
+ */
+#include "domain/catalog.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <yaml.h>
+
+#include "core/latch_limits.h"
+#include "core/log.h"
+#include "util/buf.h"
+#include "util/xalloc.h"
+
+/* YAML nesting accepted (Nango's file needs 7). */
+#define CATALOG_MAX_DEPTH 64
+/* Longest `pattern:` accepted. */
+#define CATALOG_MAX_PATTERN_LEN 4096
+/* PCRE2 ReDoS guards: backtracking steps, backtracking depth, heap KiB per match. */
+#define CATALOG_RE_MATCH_LIMIT 100000
+#define CATALOG_RE_DEPTH_LIMIT 1000
+#define CATALOG_RE_HEAP_LIMIT_KIB 4096
+/* Longest value catalog_field_validate accepts, in bytes. */
+#define CATALOG_MAX_VALUE_LEN 1024
+/* Upper bound of token_expiration_buffer / default_expires_in (one year, in seconds). */
+#define CATALOG_MAX_SECONDS (365 * 24 * 3600)
+
+#define CATALOG_ARENA_CHUNK (64 * 1024)
+
+extern const unsigned char catalog_default_yaml[];
+extern const size_t catalog_default_yaml_len;
+
+struct arena_chunk {
+    struct arena_chunk *next;
+    size_t used;
+    size_t cap;
+    _Alignas(max_align_t) unsigned char data[];
+};
+
+/* A compiled pattern: what catalog_field.re_ points to. */
+struct catalog_re {
+    pcre2_code *code;
+    pcre2_match_context *mctx; /* borrowed from the catalogue */
+    struct catalog_re *next;
+};
+
+struct catalog {
+    struct arena_chunk *arena;
+    json_t *root; /* owned; provider strings are borrowed from it */
+    struct catalog_provider *providers;
+    size_t n_providers;
+    const struct catalog_provider **by_name; /* sorted, for bsearch */
+    pcre2_match_context *mctx;
+    struct catalog_re *res;
+};
+
+/* ---- arena ---------------------------------------------------------------------------- */
+
+static void *
+arena_alloc(struct catalog *c, size_t n)
+{
+    struct arena_chunk *ch = c->arena;
+    size_t a = _Alignof(max_align_t);
+    void *p;
+
+    n = (n + a - 1) & ~(a - 1);
+    if (n == 0)
+        n = a;
+    if (ch == NULL || ch->cap - ch->used < n) {
+        size_t cap = n > CATALOG_ARENA_CHUNK ? n : CATALOG_ARENA_CHUNK;
+
+        ch = xcalloc(1, sizeof *ch + cap);
+        ch->cap = cap;
+        ch->next = c->arena;
+        c->arena = ch;
+    }
+    p = ch->data + ch->used;
+    ch->used += n;
+    return p;
+}
+
+static char *
+arena_strndup(struct catalog *c, const char *s, size_t n)
+{
+    char *p = arena_alloc(c, n + 1);
+
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static void
+arena_free(struct arena_chunk *ch)
+{
+    while (ch != NULL) {
+        struct arena_chunk *next = ch->next;
+
+        free(ch);
+        ch = next;
+    }
+}
+
+/* ---- YAML -> jansson ----------------------------------------------------------------- */
+
+struct frame {
+    json_t *node; /* borrowed: the parent (or root) holds it */
+    char *key;    /* owned: pending key of a mapping */
+};
+
+struct builder {
+    const char *name;
+    struct latch_err *err;
+    json_t *root;
+    size_t nodes;
+    int docs;
+    int top;
+    struct frame stack[CATALOG_MAX_DEPTH];
+};
+
+static latch_rc
+bfail(struct builder *b, latch_rc rc, const yaml_mark_t *mark, const char *what)
+{
+    if (mark != NULL)
+        latch_err_set(b->err, "%s:%zu:%zu: %s", b->name, mark->line + 1, mark->column + 1, what);
+    else
+        latch_err_set(b->err, "%s: %s", b->name, what);
+    return rc;
+}
+
+/* Accepts no tag, or the standard tag that matches the node kind. */
+static bool
+tag_ok(const yaml_char_t *tag, const char *std)
+{
+    return tag == NULL || strcmp((const char *)tag, std) == 0 ||
+           strcmp((const char *)tag, "!") == 0;
+}
+
+static bool
+is_yaml_int(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    if (n > 0 && s[0] == '-')
+        i = 1;
+    if (i >= n || n - i > 15)
+        return false;
+    if (s[i] == '0' && n - i > 1)
+        return false;
+    for (; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+static bool
+text_in(const char *s, size_t n, const char *const *set)
+{
+    for (; *set != NULL; set++)
+        if (strlen(*set) == n && memcmp(*set, s, n) == 0)
+            return true;
+    return false;
+}
+
+static json_t *
+scalar_to_json(const yaml_event_t *ev)
+{
+    static const char *const trues[] = {"true", "True", "TRUE", NULL};
+    static const char *const falses[] = {"false", "False", "FALSE", NULL};
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
+    const char *s = (const char *)ev->data.scalar.value;
+    size_t n = ev->data.scalar.length;
+
+    if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && ev->data.scalar.tag == NULL) {
+        if (text_in(s, n, trues))
+            return json_true();
+        if (text_in(s, n, falses))
+            return json_false();
+        if (text_in(s, n, nulls))
+            return json_null();
+        if (is_yaml_int(s, n)) {
+            long long v = 0;
+            size_t i = s[0] == '-' ? 1 : 0;
+
+            for (; i < n; i++)
+                v = v * 10 + (s[i] - '0');
+            return json_integer(s[0] == '-' ? -v : v);
+        }
+    }
+    return json_stringn(s, n);
+}
+
+/* Adds v (stolen) to the current container, or makes it the root. */
+static latch_rc
+add_value(struct builder *b, json_t *v, const yaml_mark_t *mark)
+{
+    struct frame *f;
+    char msg[160];
+
+    if (b->top == 0) {
+        if (b->root != NULL) {
+            json_decref(v);
+            return bfail(b, LATCH_E_INVAL, mark, "more than one document");
+        }
+        b->root = v;
+        return LATCH_OK;
+    }
+    f = &b->stack[b->top - 1];
+    if (json_is_array(f->node)) {
+        json_array_append_new(f->node, v);
+        return LATCH_OK;
+    }
+    if (f->key == NULL) {
+        json_decref(v);
+        return bfail(b, LATCH_E_INVAL, mark, "mapping keys must be plain text");
+    }
+    if (json_object_get(f->node, f->key) != NULL) {
+        json_decref(v);
+        (void)snprintf(msg, sizeof msg, "duplicate key '%.100s'", f->key);
+        return bfail(b, LATCH_E_INVAL, mark, msg);
+    }
+    json_object_set_new(f->node, f->key, v);
+    free(f->key);
+    f->key = NULL;
+    return LATCH_OK;
+}
+
+static latch_rc
+count_node(struct builder *b, const yaml_mark_t *mark, const yaml_char_t *anchor)
+{
+    if (anchor != NULL)
+        return bfail(b, LATCH_E_INVAL, mark, "YAML anchors and aliases are not supported");
+    if (++b->nodes > LATCH_MAX_CATALOG_NODES)
+        return bfail(b, LATCH_E_TOO_LARGE, mark, "too many YAML nodes");
+    return LATCH_OK;
+}
+
+static latch_rc
+on_event(struct builder *b, const yaml_event_t *ev)
+{
+    const yaml_mark_t *mark = &ev->start_mark;
+    struct frame *f;
+    json_t *v;
+    latch_rc rc;
+
+    switch (ev->type) {
+    case YAML_NO_EVENT:
+    case YAML_STREAM_START_EVENT:
+    case YAML_STREAM_END_EVENT:
+    case YAML_DOCUMENT_END_EVENT:
+        return LATCH_OK;
+    case YAML_DOCUMENT_START_EVENT:
+        if (++b->docs > 1)
+            return bfail(b, LATCH_E_INVAL, mark, "more than one document");
+        return LATCH_OK;
+    case YAML_ALIAS_EVENT:
+        return bfail(b, LATCH_E_INVAL, mark, "YAML anchors and aliases are not supported");
+    case YAML_SCALAR_EVENT:
+        rc = count_node(b, mark, ev->data.scalar.anchor);
+        if (rc != LATCH_OK)
+            return rc;
+        if (!tag_ok(ev->data.scalar.tag, YAML_STR_TAG))
+            return bfail(b, LATCH_E_INVAL, mark, "YAML tags are not supported");
+        if (memchr(ev->data.scalar.value, '\0', ev->data.scalar.length) != NULL)
+            return bfail(b, LATCH_E_INVAL, mark, "NUL character in a scalar");
+        f = b->top > 0 ? &b->stack[b->top - 1] : NULL;
+        if (f != NULL && json_is_object(f->node) && f->key == NULL) {
+            f->key = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
+            return LATCH_OK;
+        }
+        v = scalar_to_json(ev);
+        if (v == NULL)
+            return bfail(b, LATCH_E_INVAL, mark, "scalar is not valid UTF-8");
+        return add_value(b, v, mark);
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT: {
+        bool seq = ev->type == YAML_SEQUENCE_START_EVENT;
+
+        rc = count_node(b, mark,
+                        seq ? ev->data.sequence_start.anchor : ev->data.mapping_start.anchor);
+        if (rc != LATCH_OK)
+            return rc;
+        if (!tag_ok(seq ? ev->data.sequence_start.tag : ev->data.mapping_start.tag,
+                    seq ? YAML_SEQ_TAG : YAML_MAP_TAG))
+            return bfail(b, LATCH_E_INVAL, mark, "YAML tags are not supported");
+        if (b->top >= CATALOG_MAX_DEPTH)
+            return bfail(b, LATCH_E_TOO_LARGE, mark, "YAML nested too deeply");
+        v = seq ? json_array() : json_object();
+        if (v == NULL)
+            return bfail(b, LATCH_E_NOMEM, mark, "out of memory");
+        rc = add_value(b, v, mark);
+        if (rc != LATCH_OK)
+            return rc;
+        b->stack[b->top].node = v;
+        b->stack[b->top].key = NULL;
+        b->top++;
+        return LATCH_OK;
+    }
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        if (b->top == 0)
+            return bfail(b, LATCH_E_INTERNAL, mark, "unbalanced YAML events");
+        b->top--;
+        free(b->stack[b->top].key);
+        b->stack[b->top].key = NULL;
+        return LATCH_OK;
+    }
+    return bfail(b, LATCH_E_INVAL, mark, "unexpected YAML event");
+}
+
+static latch_rc
+yaml_to_json(const char *yaml, size_t len, const char *name, json_t **out, struct latch_err *err)
+{
+    yaml_parser_t parser;
+    struct builder *b;
+    latch_rc rc = LATCH_OK;
+    bool done = false;
+    int i;
+
+    *out = NULL;
+    b = xcalloc(1, sizeof *b);
+    b->name = name;
+    b->err = err;
+    if (yaml_parser_initialize(&parser) == 0) {
+        free(b);
+        latch_err_set(err, "%s: cannot initialise the YAML parser", name);
+        return LATCH_E_NOMEM;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+    while (!done) {
+        yaml_event_t ev;
+
+        if (yaml_parser_parse(&parser, &ev) == 0) {
+            char msg[200];
+
+            (void)snprintf(msg, sizeof msg, "YAML error: %s%s%s",
+                           parser.problem ? parser.problem : "unknown", parser.context ? " " : "",
+                           parser.context ? parser.context : "");
+            rc = bfail(b, LATCH_E_INVAL, &parser.problem_mark, msg);
+            break;
+        }
+        done = ev.type == YAML_STREAM_END_EVENT;
+        rc = on_event(b, &ev);
+        yaml_event_delete(&ev);
+        if (rc != LATCH_OK)
+            break;
+    }
+    yaml_parser_delete(&parser);
+    for (i = 0; i < b->top; i++)
+        free(b->stack[i].key);
+    if (rc == LATCH_OK)
+        *out = b->root;
+    else
+        json_decref(b->root);
+    free(b);
+    return rc;
+}
+
+/* ---- jansson -> structs -------------------------------------------------------------- */
+
+struct loader {
+    struct catalog *c;
+    bool strict;          /* a pattern that does not compile fails the load */
+    const char *name;     /* of the file */
+    const char *provider; /* being built */
+    struct latch_err *err;
+};
+
+static latch_rc lfail(struct loader *l, latch_rc rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static latch_rc
+lfail(struct loader *l, latch_rc rc, const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+
+    va_start(ap, fmt);
+    (void)vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    latch_err_set(l->err, "%s: provider '%.60s': %s", l->name, l->provider, msg);
+    return rc;
+}
+
+/* Text of any JSON value: scalars as their YAML text, containers as compact JSON. */
+static const char *
+text_of(struct catalog *c, const json_t *v)
+{
+    char tmp[32];
+    char *dump;
+    const char *r;
+
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (json_is_string(v))
+        return json_string_value(v);
+    if (json_is_true(v))
+        return "true";
+    if (json_is_false(v))
+        return "false";
+    if (json_is_integer(v)) {
+        (void)snprintf(tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return arena_strndup(c, tmp, strlen(tmp));
+    }
+    dump = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (dump == NULL)
+        return NULL;
+    r = arena_strndup(c, dump, strlen(dump));
+    free(dump);
+    return r;
+}
+
+/* A scalar member as text; NULL when absent, null, or a container. */
+static const char *
+get_scalar(struct catalog *c, const json_t *obj, const char *key)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (v == NULL || json_is_object(v) || json_is_array(v))
+        return NULL;
+    return text_of(c, v);
+}
+
+static latch_rc
+build_kv(struct loader *l, const json_t *obj, const char *what, const struct catalog_kv **out,
+         size_t *n_out)
+{
+    struct catalog_kv *kv;
+    const char *key;
+    json_t *v;
+    size_t i = 0;
+
+    *out = NULL;
+    *n_out = 0;
+    if (obj == NULL || json_is_null(obj))
+        return LATCH_OK;
+    if (!json_is_object(obj))
+        return lfail(l, LATCH_E_INVAL, "%s must be a mapping", what);
+    if (json_object_size(obj) == 0)
+        return LATCH_OK;
+    kv = arena_alloc(l->c, json_object_size(obj) * sizeof *kv);
+    json_object_foreach((json_t *)(uintptr_t)obj, key, v)
+    {
+        const char *t = text_of(l->c, v);
+
+        kv[i].key = key;
+        kv[i].value = t != NULL ? t : "";
+        i++;
+    }
+    *out = kv;
+    *n_out = i;
+    return LATCH_OK;
+}
+
+/* A list of strings (a lone scalar counts as a list of one). */
+static latch_rc
+build_list(struct loader *l, const json_t *v, const char *what, const char *const **out,
+           size_t *n_out)
+{
+    const char **arr;
+    size_t i, n;
+
+    *out = NULL;
+    *n_out = 0;
+    if (v == NULL || json_is_null(v))
+        return LATCH_OK;
+    if (json_is_object(v))
+        return lfail(l, LATCH_E_INVAL, "%s must be a list", what);
+    if (!json_is_array(v)) {
+        arr = arena_alloc(l->c, sizeof *arr);
+        arr[0] = text_of(l->c, v);
+        *out = arr;
+        *n_out = 1;
+        return LATCH_OK;
+    }
+    n = json_array_size(v);
+    if (n == 0)
+        return LATCH_OK;
+    arr = arena_alloc(l->c, n * sizeof *arr);
+    for (i = 0; i < n; i++) {
+        const json_t *e = json_array_get(v, i);
+
+        if (json_is_object(e) || json_is_array(e) || json_is_null(e))
+            return lfail(l, LATCH_E_INVAL, "%s must be a list of plain values", what);
+        arr[i] = text_of(l->c, e);
+    }
+    *out = arr;
+    *n_out = n;
+    return LATCH_OK;
+}
+
+static latch_rc
+get_seconds(struct loader *l, const json_t *obj, const char *key, int *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    json_int_t s;
+
+    *out = -1;
+    if (v == NULL || json_is_null(v))
+        return LATCH_OK;
+    if (!json_is_integer(v))
+        return lfail(l, LATCH_E_INVAL, "%s must be a whole number of seconds", key);
+    s = json_integer_value(v);
+    if (s < 0 || s > CATALOG_MAX_SECONDS)
+        return lfail(l, LATCH_E_INVAL, "%s must be between 0 and %d", key, CATALOG_MAX_SECONDS);
+    *out = (int)s;
+    return LATCH_OK;
+}
+
+static bool hostname_ok(const char *s, size_t n);
+
+static latch_rc
+compile_pattern(struct loader *l, struct catalog_field *f, const char *section)
+{
+    struct catalog_re *re;
+    pcre2_code *code;
+    PCRE2_SIZE erroff = 0;
+    int errcode = 0;
+    size_t n = strlen(f->pattern);
+
+    if (n > CATALOG_MAX_PATTERN_LEN)
+        return lfail(l, LATCH_E_INVAL, "%s.%s: pattern longer than %d bytes", section, f->name,
+                     CATALOG_MAX_PATTERN_LEN);
+    /*
+     * JavaScript flavour: `$` only at the very end, `[]`/`[^]` as in JS, \u and \x as in JS.
+     */
+    code = pcre2_compile((PCRE2_SPTR)f->pattern, n,
+                         PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_DOLLAR_ENDONLY |
+                             PCRE2_ALLOW_EMPTY_CLASS | PCRE2_ALT_BSUX,
+                         &errcode, &erroff, NULL);
+    if (code == NULL) {
+        PCRE2_UCHAR msg[120];
+        char qn[120], qp[80], qf[120], qm[140], path[100];
+
+        if (pcre2_get_error_message(errcode, msg, sizeof msg) < 0)
+            (void)snprintf((char *)msg, sizeof msg, "error %d", errcode);
+        (void)snprintf(path, sizeof path, "%s.%s", section, f->name);
+        if (l->strict)
+            return lfail(l, LATCH_E_INVAL, "%s.%s: pattern does not compile: %s (at offset %zu)",
+                         section, f->name, (const char *)msg, (size_t)erroff);
+        /*
+         * Nango's own file ships patterns that JavaScript rejects as well (freshteam in
+         * @nangohq/providers 0.71.10). Such a field fails closed: re_ stays NULL and
+         * catalog_field_validate refuses every value for it.
+         */
+        log_warn("provider pattern does not compile; the field will refuse every value",
+                 "file=%s provider=%s field=%s error=%s offset=%zu",
+                 log_quote(qn, sizeof qn, l->name), log_quote(qp, sizeof qp, l->provider),
+                 log_quote(qf, sizeof qf, path), log_quote(qm, sizeof qm, (const char *)msg),
+                 (size_t)erroff);
+        return LATCH_OK;
+    }
+    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
+    re = arena_alloc(l->c, sizeof *re);
+    re->code = code;
+    re->mctx = l->c->mctx;
+    re->next = l->c->res;
+    l->c->res = re;
+    f->re_ = re;
+    return LATCH_OK;
+}
+
+static latch_rc
+build_fields(struct loader *l, const json_t *obj, const char *section,
+             const struct catalog_field **out, size_t *n_out)
+{
+    struct catalog_field *fields;
+    const char *fname;
+    json_t *fo;
+    size_t i = 0;
+    latch_rc rc;
+
+    *out = NULL;
+    *n_out = 0;
+    if (obj == NULL || json_is_null(obj))
+        return LATCH_OK;
+    if (!json_is_object(obj))
+        return lfail(l, LATCH_E_INVAL, "%s must be a mapping", section);
+    if (json_object_size(obj) == 0)
+        return LATCH_OK;
+    fields = arena_alloc(l->c, json_object_size(obj) * sizeof *fields);
+    json_object_foreach((json_t *)(uintptr_t)obj, fname, fo)
+    {
+        struct catalog_field *f = &fields[i++];
+        const json_t *v;
+        char what[160];
+
+        memset(f, 0, sizeof *f);
+        f->name = fname;
+        f->order = -1;
+        if (!json_is_object(fo))
+            return lfail(l, LATCH_E_INVAL, "%s.%s must be a mapping", section, fname);
+        f->type = get_scalar(l->c, fo, "type");
+        if (f->type == NULL)
+            f->type = "string";
+        f->title = get_scalar(l->c, fo, "title");
+        f->description = get_scalar(l->c, fo, "description");
+        f->example = get_scalar(l->c, fo, "example");
+        f->format = get_scalar(l->c, fo, "format");
+        f->default_value = get_scalar(l->c, fo, "default_value");
+        f->doc_section = get_scalar(l->c, fo, "doc_section");
+        f->prefix = get_scalar(l->c, fo, "prefix");
+        f->suffix = get_scalar(l->c, fo, "suffix");
+        f->secret = json_is_true(json_object_get(fo, "secret"));
+        f->optional = json_is_true(json_object_get(fo, "optional"));
+        f->automated = json_is_true(json_object_get(fo, "automated"));
+        f->hidden = json_is_true(json_object_get(fo, "hidden"));
+        v = json_object_get(fo, "order");
+        if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) < 1000000)
+            f->order = (int)json_integer_value(v);
+        (void)snprintf(what, sizeof what, "%s.%s.enum", section, fname);
+        rc = build_list(l, json_object_get(fo, "enum"), what, &f->enum_values, &f->n_enum);
+        if (rc != LATCH_OK)
+            return rc;
+        v = json_object_get(fo, "pattern");
+        if (v != NULL && !json_is_null(v)) {
+            if (!json_is_string(v))
+                return lfail(l, LATCH_E_INVAL, "%s.%s: pattern must be text", section, fname);
+            f->pattern = json_string_value(v);
+            rc = compile_pattern(l, f, section);
+            if (rc != LATCH_OK)
+                return rc;
+        }
+    }
+    *out = fields;
+    *n_out = i;
+    return LATCH_OK;
+}
+
+/* proxy.retry.at / .after: a header name or a list of them (the first is used). */
+static const char *
+first_text(struct catalog *c, const json_t *v)
+{
+    if (json_is_array(v))
+        v = json_array_get(v, 0);
+    if (v == NULL || json_is_object(v) || json_is_array(v))
+        return NULL;
+    return text_of(c, v);
+}
+
+static latch_rc
+build_proxy(struct loader *l, struct catalog_provider *p, const json_t *proxy)
+{
+    const json_t *retry, *codes;
+    size_t i;
+    latch_rc rc;
+
+    if (proxy == NULL || json_is_null(proxy))
+        return LATCH_OK;
+    if (!json_is_object(proxy))
+        return lfail(l, LATCH_E_INVAL, "proxy must be a mapping");
+    p->proxy_base_url = get_scalar(l->c, proxy, "base_url");
+    rc = build_kv(l, json_object_get(proxy, "headers"), "proxy.headers", &p->proxy_headers,
+                  &p->n_proxy_headers);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = build_kv(l, json_object_get(proxy, "query"), "proxy.query", &p->proxy_query,
+                  &p->n_proxy_query);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = build_list(l, json_object_get(proxy, "allowed_hosts"), "proxy.allowed_hosts",
+                    &p->proxy_allowed_hosts, &p->n_proxy_allowed_hosts);
+    if (rc != LATCH_OK)
+        return rc;
+    for (i = 0; i < p->n_proxy_allowed_hosts; i++) {
+        const char *h = p->proxy_allowed_hosts[i];
+
+        if (h == NULL || !hostname_ok(h, strlen(h)))
+            return lfail(l, LATCH_E_INVAL, "proxy.allowed_hosts[%zu] is not a host name", i);
+    }
+    retry = json_object_get(proxy, "retry");
+    if (!json_is_object(retry))
+        return LATCH_OK;
+    p->proxy_retry_after = first_text(l->c, json_object_get(retry, "after"));
+    p->proxy_retry_at = first_text(l->c, json_object_get(retry, "at"));
+    codes = json_object_get(retry, "error_code");
+    if (json_is_array(codes)) {
+        struct buf b;
+        const json_t *e;
+
+        buf_init(&b, 1024);
+        json_array_foreach(codes, i, e)
+        {
+            const char *t = json_is_array(e) || json_is_object(e) ? NULL : text_of(l->c, e);
+
+            if (t == NULL)
+                continue;
+            if ((b.len > 0 && buf_puts(&b, ",") != LATCH_OK) || buf_puts(&b, t) != LATCH_OK) {
+                buf_free(&b);
+                return lfail(l, LATCH_E_TOO_LARGE, "proxy.retry.error_code is too long");
+            }
+        }
+        if (b.len > 0)
+            p->proxy_retry_error_codes = arena_strndup(l->c, b.data, b.len);
+        buf_free(&b);
+    } else if (codes != NULL && !json_is_object(codes)) {
+        p->proxy_retry_error_codes = text_of(l->c, codes);
+    }
+    return LATCH_OK;
+}
+
+static latch_rc
+build_provider(struct loader *l, struct catalog_provider *p, const char *name, const json_t *e)
+{
+    char *dump;
+    latch_rc rc;
+
+    memset(p, 0, sizeof *p);
+    p->name = name;
+    l->provider = name;
+    if (!json_is_object(e))
+        return lfail(l, LATCH_E_INVAL, "entry must be a mapping");
+    p->display_name = get_scalar(l->c, e, "display_name");
+    p->auth_mode = get_scalar(l->c, e, "auth_mode");
+    p->token_url = get_scalar(l->c, e, "token_url");
+    p->scope_separator = get_scalar(l->c, e, "scope_separator");
+    p->token_request_auth_method = get_scalar(l->c, e, "token_request_auth_method");
+    p->body_format = get_scalar(l->c, e, "body_format");
+    p->docs = get_scalar(l->c, e, "docs");
+    p->docs_connect = get_scalar(l->c, e, "docs_connect");
+    p->setup_guide_url = get_scalar(l->c, e, "setup_guide_url");
+    rc = build_kv(l, json_object_get(e, "token_params"), "token_params", &p->token_params,
+                  &p->n_token_params);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = build_proxy(l, p, json_object_get(e, "proxy"));
+    if (rc != LATCH_OK)
+        return rc;
+    rc = get_seconds(l, e, "token_expiration_buffer", &p->token_expiration_buffer_s);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = get_seconds(l, e, "default_expires_in", &p->default_expires_in_s);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = build_fields(l, json_object_get(e, "connection_config"), "connection_config",
+                      &p->connection_config, &p->n_connection_config);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = build_fields(l, json_object_get(e, "credentials"), "credentials", &p->credentials,
+                      &p->n_credentials);
+    if (rc != LATCH_OK)
+        return rc;
+    dump = json_dumps(e, JSON_COMPACT);
+    if (dump == NULL)
+        return lfail(l, LATCH_E_INTERNAL, "cannot serialise the entry as JSON");
+    p->json = arena_strndup(l->c, dump, strlen(dump));
+    free(dump);
+    return LATCH_OK;
+}
+
+static int
+cmp_provider(const void *a, const void *b)
+{
+    const struct catalog_provider *const *pa = a;
+    const struct catalog_provider *const *pb = b;
+
+    return strcmp((*pa)->name, (*pb)->name);
+}
+
+static latch_rc
+load(const char *yaml, size_t len, const char *name, bool strict, struct catalog **out,
+     struct latch_err *err)
+{
+    struct catalog *c = NULL;
+    struct loader l;
+    const char *pname;
+    json_t *entry;
+    size_t i = 0, n;
+    latch_rc rc;
+
+    if (out == NULL)
+        return LATCH_E_INVAL;
+    *out = NULL;
+    if (name == NULL)
+        name = "providers.yaml";
+    if (yaml == NULL) {
+        latch_err_set(err, "%s: no data", name);
+        return LATCH_E_INVAL;
+    }
+    if (len > LATCH_MAX_CATALOG_BYTES) {
+        latch_err_set(err, "%s: larger than %d bytes", name, LATCH_MAX_CATALOG_BYTES);
+        return LATCH_E_TOO_LARGE;
+    }
+    c = xcalloc(1, sizeof *c);
+    rc = yaml_to_json(yaml, len, name, &c->root, err);
+    if (rc != LATCH_OK)
+        goto out;
+    if (!json_is_object(c->root)) {
+        latch_err_set(err, "%s: the top level must be a mapping of provider names", name);
+        rc = LATCH_E_INVAL;
+        goto out;
+    }
+    n = json_object_size(c->root);
+    if (n > LATCH_MAX_PROVIDERS) {
+        latch_err_set(err, "%s: more than %d providers", name, LATCH_MAX_PROVIDERS);
+        rc = LATCH_E_TOO_LARGE;
+        goto out;
+    }
+    c->mctx = pcre2_match_context_create(NULL);
+    if (c->mctx == NULL) {
+        rc = LATCH_E_NOMEM;
+        goto out;
+    }
+    (void)pcre2_set_match_limit(c->mctx, CATALOG_RE_MATCH_LIMIT);
+    (void)pcre2_set_depth_limit(c->mctx, CATALOG_RE_DEPTH_LIMIT);
+    (void)pcre2_set_heap_limit(c->mctx, CATALOG_RE_HEAP_LIMIT_KIB);
+    c->providers = arena_alloc(c, (n ? n : 1) * sizeof *c->providers);
+    c->by_name = arena_alloc(c, (n ? n : 1) * sizeof(const struct catalog_provider *));
+    l.c = c;
+    l.strict = strict;
+    l.name = name;
+    l.err = err;
+    json_object_foreach(c->root, pname, entry)
+    {
+        rc = build_provider(&l, &c->providers[i], pname, entry);
+        if (rc != LATCH_OK)
+            goto out;
+        c->by_name[i] = &c->providers[i];
+        i++;
+    }
+    c->n_providers = i;
+    qsort(c->by_name, c->n_providers, sizeof(const struct catalog_provider *), cmp_provider);
+    *out = c;
+    c = NULL;
+out:
+    catalog_free(c);
+    return rc;
+}
+
+/* In-memory catalogues (latch's own, tests): a pattern that does not compile fails the load. */
+latch_rc
+catalog_load_buffer(const char *yaml, size_t len, const char *name, struct catalog **out,
+                    struct latch_err *err)
+{
+    return load(yaml, len, name, true, out, err);
+}
+
+/*
+ * Operator files (LATCH_PROVIDERS_FILE), typically Nango's own providers.yaml: one broken
+ * pattern upstream must not stop latch, so such a field is logged and fails closed instead.
+ */
+latch_rc
+catalog_load_file(const char *path, struct catalog **out, struct latch_err *err)
+{
+    FILE *fp = NULL;
+    char *data = NULL;
+    size_t len = 0;
+    latch_rc rc;
+
+    if (out == NULL || path == NULL)
+        return LATCH_E_INVAL;
+    *out = NULL;
+    fp = fopen(path, "rb");
+    if (fp == NULL) {
+        latch_err_set(err, "%s: cannot open", path);
+        rc = LATCH_E_IO;
+        goto out;
+    }
+    data = xmalloc((size_t)LATCH_MAX_CATALOG_BYTES + 1);
+    len = fread(data, 1, (size_t)LATCH_MAX_CATALOG_BYTES + 1, fp);
+    if (ferror(fp)) {
+        latch_err_set(err, "%s: read error", path);
+        rc = LATCH_E_IO;
+        goto out;
+    }
+    if (len > LATCH_MAX_CATALOG_BYTES) {
+        latch_err_set(err, "%s: larger than %d bytes", path, LATCH_MAX_CATALOG_BYTES);
+        rc = LATCH_E_TOO_LARGE;
+        goto out;
+    }
+    rc = load(data, len, path, false, out, err);
+out:
+    free(data);
+    if (fp != NULL)
+        (void)fclose(fp);
+    return rc;
+}
+
+latch_rc
+catalog_load_default(struct catalog **out, struct latch_err *err)
+{
+    return catalog_load_buffer((const char *)catalog_default_yaml, catalog_default_yaml_len,
+                               "providers.yaml (built in)", out, err);
+}
+
+void
+catalog_free(struct catalog *c)
+{
+    struct catalog_re *re;
+
+    if (c == NULL)
+        return;
+    for (re = c->res; re != NULL; re = re->next)
+        pcre2_code_free(re->code);
+    pcre2_match_context_free(c->mctx);
+    json_decref(c->root);
+    arena_free(c->arena);
+    free(c);
+}
+
+size_t
+catalog_count(const struct catalog *c)
+{
+    return c != NULL ? c->n_providers : 0;
+}
+
+const struct catalog_provider *
+catalog_at(const struct catalog *c, size_t i)
+{
+    if (c == NULL || i >= c->n_providers)
+        return NULL;
+    return &c->providers[i];
+}
+
+const struct catalog_provider *
+catalog_find(const struct catalog *c, const char *name)
+{
+    struct catalog_provider key;
+    const struct catalog_provider *kp = &key;
+    const struct catalog_provider *const *hit;
+
+    if (c == NULL || name == NULL || c->n_providers == 0)
+        return NULL;
+    key.name = name;
+    hit = bsearch(&kp, c->by_name, c->n_providers, sizeof(const struct catalog_provider *),
+                  cmp_provider);
+    return hit != NULL ? *hit : NULL;
+}
+
+const struct catalog_field *
+catalog_find_field(const struct catalog_field *fields, size_t n, const char *name)
+{
+    size_t i;
+
+    if (fields == NULL || name == NULL)
+        return NULL;
+    for (i = 0; i < n; i++)
+        if (strcmp(fields[i].name, name) == 0)
+            return &fields[i];
+    return NULL;
+}
+
+/* ---- validation ---------------------------------------------------------------------- */
+
+static bool
+is_alnum(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+}
+
+static bool
+is_hex(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* Nango's ^[a-zA-Z0-9.-]+$ plus RFC 1123 shape: labels 1..63, no '-' at a label's ends. */
+static bool
+hostname_ok(const char *s, size_t n)
+{
+    size_t i, label = 0;
+
+    if (n == 0 || n > 253)
+        return false;
+    for (i = 0; i < n; i++) {
+        char ch = s[i];
+
+        if (ch == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!is_alnum(ch) && ch != '-')
+            return false;
+        if (ch == '-' && label == 0)
+            return false;
+        if (++label > 63)
+            return false;
+    }
+    return label > 0 && s[n - 1] != '-';
+}
+
+static bool
+uuid_ok(const char *s, size_t n)
+{
+    size_t i;
+
+    if (n != 36)
+        return false;
+    for (i = 0; i < n; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return false;
+        } else if (!is_hex(s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+email_ok(const char *s, size_t n)
+{
+    const char *at = memchr(s, '@', n);
+    size_t i, local;
+
+    if (at == NULL)
+        return false;
+    local = (size_t)(at - s);
+    if (local == 0 || local > 64 || s[0] == '.' || s[local - 1] == '.')
+        return false;
+    for (i = 0; i < local; i++) {
+        char ch = s[i];
+
+        if (ch == '.' && s[i + 1] == '.')
+            return false;
+        if (!is_alnum(ch) && strchr(".!#$%&'*+/=?^_`{|}~-", ch) == NULL)
+            return false;
+    }
+    return memchr(at + 1, '.', n - local - 1) != NULL && hostname_ok(at + 1, n - local - 1);
+}
+
+/* An absolute http(s) URL with a non-empty host, the way `new URL()` would need it. */
+static bool
+uri_ok(const char *s, size_t n)
+{
+    size_t i, a, host_b, host_e;
+
+    if (n > 8 && strncasecmp(s, "https://", 8) == 0)
+        a = 8;
+    else if (n > 7 && strncasecmp(s, "http://", 7) == 0)
+        a = 7;
+    else
+        return false;
+    for (i = 0; i < n; i++)
+        if (strchr(" \"<>\\^`{|}", s[i]) != NULL)
+            return false;
+    host_b = a;
+    for (i = a; i < n && s[i] != '/' && s[i] != '?' && s[i] != '#'; i++)
+        if (s[i] == '@')
+            host_b = i + 1;
+    host_e = i;
+    if (host_b < host_e && s[host_b] == '[') {
+        for (i = host_b + 1; i < host_e && s[i] != ']'; i++)
+            if (!is_hex(s[i]) && s[i] != ':' && s[i] != '.')
+                return false;
+        if (i >= host_e || i == host_b + 1)
+            return false;
+        i++;
+    } else {
+        for (i = host_b; i < host_e && s[i] != ':'; i++)
+            if (!is_alnum(s[i]) && strchr(".-_~%", s[i]) == NULL)
+                return false;
+        if (i == host_b)
+            return false;
+    }
+    if (i < host_e) {
+        size_t digits = 0;
+        long port = 0;
+
+        if (s[i] != ':')
+            return false;
+        for (i++; i < host_e; i++, digits++) {
+            if (s[i] < '0' || s[i] > '9' || digits >= 5)
+                return false;
+            port = port * 10 + (s[i] - '0');
+        }
+        if (port > 65535)
+            return false;
+    }
+    return true;
+}
+
+/* 0 = fine, 1 = control character, 2 = not UTF-8. */
+static int
+scan_text(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char ch = s[i];
+        uint32_t cp;
+        size_t k, extra;
+
+        if (ch < 0x80) {
+            if (ch < 0x20 || ch == 0x7f)
+                return 1;
+            i++;
+            continue;
+        }
+        if (ch >= 0xc2 && ch <= 0xdf) {
+            extra = 1;
+            cp = ch & 0x1f;
+        } else if (ch >= 0xe0 && ch <= 0xef) {
+            extra = 2;
+            cp = ch & 0x0f;
+        } else if (ch >= 0xf0 && ch <= 0xf4) {
+            extra = 3;
+            cp = ch & 0x07;
+        } else {
+            return 2;
+        }
+        if (n - i <= extra)
+            return 2;
+        for (k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 2;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((extra == 2 && cp < 0x800) || (extra == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return 2;
+        if (cp >= 0x80 && cp <= 0x9f)
+            return 1;
+        i += extra + 1;
+    }
+    return 0;
+}
+
+static latch_rc
+enum_error(const struct catalog_field *f, const char *title, struct latch_err *err)
+{
+    char list[sizeof err->msg];
+    size_t used = 0, i;
+
+    list[0] = '\0';
+    for (i = 0; i < f->n_enum; i++) {
+        const char *v = f->enum_values[i] != NULL ? f->enum_values[i] : "";
+        int w = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", v);
+
+        if (w < 0 || (size_t)w >= sizeof list - used - 4) {
+            list[used] = '\0';
+            (void)snprintf(list + used, sizeof list - used, "%s...", i ? ", " : "");
+            break;
+        }
+        used += (size_t)w;
+    }
+    latch_err_set(err, "%s must be one of: %s", title, list);
+    return LATCH_E_INVAL;
+}
+
+latch_rc
+catalog_field_validate(const struct catalog_field *f, const char *value, struct latch_err *err)
+{
+    const char *title;
+    size_t n, i;
+    int bad;
+
+    if (f == NULL) {
+        latch_err_set(err, "unknown field");
+        return LATCH_E_INVAL;
+    }
+    title = f->title != NULL && f->title[0] != '\0' ? f->title
+            : f->name != NULL                       ? f->name
+                                                    : "value";
+    if (value == NULL)
+        value = "";
+    n = strnlen(value, CATALOG_MAX_VALUE_LEN + 1);
+    if (n > CATALOG_MAX_VALUE_LEN) {
+        latch_err_set(err, "%s is too long (at most %d characters)", title, CATALOG_MAX_VALUE_LEN);
+        return LATCH_E_INVAL;
+    }
+    if (n == 0) {
+        if (f->optional)
+            return LATCH_OK;
+        latch_err_set(err, "%s is required", title);
+        return LATCH_E_INVAL;
+    }
+    bad = scan_text((const unsigned char *)value, n);
+    if (bad == 1) {
+        latch_err_set(err, "%s must not contain control characters such as line breaks", title);
+        return LATCH_E_INVAL;
+    }
+    if (bad == 2) {
+        latch_err_set(err, "%s is not valid UTF-8 text", title);
+        return LATCH_E_INVAL;
+    }
+    if (f->n_enum > 0) {
+        for (i = 0; i < f->n_enum; i++)
+            if (f->enum_values[i] != NULL && strcmp(f->enum_values[i], value) == 0)
+                break;
+        if (i == f->n_enum)
+            return enum_error(f, title, err);
+    }
+    if (f->format != NULL) {
+        bool ok = true;
+        const char *what = NULL;
+
+        if (strcmp(f->format, "hostname") == 0) {
+            ok = hostname_ok(value, n);
+            what = "a host name such as app.ninjarmm.com";
+        } else if (strcmp(f->format, "uri") == 0) {
+            ok = uri_ok(value, n);
+            what = "an absolute http:// or https:// URL";
+        } else if (strcmp(f->format, "uuid") == 0) {
+            ok = uuid_ok(value, n);
+            what = "a UUID";
+        } else if (strcmp(f->format, "email") == 0) {
+            ok = email_ok(value, n);
+            what = "an email address";
+        }
+        if (!ok) {
+            latch_err_set(err, "%s must be %s", title, what);
+            return LATCH_E_INVAL;
+        }
+    }
+    if (f->pattern != NULL && f->re_ == NULL) {
+        latch_err_set(err, "%s cannot be checked: its pattern in the provider catalogue is invalid",
+                      title);
+        return LATCH_E_INVAL;
+    }
+    if (f->re_ != NULL) {
+        const struct catalog_re *re = f->re_;
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(re->code, NULL);
+        int mrc;
+
+        if (md == NULL) {
+            latch_err_set(err, "%s could not be checked (out of memory)", title);
+            return LATCH_E_NOMEM;
+        }
+        /* JS RegExp.test(): an unanchored search */
+        mrc = pcre2_match(re->code, (PCRE2_SPTR)value, n, 0, 0, md, re->mctx);
+        pcre2_match_data_free(md);
+        if (mrc == PCRE2_ERROR_NOMATCH) {
+            latch_err_set(err, "%s has an invalid format", title);
+            return LATCH_E_INVAL;
+        }
+        if (mrc < 0) {
+            latch_err_set(err, "%s could not be checked against its pattern", title);
+            return LATCH_E_INVAL;
+        }
+    }
+    return LATCH_OK;
+}

@@ -1,0 +1,88 @@
+/*
+ * oauth_cc.h - the OAuth2 client-credentials token exchange, exactly as a provider definition
+ * says (token_url template, token_params, scope_separator, client auth in body or Basic,
+ * body_format), used both when an account is linked and when its token is refreshed.
+ *
+ * oauth_cc_build validates everything and produces the request without touching the network;
+ * oauth_cc_exchange runs it through outbound (curl thread) and classifies the outcome.
+ * Threads: build/parse are pure; exchange may be called from any thread. The response is
+ * classified on the curl thread and the callback runs on a worker thread (worker.h), so the
+ * callback may block on the store; only when the worker queue is full does it run on the curl
+ * thread.
+ */
+#ifndef LATCH_OAUTH_CC_H
+#define LATCH_OAUTH_CC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/rc.h"
+
+struct app;
+struct catalog_provider;
+struct outbound_resp;
+
+struct oauth_cc_input {
+    const struct catalog_provider *provider;
+    const json_t *connection_config; /* borrowed object: instance, oauth_scopes, ... */
+    const char *client_id;
+    const char *client_secret;
+};
+
+enum oauth_cc_outcome {
+    OCC_OK = 0,
+    OCC_INVALID_CLIENT, /* wrong id/secret, or wrong instance/region (terminal) */
+    OCC_INVALID_SCOPE,  /* the app lacks a requested scope (terminal) */
+    OCC_TIMEOUT,        /* transient */
+    OCC_UNREACHABLE,    /* transient: DNS, connect, TLS */
+    OCC_BAD_RESPONSE,   /* 2xx but not a token response, or too large (transient) */
+    OCC_UPSTREAM,       /* other error status; terminal unless 5xx/429 */
+    OCC_DENIED,         /* refused by latch's outbound policy (terminal) */
+    OCC_INVALID_INPUT,  /* template/URL could not be built (terminal) */
+};
+
+struct oauth_cc_result {
+    enum oauth_cc_outcome outcome;
+    bool terminal;          /* retrying with the same credentials cannot help */
+    json_t *creds;          /* OCC_OK: the credentials object (owned; creds_free) */
+    int64_t expires_at;     /* OCC_OK: ms */
+    long status;            /* upstream HTTP status, 0 if none */
+    int64_t retry_after_ms; /* from Retry-After, 0 if none */
+    char reason[32];        /* invalid_client, invalid_scope, timeout, unreachable, ... */
+    char message[320];      /* human, actionable, never contains a secret */
+};
+
+struct oauth_cc_request {
+    char *url;
+    char *body; /* owned; contains the secret: wiped by oauth_cc_request_clear */
+    size_t body_len;
+    char *content_type;  /* owned */
+    char *authorization; /* owned "Basic ..." or NULL */
+};
+void oauth_cc_request_clear(struct oauth_cc_request *r);
+
+/* Builds the token request. LATCH_E_INVAL with a human message in err. */
+latch_rc oauth_cc_build(const struct oauth_cc_input *in, bool allow_http,
+                        struct oauth_cc_request *out, struct latch_err *err);
+
+/*
+ * Classifies a token response. default_expires_in_s is used when the response has no
+ * expires_in (provider default_expires_in, else the config default).
+ */
+void oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in,
+                    int default_expires_in_s, struct oauth_cc_result *out);
+void oauth_cc_result_clear(struct oauth_cc_result *r);
+
+typedef void (*oauth_cc_done_fn)(struct oauth_cc_result *res, void *ud);
+
+/*
+ * Builds and submits the exchange. On LATCH_OK, done runs exactly once later (worker thread) and
+ * owns res until it returns (res is cleared afterwards; steal res->creds by setting it NULL).
+ * On error nothing is submitted and res_err describes why (outcome set).
+ */
+latch_rc oauth_cc_exchange(struct app *a, const struct oauth_cc_input *in, oauth_cc_done_fn done,
+                           void *ud, struct oauth_cc_result *res_err);
+
+#endif

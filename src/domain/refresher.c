@@ -1,0 +1,773 @@
+#include "domain/refresher.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <malloc.h>
+
+#include <openssl/rand.h>
+
+#include "api/api.h"
+#include "app.h"
+#include "domain/catalog.h"
+#include "domain/creds.h"
+#include "core/latch_limits.h"
+#include "core/log.h"
+#include "domain/oauth_cc.h"
+#include "util/str.h"
+#include "util/xalloc.h"
+#include "domain/webhook.h"
+#include "core/worker.h"
+#include "util/clock.h"
+
+/* How often the background thread looks for tokens about to expire. */
+#define REFRESH_SCAN_INTERVAL_MS 2000
+/* how often to look whether reads stopped, to return freed memory to the OS then */
+#define REFRESH_TRIM_INTERVAL_MS 2000
+/* A connection counts as "in use" if read within this window. */
+#define REFRESH_IN_USE_WINDOW_MS (24LL * 3600 * 1000)
+#define REFRESH_SCAN_BATCH 200
+/* Poll interval while another node holds the lease. */
+#define REFRESH_LEASE_POLL_MS 100
+/* last_fetched_at is written at most this often per connection (reads stay read-only). */
+#define REFRESH_TOUCH_INTERVAL_MS 60000
+#define REFRESH_MAX_BACKOFF_MS (3600LL * 1000)
+/* Pending last_fetched_at updates, written by the background thread (best effort). */
+#define REFRESH_TOUCH_SLOTS 8192
+
+struct waiter {
+    refresher_done_fn done;
+    void *ud;
+    struct waiter *next;
+};
+
+struct flight {
+    struct refresher *rf;
+    int64_t conn_id;
+    int64_t env_id;
+    int64_t observed_version; /* version the creator saw when it decided to refresh */
+    int64_t lease_version;
+    int64_t lease_deadline; /* give up waiting for a foreign lease after this */
+    bool force;
+    bool waiting_lease;
+    char owner[64];
+    struct store_connection conn; /* row as seen when the lease was taken */
+    struct waiter *waiters;
+    struct flight *next;
+};
+
+struct refresher {
+    struct app *app;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct flight *flights;
+    pthread_t thr;
+    bool stop;
+    int64_t drain_deadline; /* shutting down: foreign leases are waited for until then (0: no) */
+    bool started;
+    atomic_uint_fast64_t seq;
+    atomic_uint_fast64_t token_requests;
+    atomic_uint_fast64_t gets; /* refresher_get_fresh calls: traffic, for the idle trim */
+    int margin_override_s;     /* LATCH_REFRESH_MARGIN_S set explicitly: wins over providers */
+    /*
+     * Reads never write: connections whose last_fetched_at is stale are queued here (an
+     * open-addressing set of row ids, 0 = empty) and written by the background thread, so a
+     * token read costs no fsync.
+     */
+    int64_t touch_ids[REFRESH_TOUCH_SLOTS];
+    size_t n_touch;
+};
+
+static void
+touch_later(struct refresher *rf, int64_t id)
+{
+    size_t i = (size_t)((uint64_t)id * 11400714819323198485ULL >> 51) % REFRESH_TOUCH_SLOTS;
+
+    pthread_mutex_lock(&rf->mu);
+    if (rf->n_touch < REFRESH_TOUCH_SLOTS / 2) {
+        for (;; i = (i + 1) % REFRESH_TOUCH_SLOTS) {
+            if (rf->touch_ids[i] == id)
+                break;
+            if (rf->touch_ids[i] == 0) {
+                rf->touch_ids[i] = id;
+                rf->n_touch++;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&rf->mu);
+}
+
+/* Called with rf->mu held; drops it while writing. */
+static void
+flush_touches(struct refresher *rf)
+{
+    int64_t *ids;
+    size_t n = 0;
+    int64_t now = latch_now_ms();
+
+    if (rf->n_touch == 0)
+        return;
+    ids = xmalloc(rf->n_touch * sizeof *ids);
+    for (size_t i = 0; i < REFRESH_TOUCH_SLOTS; i++) {
+        if (rf->touch_ids[i] != 0) {
+            ids[n++] = rf->touch_ids[i];
+            rf->touch_ids[i] = 0;
+        }
+    }
+    rf->n_touch = 0;
+    pthread_mutex_unlock(&rf->mu);
+    /* one transaction (one fsync) per batch instead of one per connection */
+    for (size_t i = 0; i < n; i += LATCH_STORE_TOUCH_BATCH) {
+        size_t k = n - i < LATCH_STORE_TOUCH_BATCH ? n - i : LATCH_STORE_TOUCH_BATCH;
+
+        (void)store_connection_touch_many(rf->app->store, ids + i, k, now);
+    }
+    free(ids);
+    pthread_mutex_lock(&rf->mu);
+}
+
+void
+refresh_result_clear(struct refresh_result *r)
+{
+    store_connection_clear(&r->conn);
+    creds_free(r->creds);
+    r->creds = NULL;
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s != NULL ? xstrdup(s) : NULL;
+}
+
+static void
+conn_copy(struct store_connection *dst, const struct store_connection *src)
+{
+    *dst = *src;
+    dst->uid = dup_or_null(src->uid);
+    dst->connection_id = dup_or_null(src->connection_id);
+    dst->provider_config_key = dup_or_null(src->provider_config_key);
+    dst->provider = dup_or_null(src->provider);
+    dst->credentials_sealed = dup_or_null(src->credentials_sealed);
+    dst->connection_config_json = dup_or_null(src->connection_config_json);
+    dst->metadata_json = dup_or_null(src->metadata_json);
+    dst->tags_json = dup_or_null(src->tags_json);
+    dst->end_user_json = dup_or_null(src->end_user_json);
+    dst->webhook_url_override = dup_or_null(src->webhook_url_override);
+    dst->auth_error_json = dup_or_null(src->auth_error_json);
+}
+
+static void
+set_err(struct refresh_result *r, unsigned status, const char *code, const char *msg)
+{
+    r->status = status;
+    latch_strlcpy(r->code, code, sizeof r->code);
+    latch_strlcpy(r->message, msg, sizeof r->message);
+}
+
+static int64_t
+margin_ms(struct refresher *rf, const struct store_connection *c)
+{
+    const struct catalog_provider *p = catalog_find(rf->app->catalog, c->provider);
+
+    if (rf->margin_override_s >= 0)
+        return (int64_t)rf->margin_override_s * 1000;
+    if (p != NULL && p->token_expiration_buffer_s >= 0)
+        return (int64_t)p->token_expiration_buffer_s * 1000;
+    return (int64_t)rf->app->cfg->refresh_margin_s * 1000;
+}
+
+static bool
+is_fresh(struct refresher *rf, const struct store_connection *c, int64_t now)
+{
+    return c->expires_at == 0 || c->expires_at - now >= margin_ms(rf, c);
+}
+
+/* Fills r with the row and its opened credentials (status 200). */
+static void
+answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh_result *r)
+{
+    latch_rc rc;
+
+    memset(r, 0, sizeof *r);
+    conn_copy(&r->conn, c);
+    rc = creds_open(rf->app->vault, c->uid, c->credentials_sealed, &r->creds);
+    if (rc != LATCH_OK) {
+        log_error("credentials do not decrypt", "conn_row=%lld rc=%s", (long long)c->id,
+                  latch_strerror(rc));
+        set_err(r, 500, "credentials_unreadable",
+                "The stored credentials could not be decrypted with the configured keys.");
+        return;
+    }
+    r->status = 200;
+}
+
+/*
+ * Answers without a token request when the row says not to make one (unless forced): the
+ * connection needs re-authorisation (424), or a back-off window is open (the current token
+ * while it is valid, else 424). Returns false when a refresh may go ahead. r starts zeroed.
+ */
+static bool
+answer_held_back(struct refresher *rf, const struct store_connection *c, bool force, int64_t now,
+                 struct refresh_result *r)
+{
+    if (force)
+        return false;
+    if (c->needs_reauth) {
+        char msg[320];
+        json_t *e = api_json_col(c->auth_error_json);
+        const char *desc = json_string_value(json_object_get(e, "description"));
+
+        (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised%s%.250s",
+                       desc ? ": " : ".", desc ? desc : "");
+        json_decref(e);
+        set_err(r, 424, "invalid_credentials", msg);
+        conn_copy(&r->conn, c);
+        return true;
+    }
+    if (c->next_refresh_at <= now)
+        return false;
+    if (c->expires_at > now) {
+        answer_ok(rf, c, r);
+    } else {
+        set_err(r, 424, "connection_refresh_backoff",
+                "A recent refresh attempt failed. Backing off before retrying.");
+        conn_copy(&r->conn, c);
+    }
+    return true;
+}
+
+static void
+finish_flight(struct refresher *rf, struct flight *f, const struct refresh_result *proto)
+{
+    struct flight **pp;
+    struct waiter *w, *next;
+
+    pthread_mutex_lock(&rf->mu);
+    for (pp = &rf->flights; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    pthread_mutex_unlock(&rf->mu);
+    for (w = f->waiters; w != NULL; w = next) {
+        struct refresh_result r;
+
+        next = w->next;
+        memset(&r, 0, sizeof r);
+        r.status = proto->status;
+        latch_strlcpy(r.code, proto->code, sizeof r.code);
+        latch_strlcpy(r.message, proto->message, sizeof r.message);
+        if (proto->conn.uid != NULL)
+            conn_copy(&r.conn, &proto->conn);
+        if (proto->creds != NULL)
+            r.creds = json_deep_copy(proto->creds);
+        w->done(&r, w->ud);
+        refresh_result_clear(&r);
+        free(w);
+    }
+    store_connection_clear(&f->conn);
+    free(f);
+}
+
+/* Re-reads the row and finishes the flight with it (someone else's refresh, or ours). */
+static void
+finish_with_row(struct refresher *rf, struct flight *f)
+{
+    struct store_connection row;
+    struct refresh_result r;
+    latch_rc rc;
+
+    memset(&row, 0, sizeof row);
+    memset(&r, 0, sizeof r);
+    rc = store_connection_get_by_id(rf->app->store, f->env_id, f->conn_id, &row);
+    if (rc == LATCH_E_NOT_FOUND)
+        set_err(&r, 404, "unknown_connection", "The connection was deleted.");
+    else if (rc != LATCH_OK)
+        set_err(&r, 503, "service_unavailable", "The store is unavailable. Try again.");
+    else
+        answer_ok(rf, &row, &r);
+    finish_flight(rf, f, &r);
+    refresh_result_clear(&r);
+    store_connection_clear(&row);
+}
+
+static int64_t
+backoff_ms(struct refresher *rf, int attempts, int64_t retry_after_ms)
+{
+    int64_t b = rf->app->cfg->refresh_backoff_ms;
+    uint32_t rnd = 0;
+
+    for (int i = 1; i < attempts && b < REFRESH_MAX_BACKOFF_MS; i++)
+        b *= 2;
+    if (b > REFRESH_MAX_BACKOFF_MS)
+        b = REFRESH_MAX_BACKOFF_MS;
+    (void)RAND_bytes((unsigned char *)&rnd, sizeof rnd);
+    /* full window minus up to 25 % jitter, so nodes don't retry in lock-step */
+    b -= (int64_t)((double)b * 0.25 * ((double)rnd / 4294967295.0));
+    if (retry_after_ms > b)
+        b = retry_after_ms;
+    return b;
+}
+
+static void
+on_exchange(struct oauth_cc_result *res, void *ud)
+{
+    struct flight *f = ud;
+    struct refresher *rf = f->rf;
+    struct app *a = rf->app;
+    struct refresh_result r;
+    int64_t now = latch_now_ms();
+    latch_rc rc;
+
+    memset(&r, 0, sizeof r);
+    if (res->outcome == OCC_OK) {
+        char *sealed = NULL;
+        int64_t newv = 0;
+
+        rc = creds_seal(a->vault, f->conn.uid, res->creds, &sealed);
+        if (rc == LATCH_OK)
+            rc = store_connection_refresh_done(a->store, f->conn_id, f->owner, f->lease_version,
+                                               sealed, res->expires_at, &newv);
+        free(sealed);
+        if (rc == LATCH_OK) {
+            log_info("token refreshed", "conn_row=%lld version=%lld", (long long)f->conn_id,
+                     (long long)newv);
+        } else if (rc == LATCH_E_CONFLICT) {
+            /* our lease expired and someone else wrote a newer token: theirs wins */
+            log_warn("stale refresh discarded", "conn_row=%lld", (long long)f->conn_id);
+        } else if (rc != LATCH_E_NOT_FOUND) {
+            log_error("storing refreshed token failed", "conn_row=%lld rc=%s",
+                      (long long)f->conn_id, latch_strerror(rc));
+        }
+        finish_with_row(rf, f);
+        return;
+    }
+
+    /* failure */
+    {
+        json_t *e = json_pack("{s:s, s:s, s:s, s:I}", "type", "auth", "reason", res->reason,
+                              "description", res->message, "at", (json_int_t)now);
+        char *ej = api_json_dump(e);
+        bool was_reauth = f->conn.needs_reauth;
+        int attempts = f->conn.refresh_attempts + 1;
+        int64_t next = res->terminal ? 0 : now + backoff_ms(rf, attempts, res->retry_after_ms);
+
+        json_decref(e);
+        rc = store_connection_refresh_failed(a->store, f->conn_id, f->owner, ej, next,
+                                             res->terminal);
+        free(ej);
+        log_warn("token refresh failed", "conn_row=%lld reason=%s terminal=%d attempts=%d",
+                 (long long)f->conn_id, res->reason, res->terminal ? 1 : 0, attempts);
+        if (res->terminal && !was_reauth && rc == LATCH_OK) {
+            struct store_env env;
+
+            memset(&env, 0, sizeof env);
+            if (store_env_get(a->store, f->env_id, &env) == LATCH_OK)
+                (void)webhook_auth_event(a, &env, &f->conn, "refresh", false,
+                                         "refresh_token_external_error", res->message, NULL);
+            store_env_clear(&env);
+        }
+        if (res->terminal) {
+            char msg[320];
+
+            (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised: %.250s",
+                           res->message);
+            set_err(&r, 424, "invalid_credentials", msg);
+        } else if (f->conn.expires_at > now && !f->force) {
+            /* the current token still works: hand it out while we back off */
+            answer_ok(rf, &f->conn, &r);
+        } else {
+            char msg[320];
+
+            (void)snprintf(msg, sizeof msg,
+                           "A refresh attempt failed (%.200s). Backing off before retrying.",
+                           res->message);
+            set_err(&r, 424, "connection_refresh_backoff", msg);
+        }
+        finish_flight(rf, f, &r);
+        refresh_result_clear(&r);
+    }
+}
+
+/* With the lease held: refresh unless someone already did. Caller thread or refresher thread. */
+static void
+run_flight(struct flight *f)
+{
+    struct refresher *rf = f->rf;
+    struct app *a = rf->app;
+    struct store_connection row;
+    json_t *creds = NULL, *cfg = NULL;
+    struct oauth_cc_result err_res;
+    struct oauth_cc_input in;
+    struct refresh_result held;
+    const struct catalog_provider *p;
+    int64_t now = latch_now_ms();
+    latch_rc rc;
+
+    memset(&row, 0, sizeof row);
+    rc = store_connection_get_by_id(a->store, f->env_id, f->conn_id, &row);
+    if (rc != LATCH_OK) {
+        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        finish_with_row(rf, f);
+        return;
+    }
+    if (row.version != f->observed_version && is_fresh(rf, &row, now) && !row.needs_reauth) {
+        /* another refresher finished between our decision and our lease */
+        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        store_connection_clear(&row);
+        finish_with_row(rf, f);
+        return;
+    }
+    memset(&held, 0, sizeof held);
+    if (answer_held_back(rf, &row, f->force, now, &held)) {
+        /* a failure was recorded between our decision and our lease (by our own previous
+         * flight or another node): honour it instead of asking again */
+        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        finish_flight(rf, f, &held);
+        refresh_result_clear(&held);
+        store_connection_clear(&row);
+        return;
+    }
+    store_connection_clear(&f->conn);
+    f->conn = row;
+    p = catalog_find(a->catalog, row.provider);
+    rc = creds_open(a->vault, row.uid, row.credentials_sealed, &creds);
+    cfg = api_json_col(row.connection_config_json);
+    if (p == NULL || rc != LATCH_OK || !json_is_object(cfg) ||
+        json_string_value(json_object_get(creds, "client_id")) == NULL) {
+        struct refresh_result r;
+
+        memset(&r, 0, sizeof r);
+        set_err(&r, 424, "invalid_credentials",
+                p == NULL ? "The provider of this connection is not in the catalogue."
+                          : "The stored credentials cannot be used to refresh the token.");
+        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        finish_flight(rf, f, &r);
+        goto out;
+    }
+    in.provider = p;
+    in.connection_config = cfg;
+    in.client_id = json_string_value(json_object_get(creds, "client_id"));
+    in.client_secret = json_string_value(json_object_get(creds, "client_secret"));
+    if (in.client_secret == NULL)
+        in.client_secret = "";
+    atomic_fetch_add(&rf->token_requests, 1);
+    rc = oauth_cc_exchange(a, &in, on_exchange, f, &err_res);
+    if (rc != LATCH_OK)
+        on_exchange(&err_res, f); /* classified failure, same path */
+out:
+    creds_free(creds);
+    json_decref(cfg);
+}
+
+/* Tries to take the lease; true if the flight proceeded (or finished), false to poll again. */
+static bool
+try_lease(struct flight *f)
+{
+    struct refresher *rf = f->rf;
+    bool draining;
+    latch_rc rc;
+
+    rc = store_connection_lease(rf->app->store, f->conn_id, f->owner,
+                                rf->app->cfg->refresh_lease_ms, &f->lease_version);
+    if (rc == LATCH_OK) {
+        run_flight(f);
+        return true;
+    }
+    if (rc == LATCH_E_CONFLICT) {
+        struct store_connection row;
+
+        /* someone else is refreshing: done as soon as a newer version is visible */
+        memset(&row, 0, sizeof row);
+        if (store_connection_get_by_id(rf->app->store, f->env_id, f->conn_id, &row) == LATCH_OK &&
+            row.version != f->observed_version && is_fresh(rf, &row, latch_now_ms())) {
+            store_connection_clear(&row);
+            finish_with_row(rf, f);
+            return true;
+        }
+        store_connection_clear(&row);
+        pthread_mutex_lock(&rf->mu);
+        draining = rf->drain_deadline != 0 && latch_now_ms() >= rf->drain_deadline;
+        pthread_mutex_unlock(&rf->mu);
+        if (!draining && latch_now_ms() < f->lease_deadline)
+            return false;
+        {
+            struct refresh_result r;
+
+            memset(&r, 0, sizeof r);
+            if (draining)
+                set_err(&r, 503, "server_shutting_down",
+                        "latch is shutting down while another process refreshes this "
+                        "connection. Try again.");
+            else
+                set_err(&r, 503, "refresh_in_progress",
+                        "Another refresh of this connection is taking too long. Try again.");
+            finish_flight(rf, f, &r);
+        }
+        return true;
+    }
+    finish_with_row(rf, f); /* NOT_FOUND or store error: answer from the row (404/503) */
+    return true;
+}
+
+/* Worker thread (or the caller when the pool is full): a new flight's first lease attempt. */
+static void
+lease_job(void *ud)
+{
+    struct flight *f = ud;
+    struct refresher *rf = f->rf;
+
+    if (!try_lease(f)) {
+        pthread_mutex_lock(&rf->mu);
+        f->waiting_lease = true;
+        pthread_cond_signal(&rf->cv);
+        pthread_mutex_unlock(&rf->mu);
+    }
+}
+
+bool
+refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
+                    const char *connection_id, bool force, refresher_done_fn done, void *ud,
+                    struct refresh_result *now_out)
+{
+    struct store_connection c;
+    struct flight *f;
+    struct waiter *w;
+    int64_t now = latch_now_ms();
+    latch_rc rc;
+    bool need;
+
+    atomic_fetch_add_explicit(&rf->gets, 1, memory_order_relaxed);
+    memset(now_out, 0, sizeof *now_out);
+    memset(&c, 0, sizeof c);
+    rc = store_connection_get(rf->app->store, env_id, provider_config_key, connection_id, &c);
+    if (rc == LATCH_E_NOT_FOUND) {
+        set_err(now_out, 404, "unknown_connection", "Failed to find connection");
+        return true;
+    }
+    if (rc != LATCH_OK) {
+        set_err(now_out, 503, "service_unavailable", "The store is unavailable. Try again.");
+        return true;
+    }
+    if (now - c.last_fetched_at > REFRESH_TOUCH_INTERVAL_MS) {
+        touch_later(rf, c.id);
+        c.last_fetched_at = now;
+    }
+    need = force || !is_fresh(rf, &c, now) || c.needs_reauth;
+    if (!need) {
+        answer_ok(rf, &c, now_out);
+        store_connection_clear(&c);
+        return true;
+    }
+    if (answer_held_back(rf, &c, force, now, now_out)) {
+        store_connection_clear(&c);
+        return true;
+    }
+
+    w = xcalloc(1, sizeof *w);
+    w->done = done;
+    w->ud = ud;
+    pthread_mutex_lock(&rf->mu);
+    for (f = rf->flights; f != NULL; f = f->next)
+        if (f->conn_id == c.id)
+            break;
+    if (f != NULL) {
+        w->next = f->waiters;
+        f->waiters = w;
+        pthread_mutex_unlock(&rf->mu);
+        store_connection_clear(&c);
+        return false;
+    }
+    f = xcalloc(1, sizeof *f);
+    f->rf = rf;
+    f->conn_id = c.id;
+    f->env_id = env_id;
+    f->observed_version = c.version;
+    f->force = force;
+    f->lease_deadline = now + 2LL * rf->app->cfg->refresh_lease_ms;
+    (void)snprintf(f->owner, sizeof f->owner, "%s:%llu", rf->app->node_id,
+                   (unsigned long long)atomic_fetch_add(&rf->seq, 1));
+    f->conn = c; /* takes ownership */
+    f->waiters = w;
+    f->next = rf->flights;
+    rf->flights = f;
+    pthread_mutex_unlock(&rf->mu);
+
+    /*
+     * Taking the lease is a store write (a commit that waits for fsync, or for the row lock of
+     * another node's transaction): not on the caller's thread, which serves other connections.
+     */
+    worker_run(rf->app->worker, lease_job, f);
+    return false;
+}
+
+static void
+noop_done(struct refresh_result *r, void *ud)
+{
+    (void)r;
+    (void)ud;
+}
+
+static void
+scan_due(struct refresher *rf)
+{
+    int64_t now = latch_now_ms();
+    int64_t *ids = NULL, *envs = NULL;
+    size_t n = 0;
+    int64_t m = rf->margin_override_s >= 0 ? (int64_t)rf->margin_override_s * 1000
+                                           : (int64_t)rf->app->cfg->refresh_margin_s * 1000;
+
+    if (store_connection_due_for_refresh(rf->app->store, now + m, now - REFRESH_IN_USE_WINDOW_MS,
+                                         REFRESH_SCAN_BATCH, &ids, &envs, &n) != LATCH_OK)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct store_connection c;
+        struct refresh_result r;
+
+        memset(&c, 0, sizeof c);
+        if (store_connection_get_by_id(rf->app->store, envs[i], ids[i], &c) != LATCH_OK)
+            continue;
+        if (refresher_get_fresh(rf, envs[i], c.provider_config_key, c.connection_id, false,
+                                noop_done, NULL, &r))
+            refresh_result_clear(&r);
+        store_connection_clear(&c);
+    }
+    free(ids);
+    free(envs);
+}
+
+static void *
+refresher_main(void *arg)
+{
+    struct refresher *rf = arg;
+    int64_t last_scan = 0, last_purge = 0, last_trim = 0;
+    uint64_t trim_seen = 0;
+    bool trimmed = false;
+
+    pthread_mutex_lock(&rf->mu);
+    while (!rf->stop) {
+        struct timespec ts;
+        struct flight *f;
+        bool any_waiting = false;
+        int64_t now;
+
+        for (f = rf->flights; f != NULL; f = f->next)
+            any_waiting |= f->waiting_lease;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (any_waiting ? REFRESH_LEASE_POLL_MS : 500) * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        (void)pthread_cond_timedwait(&rf->cv, &rf->mu, &ts);
+        if (rf->stop)
+            break;
+        /* poll foreign leases: pick one waiting flight at a time, outside the lock */
+        for (;;) {
+            for (f = rf->flights; f != NULL; f = f->next)
+                if (f->waiting_lease)
+                    break;
+            if (f == NULL)
+                break;
+            f->waiting_lease = false;
+            pthread_mutex_unlock(&rf->mu);
+            if (!try_lease(f)) {
+                pthread_mutex_lock(&rf->mu);
+                f->waiting_lease = true;
+                break;
+            }
+            pthread_mutex_lock(&rf->mu);
+        }
+        flush_touches(rf);
+        now = latch_now_ms();
+        if (rf->app->cfg->background_refresh && now - last_scan >= REFRESH_SCAN_INTERVAL_MS) {
+            last_scan = now;
+            pthread_mutex_unlock(&rf->mu);
+            scan_due(rf);
+            pthread_mutex_lock(&rf->mu);
+        }
+        if (now - last_trim >= REFRESH_TRIM_INTERVAL_MS) {
+            uint64_t seen = atomic_load_explicit(&rf->gets, memory_order_relaxed);
+
+            last_trim = now;
+            /* once traffic stops, give freed memory (buffers of reaped client connections,
+             * curl's transfers) back to the OS; under load the pages would only be faulted
+             * back in by the next requests. Outside the lock: it walks every arena. */
+            if (seen == trim_seen && !trimmed) {
+                trimmed = true;
+                pthread_mutex_unlock(&rf->mu);
+                (void)malloc_trim(64 * 1024);
+                pthread_mutex_lock(&rf->mu);
+            } else if (seen != trim_seen) {
+                trim_seen = seen;
+                trimmed = false;
+            }
+        }
+        if (now - last_purge > 60000) {
+            last_purge = now;
+            pthread_mutex_unlock(&rf->mu);
+            (void)store_session_purge_expired(rf->app->store, now);
+            pthread_mutex_lock(&rf->mu);
+        }
+    }
+    flush_touches(rf);
+    pthread_mutex_unlock(&rf->mu);
+    return NULL;
+}
+
+latch_rc
+refresher_start(struct app *a, struct refresher **out)
+{
+    struct refresher *rf = xcalloc(1, sizeof *rf);
+    const char *ov = getenv("LATCH_REFRESH_MARGIN_S");
+
+    rf->app = a;
+    rf->margin_override_s = (ov != NULL && ov[0] != '\0') ? a->cfg->refresh_margin_s : -1;
+    pthread_mutex_init(&rf->mu, NULL);
+    pthread_cond_init(&rf->cv, NULL);
+    if (pthread_create(&rf->thr, NULL, refresher_main, rf) != 0) {
+        free(rf);
+        return LATCH_E_INTERNAL;
+    }
+    rf->started = true;
+    *out = rf;
+    return LATCH_OK;
+}
+
+void
+refresher_drain(struct refresher *rf, int64_t within_ms)
+{
+    if (rf == NULL)
+        return;
+    pthread_mutex_lock(&rf->mu);
+    if (rf->drain_deadline == 0)
+        rf->drain_deadline = latch_now_ms() + within_ms;
+    pthread_cond_signal(&rf->cv);
+    pthread_mutex_unlock(&rf->mu);
+}
+
+void
+refresher_stop(struct refresher *rf)
+{
+    if (rf == NULL)
+        return;
+    pthread_mutex_lock(&rf->mu);
+    rf->stop = true;
+    pthread_cond_signal(&rf->cv);
+    pthread_mutex_unlock(&rf->mu);
+    if (rf->started)
+        pthread_join(rf->thr, NULL);
+    pthread_mutex_destroy(&rf->mu);
+    pthread_cond_destroy(&rf->cv);
+    free(rf);
+}
+
+uint64_t
+refresher_token_requests(const struct refresher *rf)
+{
+    return atomic_load(&((struct refresher *)(uintptr_t)rf)->token_requests);
+}

@@ -1,0 +1,63 @@
+/*
+ * refresher.h - always-fresh tokens.
+ *
+ * refresher_get_fresh returns a connection with a token that has comfortable life left,
+ * refreshing it first when needed. Exactly one token request per connection per refresh:
+ * in-process single-flight (all concurrent callers wait on one flight) plus the store's refresh
+ * lease with owner and version (one refresher across processes/nodes; a stale writer can never
+ * overwrite a newer token). Failures are classified: terminal ones mark the connection as
+ * needing re-authorisation (one `refresh` failure webhook, no more token requests until the
+ * user re-links); transient ones back off with jitter (424 connection_refresh_backoff meanwhile;
+ * a still-valid token keeps being served). A background thread renews tokens of connections in
+ * use shortly before they expire, so callers rarely wait.
+ *
+ * Threads: refresher_get_fresh from any thread. The done callback runs either synchronously
+ * (return value true: result in *now) or later on a worker or the curl thread (return false).
+ */
+#ifndef LATCH_REFRESHER_H
+#define LATCH_REFRESHER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/rc.h"
+#include "store/store.h"
+
+struct app;
+struct refresher;
+
+struct refresh_result {
+    unsigned status; /* 200 on success, else the HTTP status to answer */
+    char code[48];   /* error code when status != 200 */
+    char message[320];
+    struct store_connection conn; /* the row (owned; cleared by refresh_result_clear) */
+    json_t *creds;                /* opened credentials (owned) */
+};
+void refresh_result_clear(struct refresh_result *r);
+
+typedef void (*refresher_done_fn)(struct refresh_result *r, void *ud);
+
+latch_rc refresher_start(struct app *a, struct refresher **out);
+/*
+ * First step of shutdown (any thread, before the HTTP server drains): callers waiting for
+ * another process's refresh lease keep waiting for at most within_ms more, then get 503
+ * server_shutting_down instead of waiting for the lease to expire. Flights whose own token
+ * request is in progress finish normally.
+ */
+void refresher_drain(struct refresher *r, int64_t within_ms);
+void refresher_stop(struct refresher *r);
+
+/*
+ * Returns true if *now holds the answer (done is not called); false if done will be called
+ * later exactly once (it owns *r until it returns).
+ */
+bool refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
+                         const char *connection_id, bool force, refresher_done_fn done, void *ud,
+                         struct refresh_result *now);
+
+/* Counters (tests/metrics). */
+uint64_t refresher_token_requests(const struct refresher *rf);
+
+#endif

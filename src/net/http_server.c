@@ -1,0 +1,1662 @@
+/*
+ * http_server.c - the libmicrohttpd (0.9.75) adapter behind http_server.h.
+ *
+ * The per-request state machine, the threads that touch a request and the lifetime rules are
+ * described in docs/internals/http_server.md; keep the two in step.
+ *
+ * Locking: srv->mu (live list, stopping flag) may be taken before req->mu, never after.
+ * MHD_suspend_connection/MHD_resume_connection are only called with req->mu held, so "is MHD
+ * holding this connection suspended" (req->susp) is always exact: a resume can never precede
+ * the suspend it undoes.
+ */
+#include "net/http_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <openssl/rand.h>
+
+#include "core/latch_limits.h"
+#include "core/log.h"
+#include "util/buf.h"
+#include "util/str.h"
+#include "util/xalloc.h"
+
+/* Longest client-supplied X-Request-Id we reuse (chars of [A-Za-z0-9._-]). */
+#define HTTP_REQ_ID_MAX 64
+/* Block size of streaming responses (bytes asked from read_cb at most). */
+#define HTTP_STREAM_BLOCK (32 * 1024)
+/*
+ * A chunked upload that overflows the route's cap cannot be answered at once (MHD 0.9.75
+ * refuses MHD_queue_response mid-upload), so we read and drop up to this many further bytes
+ * to still answer 413; past it the connection is closed without an answer.
+ */
+#define HTTP_DISCARD_MAX (1024 * 1024)
+/* Headers an application may add to one response. */
+#define HTTP_MAX_RESP_HEADERS 64
+/* Bytes of extra logfmt pairs per request line (http_req_log_kv). */
+#define HTTP_LOG_KV_MAX 512
+/* How long http_server_stop waits for dispatched requests before forcing them. */
+#define HTTP_STOP_GRACE_MS 10000
+/* Defaults for zero-valued options. */
+#define HTTP_DEFAULT_CONN_LIMIT 1024
+#define HTTP_DEFAULT_TIMEOUT_S 30
+#define HTTP_MIN_HEADER_LIMIT 4096
+#define HTTP_MAX_POOL_THREADS 256
+
+#define JSON_CTYPE "application/json; charset=utf-8"
+
+static const char cors_expose[] =
+    "Authorization, Etag, Content-Type, Content-Length, X-Nango-Signature, X-RateLimit-Limit, "
+    "X-RateLimit-Remaining, X-RateLimit-Reset, X-Request-Id";
+static const char cors_allow_methods[] = "GET,HEAD,PUT,PATCH,POST,DELETE";
+static const char cors_allow_headers[] =
+    "Authorization, Content-Type, Accept, Origin, X-Requested-With, Nango-Activity-Log-Id, "
+    "Nango-Is-Dry-Run, Nango-Is-Sync, Provider-Config-Key, Connection-Id, Sentry-Trace, Baggage";
+
+struct kv {
+    char *k; /* owned */
+    char *v; /* owned; may be NULL for a query flag */
+};
+
+enum req_state {
+    RS_NEW,      /* allocated at the request line; headers not yet seen */
+    RS_BODY,     /* buffering the body */
+    RS_DISPATCH, /* inside the dispatcher */
+    RS_WAIT_APP, /* dispatcher suspended; waiting for http_req_resume */
+    RS_READY,    /* response complete; queue it at the next access-handler call */
+    RS_SENDING,  /* response queued to MHD */
+};
+
+/* Why MHD currently holds the connection suspended (SUSP_NONE = not suspended). */
+enum susp_reason { SUSP_NONE = 0, SUSP_APP, SUSP_SINK, SUSP_STREAM };
+
+enum resp_kind { RESP_NONE = 0, RESP_BYTES, RESP_STREAM };
+
+struct http_req {
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    pthread_mutex_t mu;
+    atomic_int refs; /* MHD (until completion) + app (suspend..resume) + stream ctx */
+
+    /* guarded by mu */
+    enum req_state state;
+    enum susp_reason susp;
+    bool app_suspended; /* http_req_suspend was called */
+    bool resumed;       /* http_req_resume was called */
+    bool completed;     /* MHD is done with the connection's request; conn is dangling */
+    bool body_kick;     /* http_req_body_resume arrived while not suspended */
+    bool stream_kick;   /* http_req_stream_ready arrived while not suspended */
+    bool force_end;     /* server stop gave up waiting: end streams with an error */
+
+    /* pool thread only (set before dispatch; read-only for everyone during dispatch) */
+    bool started;
+    bool counted; /* in srv->live list */
+    bool stream_in;
+    bool body_streaming;
+    bool too_large;
+    bool sink_end_sent;
+    struct conn_slot *slot; /* the connection's slot while MHD owes the completion callback */
+    char *method;
+    char *path;
+    char *raw_target;
+    char id[HTTP_REQ_ID_MAX + 1];
+    char ip[INET6_ADDRSTRLEN];
+    uint64_t start_us;
+    struct kv *hdrs;
+    size_t n_hdrs;
+    struct kv *args;
+    size_t n_args, args_total;
+    size_t body_limit;
+    struct buf body;
+    unsigned long long bytes_in, bytes_out, discarded;
+    http_body_sink_fn sink;
+    void *sink_ud;
+
+    /* pending response (guarded by mu until RS_SENDING) */
+    unsigned status;
+    enum resp_kind kind;
+    char *resp_data; /* owned unless resp_static */
+    const char *resp_static_data;
+    size_t resp_len;
+    char *ctype;     /* owned */
+    bool close_conn; /* add "Connection: close" */
+    struct kv *resp_hdrs;
+    size_t n_resp_hdrs;
+    http_stream_read_fn read_cb;
+    void (*stream_free)(void *);
+    void *stream_ud;
+    long long stream_len;
+    unsigned sent_status;
+
+    void *app_data;
+    void (*app_free)(void *);
+    struct buf log_kv;
+
+    struct http_req *live_prev, *live_next; /* guarded by srv->mu */
+};
+
+struct http_server {
+    struct MHD_Daemon *d;
+    uint16_t port;
+    http_dispatch_fn dispatch;
+    http_body_limit_fn body_limit;
+    http_stream_body_fn stream_body;
+    void *ud;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;
+    size_t live; /* dispatched requests not yet freed */
+    struct http_req *live_head;
+};
+
+/* What the content reader needs; owned by the MHD response, freed by its free callback. */
+struct stream_ctx {
+    struct http_req *r; /* holds one reference */
+    http_stream_read_fn read_cb;
+    void (*free_cb)(void *);
+    void *ud;
+};
+
+static uint64_t
+now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void
+lock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_lock(m) != 0)
+        abort();
+}
+
+static void
+unlock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_unlock(m) != 0)
+        abort();
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* request lifetime */
+
+static void
+kv_free_array(struct kv *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(a[i].k);
+        free(a[i].v);
+    }
+    free(a);
+}
+
+/* Drops the pending response; returns the stream free callback the caller must run unlocked. */
+static void
+resp_clear_locked(struct http_req *r, void (**free_fn)(void *), void **free_ud)
+{
+    *free_fn = NULL;
+    *free_ud = NULL;
+    if (r->kind == RESP_STREAM) {
+        *free_fn = r->stream_free;
+        *free_ud = r->stream_ud;
+    }
+    free(r->resp_data);
+    r->resp_data = NULL;
+    r->resp_static_data = NULL;
+    r->resp_len = 0;
+    r->read_cb = NULL;
+    r->stream_free = NULL;
+    r->stream_ud = NULL;
+    r->kind = RESP_NONE;
+    r->status = 0;
+    free(r->ctype);
+    r->ctype = NULL;
+}
+
+static void req_id_generate(char *out);
+static void client_ip(struct MHD_Connection *conn, char *out, size_t out_size);
+
+/* Pool thread, at the request line (headers not parsed yet; client address known). */
+static struct http_req *
+req_new(struct http_server *s, struct MHD_Connection *conn, const char *uri)
+{
+    struct http_req *r = xcalloc(1, sizeof *r);
+
+    r->srv = s;
+    r->conn = conn;
+    if (pthread_mutex_init(&r->mu, NULL) != 0)
+        abort();
+    atomic_init(&r->refs, 1);
+    r->state = RS_NEW;
+    r->raw_target = xstrdup(uri != NULL ? uri : "");
+    r->start_us = now_us();
+    req_id_generate(r->id); /* replaced by a sane client X-Request-Id once headers are in */
+    client_ip(conn, r->ip, sizeof r->ip);
+    buf_init(&r->body, 0);
+    buf_init(&r->log_kv, HTTP_LOG_KV_MAX);
+    return r;
+}
+
+static void
+req_release(struct http_req *r)
+{
+    struct http_server *s = r->srv;
+    void (*sfree)(void *);
+    void *sud;
+
+    if (atomic_fetch_sub(&r->refs, 1) != 1)
+        return;
+    if (r->counted) {
+        lock(&s->mu);
+        if (r->live_prev != NULL)
+            r->live_prev->live_next = r->live_next;
+        else
+            s->live_head = r->live_next;
+        if (r->live_next != NULL)
+            r->live_next->live_prev = r->live_prev;
+        s->live--;
+        pthread_cond_broadcast(&s->cv);
+        unlock(&s->mu);
+    }
+    resp_clear_locked(r, &sfree, &sud);
+    if (sfree != NULL)
+        sfree(sud);
+    if (r->app_free != NULL)
+        r->app_free(r->app_data);
+    kv_free_array(r->hdrs, r->n_hdrs);
+    kv_free_array(r->args, r->n_args);
+    kv_free_array(r->resp_hdrs, r->n_resp_hdrs);
+    buf_free(&r->body);
+    buf_free(&r->log_kv);
+    free(r->method);
+    free(r->path);
+    free(r->raw_target);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* request parsing (first access-handler call) */
+
+static bool
+req_id_sane(const char *s)
+{
+    size_t n = 0;
+
+    if (s == NULL || *s == '\0')
+        return false;
+    for (; s[n] != '\0'; n++) {
+        unsigned char c = (unsigned char)s[n];
+
+        if (n >= HTTP_REQ_ID_MAX)
+            return false;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static void
+random_fill(unsigned char *b, size_t len)
+{
+    if (RAND_bytes(b, (int)len) == 1)
+        return;
+    for (size_t got = 0; got < len;) {
+        ssize_t n = getrandom(b + got, len - got, 0);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            abort(); /* no randomness at all: nothing sane to do */
+        }
+        got += (size_t)n;
+    }
+}
+
+/*
+ * Request ids are for correlating logs, not secrets: a per-thread splitmix64 sequence from a
+ * random seed (distinct within a thread; across threads a clash needs two random 64-bit
+ * starting points to land within a few million steps of each other). It spares every request a
+ * DRBG call and the getpid() OpenSSL makes in it.
+ */
+static void
+req_id_generate(char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    static _Thread_local uint64_t state;
+    static _Thread_local bool seeded;
+    uint64_t z;
+
+    if (!seeded) {
+        random_fill((unsigned char *)&state, sizeof state);
+        seeded = true;
+    }
+    z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    for (int i = 0; i < 16; i++)
+        out[i] = hex[(z >> (60 - 4 * i)) & 15];
+    out[16] = '\0';
+}
+
+static void
+client_ip(struct MHD_Connection *conn, char *out, size_t out_size)
+{
+    const union MHD_ConnectionInfo *ci;
+    const struct sockaddr *sa;
+
+    latch_strlcpy(out, "-", out_size);
+    ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci == NULL || ci->client_addr == NULL)
+        return;
+    sa = ci->client_addr;
+    if (sa->sa_family == AF_INET) {
+        struct sockaddr_in sin;
+
+        memcpy(&sin, sa, sizeof sin);
+        (void)inet_ntop(AF_INET, &sin.sin_addr, out, (socklen_t)out_size);
+    } else if (sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 sin6;
+
+        memcpy(&sin6, sa, sizeof sin6);
+        if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr))
+            (void)inet_ntop(AF_INET, &sin6.sin6_addr.s6_addr[12], out, (socklen_t)out_size);
+        else
+            (void)inet_ntop(AF_INET6, &sin6.sin6_addr, out, (socklen_t)out_size);
+    }
+}
+
+struct collect_ctx {
+    struct kv *a;
+    size_t n, cap, total, max;
+};
+
+static enum MHD_Result
+collect_kv(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct collect_ctx *c = cls;
+
+    (void)kind;
+    c->total++;
+    if (c->n >= c->max)
+        return MHD_YES; /* keep counting */
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        if (c->cap > c->max)
+            c->cap = c->max;
+        c->a = xrealloc(c->a, c->cap * sizeof *c->a);
+    }
+    c->a[c->n].k = xstrdup(key != NULL ? key : "");
+    c->a[c->n].v = value != NULL ? xstrdup(value) : NULL;
+    c->n++;
+    return MHD_YES;
+}
+
+static void
+req_fill(struct http_req *r, const char *url, const char *method)
+{
+    struct collect_ctx c;
+    const char *rid;
+
+    r->started = true;
+    r->method = xstrdup(method != NULL ? method : "");
+    r->path = xstrdup(url != NULL ? url : "");
+
+    memset(&c, 0, sizeof c);
+    c.max = (size_t)-1; /* headers are already bounded by the connection memory limit */
+    (void)MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_kv, &c);
+    r->hdrs = c.a;
+    r->n_hdrs = c.n;
+
+    memset(&c, 0, sizeof c);
+    c.max = LATCH_MAX_QUERY_PARAMS;
+    (void)MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_kv, &c);
+    r->args = c.a;
+    r->n_args = c.n;
+    r->args_total = c.total;
+
+    rid = http_req_header(r, "X-Request-Id");
+    if (req_id_sane(rid))
+        latch_strlcpy(r->id, rid, sizeof r->id);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* responses */
+
+static bool
+header_name_ok(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c) != NULL)
+            return false;
+    }
+    return true;
+}
+
+static bool
+header_value_ok(const char *s)
+{
+    if (s == NULL)
+        return false;
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* Names the adapter sets itself or MHD manages; an application's copy is dropped. */
+static bool
+header_reserved(const char *name)
+{
+    static const char *const reserved[] = {
+        "X-Request-Id",
+        "Access-Control-Allow-Origin",
+        "Access-Control-Expose-Headers",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Connection",
+        "Keep-Alive",
+        "Date",
+    };
+
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (strcasecmp(name, reserved[i]) == 0)
+            return true;
+    return false;
+}
+
+/* With r->mu held: may a response be set now? Clears an earlier one (returned for freeing). */
+static bool
+resp_begin_locked(struct http_req *r, void (**free_fn)(void *), void **free_ud)
+{
+    *free_fn = NULL;
+    *free_ud = NULL;
+    if (r->state == RS_SENDING || r->completed) {
+        log_warn("response after the request finished", "req=%s", r->id);
+        return false;
+    }
+    if (r->kind != RESP_NONE) {
+        log_warn("response set twice; keeping the last", "req=%s", r->id);
+        resp_clear_locked(r, free_fn, free_ud);
+    }
+    return true;
+}
+
+static unsigned
+status_sane(unsigned status)
+{
+    return (status >= 100 && status <= 599) ? status : 500;
+}
+
+/* Takes ownership of owned (else borrows static_data forever); ctype is copied. */
+static void
+resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *owned,
+               const char *static_data, size_t len)
+{
+    char *ct = ctype != NULL ? xstrdup(ctype) : NULL;
+    void (*ffn)(void *);
+    void *fud;
+    bool ok;
+
+    lock(&r->mu);
+    ok = resp_begin_locked(r, &ffn, &fud);
+    if (ok) {
+        r->status = status_sane(status);
+        r->kind = RESP_BYTES;
+        r->resp_data = owned;
+        r->resp_static_data = static_data;
+        r->resp_len = len;
+        r->ctype = ct;
+    }
+    unlock(&r->mu);
+    if (!ok) {
+        free(owned);
+        free(ct);
+    }
+    if (ffn != NULL)
+        ffn(fud);
+}
+
+/* JSON text of v in a fresh xmalloc'd buffer; NULL on failure. */
+static char *
+json_dump_owned(const json_t *v, size_t *len)
+{
+    char first[4096];
+    size_t n, m;
+    char *out;
+
+    if (v == NULL)
+        return NULL;
+    /* one pass for the usual small answer; a second only when it does not fit */
+    n = json_dumpb(v, first, sizeof first, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (n == 0)
+        return NULL;
+    out = xmalloc(n + 1);
+    if (n <= sizeof first) {
+        memcpy(out, first, n);
+        out[n] = '\0';
+        *len = n;
+        return out;
+    }
+    m = json_dumpb(v, out, n, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (m != n) {
+        free(out);
+        return NULL;
+    }
+    out[n] = '\0';
+    *len = n;
+    return out;
+}
+
+static const char internal_error_body[] =
+    "{\"error\":{\"code\":\"internal_error\",\"message\":\"Internal server error\"}}";
+
+void
+http_resp_json(struct http_req *r, unsigned status, json_t *body)
+{
+    size_t len = 0;
+    char *s = json_dump_owned(body, &len);
+
+    json_decref(body);
+    if (s == NULL) {
+        log_error("cannot serialise JSON response", "req=%s", r->id);
+        resp_set_bytes(r, 500, JSON_CTYPE, NULL, internal_error_body,
+                       sizeof internal_error_body - 1);
+        return;
+    }
+    resp_set_bytes(r, status, JSON_CTYPE, s, NULL, len);
+}
+
+void
+http_resp_error(struct http_req *r, unsigned status, const char *code, const char *message)
+{
+    /* messages may quote client input: never let invalid UTF-8 turn a 4xx into a 500 */
+    char *c = latch_utf8_sanitize(code != NULL ? code : "error");
+    char *m = latch_utf8_sanitize(message);
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", c, "message", m);
+
+    free(c);
+    free(m);
+    http_resp_json(r, status, j);
+}
+
+void
+http_resp_bytes(struct http_req *r, unsigned status, const char *content_type, const void *data,
+                size_t len, bool is_static)
+{
+    char *copy = NULL;
+
+    if (content_type != NULL && !header_value_ok(content_type))
+        content_type = NULL;
+    if (!is_static) {
+        copy = xmalloc(len + 1);
+        if (len > 0)
+            memcpy(copy, data, len);
+        copy[len] = '\0';
+    }
+    resp_set_bytes(r, status, content_type, copy, is_static ? data : NULL, len);
+}
+
+void
+http_resp_header(struct http_req *r, const char *name, const char *value)
+{
+    if (!header_name_ok(name) || !header_value_ok(value)) {
+        log_warn("invalid response header dropped", "req=%s", r->id);
+        return;
+    }
+    if (header_reserved(name)) {
+        log_debug("reserved response header dropped", "req=%s", r->id);
+        return;
+    }
+    lock(&r->mu);
+    if (r->state == RS_SENDING || r->completed) {
+        unlock(&r->mu);
+        log_warn("response header after the response was sent", "req=%s", r->id);
+        return;
+    }
+    if (r->n_resp_hdrs >= HTTP_MAX_RESP_HEADERS) {
+        unlock(&r->mu);
+        log_warn("too many response headers; dropped", "req=%s", r->id);
+        return;
+    }
+    r->resp_hdrs = xrealloc(r->resp_hdrs, (r->n_resp_hdrs + 1) * sizeof *r->resp_hdrs);
+    r->resp_hdrs[r->n_resp_hdrs].k = xstrdup(name);
+    r->resp_hdrs[r->n_resp_hdrs].v = xstrdup(value);
+    r->n_resp_hdrs++;
+    unlock(&r->mu);
+}
+
+void
+http_resp_stream(struct http_req *r, unsigned status, long long total_len,
+                 http_stream_read_fn read_cb, void (*free_cb)(void *), void *ud)
+{
+    void (*ffn)(void *);
+    void *fud;
+    bool ok;
+
+    lock(&r->mu);
+    ok = read_cb != NULL && resp_begin_locked(r, &ffn, &fud);
+    if (ok) {
+        r->status = status_sane(status);
+        r->kind = RESP_STREAM;
+        r->read_cb = read_cb;
+        r->stream_free = free_cb;
+        r->stream_ud = ud;
+        r->stream_len = total_len;
+    }
+    unlock(&r->mu);
+    if (ok && ffn != NULL)
+        ffn(fud);
+    if (!ok && free_cb != NULL)
+        free_cb(ud);
+}
+
+static void
+add_header(struct MHD_Response *resp, const char *name, const char *value)
+{
+    if (MHD_add_response_header(resp, name, value) != MHD_YES)
+        log_warn("MHD refused a response header", "name=%s", name);
+}
+
+static void
+add_common_headers(struct MHD_Response *resp, const struct http_req *r)
+{
+    add_header(resp, "X-Request-Id", r->id);
+    add_header(resp, "Access-Control-Allow-Origin", "*");
+    add_header(resp, "Access-Control-Expose-Headers", cors_expose);
+    add_header(resp, "X-Content-Type-Options", "nosniff");
+    add_header(resp, "Referrer-Policy", "no-referrer");
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max);
+static void stream_ctx_free(void *cls);
+
+/*
+ * Pool thread, inside the access handler: hands the pending response to MHD. After the state
+ * becomes RS_SENDING no other thread writes the response fields, so they are read unlocked.
+ */
+static enum MHD_Result
+queue_pending(struct http_req *r)
+{
+    struct MHD_Response *resp = NULL;
+    bool has_ctype = false;
+    enum MHD_Result ret;
+
+    lock(&r->mu);
+    if (r->kind == RESP_NONE) {
+        log_error("dispatcher produced no response", "req=%s", r->id);
+        r->kind = RESP_BYTES;
+        r->status = 500;
+        r->resp_static_data = internal_error_body;
+        r->resp_len = sizeof internal_error_body - 1;
+        r->ctype = xstrdup(JSON_CTYPE);
+    }
+    r->state = RS_SENDING;
+    unlock(&r->mu);
+
+    if (r->kind == RESP_STREAM) {
+        struct stream_ctx *sc = xmalloc(sizeof *sc);
+
+        sc->r = r;
+        sc->read_cb = r->read_cb;
+        sc->free_cb = r->stream_free;
+        sc->ud = r->stream_ud;
+        atomic_fetch_add(&r->refs, 1);
+        /* ownership of ud moves to sc */
+        r->stream_free = NULL;
+        r->stream_ud = NULL;
+        r->read_cb = NULL;
+        r->kind = RESP_BYTES; /* nothing left to free here */
+        r->resp_len = 0;
+        resp = MHD_create_response_from_callback(
+            r->stream_len < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)r->stream_len, HTTP_STREAM_BLOCK,
+            stream_reader, sc, stream_ctx_free);
+        if (resp == NULL) {
+            stream_ctx_free(sc);
+            return MHD_NO;
+        }
+    } else if (r->resp_data != NULL) {
+        resp = MHD_create_response_from_buffer_with_free_callback(r->resp_len, r->resp_data, free);
+        if (resp == NULL)
+            return MHD_NO;
+        r->resp_data = NULL; /* MHD frees it */
+        r->bytes_out = r->resp_len;
+    } else {
+        const char *p = r->resp_static_data != NULL ? r->resp_static_data : "";
+
+        resp = MHD_create_response_from_buffer(r->resp_len, (void *)(uintptr_t)p,
+                                               MHD_RESPMEM_PERSISTENT);
+        if (resp == NULL)
+            return MHD_NO;
+        r->bytes_out = r->resp_len;
+    }
+    for (size_t i = 0; i < r->n_resp_hdrs; i++) {
+        if (strcasecmp(r->resp_hdrs[i].k, "Content-Type") == 0)
+            has_ctype = true;
+        add_header(resp, r->resp_hdrs[i].k, r->resp_hdrs[i].v);
+    }
+    if (!has_ctype && r->ctype != NULL)
+        add_header(resp, "Content-Type", r->ctype);
+    add_common_headers(resp, r);
+    if (r->close_conn)
+        add_header(resp, "Connection", "close");
+    if (strcmp(r->method, MHD_HTTP_METHOD_HEAD) == 0)
+        r->bytes_out = 0;
+    r->sent_status = r->status;
+    ret = MHD_queue_response(r->conn, r->status, resp);
+    MHD_destroy_response(resp);
+    if (ret != MHD_YES)
+        log_warn("MHD refused the response", "req=%s status=%u", r->id, r->status);
+    return ret;
+}
+
+/* Pool thread, before dispatch: answer right away with a JSON error (no dispatch). */
+static enum MHD_Result
+respond_now(struct http_req *r, unsigned status, const char *code, const char *message)
+{
+    http_resp_error(r, status, code, message);
+    return queue_pending(r);
+}
+
+/*
+ * The preflight answer is queued at the final access-handler call, not now: MHD 0.9.75 closes
+ * the connection after a response queued before the (empty) body was read, and browsers send
+ * the real request right after the preflight.
+ */
+static enum MHD_Result
+respond_preflight(struct http_req *r)
+{
+    resp_set_bytes(r, 204, NULL, NULL, "", 0);
+    http_resp_header(r, "Access-Control-Allow-Methods", cors_allow_methods);
+    http_resp_header(r, "Access-Control-Allow-Headers", cors_allow_headers);
+    http_resp_header(r, "Access-Control-Max-Age", "600");
+    lock(&r->mu);
+    r->state = RS_READY;
+    unlock(&r->mu);
+    return MHD_YES;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* streaming responses */
+
+/* Pool thread (MHD calls it with the connection active, so r and r->conn are valid). */
+static ssize_t
+stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream_ctx *sc = cls;
+    struct http_req *r = sc->r;
+
+    (void)pos;
+    for (;;) {
+        long n;
+
+        lock(&r->mu);
+        r->stream_kick = false;
+        if (r->force_end) {
+            unlock(&r->mu);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        unlock(&r->mu);
+        n = sc->read_cb(sc->ud, buf, max);
+        if (n > 0) {
+            if ((unsigned long)n > max)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            r->bytes_out += (unsigned long long)n;
+            return (ssize_t)n;
+        }
+        if (n == -1)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (n < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        /* no data yet: park the connection unless the producer already signalled */
+        lock(&r->mu);
+        if (r->stream_kick) {
+            unlock(&r->mu);
+            continue;
+        }
+        r->susp = SUSP_STREAM;
+        MHD_suspend_connection(r->conn);
+        unlock(&r->mu);
+        return 0;
+    }
+}
+
+static void
+stream_ctx_free(void *cls)
+{
+    struct stream_ctx *sc = cls;
+
+    if (sc->free_cb != NULL)
+        sc->free_cb(sc->ud);
+    req_release(sc->r);
+    free(sc);
+}
+
+void
+http_req_stream_ready(struct http_req *r)
+{
+    lock(&r->mu);
+    if (r->susp == SUSP_STREAM && !r->completed) {
+        r->susp = SUSP_NONE;
+        MHD_resume_connection(r->conn);
+    } else {
+        r->stream_kick = true;
+    }
+    unlock(&r->mu);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* suspend / resume */
+
+void
+http_req_suspend(struct http_req *r)
+{
+    lock(&r->mu);
+    if (r->state != RS_DISPATCH || r->app_suspended) {
+        unlock(&r->mu);
+        log_error("http_req_suspend outside dispatch or twice", "req=%s", r->id);
+        return;
+    }
+    r->app_suspended = true;
+    atomic_fetch_add(&r->refs, 1); /* the application's reference, dropped by resume */
+    unlock(&r->mu);
+}
+
+void
+http_req_resume(struct http_req *r)
+{
+    lock(&r->mu);
+    if (!r->app_suspended || r->resumed) {
+        unlock(&r->mu);
+        log_error("http_req_resume without suspend or twice", "req=%s", r->id);
+        return;
+    }
+    r->resumed = true;
+    if (!r->completed && r->state == RS_WAIT_APP) {
+        r->state = RS_READY;
+        /* SUSP_SINK too: the rest of the upload is then drained and dropped */
+        if (r->susp == SUSP_APP || r->susp == SUSP_SINK) {
+            r->susp = SUSP_NONE;
+            MHD_resume_connection(r->conn);
+        }
+    }
+    /* RS_DISPATCH: the pool thread sees resumed when dispatch returns and queues directly */
+    unlock(&r->mu);
+    req_release(r);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* streaming request bodies */
+
+void
+http_req_set_body_sink(struct http_req *r, http_body_sink_fn sink, void *ud)
+{
+    if (!r->stream_in) {
+        log_error("body sink on a buffered request", "req=%s", r->id);
+        return;
+    }
+    r->sink = sink;
+    r->sink_ud = ud;
+}
+
+void
+http_req_body_resume(struct http_req *r)
+{
+    lock(&r->mu);
+    if (r->susp == SUSP_SINK && !r->completed) {
+        r->susp = SUSP_NONE;
+        MHD_resume_connection(r->conn);
+    } else {
+        r->body_kick = true;
+    }
+    unlock(&r->mu);
+}
+
+/*
+ * Pool thread: offer data (NULL = end of body) to the sink. Returns true when consumed (or
+ * dropped because the application already answered), false when the connection was suspended
+ * with the bytes left unconsumed.
+ */
+static bool
+feed_sink(struct http_req *r, const char *data, size_t *uds)
+{
+    size_t n = uds != NULL ? *uds : 0;
+
+    for (;;) {
+        if (r->sink(r->sink_ud, data, n))
+            break;
+        lock(&r->mu);
+        if (r->resumed) { /* answered meanwhile: the sink is off limits now */
+            unlock(&r->mu);
+            break;
+        }
+        if (r->body_kick) {
+            r->body_kick = false;
+            unlock(&r->mu);
+            continue;
+        }
+        r->susp = SUSP_SINK;
+        MHD_suspend_connection(r->conn);
+        unlock(&r->mu);
+        return false;
+    }
+    if (uds != NULL) {
+        r->bytes_in += n;
+        *uds = 0;
+    } else {
+        r->sink_end_sent = true;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* the access handler */
+
+static enum MHD_Result
+dispatch_now(struct http_server *s, struct http_req *r)
+{
+    lock(&s->mu);
+    if (s->stopping) {
+        unlock(&s->mu);
+        r->close_conn = true;
+        return respond_now(r, 503, "server_shutting_down", "The server is shutting down");
+    }
+    s->live++;
+    r->counted = true;
+    r->live_prev = NULL;
+    r->live_next = s->live_head;
+    if (s->live_head != NULL)
+        s->live_head->live_prev = r;
+    s->live_head = r;
+    unlock(&s->mu);
+
+    lock(&r->mu);
+    r->state = RS_DISPATCH;
+    unlock(&r->mu);
+
+    s->dispatch(r, s->ud);
+
+    lock(&r->mu);
+    if (r->app_suspended && !r->resumed) {
+        r->state = RS_WAIT_APP;
+        if (!r->body_streaming) {
+            r->susp = SUSP_APP;
+            MHD_suspend_connection(r->conn);
+        }
+        unlock(&r->mu);
+        return MHD_YES;
+    }
+    r->state = RS_READY;
+    unlock(&r->mu);
+    /* also fine for a streamed upload at its headers: MHD then discards the body */
+    return queue_pending(r);
+}
+
+static bool
+server_stopping(struct http_server *s)
+{
+    bool v;
+
+    lock(&s->mu);
+    v = s->stopping;
+    unlock(&s->mu);
+    return v;
+}
+
+static enum MHD_Result
+on_first_call(struct http_server *s, struct http_req *r, const char *url, const char *method)
+{
+    const char *cl;
+
+    req_fill(r, url, method);
+    if (server_stopping(s)) {
+        r->close_conn = true;
+        return respond_now(r, 503, "server_shutting_down", "The server is shutting down");
+    }
+    if (strcmp(r->method, MHD_HTTP_METHOD_OPTIONS) == 0 &&
+        http_req_header(r, "Access-Control-Request-Method") != NULL)
+        return respond_preflight(r);
+
+    r->body_limit = s->body_limit != NULL ? s->body_limit(r->method, r->path, s->ud) : 0;
+    cl = http_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL) {
+        const char *errstr = NULL;
+        long long v = latch_strtonum(cl, 0, LLONG_MAX, &errstr);
+
+        if (errstr != NULL && strcmp(errstr, "too large") != 0)
+            return respond_now(r, 400, "invalid_request", "Invalid Content-Length");
+        if (errstr != NULL || (unsigned long long)v > (unsigned long long)r->body_limit)
+            return respond_now(r, 413, "payload_too_large", "Request body too large");
+    }
+    if (s->stream_body != NULL && s->stream_body(r->method, r->path, s->ud)) {
+        r->stream_in = true;
+        r->body_streaming = true;
+        return dispatch_now(s, r);
+    }
+    buf_init(&r->body, r->body_limit);
+    lock(&r->mu);
+    r->state = RS_BODY;
+    unlock(&r->mu);
+    return MHD_YES;
+}
+
+/* Drops upload bytes nobody will read; closes the connection past HTTP_DISCARD_MAX. */
+static enum MHD_Result
+discard_upload(struct http_req *r, size_t *uds)
+{
+    r->discarded += *uds;
+    *uds = 0;
+    if (r->discarded > HTTP_DISCARD_MAX) {
+        log_warn("oversized upload; closing", "req=%s bytes_in=%llu", r->id, r->bytes_in);
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result
+on_body_buffered(struct http_server *s, struct http_req *r, const char *data, size_t *uds)
+{
+    if (*uds > 0) {
+        r->bytes_in += *uds;
+        if (!r->too_large && buf_append(&r->body, data, *uds) != LATCH_OK) {
+            r->too_large = true;
+            buf_free(&r->body);
+        }
+        if (r->too_large)
+            return discard_upload(r, uds);
+        *uds = 0;
+        return MHD_YES;
+    }
+    if (r->too_large)
+        return respond_now(r, 413, "payload_too_large", "Request body too large");
+    return dispatch_now(s, r);
+}
+
+static enum MHD_Result
+on_body_streamed(struct http_req *r, const char *data, size_t *uds)
+{
+    bool resumed;
+    enum req_state st;
+
+    lock(&r->mu);
+    resumed = r->resumed;
+    st = r->state;
+    unlock(&r->mu);
+
+    if (!r->body_streaming)
+        return st == RS_READY ? queue_pending(r) : MHD_YES;
+    if (*uds > 0) {
+        if (*uds > r->body_limit || r->bytes_in > r->body_limit - *uds) {
+            log_warn("oversized streamed upload; closing", "req=%s bytes_in=%llu", r->id,
+                     r->bytes_in);
+            return MHD_NO;
+        }
+        if (resumed || r->sink == NULL) { /* nobody wants the bytes: drop them */
+            r->bytes_in += *uds;
+            *uds = 0;
+            return MHD_YES;
+        }
+        (void)feed_sink(r, data, uds);
+        return MHD_YES;
+    }
+    /* end of the upload */
+    if (!resumed && r->sink != NULL && !r->sink_end_sent && !feed_sink(r, NULL, NULL))
+        return MHD_YES; /* paused; called again with *uds == 0 after http_req_body_resume */
+    r->body_streaming = false;
+    lock(&r->mu);
+    if (r->state == RS_READY) {
+        unlock(&r->mu);
+        return queue_pending(r);
+    }
+    if (r->state == RS_WAIT_APP) {
+        r->susp = SUSP_APP;
+        MHD_suspend_connection(r->conn);
+    }
+    unlock(&r->mu);
+    return MHD_YES;
+}
+
+static enum MHD_Result
+on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+          const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+    struct http_server *s = cls;
+    struct http_req *r = *con_cls;
+    enum req_state st;
+
+    (void)version;
+    if (r == NULL) { /* the URI callback always runs first; be defensive anyway */
+        r = req_new(s, conn, url);
+        *con_cls = r;
+    }
+    if (!r->started)
+        return on_first_call(s, r, url, method);
+    if (r->stream_in)
+        return on_body_streamed(r, upload_data, upload_data_size);
+
+    lock(&r->mu);
+    st = r->state;
+    unlock(&r->mu);
+    switch (st) {
+    case RS_BODY:
+        return on_body_buffered(s, r, upload_data, upload_data_size);
+    case RS_READY:
+        if (*upload_data_size > 0) { /* a body on a preflight: nobody reads it */
+            r->bytes_in += *upload_data_size;
+            return discard_upload(r, upload_data_size);
+        }
+        return queue_pending(r);
+    default:
+        /* not expected (suspended connections are not processed); ignore */
+        log_debug("spurious access-handler call", "req=%s", r->id);
+        return MHD_YES;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* MHD callbacks: connection, URI, completion, logger */
+
+/*
+ * Per connection (MHD's socket context; MHD thread of the connection only): the request whose
+ * completion callback MHD still owes. libmicrohttpd 0.9.75 drops a request without calling it
+ * when the request line's query arguments exhaust the connection's memory pool (some 500
+ * "a=b&" in a 2 KiB URL): the request made in on_uri would leak. The connection's close
+ * releases it instead.
+ */
+struct conn_slot {
+    struct http_req *cur;
+};
+
+static void log_request(struct http_req *r, enum MHD_RequestTerminationCode toe);
+
+/*
+ * The end of a request: unlinks it from its connection's slot, marks it completed, logs it and
+ * drops MHD's reference. MHD's thread of the connection only.
+ */
+static void
+req_finish(struct http_req *r, enum MHD_RequestTerminationCode toe)
+{
+    if (r->slot != NULL && r->slot->cur == r)
+        r->slot->cur = NULL;
+    r->slot = NULL;
+    lock(&r->mu);
+    r->completed = true;
+    r->susp = SUSP_NONE;
+    unlock(&r->mu);
+    log_request(r, toe);
+    req_release(r);
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+              enum MHD_ConnectionNotificationCode code)
+{
+    struct conn_slot *cs = *socket_context;
+
+    (void)cls;
+    (void)conn;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = xcalloc(1, sizeof(struct conn_slot));
+        return;
+    }
+    *socket_context = NULL;
+    if (cs == NULL)
+        return;
+    if (cs->cur != NULL) /* dropped by MHD without its completion callback */
+        req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
+    free(cs);
+}
+
+static void *
+on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct http_req *r = req_new(cls, conn, uri);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_slot *cs = ci != NULL ? ci->socket_context : NULL;
+
+    if (cs != NULL) {
+        if (cs->cur != NULL) /* the previous request on this connection was dropped too */
+            req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
+        cs->cur = r;
+        r->slot = cs;
+    }
+    return r;
+}
+
+static const char *
+term_name(enum MHD_RequestTerminationCode toe)
+{
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK:
+        return NULL;
+    case MHD_REQUEST_TERMINATED_WITH_ERROR:
+        return "error";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
+        return "timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
+        return "shutdown";
+    case MHD_REQUEST_TERMINATED_READ_ERROR:
+        return "read_error";
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
+        return "client_abort";
+    }
+    return "unknown";
+}
+
+static bool
+token_safe(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* Pool thread, at completion; takes r->mu (the application may still add log pairs). */
+static void
+log_request(struct http_req *r, enum MHD_RequestTerminationCode toe)
+{
+    char qpath[512], qmethod[64], term[32];
+    const char *tn = term_name(toe);
+    double dur_ms = (double)(now_us() - r->start_us) / 1000.0;
+
+    log_quote(qpath, sizeof qpath, r->path != NULL ? r->path : "");
+    if (token_safe(r->method))
+        latch_strlcpy(qmethod, r->method, sizeof qmethod);
+    else
+        log_quote(qmethod, sizeof qmethod, r->method != NULL ? r->method : "");
+    term[0] = '\0';
+    if (tn != NULL)
+        (void)snprintf(term, sizeof term, " term=%s", tn);
+    lock(&r->mu);
+    log_info("request",
+             "req=%s method=%s path=%s status=%u dur_ms=%.2f bytes_in=%llu bytes_out=%llu "
+             "ip=%s%s%s",
+             r->id[0] != '\0' ? r->id : "-", qmethod, qpath, r->sent_status, dur_ms, r->bytes_in,
+             r->bytes_out, r->ip[0] != '\0' ? r->ip : "-", term,
+             r->log_kv.data != NULL ? r->log_kv.data : "");
+    unlock(&r->mu);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+    struct http_req *r = *con_cls;
+
+    (void)cls;
+    (void)conn;
+    if (r == NULL)
+        return;
+    *con_cls = NULL;
+    req_finish(r, toe);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512], q[600];
+    size_t n;
+
+    (void)cls;
+    (void)vsnprintf(msg, sizeof msg, fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    log_warn("libmicrohttpd", "detail=%s", log_quote(q, sizeof q, msg));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* server */
+
+latch_rc
+http_server_start(const struct http_server_opts *o, struct http_server **out, struct latch_err *err)
+{
+    struct sockaddr_storage ss;
+    struct http_server *s;
+    const char *addr;
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+    unsigned threads, conn_limit, timeout_s;
+    size_t header_limit;
+    const union MHD_DaemonInfo *di;
+    struct MHD_OptionItem pool_opt[2] = {{MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
+
+    *out = NULL;
+    if (o == NULL || o->dispatch == NULL) {
+        latch_err_set(err, "http_server_start: no dispatcher");
+        return LATCH_E_INVAL;
+    }
+    memset(&ss, 0, sizeof ss);
+    addr = o->bind_addr != NULL ? o->bind_addr : "0.0.0.0";
+    {
+        struct sockaddr_in sin;
+        struct sockaddr_in6 sin6;
+
+        memset(&sin, 0, sizeof sin);
+        memset(&sin6, 0, sizeof sin6);
+        if (inet_pton(AF_INET, addr, &sin.sin_addr) == 1) {
+            sin.sin_family = AF_INET;
+            sin.sin_port = htons(o->port);
+            memcpy(&ss, &sin, sizeof sin);
+        } else if (inet_pton(AF_INET6, addr, &sin6.sin6_addr) == 1) {
+            sin6.sin6_family = AF_INET6;
+            sin6.sin6_port = htons(o->port);
+            memcpy(&ss, &sin6, sizeof sin6);
+            flags |= MHD_USE_IPv6;
+        } else {
+            latch_err_set(err, "http_server_start: bad bind address");
+            return LATCH_E_INVAL;
+        }
+    }
+    threads = o->threads;
+    if (threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+        threads = n > 0 ? (unsigned)n : 1;
+    }
+    if (threads > HTTP_MAX_POOL_THREADS)
+        threads = HTTP_MAX_POOL_THREADS;
+    conn_limit = o->conn_limit != 0 ? o->conn_limit : HTTP_DEFAULT_CONN_LIMIT;
+    timeout_s = o->conn_timeout_s != 0 ? o->conn_timeout_s : HTTP_DEFAULT_TIMEOUT_S;
+    header_limit = o->header_limit != 0 ? o->header_limit : LATCH_MAX_HEADER_BYTES;
+    if (header_limit < HTTP_MIN_HEADER_LIMIT)
+        header_limit = HTTP_MIN_HEADER_LIMIT;
+
+    s = xcalloc(1, sizeof *s);
+    s->dispatch = o->dispatch;
+    s->body_limit = o->body_limit;
+    s->stream_body = o->stream_body;
+    s->ud = o->ud;
+    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0)
+        abort();
+
+    /* a pool of one is no option at all (MHD warns about 1 and 0): the single internal thread */
+    pool_opt[0].option = threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END;
+    pool_opt[0].value = (intptr_t)threads;
+    /* the logger goes first so that MHD reports option errors through it */
+    s->d = MHD_start_daemon(
+        flags, o->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)s,
+        MHD_OPTION_ARRAY, pool_opt, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)header_limit,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conn_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned int)conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s,
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_URI_LOG_CALLBACK, on_uri, (void *)s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)s, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, (void *)s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int)1, MHD_OPTION_SOCK_ADDR,
+        (const struct sockaddr *)&ss, MHD_OPTION_END);
+    if (s->d == NULL) {
+        latch_err_set(err, "cannot start HTTP server on %s:%u", addr, (unsigned)o->port);
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return LATCH_E_IO;
+    }
+    di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di != NULL ? di->port : o->port;
+    log_info("http server started", "addr=%s port=%u threads=%u", addr, (unsigned)s->port, threads);
+    *out = s;
+    return LATCH_OK;
+}
+
+uint16_t
+http_server_port(const struct http_server *s)
+{
+    return s != NULL ? s->port : 0;
+}
+
+static void
+deadline_after_ms(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static bool
+wait_live_zero(struct http_server *s, long ms)
+{
+    struct timespec dl;
+
+    deadline_after_ms(&dl, ms);
+    while (s->live > 0)
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT)
+            break;
+    return s->live == 0;
+}
+
+void
+http_server_stop(struct http_server *s)
+{
+    MHD_socket lfd;
+    bool clean;
+
+    if (s == NULL)
+        return;
+    lfd = MHD_quiesce_daemon(s->d);
+    lock(&s->mu);
+    s->stopping = true;
+    clean = wait_live_zero(s, HTTP_STOP_GRACE_MS);
+    if (!clean) {
+        /* MHD must not be stopped with suspended connections: wake them all with an error */
+        log_error("http server stop: forcing unfinished requests", "live=%zu", s->live);
+        for (struct http_req *r = s->live_head; r != NULL; r = r->live_next) {
+            lock(&r->mu);
+            r->force_end = true;
+            if (!r->completed && r->state == RS_WAIT_APP) {
+                void (*ffn)(void *) = NULL;
+                void *fud = NULL;
+
+                r->state = RS_READY;
+                if (r->kind == RESP_STREAM)
+                    resp_clear_locked(r, &ffn, &fud); /* leaked on purpose: app still runs */
+                if (r->kind == RESP_NONE) {
+                    r->kind = RESP_BYTES;
+                    r->status = 503;
+                    r->resp_static_data = internal_error_body;
+                    r->resp_len = sizeof internal_error_body - 1;
+                    r->ctype = xstrdup(JSON_CTYPE);
+                }
+            }
+            if (!r->completed && r->susp != SUSP_NONE) {
+                r->susp = SUSP_NONE;
+                MHD_resume_connection(r->conn);
+            }
+            unlock(&r->mu);
+        }
+        /* give the pool a moment to process the resumed connections */
+        (void)wait_live_zero(s, 200);
+    }
+    unlock(&s->mu);
+    MHD_stop_daemon(s->d);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+    lock(&s->mu);
+    clean = wait_live_zero(s, clean ? 0 : HTTP_STOP_GRACE_MS);
+    unlock(&s->mu);
+    if (!clean) {
+        /* the application still holds requests; they point at s, so s must stay */
+        log_error("http server stop: requests still held by the application; leaking server",
+                  "live=%zu", s->live);
+        return;
+    }
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* request accessors */
+
+const char *
+http_req_method(const struct http_req *r)
+{
+    return r->method;
+}
+
+const char *
+http_req_path(const struct http_req *r)
+{
+    return r->path;
+}
+
+const char *
+http_req_raw_target(const struct http_req *r)
+{
+    return r->raw_target;
+}
+
+const char *
+http_req_header(const struct http_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_hdrs; i++)
+        if (strcasecmp(r->hdrs[i].k, name) == 0)
+            return r->hdrs[i].v != NULL ? r->hdrs[i].v : "";
+    return NULL;
+}
+
+void
+http_req_headers_foreach(const struct http_req *r,
+                         bool (*cb)(const char *name, const char *value, void *ud), void *ud)
+{
+    for (size_t i = 0; i < r->n_hdrs; i++)
+        if (!cb(r->hdrs[i].k, r->hdrs[i].v != NULL ? r->hdrs[i].v : "", ud))
+            return;
+}
+
+const char *
+http_req_query(const struct http_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_args; i++)
+        if (strcmp(r->args[i].k, name) == 0)
+            return r->args[i].v != NULL ? r->args[i].v : "";
+    return NULL;
+}
+
+void
+http_req_query_foreach(const struct http_req *r,
+                       bool (*cb)(const char *key, const char *value, void *ud), void *ud)
+{
+    for (size_t i = 0; i < r->n_args; i++)
+        if (!cb(r->args[i].k, r->args[i].v, ud))
+            return;
+}
+
+size_t
+http_req_query_count(const struct http_req *r)
+{
+    return r->args_total;
+}
+
+const char *
+http_req_body(const struct http_req *r, size_t *len)
+{
+    if (len != NULL)
+        *len = r->body.len;
+    return r->body.data != NULL ? r->body.data : "";
+}
+
+const char *
+http_req_id(const struct http_req *r)
+{
+    return r->id;
+}
+
+const char *
+http_req_client_ip(const struct http_req *r)
+{
+    return r->ip;
+}
+
+uint64_t
+http_req_start_us(const struct http_req *r)
+{
+    return r->start_us;
+}
+
+void
+http_req_set_app_data(struct http_req *r, void *data, void (*free_fn)(void *))
+{
+    if (r->app_free != NULL && r->app_data != data)
+        r->app_free(r->app_data);
+    r->app_data = data;
+    r->app_free = free_fn;
+}
+
+void *
+http_req_app_data(const struct http_req *r)
+{
+    return r->app_data;
+}
+
+static bool
+logfmt_value_safe(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '=' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+void
+http_req_log_kv(struct http_req *r, const char *key, const char *value)
+{
+    char q[256];
+    const char *v;
+
+    if (!token_safe(key) || strlen(key) > 64)
+        return;
+    if (value == NULL)
+        value = "";
+    v = logfmt_value_safe(value) && strlen(value) < sizeof q ? value
+                                                             : log_quote(q, sizeof q, value);
+    lock(&r->mu);
+    (void)buf_printf(&r->log_kv, " %s=%s", key, v);
+    unlock(&r->mu);
+}
