@@ -5,7 +5,9 @@
 //
 // Environment: LATCH_BIN, FAKE_NINJAONE_BIN, BENCH_RUNS (3), BENCH_DURATION (3 s per wrk run),
 // BENCH_SCALE (100,10000,100000), BENCH_CASES (1,2,3,4,5,6,7), BENCH_PERF=1 (perf profiles of the
-// hot paths into <out>/perf-*.txt), BENCH_OUT (output dir).
+// hot paths into <out>/perf-*.txt), BENCH_OUT (output dir), BENCH_PIN=1 (the steadier mode: every
+// server on CPU 0 with one latch HTTP thread and one nginx worker, wrk and this driver on CPU 1,
+// so that a ratio measures the servers and not their contention with the load generator).
 import { spawn } from 'node:child_process';
 import { randomUUID, randomInt } from 'node:crypto';
 import fs from 'node:fs';
@@ -16,7 +18,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startFake, makeTestCA, DEFAULT_CLIENT } from '../tests/integration/lib/fake.mjs';
-import { median, pct, run, wrk, procStat, burst, rawGet, makeClient, pool, paced } from './lib/load.mjs';
+import { median, pct, run, wrk, procStat, burst, rawGet, makeClient, pool, paced, LOAD_CPU } from './lib/load.mjs';
 import { startNginx } from './lib/nginx.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -29,7 +31,9 @@ const DUR = Number(process.env.BENCH_DURATION || 3);
 const SCALE = (process.env.BENCH_SCALE || '100,10000,100000').split(',').map(Number);
 const CASES = new Set((process.env.BENCH_CASES || '1,2,3,4,5,6,7').split(',').map(Number));
 const PERF = process.env.BENCH_PERF === '1';
-const OUT = process.env.BENCH_OUT || path.join(BUILD, 'bench');
+const PIN = process.env.BENCH_PIN === '1';
+const OUT = process.env.BENCH_OUT || path.join(BUILD, PIN ? 'bench-pinned' : 'bench');
+const SERVER_CPU = '0';
 const PCK = 'ninjaone-rmm';
 const BURST_N = 1000;
 const SLOW_MS = 200;
@@ -51,6 +55,13 @@ async function freePort() {
   });
 }
 
+/* ---- CPU pinning (BENCH_PIN=1) ---- */
+
+/* Every thread of pid onto the server CPU (threads it starts later inherit the mask). */
+async function pinServer(pid) {
+  await run('taskset', ['-a', '-p', '-c', SERVER_CPU, String(pid)]);
+}
+
 /* ---- latch ---- */
 
 function healthOnce(port) {
@@ -68,7 +79,8 @@ async function startLatch({ dir, env, port }) {
   const logPath = path.join(dir, 'latch.log');
   const out = fs.openSync(logPath, 'a');
   const t0 = process.hrtime.bigint();
-  const child = spawn(LATCH_BIN, ['serve'], {
+  // taskset execs latch: child.pid is latch's own pid
+  const child = spawn(PIN ? 'taskset' : LATCH_BIN, PIN ? ['-c', SERVER_CPU, LATCH_BIN, 'serve'] : ['serve'], {
     cwd: dir,
     env: {
       PATH: process.env.PATH,
@@ -78,6 +90,7 @@ async function startLatch({ dir, env, port }) {
       LATCH_DATABASE_URL: path.join(dir, 'latch.db'),
       LATCH_KEY_FILE: path.join(dir, 'latch.key'),
       LATCH_LOG_LEVEL: 'info',
+      ...(PIN ? { LATCH_THREADS: '1' } : {}),
       ...env,
     },
     stdio: ['ignore', out, out],
@@ -172,18 +185,21 @@ async function main() {
       wrk: (await run('sh', ['-c', 'wrk -v 2>&1 | head -1; true'])).trim(),
       node: process.version,
       loadavg: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+      mode: PIN ? `pinned: servers on CPU ${SERVER_CPU} (1 latch HTTP thread, 1 nginx worker), load on CPU ${LOAD_CPU}` : 'shared: servers and load on all CPUs',
     };
     log(`machine: ${JSON.stringify(results.machine)}`);
 
     // upstreams
     const fake = await startFake({ bin: FAKE_BIN, tlsDir, bind: fakeAddr, port: 443, tokenLifetime: 3600, clients: [DEFAULT_CLIENT] });
     stopList.push(() => fake.stop());
+    if (PIN) await pinServer(fake.pid);
     const slow = spawn(process.execPath, [path.join(HERE, 'slow_upstream.mjs'), '--bind', slowAddr, '--port', '443', '--cert', tls.cert, '--key', tls.key, '--delay', String(SLOW_MS)], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
     stopList.push(async () => { slow.kill('SIGTERM'); });
     await new Promise((res) => readline.createInterface({ input: slow.stdout }).once('line', res));
+    if (PIN) await pinServer(slow.pid);
     const [staticPort, proxyPort, slowPort, latchPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
     const benchToken = `bench-${randomUUID()}`;
-    const ngx = await startNginx({ dir: path.join(work, 'nginx'), tls: tlsDir, staticPort, proxyPort, slowPort, upAddr, slowAddr, token: benchToken });
+    const ngx = await startNginx({ dir: path.join(work, 'nginx'), tls: tlsDir, staticPort, proxyPort, slowPort, upAddr, slowAddr, token: benchToken, cpu: PIN ? SERVER_CPU : null });
     stopList.push(() => ngx.stop());
 
     // latch: empty-store start-up and idle RSS (3 cold starts)
@@ -504,7 +520,7 @@ function fmt(x) {
 function printTable() {
   const m = results.machine || {};
   const lines = [];
-  lines.push(`latch benchmarks — medians of ${RUNS} runs, ${DUR} s per wrk run; ${m.nproc} × ${m.cpu}, Linux ${m.kernel}; load before start ${m.loadavg}`);
+  lines.push(`latch benchmarks — medians of ${RUNS} runs, ${DUR} s per wrk run; ${m.nproc} × ${m.cpu}, Linux ${m.kernel}; load before start ${m.loadavg}; ${m.mode}`);
   lines.push('');
   lines.push('| case | metric | latch | reference | ratio | goal | met |');
   lines.push('|---|---|---:|---:|---:|---|:-:|');

@@ -1,6 +1,6 @@
 // Load helpers for bench/run: wrk wrapper + parser, a raw-socket "burst" client (N requests
 // written at the same instant on N pre-opened keep-alive connections), /proc sampling, stats.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import http from 'node:http';
@@ -16,6 +16,15 @@ export function pct(xs, p) {
   const a = [...xs].sort((x, y) => x - y);
   if (!a.length) return NaN;
   return a[Math.min(a.length - 1, Math.max(0, Math.ceil((p / 100) * a.length) - 1))];
+}
+
+/*
+ * BENCH_PIN=1: the load generators (wrk, and this node process for the bursts) run on LOAD_CPU;
+ * the servers are pinned to the other CPU by bench.mjs.
+ */
+export const LOAD_CPU = '1';
+if (process.env.BENCH_PIN === '1') {
+  spawnSync('taskset', ['-a', '-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' });
 }
 
 export function run(cmd, args, opts = {}) {
@@ -63,7 +72,9 @@ export async function wrk(url, { threads = 2, conns = 50, duration = 3, headers 
   for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
   if (script) args.push('-s', script);
   args.push(url);
-  const out = await run('wrk', args, { env: { ...process.env, ...(env || {}) } });
+  const pinned = process.env.BENCH_PIN === '1';
+  const out = await run(pinned ? 'taskset' : 'wrk', pinned ? ['-c', LOAD_CPU, 'wrk', ...args] : args,
+    { env: { ...process.env, ...(env || {}) } });
   const r = parseWrk(out);
   r.raw = out;
   return r;

@@ -9,11 +9,12 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
-export async function startNginx({ dir, tls, staticPort, proxyPort, slowPort, upAddr, slowAddr, token }) {
+/* cpu: null = worker_processes auto on every CPU; else one worker pinned to that CPU. */
+export async function startNginx({ dir, tls, staticPort, proxyPort, slowPort, upAddr, slowAddr, token, cpu = null }) {
   fs.mkdirSync(path.join(dir, 'www', 'v2'), { recursive: true });
   fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
   const conf = `
-worker_processes auto;
+${cpu === null ? 'worker_processes auto;' : 'worker_processes 1;'}
 worker_rlimit_nofile 16384;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
@@ -81,7 +82,10 @@ http {
   const confPath = path.join(dir, 'nginx.conf');
   fs.writeFileSync(confPath, conf);
   const log = fs.openSync(path.join(dir, 'nginx.out'), 'a');
-  const child = spawn('nginx', ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', confPath], { stdio: ['ignore', log, log] });
+  const argv = ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', confPath];
+  // pinned: taskset execs nginx, whose master and worker inherit the one-CPU mask
+  const child = cpu === null ? spawn('nginx', argv, { stdio: ['ignore', log, log] })
+    : spawn('taskset', ['-c', String(cpu), 'nginx', ...argv], { stdio: ['ignore', log, log] });
   const deadline = Date.now() + 10000;
   for (;;) {
     const up = await new Promise((res) => {
