@@ -14,6 +14,7 @@
 #include "core/ratelimit.h"
 #include "core/timer.h"
 #include "util/str.h"
+#include "util/timefmt.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
 #include "core/worker.h"
@@ -254,21 +255,6 @@ api_strict_keys(json_t *obj, const char *const *allowed, const char *const *path
     }
 }
 
-void
-api_fmt_time(int64_t ms, bool plus00, char out[40])
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-
-    char tmp[128];
-
-    gmtime_r(&t, &tm);
-    (void)snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03d%s", tm.tm_year + 1900,
-                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000),
-                   plus00 ? "+00:00" : "Z");
-    latch_strlcpy(out, tmp, 40);
-}
-
 json_t *
 api_time_json(int64_t ms, bool plus00)
 {
@@ -276,7 +262,7 @@ api_time_json(int64_t ms, bool plus00)
 
     if (ms == 0)
         return json_null();
-    api_fmt_time(ms, plus00, b);
+    latch_fmt_time(ms, plus00, b);
     return json_string(b);
 }
 
@@ -299,17 +285,6 @@ api_parse_bool(const char *s, bool *out)
     return false;
 }
 
-json_t *
-api_json_col(const char *text)
-{
-    json_t *v;
-
-    if (text == NULL)
-        return json_null();
-    v = json_loads(text, JSON_DECODE_ANY, NULL);
-    return v != NULL ? v : json_null();
-}
-
 bool
 api_json_array_has_string(const json_t *arr, const char *s)
 {
@@ -322,14 +297,6 @@ api_json_array_has_string(const json_t *arr, const char *s)
             return true;
     }
     return false;
-}
-
-char *
-api_json_dump(const json_t *v)
-{
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-
-    return s != NULL ? s : xstrdup("null");
 }
 
 /* Depth of [ and { outside strings, to refuse deep JSON before jansson recurses into it. */

@@ -101,20 +101,14 @@ void api_issue(json_t *errors, const char *code, const char *message, const char
 /* Checks that obj has only keys in allowed (NULL-terminated); adds unrecognized_keys issues. */
 void api_strict_keys(json_t *obj, const char *const *allowed, const char *const *path,
                      json_t *errors);
-/* Milliseconds to ISO 8601 "2025-01-01T00:00:00.000Z" or "...+00:00". */
-void api_fmt_time(int64_t ms, bool plus00, char out[40]);
-/* JSON value for a time, or null when ms == 0. */
+/* JSON value for a time (latch_fmt_time), or null when ms == 0. */
 json_t *api_time_json(int64_t ms, bool plus00);
 /* Parses "true/false/1/0/yes/no/on/off" (z.stringbool). */
 bool api_parse_bool(const char *s, bool *out);
 /* Reply with the JSON and finish (json stolen). */
 void api_reply(struct api_ctx *c, unsigned status, json_t *body);
-/* Loads a JSON text column; returns new reference or json_null() for NULL text. */
-json_t *api_json_col(const char *text);
 /* True if arr is an array holding the string s. */
 bool api_json_array_has_string(const json_t *arr, const char *s);
-/* Compact dump, owned. */
-char *api_json_dump(const json_t *v);
 
 /* Route handlers (api_*.c). */
 void api_health(struct api_ctx *c);

@@ -20,7 +20,9 @@
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/oauth_cc.h"
+#include "util/json.h"
 #include "util/str.h"
+#include "util/timefmt.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
 #include "domain/webhook.h"
@@ -157,21 +159,21 @@ create_session(struct api_ctx *c, json_t *b, json_t *errs, int64_t reconnect_row
     explicit_bzero(hex, sizeof hex);
     s.env_id = c->env_id;
     vault_index_hash(c->app->vault, token, s.token_hash);
-    s.end_user_json = eu != NULL ? api_json_dump(eu) : NULL;
-    s.organization_json = org != NULL ? api_json_dump(org) : NULL;
-    s.allowed_integrations_json = allowed != NULL ? api_json_dump(allowed) : NULL;
+    s.end_user_json = eu != NULL ? latch_json_dump(eu) : NULL;
+    s.organization_json = org != NULL ? latch_json_dump(org) : NULL;
+    s.allowed_integrations_json = allowed != NULL ? latch_json_dump(allowed) : NULL;
     cfgdef = json_object();
     if (defaults != NULL)
         json_object_set(cfgdef, "defaults", defaults);
     if (json_is_object(json_object_get(b, "overrides")))
         json_object_set(cfgdef, "overrides", json_object_get(b, "overrides"));
-    s.config_defaults_json = json_object_size(cfgdef) > 0 ? api_json_dump(cfgdef) : NULL;
+    s.config_defaults_json = json_object_size(cfgdef) > 0 ? latch_json_dump(cfgdef) : NULL;
     all_tags = apiv_tags_from_end_user(eu, org);
     if (json_is_object(json_object_get(eu, "tags")))
         json_object_update(all_tags, json_object_get(eu, "tags"));
     if (tags != NULL)
         json_object_update(all_tags, tags);
-    s.tags_json = api_json_dump(all_tags);
+    s.tags_json = latch_json_dump(all_tags);
     v = json_object_get(b, "webhook_url_override");
     s.webhook_url_override =
         json_is_string(v) && json_string_length(v) > 0 ? xstrdup(json_string_value(v)) : NULL;
@@ -183,7 +185,7 @@ create_session(struct api_ctx *c, json_t *b, json_t *errs, int64_t reconnect_row
         goto out;
     }
     link = xasprintf("%s/ui/?session_token=%s", c->app->cfg->public_url, token);
-    api_fmt_time(s.expires_at, false, when);
+    latch_fmt_time(s.expires_at, false, when);
     api_reply(c, 201,
               json_pack("{s:{s:s, s:s, s:s}}", "data", "token", token, "connect_link", link,
                         "expires_at", when));
@@ -287,8 +289,8 @@ void
 api_connect_session_get(struct api_ctx *c)
 {
     struct store_session *s = &c->session;
-    json_t *eu = api_json_col(s->end_user_json);
-    json_t *org = api_json_col(s->organization_json);
+    json_t *eu = latch_json_col(s->end_user_json);
+    json_t *org = latch_json_col(s->organization_json);
     json_t *data, *cd;
 
     if (json_is_object(eu)) {
@@ -302,8 +304,8 @@ api_connect_session_get(struct api_ctx *c)
                      "light", "primary", "#00B2E3", "dark", "primary", "#00B2E3");
     if (s->allowed_integrations_json != NULL)
         json_object_set_new(data, "allowed_integrations",
-                            api_json_col(s->allowed_integrations_json));
-    cd = api_json_col(s->config_defaults_json);
+                            latch_json_col(s->allowed_integrations_json));
+    cd = latch_json_col(s->config_defaults_json);
     if (json_is_object(json_object_get(cd, "defaults")))
         json_object_set(data, "integrations_config_defaults", json_object_get(cd, "defaults"));
     if (json_is_object(json_object_get(cd, "overrides")))
@@ -439,7 +441,7 @@ link_done(struct oauth_cc_result *res, void *ud)
     rc = creds_seal(c->app->vault, j->uid, res->creds, &conn.credentials_sealed);
     if (rc != LATCH_OK)
         goto unavailable;
-    conn.connection_config_json = api_json_dump(j->cfg);
+    conn.connection_config_json = latch_json_dump(j->cfg);
     conn.expires_at = res->expires_at;
     if (!j->existing) {
         conn.tags_json = xstrdup(c->session.tags_json != NULL ? c->session.tags_json : "{}");
@@ -448,12 +450,12 @@ link_done(struct oauth_cc_result *res, void *ud)
         conn.tags_json = xstrdup(c->session.tags_json);
     }
     if (c->session.end_user_json != NULL) {
-        json_t *eu = api_json_col(c->session.end_user_json);
-        json_t *org = api_json_col(c->session.organization_json);
+        json_t *eu = latch_json_col(c->session.end_user_json);
+        json_t *org = latch_json_col(c->session.organization_json);
 
         if (json_is_object(eu)) {
             json_object_set(eu, "organization", json_is_object(org) ? org : json_null());
-            conn.end_user_json = api_json_dump(eu);
+            conn.end_user_json = latch_json_dump(eu);
         }
         json_decref(eu);
         json_decref(org);
@@ -554,7 +556,7 @@ api_oauth2_cc(struct api_ctx *c)
         goto out;
     }
     if (c->session.allowed_integrations_json != NULL) {
-        json_t *allowed = api_json_col(c->session.allowed_integrations_json);
+        json_t *allowed = latch_json_col(c->session.allowed_integrations_json);
         bool ok = !json_is_array(allowed) || json_array_size(allowed) == 0 ||
                   api_json_array_has_string(allowed, key);
 
@@ -573,7 +575,7 @@ api_oauth2_cc(struct api_ctx *c)
         api_error(c, 400, "invalid_connection_config", "A connection parameter is invalid.");
         goto out;
     }
-    cd = api_json_col(c->session.config_defaults_json);
+    cd = latch_json_col(c->session.config_defaults_json);
     defaults = json_object_get(json_object_get(cd, "defaults"), key);
     v = json_object_get(defaults, "connection_config");
     if (json_is_object(v))

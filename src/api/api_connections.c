@@ -15,6 +15,7 @@
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "domain/refresher.h"
+#include "util/json.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
@@ -25,7 +26,7 @@
 static json_t *
 end_user_public(const char *end_user_json)
 {
-    json_t *eu = api_json_col(end_user_json);
+    json_t *eu = latch_json_col(end_user_json);
 
     if (!json_is_object(eu)) {
         json_decref(eu);
@@ -42,7 +43,7 @@ api_connection_errors(const struct store_connection *c)
 
     if (c->auth_error_json == NULL)
         return arr;
-    e = api_json_col(c->auth_error_json);
+    e = latch_json_col(c->auth_error_json);
     if (json_is_object(e)) {
         char log_id[64];
 
@@ -59,7 +60,7 @@ api_connection_errors(const struct store_connection *c)
 json_t *
 api_connection_list_item(const struct store_connection *c)
 {
-    json_t *tags = api_json_col(c->tags_json);
+    json_t *tags = latch_json_col(c->tags_json);
 
     if (!json_is_object(tags)) {
         json_decref(tags);
@@ -69,7 +70,7 @@ api_connection_list_item(const struct store_connection *c)
                      "connection_id", c->connection_id, "provider_config_key",
                      c->provider_config_key, "provider", c->provider, "errors",
                      api_connection_errors(c), "end_user", end_user_public(c->end_user_json),
-                     "tags", tags, "metadata", api_json_col(c->metadata_json), "created",
+                     "tags", tags, "metadata", latch_json_col(c->metadata_json), "created",
                      api_time_json(c->created_at, true));
 }
 
@@ -77,7 +78,7 @@ json_t *
 api_connection_full(const struct store_connection *c, json_t *credentials, bool plus00)
 {
     json_t *o = api_connection_list_item(c);
-    json_t *cfg = api_json_col(c->connection_config_json);
+    json_t *cfg = latch_json_col(c->connection_config_json);
 
     json_object_del(o, "created");
     if (!json_is_object(cfg)) {
@@ -526,7 +527,7 @@ api_connection_patch(struct api_ctx *c)
         json_t *merged = apiv_tags_from_end_user(eu != NULL ? eu : NULL, NULL);
 
         if (eu == NULL) {
-            json_t *old_eu = api_json_col(conn.end_user_json);
+            json_t *old_eu = latch_json_col(conn.end_user_json);
 
             json_decref(merged);
             merged = apiv_tags_from_end_user(old_eu, NULL);
@@ -535,7 +536,7 @@ api_connection_patch(struct api_ctx *c)
         if (tags != NULL)
             json_object_update(merged, tags);
         else {
-            json_t *old = api_json_col(conn.tags_json);
+            json_t *old = latch_json_col(conn.tags_json);
 
             if (json_is_object(old)) {
                 json_object_update(old, merged);
@@ -545,11 +546,11 @@ api_connection_patch(struct api_ctx *c)
                 json_decref(old);
             }
         }
-        tags_s = api_json_dump(merged);
+        tags_s = latch_json_dump(merged);
         json_decref(merged);
     }
     if (eu != NULL)
-        eu_s = api_json_dump(eu);
+        eu_s = latch_json_dump(eu);
     rc = store_connection_patch(c->app->store, conn.id, tags_s, eu_s, wh);
     if (rc == LATCH_E_NOT_FOUND) { /* deleted between the lookup and the write */
         api_error(c, 404, "not_found", "Failed to find connection");
@@ -608,7 +609,7 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
         char *text;
 
         if (merge) {
-            json_t *old = api_json_col(conns[i].metadata_json);
+            json_t *old = latch_json_col(conns[i].metadata_json);
 
             if (json_is_object(old)) {
                 json_object_update(old, m);
@@ -618,7 +619,7 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
                 json_decref(old);
             }
         }
-        text = api_json_dump(m);
+        text = latch_json_dump(m);
         json_decref(m);
         if (strlen(text) > LATCH_MAX_METADATA_BYTES) {
             free(text);
@@ -934,15 +935,15 @@ api_connection_create(struct api_ctx *c)
     conn.provider = xstrdup(integ.provider);
     if (creds_seal(c->app->vault, uid, creds, &conn.credentials_sealed) != LATCH_OK)
         goto unavailable;
-    conn.connection_config_json = api_json_dump(cfg);
+    conn.connection_config_json = latch_json_dump(cfg);
     v = json_object_get(b, "metadata");
-    conn.metadata_json = api_json_dump(json_is_object(v) ? v : json_object_get(b, "__none__"));
+    conn.metadata_json = latch_json_dump(json_is_object(v) ? v : json_object_get(b, "__none__"));
     if (!json_is_object(v)) {
         free(conn.metadata_json);
         conn.metadata_json = xstrdup("{}");
     }
-    conn.tags_json = api_json_dump(all_tags);
-    conn.end_user_json = eu != NULL ? api_json_dump(eu) : NULL;
+    conn.tags_json = latch_json_dump(all_tags);
+    conn.end_user_json = eu != NULL ? latch_json_dump(eu) : NULL;
     v = json_object_get(b, "webhook_url_override");
     conn.webhook_url_override =
         json_is_string(v) && json_string_length(v) > 0 ? xstrdup(json_string_value(v)) : NULL;

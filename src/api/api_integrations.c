@@ -13,6 +13,7 @@
 #include "app.h"
 #include "domain/catalog.h"
 #include "core/latch_limits.h"
+#include "util/json.h"
 #include "util/xalloc.h"
 
 json_t *
@@ -137,7 +138,7 @@ read_common(struct api_ctx *c, const struct catalog_provider *p, struct store_in
             api_issue(errs, "invalid_type", "Expected an object of strings", path);
         else {
             free(i->custom_json);
-            i->custom_json = api_json_dump(v);
+            i->custom_json = latch_json_dump(v);
         }
     }
 }
@@ -156,7 +157,7 @@ api_integrations_list(struct api_ctx *c)
         return;
     }
     if (c->by_session && c->session.allowed_integrations_json != NULL)
-        allowed = api_json_col(c->session.allowed_integrations_json);
+        allowed = latch_json_col(c->session.allowed_integrations_json);
     arr = json_array();
     for (size_t k = 0; k < n; k++) {
         if (allowed != NULL && json_is_array(allowed) && json_array_size(allowed) > 0) {

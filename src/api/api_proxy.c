@@ -34,6 +34,7 @@
 #include "core/timer.h"
 #include "domain/tmpl.h"
 #include "util/buf.h"
+#include "util/json.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "util/clock.h"
@@ -863,7 +864,7 @@ token_ready(struct proxy *px, struct refresh_result *r)
     }
     px->token = xstrdup(tok);
     json_decref(px->cfg);
-    px->cfg = api_json_col(r->conn.connection_config_json);
+    px->cfg = latch_json_col(r->conn.connection_config_json);
     latch_err_clear(&err);
     if (!build_target(px, &err)) {
         finish_plain(px, 400, "invalid_proxy_target", err.msg, NULL);

@@ -5,7 +5,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "api/api.h"
 #include "app.h"
 #include "domain/catalog.h"
 #include "core/config.h"
@@ -19,6 +18,7 @@
 #include "util/b64.h"
 #include "util/buf.h"
 #include "util/str.h"
+#include "util/timefmt.h"
 #include "util/xalloc.h"
 #include "core/worker.h"
 #include "util/clock.h"
@@ -406,7 +406,7 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     {
         char when[40];
 
-        api_fmt_time(out->expires_at, false, when);
+        latch_fmt_time(out->expires_at, false, when);
         out->creds = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "type", "OAUTH2_CC", "token",
                                token, "client_id", in->client_id, "client_secret",
                                in->client_secret, "expires_at", when, "raw", j);

@@ -11,13 +11,13 @@
 
 #include <openssl/rand.h>
 
-#include "api/api.h"
 #include "app.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/oauth_cc.h"
+#include "util/json.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "domain/webhook.h"
@@ -220,7 +220,7 @@ answer_held_back(struct refresher *rf, const struct store_connection *c, bool fo
         return false;
     if (c->needs_reauth) {
         char msg[320];
-        json_t *e = api_json_col(c->auth_error_json);
+        json_t *e = latch_json_col(c->auth_error_json);
         const char *desc = json_string_value(json_object_get(e, "description"));
 
         (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised%s%.250s",
@@ -353,7 +353,7 @@ on_exchange(struct oauth_cc_result *res, void *ud)
     {
         json_t *e = json_pack("{s:s, s:s, s:s, s:I}", "type", "auth", "reason", res->reason,
                               "description", res->message, "at", (json_int_t)now);
-        char *ej = api_json_dump(e);
+        char *ej = latch_json_dump(e);
         bool was_reauth = f->conn.needs_reauth;
         int attempts = f->conn.refresh_attempts + 1;
         int64_t next = res->terminal ? 0 : now + backoff_ms(rf, attempts, res->retry_after_ms);
@@ -438,7 +438,7 @@ run_flight(struct flight *f)
     f->conn = row;
     p = catalog_find(a->catalog, row.provider);
     rc = creds_open(a->vault, row.uid, row.credentials_sealed, &creds);
-    cfg = api_json_col(row.connection_config_json);
+    cfg = latch_json_col(row.connection_config_json);
     if (p == NULL || rc != LATCH_OK || !json_is_object(cfg) ||
         json_string_value(json_object_get(creds, "client_id")) == NULL) {
         struct refresh_result r;

@@ -8,12 +8,12 @@
 
 #include <jansson.h>
 
-#include "api/api.h"
 #include "app.h"
 #include "domain/catalog.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/outbound.h"
+#include "util/json.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
 #include "util/clock.h"
@@ -40,7 +40,7 @@ struct delivery {
 static json_t *
 end_user_obj(const char *end_user_json)
 {
-    json_t *eu = api_json_col(end_user_json);
+    json_t *eu = latch_json_col(end_user_json);
     json_t *o;
     json_t *org;
 
@@ -146,7 +146,7 @@ webhook_auth_event(struct app *a, const struct store_env *env, const struct stor
         return LATCH_OK;
     b = base_body(a, env, conn->provider_config_key, conn->provider, conn->connection_id, operation,
                   success, err_type, err_desc);
-    tags = api_json_col(conn->tags_json);
+    tags = latch_json_col(conn->tags_json);
     if (json_is_object(tags) && json_object_size(tags) > 0)
         json_object_set_new(b, "tags", tags);
     else
@@ -171,7 +171,7 @@ webhook_auth_failure(struct app *a, const struct store_env *env, const char *pro
         return LATCH_OK;
     b = base_body(a, env, provider_config_key, provider, connection_id, operation, false, err_type,
                   err_desc);
-    tags = api_json_col(tags_json);
+    tags = latch_json_col(tags_json);
     if (json_is_object(tags) && json_object_size(tags) > 0)
         json_object_set_new(b, "tags", tags);
     else
