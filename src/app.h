@@ -18,6 +18,7 @@ struct store;
 struct vault;
 struct catalog;
 struct outbound;
+struct oauth_cc;
 struct http_server;
 struct webhook;
 struct refresher;
@@ -32,6 +33,7 @@ struct app {
     struct vault *vault;
     struct catalog *catalog;
     struct outbound *outbound;
+    struct oauth_cc *oauth_cc; /* token exchanges: outbound + worker */
     struct webhook *webhook;
     struct refresher *refresher;
     struct http_server *http;

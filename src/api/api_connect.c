@@ -410,7 +410,7 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
 
     (void)snprintf(msg, sizeof msg, "Failed to fetch client credentials token: %s", res->message);
     (void)webhook_auth_failure(
-        c->app, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
+        c->app->webhook, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
         c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
         "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
     http_req_log_kv(c->req, "reason", res->reason);
@@ -465,8 +465,8 @@ link_done(struct oauth_cc_result *res, void *ud)
     rc = store_connection_upsert(c->app->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true,
-                             NULL, NULL, c->session.webhook_url_override);
+    (void)webhook_auth_event(c->app->webhook, api_env(c), &conn, created ? "creation" : "override",
+                             true, NULL, NULL, c->session.webhook_url_override);
     log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s",
              api_env(c) ? api_env(c)->name : "?", j->integ.provider, (long long)conn.id,
              created ? "creation" : "override");
@@ -644,7 +644,7 @@ api_oauth2_cc(struct api_ctx *c)
     in.client_secret = j->client_secret;
     /* defer first: the exchange may complete (and resume) before this thread goes on */
     api_defer(c);
-    if (oauth_cc_exchange(c->app, &in, link_done, j, &res_err) != LATCH_OK) {
+    if (oauth_cc_exchange(c->app->oauth_cc, &in, link_done, j, &res_err) != LATCH_OK) {
         link_fail(j, &res_err);
         api_resume(c);
         goto out;

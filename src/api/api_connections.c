@@ -951,8 +951,8 @@ api_connection_create(struct api_ctx *c)
     rc = store_connection_upsert(c->app->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true,
-                             NULL, NULL, NULL);
+    (void)webhook_auth_event(c->app->webhook, api_env(c), &conn, created ? "creation" : "override",
+                             true, NULL, NULL, NULL);
     {
         json_t *pub = json_deep_copy(creds);
 

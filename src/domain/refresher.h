@@ -11,6 +11,8 @@
  * a still-valid token keeps being served). A background thread renews tokens of connections in
  * use shortly before they expire, so callers rarely wait.
  *
+ * Ownership: struct refresher (refresher_start) borrows what struct refresher_opts names; all of it
+ * must outlive the refresher (refresher_stop first). The node id is copied.
  * Threads: refresher_get_fresh from any thread. The done callback runs either synchronously
  * (return value true: result in *now) or later on a worker or the curl thread (return false).
  */
@@ -25,8 +27,28 @@
 #include "core/rc.h"
 #include "store/store.h"
 
-struct app;
+struct catalog;
+struct oauth_cc;
 struct refresher;
+struct vault;
+struct webhook;
+struct worker;
+
+/* What the refresher uses (borrowed; see Ownership above). */
+struct refresher_opts {
+    struct store *store;
+    struct vault *vault;           /* opens and seals credentials */
+    const struct catalog *catalog; /* the provider's token_expiration_buffer */
+    struct worker *worker;         /* lease attempts, off the caller's thread */
+    struct oauth_cc *oauth_cc;     /* the token requests */
+    struct webhook *webhook;       /* the `refresh` failure webhook */
+    const char *node_id;           /* prefix of lease owners (copied; at most 32 chars) */
+    int margin_s;                  /* refresh this long before expiry (config default) */
+    bool margin_override;          /* margin_s was set explicitly: it wins over providers */
+    int backoff_ms;                /* first back-off after a transient failure; doubles */
+    int lease_ms;                  /* the store's refresh lease */
+    bool background_refresh;       /* renew tokens of connections in use before they expire */
+};
 
 struct refresh_result {
     unsigned status; /* 200 on success, else the HTTP status to answer */
@@ -39,7 +61,7 @@ void refresh_result_clear(struct refresh_result *r);
 
 typedef void (*refresher_done_fn)(struct refresh_result *r, void *ud);
 
-latch_rc refresher_start(struct app *a, struct refresher **out);
+latch_rc refresher_start(const struct refresher_opts *o, struct refresher **out);
 /*
  * First step of shutdown (any thread, before the HTTP server drains): callers waiting for
  * another process's refresh lease keep waiting for at most within_ms more, then get 503
@@ -47,6 +69,12 @@ latch_rc refresher_start(struct app *a, struct refresher **out);
  * request is in progress finish normally.
  */
 void refresher_drain(struct refresher *r, int64_t within_ms);
+/*
+ * Last steps of shutdown. refresher_halt stops the background thread (flights waiting for a
+ * foreign lease are no longer polled); the object stays valid for callbacks still due (worker
+ * jobs finishing token exchanges). refresher_stop halts if needed and frees. Both NULL-safe.
+ */
+void refresher_halt(struct refresher *r);
 void refresher_stop(struct refresher *r);
 
 /*
