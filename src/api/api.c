@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/ratelimit.h"
 #include "core/timer.h"
+#include "domain/refresher.h"
 #include "util/str.h"
 #include "util/timefmt.h"
 #include "util/xalloc.h"
@@ -264,6 +265,33 @@ api_time_json(int64_t ms, bool plus00)
         return json_null();
     latch_fmt_time(ms, plus00, b);
     return json_string(b);
+}
+
+unsigned
+api_refresh_error(const struct refresh_result *r, const char **code, const char **message)
+{
+    static const struct {
+        unsigned status;
+        const char *code;
+        const char *message; /* when the refresher has nothing to add */
+    } map[] = {
+        [REFRESH_OK] = {200, "", ""},
+        [REFRESH_NOT_FOUND] = {404, "unknown_connection", "Failed to find connection"},
+        [REFRESH_STORE_UNAVAILABLE] = {503, "service_unavailable",
+                                       "The store is unavailable. Try again."},
+        [REFRESH_CREDS_UNREADABLE] = {500, "credentials_unreadable", ""},
+        [REFRESH_NEEDS_REAUTH] = {424, "invalid_credentials", ""},
+        [REFRESH_BACKOFF] = {424, "connection_refresh_backoff", ""},
+        [REFRESH_IN_PROGRESS] = {503, "refresh_in_progress", ""},
+        [REFRESH_SHUTTING_DOWN] = {503, "server_shutting_down", ""},
+    };
+    size_t i = (size_t)r->outcome;
+
+    if (i >= sizeof map / sizeof map[0] || map[i].status == 0)
+        i = REFRESH_STORE_UNAVAILABLE; /* not reached: every outcome is in the table */
+    *code = map[i].code;
+    *message = r->message[0] != '\0' ? r->message : map[i].message;
+    return map[i].status;
 }
 
 bool

@@ -21,6 +21,7 @@
 #include "store/store.h"
 
 struct app;
+struct refresh_result;
 
 /* Per-request context created by the router. */
 struct api_ctx {
@@ -105,6 +106,12 @@ void api_strict_keys(json_t *obj, const char *const *allowed, const char *const 
 json_t *api_time_json(int64_t ms, bool plus00);
 /* Parses "true/false/1/0/yes/no/on/off" (z.stringbool). */
 bool api_parse_bool(const char *s, bool *out);
+/*
+ * The HTTP answer to a refresher outcome other than REFRESH_OK: returns the status and sets the
+ * error code; *message is r's message, or the outcome's standard one when r has none (both
+ * borrowed: static or from r).
+ */
+unsigned api_refresh_error(const struct refresh_result *r, const char **code, const char **message);
 /* Reply with the JSON and finish (json stolen). */
 void api_reply(struct api_ctx *c, unsigned status, json_t *body);
 /* True if arr is an array holding the string s. */

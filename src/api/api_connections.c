@@ -345,7 +345,10 @@ struct get_ctx {
 static void
 answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
 {
-    if (r->status == 200) {
+    const char *code, *msg;
+    unsigned status;
+
+    if (r->outcome == REFRESH_OK) {
         json_t *creds = r->creds;
 
         r->creds = NULL;
@@ -354,19 +357,20 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
         api_reply(c, 200, api_connection_full(&r->conn, creds, true));
         return;
     }
-    if (r->status == 404) {
+    if (r->outcome == REFRESH_NOT_FOUND) {
         api_error(c, 404, "not_found", "Failed to find connection");
         return;
     }
-    if (r->conn.uid != NULL && r->status == 424) {
-        json_t *e = json_pack("{s:s, s:s, s:{s:o}}", "code", r->code, "message", r->message,
-                              "payload", "connection", api_connection_full(&r->conn, NULL, true));
+    status = api_refresh_error(r, &code, &msg);
+    if (r->conn.uid != NULL && status == 424) {
+        json_t *e = json_pack("{s:s, s:s, s:{s:o}}", "code", code, "message", msg, "payload",
+                              "connection", api_connection_full(&r->conn, NULL, true));
 
-        http_req_log_kv(c->req, "err", r->code);
-        api_reply(c, r->status, json_pack("{s:o}", "error", e));
+        http_req_log_kv(c->req, "err", code);
+        api_reply(c, status, json_pack("{s:o}", "error", e));
         return;
     }
-    api_error(c, r->status, r->code, r->message);
+    api_error(c, status, code, msg);
 }
 
 static void
@@ -433,7 +437,7 @@ api_connection_get(struct api_ctx *c)
     if (refresher_get_fresh(c->app->refresher, c->env_id, pck, c->params[0], force, get_done, g,
                             &now)) {
         free(g);
-        if (now.status == 404 && now.conn.uid == NULL) {
+        if (now.outcome == REFRESH_NOT_FOUND && now.conn.uid == NULL) {
             memset(&integ, 0, sizeof integ);
             if (!require_integration(c, pck, &integ, 400, "unknown_provider_config",
                                      "Provider does not exists")) {

@@ -843,12 +843,16 @@ token_ready(struct proxy *px, struct refresh_result *r)
     const char *tok;
     bool go;
 
-    if (r->status != 200) {
-        if (r->status == 404)
-            finish_plain(px, 404, "unknown_connection",
-                         "No connection matches Connection-Id and Provider-Config-Key.", NULL);
-        else
-            finish_plain(px, r->status, r->code, r->message, NULL);
+    if (r->outcome == REFRESH_NOT_FOUND) {
+        finish_plain(px, 404, "unknown_connection",
+                     "No connection matches Connection-Id and Provider-Config-Key.", NULL);
+        return;
+    }
+    if (r->outcome != REFRESH_OK) {
+        const char *code, *msg;
+        unsigned status = api_refresh_error(r, &code, &msg);
+
+        finish_plain(px, status, code, msg, NULL);
         return;
     }
     tok = json_string_value(json_object_get(r->creds, "token"));

@@ -163,10 +163,9 @@ conn_copy(struct store_connection *dst, const struct store_connection *src)
 }
 
 static void
-set_err(struct refresh_result *r, unsigned status, const char *code, const char *msg)
+set_err(struct refresh_result *r, enum refresh_outcome outcome, const char *msg)
 {
-    r->status = status;
-    latch_strlcpy(r->code, code, sizeof r->code);
+    r->outcome = outcome;
     latch_strlcpy(r->message, msg, sizeof r->message);
 }
 
@@ -188,7 +187,7 @@ is_fresh(struct refresher *rf, const struct store_connection *c, int64_t now)
     return c->expires_at == 0 || c->expires_at - now >= margin_ms(rf, c);
 }
 
-/* Fills r with the row and its opened credentials (status 200). */
+/* Fills r with the row and its opened credentials (REFRESH_OK). */
 static void
 answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh_result *r)
 {
@@ -200,17 +199,18 @@ answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh
     if (rc != LATCH_OK) {
         log_error("credentials do not decrypt", "conn_row=%lld rc=%s", (long long)c->id,
                   latch_strerror(rc));
-        set_err(r, 500, "credentials_unreadable",
+        set_err(r, REFRESH_CREDS_UNREADABLE,
                 "The stored credentials could not be decrypted with the configured keys.");
         return;
     }
-    r->status = 200;
+    r->outcome = REFRESH_OK;
 }
 
 /*
  * Answers without a token request when the row says not to make one (unless forced): the
- * connection needs re-authorisation (424), or a back-off window is open (the current token
- * while it is valid, else 424). Returns false when a refresh may go ahead. r starts zeroed.
+ * connection needs re-authorisation (REFRESH_NEEDS_REAUTH), or a back-off window is open (the
+ * current token while it is valid, else REFRESH_BACKOFF). Returns false when a refresh may go
+ * ahead. r starts zeroed.
  */
 static bool
 answer_held_back(struct refresher *rf, const struct store_connection *c, bool force, int64_t now,
@@ -226,7 +226,7 @@ answer_held_back(struct refresher *rf, const struct store_connection *c, bool fo
         (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised%s%.250s",
                        desc ? ": " : ".", desc ? desc : "");
         json_decref(e);
-        set_err(r, 424, "invalid_credentials", msg);
+        set_err(r, REFRESH_NEEDS_REAUTH, msg);
         conn_copy(&r->conn, c);
         return true;
     }
@@ -235,7 +235,7 @@ answer_held_back(struct refresher *rf, const struct store_connection *c, bool fo
     if (c->expires_at > now) {
         answer_ok(rf, c, r);
     } else {
-        set_err(r, 424, "connection_refresh_backoff",
+        set_err(r, REFRESH_BACKOFF,
                 "A recent refresh attempt failed. Backing off before retrying.");
         conn_copy(&r->conn, c);
     }
@@ -260,8 +260,7 @@ finish_flight(struct refresher *rf, struct flight *f, const struct refresh_resul
 
         next = w->next;
         memset(&r, 0, sizeof r);
-        r.status = proto->status;
-        latch_strlcpy(r.code, proto->code, sizeof r.code);
+        r.outcome = proto->outcome;
         latch_strlcpy(r.message, proto->message, sizeof r.message);
         if (proto->conn.uid != NULL)
             conn_copy(&r.conn, &proto->conn);
@@ -287,9 +286,9 @@ finish_with_row(struct refresher *rf, struct flight *f)
     memset(&r, 0, sizeof r);
     rc = store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row);
     if (rc == LATCH_E_NOT_FOUND)
-        set_err(&r, 404, "unknown_connection", "The connection was deleted.");
+        set_err(&r, REFRESH_NOT_FOUND, "The connection was deleted.");
     else if (rc != LATCH_OK)
-        set_err(&r, 503, "service_unavailable", "The store is unavailable. Try again.");
+        set_err(&r, REFRESH_STORE_UNAVAILABLE, "");
     else
         answer_ok(rf, &row, &r);
     finish_flight(rf, f, &r);
@@ -377,7 +376,7 @@ on_exchange(struct oauth_cc_result *res, void *ud)
 
             (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised: %.250s",
                            res->message);
-            set_err(&r, 424, "invalid_credentials", msg);
+            set_err(&r, REFRESH_NEEDS_REAUTH, msg);
         } else if (f->conn.expires_at > now && !f->force) {
             /* the current token still works: hand it out while we back off */
             answer_ok(rf, &f->conn, &r);
@@ -387,7 +386,7 @@ on_exchange(struct oauth_cc_result *res, void *ud)
             (void)snprintf(msg, sizeof msg,
                            "A refresh attempt failed (%.200s). Backing off before retrying.",
                            res->message);
-            set_err(&r, 424, "connection_refresh_backoff", msg);
+            set_err(&r, REFRESH_BACKOFF, msg);
         }
         finish_flight(rf, f, &r);
         refresh_result_clear(&r);
@@ -442,7 +441,7 @@ run_flight(struct flight *f)
         struct refresh_result r;
 
         memset(&r, 0, sizeof r);
-        set_err(&r, 424, "invalid_credentials",
+        set_err(&r, REFRESH_NEEDS_REAUTH,
                 p == NULL ? "The provider of this connection is not in the catalogue."
                           : "The stored credentials cannot be used to refresh the token.");
         (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
@@ -500,17 +499,18 @@ try_lease(struct flight *f)
 
             memset(&r, 0, sizeof r);
             if (draining)
-                set_err(&r, 503, "server_shutting_down",
+                set_err(&r, REFRESH_SHUTTING_DOWN,
                         "latch is shutting down while another process refreshes this "
                         "connection. Try again.");
             else
-                set_err(&r, 503, "refresh_in_progress",
+                set_err(&r, REFRESH_IN_PROGRESS,
                         "Another refresh of this connection is taking too long. Try again.");
             finish_flight(rf, f, &r);
         }
         return true;
     }
-    finish_with_row(rf, f); /* NOT_FOUND or store error: answer from the row (404/503) */
+    finish_with_row(
+        rf, f); /* NOT_FOUND or store error: answer from the row (NOT_FOUND or STORE_UNAVAILABLE) */
     return true;
 }
 
@@ -546,11 +546,11 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     memset(&c, 0, sizeof c);
     rc = store_connection_get(rf->o.store, env_id, provider_config_key, connection_id, &c);
     if (rc == LATCH_E_NOT_FOUND) {
-        set_err(now_out, 404, "unknown_connection", "Failed to find connection");
+        set_err(now_out, REFRESH_NOT_FOUND, "Failed to find connection");
         return true;
     }
     if (rc != LATCH_OK) {
-        set_err(now_out, 503, "service_unavailable", "The store is unavailable. Try again.");
+        set_err(now_out, REFRESH_STORE_UNAVAILABLE, "");
         return true;
     }
     if (now - c.last_fetched_at > REFRESH_TOUCH_INTERVAL_MS) {
