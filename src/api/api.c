@@ -22,6 +22,8 @@
 #include "util/clock.h"
 
 #define CONNECT_TOKEN_PREFIX "nango_connect_session_"
+/* the message of every 503 caused by a store failure */
+#define STORE_UNAVAILABLE_MSG "The store is unavailable. Try again."
 
 static const struct api_route routes[] = {
     {"GET", "/health", api_health, AUTH_NONE, 0, 0},
@@ -198,6 +200,12 @@ api_error(struct api_ctx *c, unsigned status, const char *code, const char *mess
 }
 
 void
+api_store_unavailable(struct api_ctx *c)
+{
+    api_error(c, 503, "service_unavailable", STORE_UNAVAILABLE_MSG);
+}
+
+void
 api_error_list(struct api_ctx *c, unsigned status, const char *code, const char *message,
                json_t *errors)
 {
@@ -277,8 +285,7 @@ api_refresh_error(const struct refresh_result *r, const char **code, const char 
     } map[] = {
         [REFRESH_OK] = {200, "", ""},
         [REFRESH_NOT_FOUND] = {404, "unknown_connection", "Failed to find connection"},
-        [REFRESH_STORE_UNAVAILABLE] = {503, "service_unavailable",
-                                       "The store is unavailable. Try again."},
+        [REFRESH_STORE_UNAVAILABLE] = {503, "service_unavailable", STORE_UNAVAILABLE_MSG},
         [REFRESH_CREDS_UNREADABLE] = {500, "credentials_unreadable", ""},
         [REFRESH_NEEDS_REAUTH] = {424, "invalid_credentials", ""},
         [REFRESH_BACKOFF] = {424, "connection_refresh_backoff", ""},
@@ -493,7 +500,7 @@ auth_secret(struct api_ctx *c, const char *token)
         return false;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return false;
     }
     c->env_id = env_id;
@@ -523,7 +530,7 @@ auth_session(struct api_ctx *c, const char *token)
         return false;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return false;
     }
     c->env_id = c->session.env_id;

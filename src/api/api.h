@@ -94,6 +94,8 @@ const struct store_env *api_env(struct api_ctx *c);
 void api_ctx_free(struct api_ctx *c);
 /* Error responses: {"error":{"code","message"}}. */
 void api_error(struct api_ctx *c, unsigned status, const char *code, const char *message);
+/* 503 service_unavailable: the store failed (the one wording of that answer). */
+void api_store_unavailable(struct api_ctx *c);
 /* {"error":{"code":code,"message":message,"errors":errors}} (takes errors). */
 void api_error_list(struct api_ctx *c, unsigned status, const char *code, const char *message,
                     json_t *errors);

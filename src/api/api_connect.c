@@ -181,7 +181,7 @@ create_session(struct api_ctx *c, json_t *b, json_t *errs, int64_t reconnect_row
     s.expires_at = latch_now_ms() + (int64_t)LATCH_CONNECT_SESSION_TTL_S * 1000;
     rc = store_session_create(c->app->store, &s);
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         goto out;
     }
     link = xasprintf("%s/ui/?session_token=%s", c->app->cfg->public_url, token);
@@ -277,7 +277,7 @@ api_connect_session_reconnect(struct api_ctx *c)
     }
     if (rc != LATCH_OK) {
         json_decref(errs);
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     create_session(c, c->body, errs, conn.id, iid);
@@ -322,7 +322,7 @@ void
 api_connect_session_delete(struct api_ctx *c)
 {
     if (store_session_delete(c->app->store, c->session.id) != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     http_resp_bytes(c->req, 204, "application/json", "", 0, true);
@@ -475,7 +475,7 @@ link_done(struct oauth_cc_result *res, void *ud)
                         j->connection_id));
     goto out;
 unavailable:
-    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    api_store_unavailable(c);
 out:
     store_connection_clear(&conn);
     api_resume(c);
@@ -627,7 +627,7 @@ api_oauth2_cc(struct api_ctx *c)
         vault_uuid_v4(j->uid);
     }
     if (store_session_bump_attempts(c->app->store, c->session.id, &attempts) != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         goto out;
     }
     if (attempts > LATCH_MAX_CONNECT_ATTEMPTS) {

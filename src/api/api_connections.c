@@ -135,7 +135,7 @@ require_integration(struct api_ctx *c, const char *pck, struct store_integration
         return false;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return false;
     }
     return true;
@@ -325,7 +325,7 @@ api_connections_list(struct api_ctx *c)
     rc = store_connection_list(c->app->store, c->env_id, &f, &rows, &n);
     free(ikeys);
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     arr = json_array();
@@ -476,7 +476,7 @@ api_connection_delete(struct api_ctx *c)
         return;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     api_reply(c, 200, json_pack("{s:b}", "success", 1));
@@ -565,7 +565,7 @@ api_connection_patch(struct api_ctx *c)
     api_reply(c, 200, json_pack("{s:b}", "success", 1));
     goto out;
 unavailable:
-    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    api_store_unavailable(c);
     goto out;
 invalid:
     api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
@@ -642,7 +642,7 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
     api_reply(c, ok_status, json_incref(echo));
     goto out;
 unavailable:
-    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    api_store_unavailable(c);
 out:
     for (i = 0; i < n; i++)
         store_connection_clear(&conns[i]);
@@ -887,7 +887,7 @@ api_connection_create(struct api_ctx *c)
     }
     if (rc != LATCH_OK) {
         json_decref(errs);
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     p = catalog_find(c->app->catalog, integ.provider);
@@ -964,7 +964,7 @@ api_connection_create(struct api_ctx *c)
     }
     goto out;
 unavailable:
-    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    api_store_unavailable(c);
     goto out;
 invalid:
     api_error_list(c, 400, "invalid_body", "Invalid request body", errs);

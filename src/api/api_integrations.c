@@ -153,7 +153,7 @@ api_integrations_list(struct api_ctx *c)
 
     rc = store_integration_list(c->app->store, c->env_id, &list, &n);
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     if (c->by_session && c->session.allowed_integrations_json != NULL)
@@ -175,6 +175,32 @@ api_integrations_list(struct api_ctx *c)
     api_reply(c, 200, json_pack("{s:o}", "data", arr));
 }
 
+/*
+ * Answers a create or an update and releases what it used: 400 invalid_body when errs holds
+ * issues or the unique key is taken (rc LATCH_E_CONFLICT), 503 when the store failed, else the
+ * stored integration. Takes errs; clears i.
+ */
+static void
+answer_write(struct api_ctx *c, latch_rc rc, struct store_integration *i, json_t *errs)
+{
+    if (rc == LATCH_E_CONFLICT) {
+        const char *const path[] = {"uniqueKey", NULL};
+
+        api_issue(errs, "invalid_string", "Unique key already exists", path);
+    }
+    if (json_array_size(errs) > 0) {
+        api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
+        errs = NULL;
+    } else if (rc != LATCH_OK) {
+        api_store_unavailable(c);
+    } else {
+        api_reply(c, 200,
+                  json_pack("{s:o}", "data", api_integration_json(c->app, i, false, false)));
+    }
+    json_decref(errs);
+    store_integration_clear(i);
+}
+
 void
 api_integration_create(struct api_ctx *c)
 {
@@ -187,13 +213,13 @@ api_integration_create(struct api_ctx *c)
     const char *provider = NULL, *key = NULL;
     const struct catalog_provider *p = NULL;
     struct store_integration i;
-    latch_rc rc;
+    latch_rc rc = LATCH_OK;
 
     memset(&i, 0, sizeof i);
     i.forward_webhooks = true;
     if (!json_is_object(b)) {
         api_issue(errs, "invalid_type", "Expected an object", root);
-        goto invalid;
+        goto out;
     }
     api_strict_keys(b, allowed, root, errs);
     provider = json_string_value(json_object_get(b, "provider"));
@@ -211,30 +237,13 @@ api_integration_create(struct api_ctx *c)
     }
     read_common(c, p, &i, errs);
     if (json_array_size(errs) > 0)
-        goto invalid;
+        goto out;
     i.env_id = c->env_id;
     i.unique_key = xstrdup(key);
     i.provider = xstrdup(provider);
     rc = store_integration_create(c->app->store, &i);
-    if (rc == LATCH_E_CONFLICT) {
-        const char *const path[] = {"uniqueKey", NULL};
-
-        api_issue(errs, "invalid_string", "Unique key already exists", path);
-        goto invalid;
-    }
-    if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
-        goto out;
-    }
-    api_reply(c, 200, json_pack("{s:o}", "data", api_integration_json(c->app, &i, false, false)));
-    goto out;
-invalid:
-    api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
-    errs = NULL;
 out:
-    if (errs != NULL)
-        json_decref(errs);
-    store_integration_clear(&i);
+    answer_write(c, rc, &i, errs);
 }
 
 static bool
@@ -250,7 +259,7 @@ load_integration(struct api_ctx *c, struct store_integration *i)
         return false;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return false;
     }
     return true;
@@ -306,14 +315,17 @@ api_integration_patch(struct api_ctx *c)
     json_t *errs = json_array();
     struct store_integration i;
     json_t *v;
-    latch_rc rc;
+    latch_rc rc = LATCH_OK;
 
     memset(&i, 0, sizeof i);
-    if (!load_integration(c, &i))
-        goto out;
+    if (!load_integration(c, &i)) { /* answered */
+        json_decref(errs);
+        store_integration_clear(&i);
+        return;
+    }
     if (!json_is_object(c->body)) {
         api_issue(errs, "invalid_type", "Expected an object", root);
-        goto invalid;
+        goto out;
     }
     api_strict_keys(c->body, allowed, root, errs);
     v = json_object_get(c->body, "unique_key");
@@ -329,27 +341,10 @@ api_integration_patch(struct api_ctx *c)
     }
     read_common(c, catalog_find(c->app->catalog, i.provider), &i, errs);
     if (json_array_size(errs) > 0)
-        goto invalid;
-    rc = store_integration_update(c->app->store, &i);
-    if (rc == LATCH_E_CONFLICT) {
-        const char *const path[] = {"uniqueKey", NULL};
-
-        api_issue(errs, "invalid_string", "Unique key already exists", path);
-        goto invalid;
-    }
-    if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
         goto out;
-    }
-    api_reply(c, 200, json_pack("{s:o}", "data", api_integration_json(c->app, &i, false, false)));
-    goto out;
-invalid:
-    api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
-    errs = NULL;
+    rc = store_integration_update(c->app->store, &i);
 out:
-    if (errs != NULL)
-        json_decref(errs);
-    store_integration_clear(&i);
+    answer_write(c, rc, &i, errs);
 }
 
 void
@@ -362,7 +357,7 @@ api_integration_delete(struct api_ctx *c)
         return;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     api_reply(c, 200, json_pack("{s:b}", "success", 1));

@@ -899,14 +899,9 @@ token_ready(struct proxy *px, struct refresh_result *r)
         start_attempt(px);
 }
 
+/* refresher_done_fn for the first token and for the one refreshed after a 401 */
 static void
 token_cb(struct refresh_result *r, void *ud)
-{
-    token_ready(ud, r);
-}
-
-static void
-refreshed_cb(struct refresh_result *r, void *ud)
 {
     token_ready(ud, r);
 }
@@ -917,8 +912,8 @@ refresh_then_retry(struct proxy *px)
     struct refresh_result now;
 
     px->refreshed_once = true;
-    if (refresher_get_fresh(px->app->refresher, px->env_id, px->pck, px->cid, true, refreshed_cb,
-                            px, &now)) {
+    if (refresher_get_fresh(px->app->refresher, px->env_id, px->pck, px->cid, true, token_cb, px,
+                            &now)) {
         token_ready(px, &now);
         refresh_result_clear(&now);
     }
