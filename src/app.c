@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 
 #include "api/api.h"
+#include "api/api_auth.h"
 #include "domain/catalog.h"
 #include "net/http_server.h"
 #include "core/latch_limits.h"

@@ -72,10 +72,6 @@ struct api_route {
     size_t body_limit;
 };
 
-struct authcache;
-struct authcache *authcache_new(void);
-void authcache_free(struct authcache *ac);
-
 /* Glue for http_server_opts. */
 void api_dispatch(struct http_req *req, void *app);
 size_t api_body_limit(const char *method, const char *path, void *app);
