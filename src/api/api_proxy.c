@@ -9,8 +9,9 @@
  *                 validated config, start an outbound stream (attempt)
  *   curl thread   on_headers decides: stream to the client (any final status, 201 stays 201),
  *                 discard and retry (429/5xx/Retry-On when the caller asked with Retries), or
- *                 capture a 401 to see whether the token was rejected (then refresh once, retry
- *                 once); on_data fills a small ring buffer, pausing curl when it is full
+ *                 capture a 401 to see whether the token was rejected (then refresh once, on
+ *                 a worker thread: it reads the store, retry once); on_data fills a small ring
+ *                 buffer, pausing curl when it is full
  *   pool thread   the streaming response's read callback drains the ring and unpauses curl
  * Request bodies up to LATCH_PROXY_BUFFERED_BODY are buffered (so retries can replay them);
  * larger or chunked bodies stream through a second ring and are never retried.
@@ -32,6 +33,7 @@
 #include "net/outbound.h"
 #include "domain/refresher.h"
 #include "core/timer.h"
+#include "core/worker.h"
 #include "domain/tmpl.h"
 #include "util/buf.h"
 #include "util/json.h"
@@ -906,17 +908,33 @@ token_cb(struct refresh_result *r, void *ud)
     token_ready(ud, r);
 }
 
+/*
+ * Worker thread (or the curl thread when the worker queue is full): the forced refresh after a
+ * 401. refresher_get_fresh starts with a store read, and a store read on the curl thread would
+ * hold up every other upstream transfer (the same reason oauth_cc hands its follow-up to the
+ * worker). The answer comes here (synchronous) or through token_cb (worker or curl thread).
+ */
 static void
-refresh_then_retry(struct proxy *px)
+refresh_job(void *ud)
 {
+    struct proxy *px = ud;
     struct refresh_result now;
 
-    px->refreshed_once = true;
     if (refresher_get_fresh(px->app->refresher, px->env_id, px->pck, px->cid, true, token_cb, px,
                             &now)) {
         token_ready(px, &now);
         refresh_result_clear(&now);
     }
+    proxy_unref(px); /* the job's reference */
+}
+
+/* Curl thread (on_done of the attempt that got the 401). */
+static void
+refresh_then_retry(struct proxy *px)
+{
+    px->refreshed_once = true;
+    proxy_ref(px); /* the job's: px outlives the attempt's reference dropped by on_done */
+    worker_run(px->app->worker, refresh_job, px);
 }
 
 /* ---- upload sink (pool thread) ---- */
