@@ -307,7 +307,23 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     ho.dispatch = api_dispatch;
     ho.body_limit = api_body_limit;
     ho.stream_body = api_stream_body;
-    ho.ud = a;
+    a->api = xcalloc(1, sizeof *a->api);
+    *a->api = (struct api_deps){
+        .cfg = cfg,
+        .store = a->store,
+        .vault = a->vault,
+        .catalog = a->catalog,
+        .outbound = a->outbound,
+        .oauth_cc = a->oauth_cc,
+        .webhook = a->webhook,
+        .refresher = a->refresher,
+        .timer = a->timer,
+        .worker = a->worker,
+        .rl_env = a->rl_env,
+        .rl_ip = a->rl_ip,
+        .authcache = a->authcache,
+    };
+    ho.ud = a->api;
     return http_server_start(&ho, &a->http, err);
 }
 
@@ -321,6 +337,8 @@ app_stop(struct app *a)
     refresher_drain(a->refresher, APP_LEASE_DRAIN_MS);
     http_server_stop(a->http);
     a->http = NULL;
+    free(a->api); /* no request runs any more */
+    a->api = NULL;
     timer_stop(a->timer);
     a->timer = NULL;
     /*

@@ -26,6 +26,7 @@ struct timer;
 struct ratelimit;
 struct authcache;
 struct worker;
+struct api_deps;
 
 struct app {
     const struct config *cfg;
@@ -42,7 +43,8 @@ struct app {
     struct ratelimit *rl_env;
     struct ratelimit *rl_ip;
     struct authcache *authcache;
-    char node_id[33]; /* random per process: lease owner prefix */
+    struct api_deps *api; /* the members the REST layer uses (owned; filled by app_start) */
+    char node_id[33];     /* random per process: lease owner prefix */
 };
 
 /*

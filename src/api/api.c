@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "api/api_auth.h"
-#include "app.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/refresher.h"
@@ -361,7 +360,7 @@ const struct store_env *
 api_env(struct api_ctx *c)
 {
     if (!c->env_loaded) {
-        if (store_env_get(c->app->store, c->env_id, &c->env) != LATCH_OK)
+        if (store_env_get(c->deps->store, c->env_id, &c->env) != LATCH_OK)
             return NULL;
         c->env_loaded = true;
     }
@@ -405,7 +404,7 @@ offload(struct api_ctx *c, api_handler_fn handler)
 {
     c->offloaded = handler;
     http_req_suspend(c->req);
-    worker_run(c->app->worker, run_offloaded, c);
+    worker_run(c->deps->worker, run_offloaded, c);
 }
 
 static bool
@@ -447,9 +446,9 @@ parse_body(struct api_ctx *c)
 }
 
 void
-api_dispatch(struct http_req *req, void *appv)
+api_dispatch(struct http_req *req, void *depsv)
 {
-    struct app *app = appv;
+    struct api_deps *deps = depsv;
     const char *method = http_req_method(req);
     const char *path = http_req_path(req);
     struct api_ctx *c = xcalloc(1, sizeof *c);
@@ -457,7 +456,7 @@ api_dispatch(struct http_req *req, void *appv)
     bool method_mismatch;
     const char *ct;
 
-    c->app = app;
+    c->deps = deps;
     c->req = req;
     http_req_set_app_data(req, c, ctx_free_cb);
 
@@ -501,18 +500,18 @@ api_dispatch(struct http_req *req, void *appv)
     }
     /* browser-facing routes: per client IP, before the session lookup */
     if ((r->auth == AUTH_SESSION_HEADER || r->auth == AUTH_SESSION_QUERY) &&
-        api_rate_limited(c, app->rl_ip, http_req_client_ip(req)))
+        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
         return;
     if (!api_authenticate(c, r->auth))
         return;
     if (c->by_session && r->auth == AUTH_SESSION_OR_SECRET &&
-        api_rate_limited(c, app->rl_ip, http_req_client_ip(req)))
+        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
         return;
     if (c->env_id != 0 && !c->by_session) {
         char key[32];
 
         (void)snprintf(key, sizeof key, "env:%lld", (long long)c->env_id);
-        if (api_rate_limited(c, app->rl_env, key))
+        if (api_rate_limited(c, deps->rl_env, key))
             return;
     }
     if ((r->flags & API_JSON_BODY) && !parse_body(c))

@@ -20,12 +20,43 @@
 #include "net/http_server.h"
 #include "store/store.h"
 
-struct app;
+struct authcache;
+struct catalog;
+struct config;
+struct oauth_cc;
+struct outbound;
+struct ratelimit;
 struct refresh_result;
+struct refresher;
+struct timer;
+struct vault;
+struct webhook;
+struct worker;
+
+/*
+ * What the REST layer uses of the running service, filled by app.c before the HTTP server starts
+ * (http_server_opts.ud points at it). Ownership: every member is borrowed from the app and
+ * outlives the HTTP server; the struct is immutable while requests run (any thread may read it).
+ */
+struct api_deps {
+    const struct config *cfg;
+    struct store *store;
+    struct vault *vault;
+    const struct catalog *catalog;
+    struct outbound *outbound;
+    struct oauth_cc *oauth_cc;
+    struct webhook *webhook;
+    struct refresher *refresher;
+    struct timer *timer;
+    struct worker *worker;
+    struct ratelimit *rl_env;
+    struct ratelimit *rl_ip;
+    struct authcache *authcache;
+};
 
 /* Per-request context created by the router. */
 struct api_ctx {
-    struct app *app;
+    struct api_deps *deps;
     struct http_req *req;
     const char *params[4]; /* path captures, borrowed from cap_buf */
     char cap_buf[1024];
@@ -73,7 +104,7 @@ struct api_route {
 };
 
 /* Glue for http_server_opts. */
-void api_dispatch(struct http_req *req, void *app);
+void api_dispatch(struct http_req *req, void *deps); /* deps: struct api_deps */
 size_t api_body_limit(const char *method, const char *path, void *app);
 bool api_stream_body(const char *method, const char *path, void *app);
 

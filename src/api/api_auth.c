@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app.h"
+#include "core/config.h"
 #include "core/ratelimit.h"
 #include "core/timer.h"
 #include "crypto/vault.h"
@@ -88,7 +88,7 @@ authcache_free(struct authcache *ac)
 }
 
 static bool
-authcache_get(struct app *a, const unsigned char h[32], int64_t *env_id)
+authcache_get(struct api_deps *a, const unsigned char h[32], int64_t *env_id)
 {
     struct authcache *ac = a->authcache;
     size_t i = ((size_t)h[0] | (size_t)h[1] << 8) % AUTHCACHE_SLOTS;
@@ -106,7 +106,7 @@ authcache_get(struct app *a, const unsigned char h[32], int64_t *env_id)
 }
 
 static void
-authcache_put(struct app *a, const unsigned char h[32], int64_t env_id)
+authcache_put(struct api_deps *a, const unsigned char h[32], int64_t env_id)
 {
     struct authcache *ac = a->authcache;
     size_t i = ((size_t)h[0] | (size_t)h[1] << 8) % AUTHCACHE_SLOTS;
@@ -132,11 +132,11 @@ auth_secret(struct api_ctx *c, const char *token)
                   "Authentication failed. The provided secret key is not a UUID v4.");
         return false;
     }
-    vault_index_hash(c->app->vault, token, h);
-    rc = authcache_get(c->app, h, &env_id) ? LATCH_OK
-                                           : store_apikey_lookup(c->app->store, h, &env_id);
+    vault_index_hash(c->deps->vault, token, h);
+    rc = authcache_get(c->deps, h, &env_id) ? LATCH_OK
+                                            : store_apikey_lookup(c->deps->store, h, &env_id);
     if (rc == LATCH_OK)
-        authcache_put(c->app, h, env_id);
+        authcache_put(c->deps, h, env_id);
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 401, "unknown_account",
                   "Authentication failed. The provided secret key does not match any account.");
@@ -162,8 +162,8 @@ auth_session(struct api_ctx *c, const char *token)
                   "correct format: nango_connect_session_RANDOM");
         return false;
     }
-    vault_index_hash(c->app->vault, token, h);
-    rc = store_session_get_by_hash(c->app->store, h, &c->session);
+    vault_index_hash(c->deps->vault, token, h);
+    rc = store_session_get_by_hash(c->deps->store, h, &c->session);
     if (rc == LATCH_OK && c->session.expires_at <= latch_now_ms())
         rc = LATCH_E_NOT_FOUND;
     if (rc == LATCH_E_NOT_FOUND) {
@@ -272,9 +272,9 @@ api_rate_limited(struct api_ctx *c, struct ratelimit *rl, const char *key)
      * that floods latch pays in waiting, not in the CPU every other environment shares. The
      * waiting request costs a suspended connection and a timer entry, both bounded.
      */
-    if (c->app->cfg->rate_delay_ms > 0 && c->app->timer != NULL) {
+    if (c->deps->cfg->rate_delay_ms > 0 && c->deps->timer != NULL) {
         http_req_suspend(c->req);
-        if (timer_after(c->app->timer, c->app->cfg->rate_delay_ms, resume_later, c->req) !=
+        if (timer_after(c->deps->timer, c->deps->cfg->rate_delay_ms, resume_later, c->req) !=
             LATCH_OK)
             http_req_resume(c->req); /* timer full or stopping: answer now */
     }

@@ -14,7 +14,7 @@
 
 #include "api/api.h"
 #include "api/api_validate.h"
-#include "app.h"
+#include "core/config.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
@@ -39,7 +39,7 @@ integration_exists(struct api_ctx *c, const char *key)
     latch_rc rc;
 
     memset(&i, 0, sizeof i);
-    rc = store_integration_get(c->app->store, c->env_id, key, &i);
+    rc = store_integration_get(c->deps->store, c->env_id, key, &i);
     store_integration_clear(&i);
     return rc == LATCH_OK;
 }
@@ -158,7 +158,7 @@ create_session(struct api_ctx *c, json_t *b, json_t *errs, int64_t reconnect_row
     (void)snprintf(token, sizeof token, "%s%s", SESSION_PREFIX, hex);
     explicit_bzero(hex, sizeof hex);
     s.env_id = c->env_id;
-    vault_index_hash(c->app->vault, token, s.token_hash);
+    vault_index_hash(c->deps->vault, token, s.token_hash);
     s.end_user_json = eu != NULL ? latch_json_dump(eu) : NULL;
     s.organization_json = org != NULL ? latch_json_dump(org) : NULL;
     s.allowed_integrations_json = allowed != NULL ? latch_json_dump(allowed) : NULL;
@@ -179,12 +179,12 @@ create_session(struct api_ctx *c, json_t *b, json_t *errs, int64_t reconnect_row
         json_is_string(v) && json_string_length(v) > 0 ? xstrdup(json_string_value(v)) : NULL;
     s.connection_row_id = reconnect_row;
     s.expires_at = latch_now_ms() + (int64_t)LATCH_CONNECT_SESSION_TTL_S * 1000;
-    rc = store_session_create(c->app->store, &s);
+    rc = store_session_create(c->deps->store, &s);
     if (rc != LATCH_OK) {
         api_store_unavailable(c);
         goto out;
     }
-    link = xasprintf("%s/ui/?session_token=%s", c->app->cfg->public_url, token);
+    link = xasprintf("%s/ui/?session_token=%s", c->deps->cfg->public_url, token);
     latch_fmt_time(s.expires_at, false, when);
     api_reply(c, 201,
               json_pack("{s:{s:s, s:s, s:s}}", "data", "token", token, "connect_link", link,
@@ -269,7 +269,7 @@ api_connect_session_reconnect(struct api_ctx *c)
         api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
         return;
     }
-    rc = store_connection_get(c->app->store, c->env_id, iid, cid, &conn);
+    rc = store_connection_get(c->deps->store, c->env_id, iid, cid, &conn);
     if (rc == LATCH_E_NOT_FOUND) {
         json_decref(errs);
         api_error(c, 400, "invalid_body", "ConnectionID or IntegrationId does not exists");
@@ -321,7 +321,7 @@ api_connect_session_get(struct api_ctx *c)
 void
 api_connect_session_delete(struct api_ctx *c)
 {
-    if (store_session_delete(c->app->store, c->session.id) != LATCH_OK) {
+    if (store_session_delete(c->deps->store, c->session.id) != LATCH_OK) {
         api_store_unavailable(c);
         return;
     }
@@ -410,7 +410,7 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
 
     (void)snprintf(msg, sizeof msg, "Failed to fetch client credentials token: %s", res->message);
     (void)webhook_auth_failure(
-        c->app->webhook, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
+        c->deps->webhook, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
         c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
         "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
     http_req_log_kv(c->req, "reason", res->reason);
@@ -438,7 +438,7 @@ link_done(struct oauth_cc_result *res, void *ud)
     conn.connection_id = xstrdup(j->connection_id);
     conn.provider_config_key = xstrdup(j->integ.unique_key);
     conn.provider = xstrdup(j->integ.provider);
-    rc = creds_seal(c->app->vault, j->uid, res->creds, &conn.credentials_sealed);
+    rc = creds_seal(c->deps->vault, j->uid, res->creds, &conn.credentials_sealed);
     if (rc != LATCH_OK)
         goto unavailable;
     conn.connection_config_json = latch_json_dump(j->cfg);
@@ -462,10 +462,10 @@ link_done(struct oauth_cc_result *res, void *ud)
     }
     if (c->session.webhook_url_override != NULL)
         conn.webhook_url_override = xstrdup(c->session.webhook_url_override);
-    rc = store_connection_upsert(c->app->store, &conn, &created);
+    rc = store_connection_upsert(c->deps->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app->webhook, api_env(c), &conn, created ? "creation" : "override",
+    (void)webhook_auth_event(c->deps->webhook, api_env(c), &conn, created ? "creation" : "override",
                              true, NULL, NULL, c->session.webhook_url_override);
     log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s",
              api_env(c) ? api_env(c)->name : "?", j->integ.provider, (long long)conn.id,
@@ -540,12 +540,12 @@ api_oauth2_cc(struct api_ctx *c)
     }
     j = xcalloc(1, sizeof *j);
     j->c = c;
-    if (store_integration_get(c->app->store, c->env_id, key, &j->integ) != LATCH_OK) {
+    if (store_integration_get(c->deps->store, c->env_id, key, &j->integ) != LATCH_OK) {
         api_error(c, 400, "unknown_provider_config",
                   "There is no Provider Configuration matching this key.");
         goto out;
     }
-    j->p = catalog_find(c->app->catalog, j->integ.provider);
+    j->p = catalog_find(c->deps->catalog, j->integ.provider);
     if (j->p == NULL) {
         api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");
         goto out;
@@ -607,7 +607,7 @@ api_oauth2_cc(struct api_ctx *c)
         struct store_connection old;
 
         memset(&old, 0, sizeof old);
-        if (store_connection_get_by_id(c->app->store, c->env_id, c->session.connection_row_id,
+        if (store_connection_get_by_id(c->deps->store, c->env_id, c->session.connection_row_id,
                                        &old) != LATCH_OK ||
             strcmp(old.provider_config_key, key) != 0) {
             store_connection_clear(&old);
@@ -626,7 +626,7 @@ api_oauth2_cc(struct api_ctx *c)
         j->connection_id = xstrdup(id);
         vault_uuid_v4(j->uid);
     }
-    if (store_session_bump_attempts(c->app->store, c->session.id, &attempts) != LATCH_OK) {
+    if (store_session_bump_attempts(c->deps->store, c->session.id, &attempts) != LATCH_OK) {
         api_store_unavailable(c);
         goto out;
     }
@@ -644,7 +644,7 @@ api_oauth2_cc(struct api_ctx *c)
     in.client_secret = j->client_secret;
     /* defer first: the exchange may complete (and resume) before this thread goes on */
     api_defer(c);
-    if (oauth_cc_exchange(c->app->oauth_cc, &in, link_done, j, &res_err) != LATCH_OK) {
+    if (oauth_cc_exchange(c->deps->oauth_cc, &in, link_done, j, &res_err) != LATCH_OK) {
         link_fail(j, &res_err);
         api_resume(c);
         goto out;

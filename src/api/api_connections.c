@@ -10,7 +10,6 @@
 #include "api/api.h"
 #include "api/api_format.h"
 #include "api/api_validate.h"
-#include "app.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
@@ -128,7 +127,7 @@ static bool
 require_integration(struct api_ctx *c, const char *pck, struct store_integration *i,
                     unsigned status, const char *code, const char *msg)
 {
-    latch_rc rc = store_integration_get(c->app->store, c->env_id, pck, i);
+    latch_rc rc = store_integration_get(c->deps->store, c->env_id, pck, i);
 
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, status, code, msg);
@@ -322,7 +321,7 @@ api_connections_list(struct api_ctx *c)
     f.tag_keys = tq.keys;
     f.tag_values = tq.vals;
     f.n_tags = tq.n;
-    rc = store_connection_list(c->app->store, c->env_id, &f, &rows, &n);
+    rc = store_connection_list(c->deps->store, c->env_id, &f, &rows, &n);
     free(ikeys);
     if (rc != LATCH_OK) {
         api_store_unavailable(c);
@@ -434,7 +433,7 @@ api_connection_get(struct api_ctx *c)
      * resumes at once (http_server queues it when dispatch returns).
      */
     http_req_suspend(c->req);
-    if (refresher_get_fresh(c->app->refresher, c->env_id, pck, c->params[0], force, get_done, g,
+    if (refresher_get_fresh(c->deps->refresher, c->env_id, pck, c->params[0], force, get_done, g,
                             &now)) {
         free(g);
         if (now.outcome == REFRESH_NOT_FOUND && now.conn.uid == NULL) {
@@ -468,7 +467,7 @@ api_connection_delete(struct api_ctx *c)
     pck = require_pck(c);
     if (pck == NULL)
         return;
-    rc = store_connection_delete(c->app->store, c->env_id, pck, c->params[0]);
+    rc = store_connection_delete(c->deps->store, c->env_id, pck, c->params[0]);
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 400, "unknown_connection",
                   "No connection matching the provided params of 'connection_id' and "
@@ -520,7 +519,7 @@ api_connection_patch(struct api_ctx *c)
         wh = json_string_value(v);
     if (json_array_size(errs) > 0)
         goto invalid;
-    rc = store_connection_get(c->app->store, c->env_id, pck, c->params[0], &conn);
+    rc = store_connection_get(c->deps->store, c->env_id, pck, c->params[0], &conn);
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 404, "not_found", "Failed to find connection");
         goto out;
@@ -555,7 +554,7 @@ api_connection_patch(struct api_ctx *c)
     }
     if (eu != NULL)
         eu_s = latch_json_dump(eu);
-    rc = store_connection_patch(c->app->store, conn.id, tags_s, eu_s, wh);
+    rc = store_connection_patch(c->deps->store, conn.id, tags_s, eu_s, wh);
     if (rc == LATCH_E_NOT_FOUND) { /* deleted between the lookup and the write */
         api_error(c, 404, "not_found", "Failed to find connection");
         goto out;
@@ -593,7 +592,7 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
     for (i = 0; i < n; i++) {
         const char *id = json_string_value(json_is_array(ids) ? json_array_get(ids, i) : ids);
 
-        rc = store_connection_get(c->app->store, c->env_id, pck, id, &conns[i]);
+        rc = store_connection_get(c->deps->store, c->env_id, pck, id, &conns[i]);
         if (rc == LATCH_E_NOT_FOUND) {
             char msg[700];
 
@@ -630,7 +629,7 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
             api_error(c, 413, "payload_too_large", "Metadata is limited to 64 KiB.");
             goto out;
         }
-        rc = store_connection_set_metadata(c->app->store, conns[i].id, text);
+        rc = store_connection_set_metadata(c->deps->store, conns[i].id, text);
         free(text);
         if (rc == LATCH_E_NOT_FOUND) { /* deleted between the lookup and the write */
             api_error(c, 404, "unknown_connection", "The connection was deleted meanwhile.");
@@ -879,7 +878,7 @@ api_connection_create(struct api_ctx *c)
             api_issue(errs, "invalid_string", "Invalid connection_id", path);
         }
     }
-    rc = store_integration_get(c->app->store, c->env_id, pck, &integ);
+    rc = store_integration_get(c->deps->store, c->env_id, pck, &integ);
     if (rc == LATCH_E_NOT_FOUND) {
         json_decref(errs);
         api_error(c, 404, "not_found", "Integration does not exist");
@@ -890,7 +889,7 @@ api_connection_create(struct api_ctx *c)
         api_store_unavailable(c);
         return;
     }
-    p = catalog_find(c->app->catalog, integ.provider);
+    p = catalog_find(c->deps->catalog, integ.provider);
     if (p == NULL) {
         json_decref(errs);
         store_integration_clear(&integ);
@@ -922,7 +921,7 @@ api_connection_create(struct api_ctx *c)
         vault_uuid_v4(gen_id);
         cid = gen_id;
     }
-    rc = store_connection_get(c->app->store, c->env_id, pck, cid, &existing);
+    rc = store_connection_get(c->deps->store, c->env_id, pck, cid, &existing);
     if (rc == LATCH_OK)
         latch_strlcpy(uid, existing.uid, sizeof uid);
     else if (rc == LATCH_E_NOT_FOUND)
@@ -937,7 +936,7 @@ api_connection_create(struct api_ctx *c)
     conn.connection_id = xstrdup(cid);
     conn.provider_config_key = xstrdup(pck);
     conn.provider = xstrdup(integ.provider);
-    if (creds_seal(c->app->vault, uid, creds, &conn.credentials_sealed) != LATCH_OK)
+    if (creds_seal(c->deps->vault, uid, creds, &conn.credentials_sealed) != LATCH_OK)
         goto unavailable;
     conn.connection_config_json = latch_json_dump(cfg);
     v = json_object_get(b, "metadata");
@@ -952,10 +951,10 @@ api_connection_create(struct api_ctx *c)
     conn.webhook_url_override =
         json_is_string(v) && json_string_length(v) > 0 ? xstrdup(json_string_value(v)) : NULL;
     conn.expires_at = expires_at;
-    rc = store_connection_upsert(c->app->store, &conn, &created);
+    rc = store_connection_upsert(c->deps->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app->webhook, api_env(c), &conn, created ? "creation" : "override",
+    (void)webhook_auth_event(c->deps->webhook, api_env(c), &conn, created ? "creation" : "override",
                              true, NULL, NULL, NULL);
     {
         json_t *pub = json_deep_copy(creds);

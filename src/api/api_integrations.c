@@ -10,14 +10,14 @@
 
 #include "api/api.h"
 #include "api/api_format.h"
-#include "app.h"
+#include "core/config.h"
 #include "domain/catalog.h"
 #include "core/latch_limits.h"
 #include "util/json.h"
 #include "util/xalloc.h"
 
 json_t *
-api_integration_json(struct app *a, const struct store_integration *i, bool inc_webhook,
+api_integration_json(struct api_deps *a, const struct store_integration *i, bool inc_webhook,
                      bool inc_credentials)
 {
     const struct catalog_provider *p = catalog_find(a->catalog, i->provider);
@@ -151,7 +151,7 @@ api_integrations_list(struct api_ctx *c)
     json_t *arr, *allowed = NULL;
     latch_rc rc;
 
-    rc = store_integration_list(c->app->store, c->env_id, &list, &n);
+    rc = store_integration_list(c->deps->store, c->env_id, &list, &n);
     if (rc != LATCH_OK) {
         api_store_unavailable(c);
         return;
@@ -167,7 +167,7 @@ api_integrations_list(struct api_ctx *c)
             if (!ok)
                 continue;
         }
-        json_array_append_new(arr, api_integration_json(c->app, &list[k], false, false));
+        json_array_append_new(arr, api_integration_json(c->deps, &list[k], false, false));
     }
     if (allowed != NULL)
         json_decref(allowed);
@@ -195,7 +195,7 @@ answer_write(struct api_ctx *c, latch_rc rc, struct store_integration *i, json_t
         api_store_unavailable(c);
     } else {
         api_reply(c, 200,
-                  json_pack("{s:o}", "data", api_integration_json(c->app, i, false, false)));
+                  json_pack("{s:o}", "data", api_integration_json(c->deps, i, false, false)));
     }
     json_decref(errs);
     store_integration_clear(i);
@@ -225,7 +225,7 @@ api_integration_create(struct api_ctx *c)
     provider = json_string_value(json_object_get(b, "provider"));
     key = json_string_value(json_object_get(b, "unique_key"));
     if (provider == NULL || !chars_ok(provider, "_-") ||
-        (p = catalog_find(c->app->catalog, provider)) == NULL) {
+        (p = catalog_find(c->deps->catalog, provider)) == NULL) {
         const char *const path[] = {"provider", NULL};
 
         api_issue(errs, "invalid_string", "Invalid provider", path);
@@ -241,7 +241,7 @@ api_integration_create(struct api_ctx *c)
     i.env_id = c->env_id;
     i.unique_key = xstrdup(key);
     i.provider = xstrdup(provider);
-    rc = store_integration_create(c->app->store, &i);
+    rc = store_integration_create(c->deps->store, &i);
 out:
     answer_write(c, rc, &i, errs);
 }
@@ -249,7 +249,7 @@ out:
 static bool
 load_integration(struct api_ctx *c, struct store_integration *i)
 {
-    latch_rc rc = store_integration_get(c->app->store, c->env_id, c->params[0], i);
+    latch_rc rc = store_integration_get(c->deps->store, c->env_id, c->params[0], i);
 
     if (rc == LATCH_E_NOT_FOUND) {
         char msg[320];
@@ -300,7 +300,7 @@ api_integration_get(struct api_ctx *c)
         return;
     api_reply(c, 200,
               json_pack("{s:o}", "data",
-                        api_integration_json(c->app, &i, include_has(c->req, "webhook"),
+                        api_integration_json(c->deps, &i, include_has(c->req, "webhook"),
                                              include_has(c->req, "credentials"))));
     store_integration_clear(&i);
 }
@@ -339,10 +339,10 @@ api_integration_patch(struct api_ctx *c)
             i.unique_key = xstrdup(json_string_value(v));
         }
     }
-    read_common(c, catalog_find(c->app->catalog, i.provider), &i, errs);
+    read_common(c, catalog_find(c->deps->catalog, i.provider), &i, errs);
     if (json_array_size(errs) > 0)
         goto out;
-    rc = store_integration_update(c->app->store, &i);
+    rc = store_integration_update(c->deps->store, &i);
 out:
     answer_write(c, rc, &i, errs);
 }
@@ -350,7 +350,7 @@ out:
 void
 api_integration_delete(struct api_ctx *c)
 {
-    latch_rc rc = store_integration_delete(c->app->store, c->env_id, c->params[0]);
+    latch_rc rc = store_integration_delete(c->deps->store, c->env_id, c->params[0]);
 
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 404, "not_found", "Integration does not exist");
