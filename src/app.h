@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct store;
 struct vault;

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 /* Key file size (256 keys of 45 bytes plus comments fit easily). */
 #define KEYFILE_MAX_BYTES (64 * 1024)

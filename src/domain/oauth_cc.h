@@ -21,7 +21,7 @@
 
 #include <jansson.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct catalog_provider;
 struct oauth_cc;

@@ -24,7 +24,7 @@
 
 #include <jansson.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 #include "store/store.h"
 
 struct catalog;

@@ -18,7 +18,7 @@
 
 #include <stdbool.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 #include "store/store.h"
 
 struct catalog;

@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct curl_slist;
 struct destpolicy;
