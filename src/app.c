@@ -7,11 +7,13 @@
 #include <openssl/rand.h>
 
 #include "api/api.h"
+#include "api/api_auth.h"
 #include "domain/catalog.h"
 #include "net/http_server.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/outbound.h"
+#include "domain/oauth_cc.h"
 #include "domain/refresher.h"
 #include "store/store.h"
 #include "core/timer.h"
@@ -249,10 +251,48 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     rc = timer_start(&a->timer);
     if (rc == LATCH_OK)
         rc = worker_start(LATCH_WORKER_THREADS, LATCH_WORKER_MAX_JOBS, &a->worker);
-    if (rc == LATCH_OK)
-        rc = webhook_start(a, &a->webhook);
-    if (rc == LATCH_OK)
-        rc = refresher_start(a, &a->refresher);
+    if (rc == LATCH_OK) {
+        struct oauth_cc_opts co = {
+            .outbound = a->outbound,
+            .worker = a->worker,
+            .allow_http = cfg->allow_http,
+            .timeout_ms = cfg->token_timeout_ms,
+            .default_expires_in_s = cfg->default_expires_in_s,
+        };
+        struct webhook_opts wo = {
+            .store = a->store,
+            .vault = a->vault,
+            .catalog = a->catalog,
+            .outbound = a->outbound,
+            .node_id = a->node_id,
+            .timeout_ms = cfg->webhook_timeout_ms,
+            .max_attempts = cfg->webhook_max_attempts,
+            .backoff_ms = cfg->webhook_backoff_ms,
+        };
+
+        a->oauth_cc = oauth_cc_new(&co);
+        rc = webhook_start(&wo, &a->webhook);
+    }
+    if (rc == LATCH_OK) {
+        const char *ov = getenv("LATCH_REFRESH_MARGIN_S");
+        struct refresher_opts ro = {
+            .store = a->store,
+            .vault = a->vault,
+            .catalog = a->catalog,
+            .worker = a->worker,
+            .oauth_cc = a->oauth_cc,
+            .webhook = a->webhook,
+            .node_id = a->node_id,
+            .margin_s = cfg->refresh_margin_s,
+            /* set explicitly, the margin wins over the providers' token_expiration_buffer */
+            .margin_override = ov != NULL && ov[0] != '\0',
+            .backoff_ms = cfg->refresh_backoff_ms,
+            .lease_ms = cfg->refresh_lease_ms,
+            .background_refresh = cfg->background_refresh,
+        };
+
+        rc = refresher_start(&ro, &a->refresher);
+    }
     if (rc != LATCH_OK) {
         latch_err_set(err, "cannot start background threads");
         return rc;
@@ -267,7 +307,23 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     ho.dispatch = api_dispatch;
     ho.body_limit = api_body_limit;
     ho.stream_body = api_stream_body;
-    ho.ud = a;
+    a->api = xcalloc(1, sizeof *a->api);
+    *a->api = (struct api_deps){
+        .cfg = cfg,
+        .store = a->store,
+        .vault = a->vault,
+        .catalog = a->catalog,
+        .outbound = a->outbound,
+        .oauth_cc = a->oauth_cc,
+        .webhook = a->webhook,
+        .refresher = a->refresher,
+        .timer = a->timer,
+        .worker = a->worker,
+        .rl_env = a->rl_env,
+        .rl_ip = a->rl_ip,
+        .authcache = a->authcache,
+    };
+    ho.ud = a->api;
     return http_server_start(&ho, &a->http, err);
 }
 
@@ -281,14 +337,21 @@ app_stop(struct app *a)
     refresher_drain(a->refresher, APP_LEASE_DRAIN_MS);
     http_server_stop(a->http);
     a->http = NULL;
+    free(a->api); /* no request runs any more */
+    a->api = NULL;
     timer_stop(a->timer);
     a->timer = NULL;
     /*
      * outbound first: it fails its pending jobs, whose callbacks hand their follow-up (store
-     * writes, webhooks) to the worker; the worker runs all of that; only then is outbound
-     * freed (a job may still reach outbound_submit, which then fails cleanly).
+     * writes, webhooks) to the worker. Then the webhook and refresher threads stop (they hold
+     * the outbound and the worker, so must be gone before either is freed; a submit of theirs
+     * meanwhile fails cleanly). The worker runs all the follow-up, which still uses the
+     * webhook and refresher objects; only then is outbound freed (a job may still reach
+     * outbound_submit, which then fails cleanly), then the webhook and the refresher.
      */
     outbound_shutdown(a->outbound);
+    webhook_halt(a->webhook);
+    refresher_halt(a->refresher);
     worker_stop(a->worker);
     a->worker = NULL;
     outbound_stop(a->outbound);
@@ -297,6 +360,8 @@ app_stop(struct app *a)
     a->webhook = NULL;
     refresher_stop(a->refresher);
     a->refresher = NULL;
+    oauth_cc_free(a->oauth_cc);
+    a->oauth_cc = NULL;
     authcache_free(a->authcache);
     a->authcache = NULL;
     ratelimit_free(a->rl_env);

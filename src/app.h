@@ -12,12 +12,13 @@
 #include <stdint.h>
 
 #include "core/config.h"
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct store;
 struct vault;
 struct catalog;
 struct outbound;
+struct oauth_cc;
 struct http_server;
 struct webhook;
 struct refresher;
@@ -25,6 +26,7 @@ struct timer;
 struct ratelimit;
 struct authcache;
 struct worker;
+struct api_deps;
 
 struct app {
     const struct config *cfg;
@@ -32,6 +34,7 @@ struct app {
     struct vault *vault;
     struct catalog *catalog;
     struct outbound *outbound;
+    struct oauth_cc *oauth_cc; /* token exchanges: outbound + worker */
     struct webhook *webhook;
     struct refresher *refresher;
     struct http_server *http;
@@ -40,7 +43,8 @@ struct app {
     struct ratelimit *rl_env;
     struct ratelimit *rl_ip;
     struct authcache *authcache;
-    char node_id[33]; /* random per process: lease owner prefix */
+    struct api_deps *api; /* the members the REST layer uses (owned; filled by app_start) */
+    char node_id[33];     /* random per process: lease owner prefix */
 };
 
 /*

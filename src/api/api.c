@@ -1,25 +1,23 @@
 #include "api/api.h"
 
 #include <ctype.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "app.h"
+#include "api/api_auth.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
-#include "core/ratelimit.h"
-#include "core/timer.h"
+#include "domain/refresher.h"
 #include "util/str.h"
+#include "util/timefmt.h"
 #include "util/xalloc.h"
-#include "crypto/vault.h"
 #include "core/worker.h"
 #include "util/clock.h"
 
-#define CONNECT_TOKEN_PREFIX "nango_connect_session_"
+/* the message of every 503 caused by a store failure */
+#define STORE_UNAVAILABLE_MSG "The store is unavailable. Try again."
 
 static const struct api_route routes[] = {
     {"GET", "/health", api_health, AUTH_NONE, 0, 0},
@@ -196,6 +194,12 @@ api_error(struct api_ctx *c, unsigned status, const char *code, const char *mess
 }
 
 void
+api_store_unavailable(struct api_ctx *c)
+{
+    api_error(c, 503, "service_unavailable", STORE_UNAVAILABLE_MSG);
+}
+
+void
 api_error_list(struct api_ctx *c, unsigned status, const char *code, const char *message,
                json_t *errors)
 {
@@ -254,21 +258,6 @@ api_strict_keys(json_t *obj, const char *const *allowed, const char *const *path
     }
 }
 
-void
-api_fmt_time(int64_t ms, bool plus00, char out[40])
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-
-    char tmp[128];
-
-    gmtime_r(&t, &tm);
-    (void)snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03d%s", tm.tm_year + 1900,
-                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000),
-                   plus00 ? "+00:00" : "Z");
-    latch_strlcpy(out, tmp, 40);
-}
-
 json_t *
 api_time_json(int64_t ms, bool plus00)
 {
@@ -276,8 +265,34 @@ api_time_json(int64_t ms, bool plus00)
 
     if (ms == 0)
         return json_null();
-    api_fmt_time(ms, plus00, b);
+    latch_fmt_time(ms, plus00, b);
     return json_string(b);
+}
+
+unsigned
+api_refresh_error(const struct refresh_result *r, const char **code, const char **message)
+{
+    static const struct {
+        unsigned status;
+        const char *code;
+        const char *message; /* when the refresher has nothing to add */
+    } map[] = {
+        [REFRESH_OK] = {200, "", ""},
+        [REFRESH_NOT_FOUND] = {404, "unknown_connection", "Failed to find connection"},
+        [REFRESH_STORE_UNAVAILABLE] = {503, "service_unavailable", STORE_UNAVAILABLE_MSG},
+        [REFRESH_CREDS_UNREADABLE] = {500, "credentials_unreadable", ""},
+        [REFRESH_NEEDS_REAUTH] = {424, "invalid_credentials", ""},
+        [REFRESH_BACKOFF] = {424, "connection_refresh_backoff", ""},
+        [REFRESH_IN_PROGRESS] = {503, "refresh_in_progress", ""},
+        [REFRESH_SHUTTING_DOWN] = {503, "server_shutting_down", ""},
+    };
+    size_t i = (size_t)r->outcome;
+
+    if (i >= sizeof map / sizeof map[0] || map[i].status == 0)
+        i = REFRESH_STORE_UNAVAILABLE; /* not reached: every outcome is in the table */
+    *code = map[i].code;
+    *message = r->message[0] != '\0' ? r->message : map[i].message;
+    return map[i].status;
 }
 
 bool
@@ -299,17 +314,6 @@ api_parse_bool(const char *s, bool *out)
     return false;
 }
 
-json_t *
-api_json_col(const char *text)
-{
-    json_t *v;
-
-    if (text == NULL)
-        return json_null();
-    v = json_loads(text, JSON_DECODE_ANY, NULL);
-    return v != NULL ? v : json_null();
-}
-
 bool
 api_json_array_has_string(const json_t *arr, const char *s)
 {
@@ -322,14 +326,6 @@ api_json_array_has_string(const json_t *arr, const char *s)
             return true;
     }
     return false;
-}
-
-char *
-api_json_dump(const json_t *v)
-{
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-
-    return s != NULL ? s : xstrdup("null");
 }
 
 /* Depth of [ and { outside strings, to refuse deep JSON before jansson recurses into it. */
@@ -360,280 +356,15 @@ json_depth(const char *p, size_t n)
     return max;
 }
 
-static bool
-is_uuid_v4(const char *s)
-{
-    static const char tmpl[] = "xxxxxxxx-xxxx-4xxx-Yxxx-xxxxxxxxxxxx";
-
-    if (strlen(s) != 36)
-        return false;
-    for (size_t i = 0; i < 36; i++) {
-        char ch = (char)tolower((unsigned char)s[i]);
-
-        if (tmpl[i] == '-' || tmpl[i] == '4') {
-            if (ch != tmpl[i])
-                return false;
-        } else if (tmpl[i] == 'Y') {
-            if (ch != '8' && ch != '9' && ch != 'a' && ch != 'b')
-                return false;
-        } else if (!isxdigit((unsigned char)ch)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool
-is_session_token(const char *s)
-{
-    size_t pl = strlen(CONNECT_TOKEN_PREFIX);
-
-    if (strncmp(s, CONNECT_TOKEN_PREFIX, pl) != 0 || strlen(s) != pl + 64)
-        return false;
-    for (size_t i = pl; i < pl + 64; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
 const struct store_env *
 api_env(struct api_ctx *c)
 {
     if (!c->env_loaded) {
-        if (store_env_get(c->app->store, c->env_id, &c->env) != LATCH_OK)
+        if (store_env_get(c->deps->store, c->env_id, &c->env) != LATCH_OK)
             return NULL;
         c->env_loaded = true;
     }
     return &c->env;
-}
-
-/*
- * A small direct-mapped cache of secret-key hash -> environment (AUTHCACHE_TTL_MS), so a cached
- * token read does not pay a store lookup for its key. A revoked key stays valid at most that long.
- */
-#define AUTHCACHE_SLOTS 1024
-#define AUTHCACHE_TTL_MS 5000
-
-struct authcache {
-    pthread_mutex_t mu;
-    struct {
-        unsigned char hash[32];
-        int64_t env_id;
-        int64_t expires;
-    } slot[AUTHCACHE_SLOTS];
-};
-
-struct authcache *
-authcache_new(void)
-{
-    struct authcache *ac = xcalloc(1, sizeof *ac);
-
-    pthread_mutex_init(&ac->mu, NULL);
-    return ac;
-}
-
-void
-authcache_free(struct authcache *ac)
-{
-    if (ac == NULL)
-        return;
-    pthread_mutex_destroy(&ac->mu);
-    explicit_bzero(ac, sizeof *ac);
-    free(ac);
-}
-
-static bool
-authcache_get(struct app *a, const unsigned char h[32], int64_t *env_id)
-{
-    struct authcache *ac = a->authcache;
-    size_t i = ((size_t)h[0] | (size_t)h[1] << 8) % AUTHCACHE_SLOTS;
-    bool hit = false;
-
-    if (ac == NULL)
-        return false;
-    pthread_mutex_lock(&ac->mu);
-    if (ac->slot[i].expires > latch_now_ms() && latch_mem_equal_ct(ac->slot[i].hash, h, 32)) {
-        *env_id = ac->slot[i].env_id;
-        hit = true;
-    }
-    pthread_mutex_unlock(&ac->mu);
-    return hit;
-}
-
-static void
-authcache_put(struct app *a, const unsigned char h[32], int64_t env_id)
-{
-    struct authcache *ac = a->authcache;
-    size_t i = ((size_t)h[0] | (size_t)h[1] << 8) % AUTHCACHE_SLOTS;
-
-    if (ac == NULL)
-        return;
-    pthread_mutex_lock(&ac->mu);
-    memcpy(ac->slot[i].hash, h, 32);
-    ac->slot[i].env_id = env_id;
-    ac->slot[i].expires = latch_now_ms() + AUTHCACHE_TTL_MS;
-    pthread_mutex_unlock(&ac->mu);
-}
-
-static bool
-auth_secret(struct api_ctx *c, const char *token)
-{
-    unsigned char h[32];
-    int64_t env_id = 0;
-    latch_rc rc;
-
-    if (!is_uuid_v4(token)) {
-        api_error(c, 401, "invalid_secret_key_format",
-                  "Authentication failed. The provided secret key is not a UUID v4.");
-        return false;
-    }
-    vault_index_hash(c->app->vault, token, h);
-    rc = authcache_get(c->app, h, &env_id) ? LATCH_OK
-                                           : store_apikey_lookup(c->app->store, h, &env_id);
-    if (rc == LATCH_OK)
-        authcache_put(c->app, h, env_id);
-    if (rc == LATCH_E_NOT_FOUND) {
-        api_error(c, 401, "unknown_account",
-                  "Authentication failed. The provided secret key does not match any account.");
-        return false;
-    }
-    if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
-        return false;
-    }
-    c->env_id = env_id;
-    return true;
-}
-
-static bool
-auth_session(struct api_ctx *c, const char *token)
-{
-    unsigned char h[32];
-    latch_rc rc;
-
-    if (!is_session_token(token)) {
-        api_error(c, 401, "invalid_connect_session_token_format",
-                  "Authentication failed. The provided connect session token is not following "
-                  "correct format: nango_connect_session_RANDOM");
-        return false;
-    }
-    vault_index_hash(c->app->vault, token, h);
-    rc = store_session_get_by_hash(c->app->store, h, &c->session);
-    if (rc == LATCH_OK && c->session.expires_at <= latch_now_ms())
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_E_NOT_FOUND) {
-        api_error(c, 401, "unknown_connect_session_token",
-                  "Authentication failed. The provided connect session token does not match any "
-                  "account or has expired.");
-        return false;
-    }
-    if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
-        return false;
-    }
-    c->env_id = c->session.env_id;
-    c->by_session = true;
-    return true;
-}
-
-static bool
-authenticate(struct api_ctx *c, enum api_auth mode)
-{
-    const char *h;
-    const char *tok;
-
-    if (mode == AUTH_NONE)
-        return true;
-    if (mode == AUTH_SESSION_QUERY) {
-        tok = http_req_query(c->req, "connect_session_token");
-        if (tok == NULL) {
-            if (http_req_query(c->req, "public_key") != NULL) {
-                api_error(c, 401, "deprecated_authentication",
-                          "Public key authentication is deprecated. Please use connect session "
-                          "authentication instead.");
-                return false;
-            }
-            api_error(c, 401, "missing_connect_session_token",
-                      "Authentication failed. The request is missing the connect_session_token "
-                      "query parameter.");
-            return false;
-        }
-        return auth_session(c, tok);
-    }
-    h = http_req_header(c->req, "Authorization");
-    if (h == NULL || h[0] == '\0') {
-        api_error(c, 401, "missing_auth_header",
-                  "Authentication failed. The request is missing the Authorization header.");
-        return false;
-    }
-    /* Nango: token = header.split('Bearer ').pop() */
-    tok = strstr(h, "Bearer ");
-    tok = tok != NULL ? tok + 7 : h;
-    if (tok[0] == '\0' || strlen(tok) > 256) {
-        api_error(c, 401, "malformed_auth_header",
-                  "Authentication failed. The provided Authorization header is malformed.");
-        return false;
-    }
-    if (strncmp(tok, CONNECT_TOKEN_PREFIX, strlen(CONNECT_TOKEN_PREFIX)) == 0) {
-        if (mode == AUTH_SECRET) {
-            api_error(c, 401, "invalid_secret_key_format",
-                      "Authentication failed. The provided secret key is not a UUID v4.");
-            return false;
-        }
-        return auth_session(c, tok);
-    }
-    if (mode == AUTH_SESSION_HEADER) {
-        api_error(c, 401, "invalid_connect_session_token_format",
-                  "Authentication failed. The provided connect session token is not following "
-                  "correct format: nango_connect_session_RANDOM");
-        return false;
-    }
-    return auth_secret(c, tok);
-}
-
-/*
- * Token buckets: per client IP on the routes an end user's browser reaches (connect session or no
- * credentials), per environment on everything a secret key reaches. Nango's X-RateLimit-* headers.
- */
-static void
-resume_later(void *req)
-{
-    http_req_resume(req);
-}
-
-static bool
-rate_limited(struct api_ctx *c, struct ratelimit *rl, const char *key)
-{
-    struct ratelimit_verdict v;
-    char b[32];
-
-    if (rl == NULL)
-        return false;
-    ratelimit_take(rl, key, &v);
-    (void)snprintf(b, sizeof b, "%u", v.limit);
-    http_resp_header(c->req, "X-RateLimit-Limit", b);
-    (void)snprintf(b, sizeof b, "%u", v.remaining);
-    http_resp_header(c->req, "X-RateLimit-Remaining", b);
-    (void)snprintf(b, sizeof b, "%u", v.reset_s);
-    http_resp_header(c->req, "X-RateLimit-Reset", b);
-    if (v.allowed)
-        return false;
-    (void)snprintf(b, sizeof b, "%u", v.retry_after_s);
-    http_resp_header(c->req, "Retry-After", b);
-    api_error(c, 429, "too_many_requests", "Too many requests. Retry after the Retry-After delay.");
-    /*
-     * Tarpit: the 429 leaves after LATCH_RATE_LIMIT_DELAY_MS. A client looping on its
-     * connections then sends at most one request per connection per delay, so an environment
-     * that floods latch pays in waiting, not in the CPU every other environment shares. The
-     * waiting request costs a suspended connection and a timer entry, both bounded.
-     */
-    if (c->app->cfg->rate_delay_ms > 0 && c->app->timer != NULL) {
-        http_req_suspend(c->req);
-        if (timer_after(c->app->timer, c->app->cfg->rate_delay_ms, resume_later, c->req) !=
-            LATCH_OK)
-            http_req_resume(c->req); /* timer full or stopping: answer now */
-    }
-    return true;
 }
 
 void
@@ -673,7 +404,7 @@ offload(struct api_ctx *c, api_handler_fn handler)
 {
     c->offloaded = handler;
     http_req_suspend(c->req);
-    worker_run(c->app->worker, run_offloaded, c);
+    worker_run(c->deps->worker, run_offloaded, c);
 }
 
 static bool
@@ -715,9 +446,9 @@ parse_body(struct api_ctx *c)
 }
 
 void
-api_dispatch(struct http_req *req, void *appv)
+api_dispatch(struct http_req *req, void *depsv)
 {
-    struct app *app = appv;
+    struct api_deps *deps = depsv;
     const char *method = http_req_method(req);
     const char *path = http_req_path(req);
     struct api_ctx *c = xcalloc(1, sizeof *c);
@@ -725,7 +456,7 @@ api_dispatch(struct http_req *req, void *appv)
     bool method_mismatch;
     const char *ct;
 
-    c->app = app;
+    c->deps = deps;
     c->req = req;
     http_req_set_app_data(req, c, ctx_free_cb);
 
@@ -769,18 +500,18 @@ api_dispatch(struct http_req *req, void *appv)
     }
     /* browser-facing routes: per client IP, before the session lookup */
     if ((r->auth == AUTH_SESSION_HEADER || r->auth == AUTH_SESSION_QUERY) &&
-        rate_limited(c, app->rl_ip, http_req_client_ip(req)))
+        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
         return;
-    if (!authenticate(c, r->auth))
+    if (!api_authenticate(c, r->auth))
         return;
     if (c->by_session && r->auth == AUTH_SESSION_OR_SECRET &&
-        rate_limited(c, app->rl_ip, http_req_client_ip(req)))
+        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
         return;
     if (c->env_id != 0 && !c->by_session) {
         char key[32];
 
         (void)snprintf(key, sizeof key, "env:%lld", (long long)c->env_id);
-        if (rate_limited(c, app->rl_env, key))
+        if (api_rate_limited(c, deps->rl_env, key))
             return;
     }
     if ((r->flags & API_JSON_BODY) && !parse_body(c))

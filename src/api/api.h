@@ -20,11 +20,43 @@
 #include "net/http_server.h"
 #include "store/store.h"
 
-struct app;
+struct authcache;
+struct catalog;
+struct config;
+struct oauth_cc;
+struct outbound;
+struct ratelimit;
+struct refresh_result;
+struct refresher;
+struct timer;
+struct vault;
+struct webhook;
+struct worker;
+
+/*
+ * What the REST layer uses of the running service, filled by app.c before the HTTP server starts
+ * (http_server_opts.ud points at it). Ownership: every member is borrowed from the app and
+ * outlives the HTTP server; the struct is immutable while requests run (any thread may read it).
+ */
+struct api_deps {
+    const struct config *cfg;
+    struct store *store;
+    struct vault *vault;
+    const struct catalog *catalog;
+    struct outbound *outbound;
+    struct oauth_cc *oauth_cc;
+    struct webhook *webhook;
+    struct refresher *refresher;
+    struct timer *timer;
+    struct worker *worker;
+    struct ratelimit *rl_env;
+    struct ratelimit *rl_ip;
+    struct authcache *authcache;
+};
 
 /* Per-request context created by the router. */
 struct api_ctx {
-    struct app *app;
+    struct api_deps *deps;
     struct http_req *req;
     const char *params[4]; /* path captures, borrowed from cap_buf */
     char cap_buf[1024];
@@ -71,12 +103,8 @@ struct api_route {
     size_t body_limit;
 };
 
-struct authcache;
-struct authcache *authcache_new(void);
-void authcache_free(struct authcache *ac);
-
 /* Glue for http_server_opts. */
-void api_dispatch(struct http_req *req, void *app);
+void api_dispatch(struct http_req *req, void *deps); /* deps: struct api_deps */
 size_t api_body_limit(const char *method, const char *path, void *app);
 bool api_stream_body(const char *method, const char *path, void *app);
 
@@ -93,6 +121,8 @@ const struct store_env *api_env(struct api_ctx *c);
 void api_ctx_free(struct api_ctx *c);
 /* Error responses: {"error":{"code","message"}}. */
 void api_error(struct api_ctx *c, unsigned status, const char *code, const char *message);
+/* 503 service_unavailable: the store failed (the one wording of that answer). */
+void api_store_unavailable(struct api_ctx *c);
 /* {"error":{"code":code,"message":message,"errors":errors}} (takes errors). */
 void api_error_list(struct api_ctx *c, unsigned status, const char *code, const char *message,
                     json_t *errors);
@@ -101,20 +131,20 @@ void api_issue(json_t *errors, const char *code, const char *message, const char
 /* Checks that obj has only keys in allowed (NULL-terminated); adds unrecognized_keys issues. */
 void api_strict_keys(json_t *obj, const char *const *allowed, const char *const *path,
                      json_t *errors);
-/* Milliseconds to ISO 8601 "2025-01-01T00:00:00.000Z" or "...+00:00". */
-void api_fmt_time(int64_t ms, bool plus00, char out[40]);
-/* JSON value for a time, or null when ms == 0. */
+/* JSON value for a time (latch_fmt_time), or null when ms == 0. */
 json_t *api_time_json(int64_t ms, bool plus00);
 /* Parses "true/false/1/0/yes/no/on/off" (z.stringbool). */
 bool api_parse_bool(const char *s, bool *out);
+/*
+ * The HTTP answer to a refresher outcome other than REFRESH_OK: returns the status and sets the
+ * error code; *message is r's message, or the outcome's standard one when r has none (both
+ * borrowed: static or from r).
+ */
+unsigned api_refresh_error(const struct refresh_result *r, const char **code, const char **message);
 /* Reply with the JSON and finish (json stolen). */
 void api_reply(struct api_ctx *c, unsigned status, json_t *body);
-/* Loads a JSON text column; returns new reference or json_null() for NULL text. */
-json_t *api_json_col(const char *text);
 /* True if arr is an array holding the string s. */
 bool api_json_array_has_string(const json_t *arr, const char *s);
-/* Compact dump, owned. */
-char *api_json_dump(const json_t *v);
 
 /* Route handlers (api_*.c). */
 void api_health(struct api_ctx *c);

@@ -14,13 +14,15 @@
 
 #include "api/api.h"
 #include "api/api_validate.h"
-#include "app.h"
+#include "core/config.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/oauth_cc.h"
+#include "util/json.h"
 #include "util/str.h"
+#include "util/timefmt.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
 #include "domain/webhook.h"
@@ -37,7 +39,7 @@ integration_exists(struct api_ctx *c, const char *key)
     latch_rc rc;
 
     memset(&i, 0, sizeof i);
-    rc = store_integration_get(c->app->store, c->env_id, key, &i);
+    rc = store_integration_get(c->deps->store, c->env_id, key, &i);
     store_integration_clear(&i);
     return rc == LATCH_OK;
 }
@@ -156,34 +158,34 @@ create_session(struct api_ctx *c, json_t *b, json_t *errs, int64_t reconnect_row
     (void)snprintf(token, sizeof token, "%s%s", SESSION_PREFIX, hex);
     explicit_bzero(hex, sizeof hex);
     s.env_id = c->env_id;
-    vault_index_hash(c->app->vault, token, s.token_hash);
-    s.end_user_json = eu != NULL ? api_json_dump(eu) : NULL;
-    s.organization_json = org != NULL ? api_json_dump(org) : NULL;
-    s.allowed_integrations_json = allowed != NULL ? api_json_dump(allowed) : NULL;
+    vault_index_hash(c->deps->vault, token, s.token_hash);
+    s.end_user_json = eu != NULL ? latch_json_dump(eu) : NULL;
+    s.organization_json = org != NULL ? latch_json_dump(org) : NULL;
+    s.allowed_integrations_json = allowed != NULL ? latch_json_dump(allowed) : NULL;
     cfgdef = json_object();
     if (defaults != NULL)
         json_object_set(cfgdef, "defaults", defaults);
     if (json_is_object(json_object_get(b, "overrides")))
         json_object_set(cfgdef, "overrides", json_object_get(b, "overrides"));
-    s.config_defaults_json = json_object_size(cfgdef) > 0 ? api_json_dump(cfgdef) : NULL;
+    s.config_defaults_json = json_object_size(cfgdef) > 0 ? latch_json_dump(cfgdef) : NULL;
     all_tags = apiv_tags_from_end_user(eu, org);
     if (json_is_object(json_object_get(eu, "tags")))
         json_object_update(all_tags, json_object_get(eu, "tags"));
     if (tags != NULL)
         json_object_update(all_tags, tags);
-    s.tags_json = api_json_dump(all_tags);
+    s.tags_json = latch_json_dump(all_tags);
     v = json_object_get(b, "webhook_url_override");
     s.webhook_url_override =
         json_is_string(v) && json_string_length(v) > 0 ? xstrdup(json_string_value(v)) : NULL;
     s.connection_row_id = reconnect_row;
     s.expires_at = latch_now_ms() + (int64_t)LATCH_CONNECT_SESSION_TTL_S * 1000;
-    rc = store_session_create(c->app->store, &s);
+    rc = store_session_create(c->deps->store, &s);
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         goto out;
     }
-    link = xasprintf("%s/ui/?session_token=%s", c->app->cfg->public_url, token);
-    api_fmt_time(s.expires_at, false, when);
+    link = xasprintf("%s/ui/?session_token=%s", c->deps->cfg->public_url, token);
+    latch_fmt_time(s.expires_at, false, when);
     api_reply(c, 201,
               json_pack("{s:{s:s, s:s, s:s}}", "data", "token", token, "connect_link", link,
                         "expires_at", when));
@@ -267,7 +269,7 @@ api_connect_session_reconnect(struct api_ctx *c)
         api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
         return;
     }
-    rc = store_connection_get(c->app->store, c->env_id, iid, cid, &conn);
+    rc = store_connection_get(c->deps->store, c->env_id, iid, cid, &conn);
     if (rc == LATCH_E_NOT_FOUND) {
         json_decref(errs);
         api_error(c, 400, "invalid_body", "ConnectionID or IntegrationId does not exists");
@@ -275,7 +277,7 @@ api_connect_session_reconnect(struct api_ctx *c)
     }
     if (rc != LATCH_OK) {
         json_decref(errs);
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     create_session(c, c->body, errs, conn.id, iid);
@@ -287,8 +289,8 @@ void
 api_connect_session_get(struct api_ctx *c)
 {
     struct store_session *s = &c->session;
-    json_t *eu = api_json_col(s->end_user_json);
-    json_t *org = api_json_col(s->organization_json);
+    json_t *eu = latch_json_col(s->end_user_json);
+    json_t *org = latch_json_col(s->organization_json);
     json_t *data, *cd;
 
     if (json_is_object(eu)) {
@@ -302,8 +304,8 @@ api_connect_session_get(struct api_ctx *c)
                      "light", "primary", "#00B2E3", "dark", "primary", "#00B2E3");
     if (s->allowed_integrations_json != NULL)
         json_object_set_new(data, "allowed_integrations",
-                            api_json_col(s->allowed_integrations_json));
-    cd = api_json_col(s->config_defaults_json);
+                            latch_json_col(s->allowed_integrations_json));
+    cd = latch_json_col(s->config_defaults_json);
     if (json_is_object(json_object_get(cd, "defaults")))
         json_object_set(data, "integrations_config_defaults", json_object_get(cd, "defaults"));
     if (json_is_object(json_object_get(cd, "overrides")))
@@ -319,8 +321,8 @@ api_connect_session_get(struct api_ctx *c)
 void
 api_connect_session_delete(struct api_ctx *c)
 {
-    if (store_session_delete(c->app->store, c->session.id) != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    if (store_session_delete(c->deps->store, c->session.id) != LATCH_OK) {
+        api_store_unavailable(c);
         return;
     }
     http_resp_bytes(c->req, 204, "application/json", "", 0, true);
@@ -408,7 +410,7 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
 
     (void)snprintf(msg, sizeof msg, "Failed to fetch client credentials token: %s", res->message);
     (void)webhook_auth_failure(
-        c->app, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
+        c->deps->webhook, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
         c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
         "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
     http_req_log_kv(c->req, "reason", res->reason);
@@ -436,10 +438,10 @@ link_done(struct oauth_cc_result *res, void *ud)
     conn.connection_id = xstrdup(j->connection_id);
     conn.provider_config_key = xstrdup(j->integ.unique_key);
     conn.provider = xstrdup(j->integ.provider);
-    rc = creds_seal(c->app->vault, j->uid, res->creds, &conn.credentials_sealed);
+    rc = creds_seal(c->deps->vault, j->uid, res->creds, &conn.credentials_sealed);
     if (rc != LATCH_OK)
         goto unavailable;
-    conn.connection_config_json = api_json_dump(j->cfg);
+    conn.connection_config_json = latch_json_dump(j->cfg);
     conn.expires_at = res->expires_at;
     if (!j->existing) {
         conn.tags_json = xstrdup(c->session.tags_json != NULL ? c->session.tags_json : "{}");
@@ -448,23 +450,23 @@ link_done(struct oauth_cc_result *res, void *ud)
         conn.tags_json = xstrdup(c->session.tags_json);
     }
     if (c->session.end_user_json != NULL) {
-        json_t *eu = api_json_col(c->session.end_user_json);
-        json_t *org = api_json_col(c->session.organization_json);
+        json_t *eu = latch_json_col(c->session.end_user_json);
+        json_t *org = latch_json_col(c->session.organization_json);
 
         if (json_is_object(eu)) {
             json_object_set(eu, "organization", json_is_object(org) ? org : json_null());
-            conn.end_user_json = api_json_dump(eu);
+            conn.end_user_json = latch_json_dump(eu);
         }
         json_decref(eu);
         json_decref(org);
     }
     if (c->session.webhook_url_override != NULL)
         conn.webhook_url_override = xstrdup(c->session.webhook_url_override);
-    rc = store_connection_upsert(c->app->store, &conn, &created);
+    rc = store_connection_upsert(c->deps->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true,
-                             NULL, NULL, c->session.webhook_url_override);
+    (void)webhook_auth_event(c->deps->webhook, api_env(c), &conn, created ? "creation" : "override",
+                             true, NULL, NULL, c->session.webhook_url_override);
     log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s",
              api_env(c) ? api_env(c)->name : "?", j->integ.provider, (long long)conn.id,
              created ? "creation" : "override");
@@ -473,7 +475,7 @@ link_done(struct oauth_cc_result *res, void *ud)
                         j->connection_id));
     goto out;
 unavailable:
-    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    api_store_unavailable(c);
 out:
     store_connection_clear(&conn);
     api_resume(c);
@@ -538,12 +540,12 @@ api_oauth2_cc(struct api_ctx *c)
     }
     j = xcalloc(1, sizeof *j);
     j->c = c;
-    if (store_integration_get(c->app->store, c->env_id, key, &j->integ) != LATCH_OK) {
+    if (store_integration_get(c->deps->store, c->env_id, key, &j->integ) != LATCH_OK) {
         api_error(c, 400, "unknown_provider_config",
                   "There is no Provider Configuration matching this key.");
         goto out;
     }
-    j->p = catalog_find(c->app->catalog, j->integ.provider);
+    j->p = catalog_find(c->deps->catalog, j->integ.provider);
     if (j->p == NULL) {
         api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");
         goto out;
@@ -554,7 +556,7 @@ api_oauth2_cc(struct api_ctx *c)
         goto out;
     }
     if (c->session.allowed_integrations_json != NULL) {
-        json_t *allowed = api_json_col(c->session.allowed_integrations_json);
+        json_t *allowed = latch_json_col(c->session.allowed_integrations_json);
         bool ok = !json_is_array(allowed) || json_array_size(allowed) == 0 ||
                   api_json_array_has_string(allowed, key);
 
@@ -573,7 +575,7 @@ api_oauth2_cc(struct api_ctx *c)
         api_error(c, 400, "invalid_connection_config", "A connection parameter is invalid.");
         goto out;
     }
-    cd = api_json_col(c->session.config_defaults_json);
+    cd = latch_json_col(c->session.config_defaults_json);
     defaults = json_object_get(json_object_get(cd, "defaults"), key);
     v = json_object_get(defaults, "connection_config");
     if (json_is_object(v))
@@ -605,7 +607,7 @@ api_oauth2_cc(struct api_ctx *c)
         struct store_connection old;
 
         memset(&old, 0, sizeof old);
-        if (store_connection_get_by_id(c->app->store, c->env_id, c->session.connection_row_id,
+        if (store_connection_get_by_id(c->deps->store, c->env_id, c->session.connection_row_id,
                                        &old) != LATCH_OK ||
             strcmp(old.provider_config_key, key) != 0) {
             store_connection_clear(&old);
@@ -624,8 +626,8 @@ api_oauth2_cc(struct api_ctx *c)
         j->connection_id = xstrdup(id);
         vault_uuid_v4(j->uid);
     }
-    if (store_session_bump_attempts(c->app->store, c->session.id, &attempts) != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    if (store_session_bump_attempts(c->deps->store, c->session.id, &attempts) != LATCH_OK) {
+        api_store_unavailable(c);
         goto out;
     }
     if (attempts > LATCH_MAX_CONNECT_ATTEMPTS) {
@@ -642,7 +644,7 @@ api_oauth2_cc(struct api_ctx *c)
     in.client_secret = j->client_secret;
     /* defer first: the exchange may complete (and resume) before this thread goes on */
     api_defer(c);
-    if (oauth_cc_exchange(c->app, &in, link_done, j, &res_err) != LATCH_OK) {
+    if (oauth_cc_exchange(c->deps->oauth_cc, &in, link_done, j, &res_err) != LATCH_OK) {
         link_fail(j, &res_err);
         api_resume(c);
         goto out;

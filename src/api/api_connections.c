@@ -10,11 +10,11 @@
 #include "api/api.h"
 #include "api/api_format.h"
 #include "api/api_validate.h"
-#include "app.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "domain/refresher.h"
+#include "util/json.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
@@ -25,7 +25,7 @@
 static json_t *
 end_user_public(const char *end_user_json)
 {
-    json_t *eu = api_json_col(end_user_json);
+    json_t *eu = latch_json_col(end_user_json);
 
     if (!json_is_object(eu)) {
         json_decref(eu);
@@ -42,7 +42,7 @@ api_connection_errors(const struct store_connection *c)
 
     if (c->auth_error_json == NULL)
         return arr;
-    e = api_json_col(c->auth_error_json);
+    e = latch_json_col(c->auth_error_json);
     if (json_is_object(e)) {
         char log_id[64];
 
@@ -59,7 +59,7 @@ api_connection_errors(const struct store_connection *c)
 json_t *
 api_connection_list_item(const struct store_connection *c)
 {
-    json_t *tags = api_json_col(c->tags_json);
+    json_t *tags = latch_json_col(c->tags_json);
 
     if (!json_is_object(tags)) {
         json_decref(tags);
@@ -69,7 +69,7 @@ api_connection_list_item(const struct store_connection *c)
                      "connection_id", c->connection_id, "provider_config_key",
                      c->provider_config_key, "provider", c->provider, "errors",
                      api_connection_errors(c), "end_user", end_user_public(c->end_user_json),
-                     "tags", tags, "metadata", api_json_col(c->metadata_json), "created",
+                     "tags", tags, "metadata", latch_json_col(c->metadata_json), "created",
                      api_time_json(c->created_at, true));
 }
 
@@ -77,7 +77,7 @@ json_t *
 api_connection_full(const struct store_connection *c, json_t *credentials, bool plus00)
 {
     json_t *o = api_connection_list_item(c);
-    json_t *cfg = api_json_col(c->connection_config_json);
+    json_t *cfg = latch_json_col(c->connection_config_json);
 
     json_object_del(o, "created");
     if (!json_is_object(cfg)) {
@@ -127,14 +127,14 @@ static bool
 require_integration(struct api_ctx *c, const char *pck, struct store_integration *i,
                     unsigned status, const char *code, const char *msg)
 {
-    latch_rc rc = store_integration_get(c->app->store, c->env_id, pck, i);
+    latch_rc rc = store_integration_get(c->deps->store, c->env_id, pck, i);
 
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, status, code, msg);
         return false;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return false;
     }
     return true;
@@ -321,10 +321,10 @@ api_connections_list(struct api_ctx *c)
     f.tag_keys = tq.keys;
     f.tag_values = tq.vals;
     f.n_tags = tq.n;
-    rc = store_connection_list(c->app->store, c->env_id, &f, &rows, &n);
+    rc = store_connection_list(c->deps->store, c->env_id, &f, &rows, &n);
     free(ikeys);
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     arr = json_array();
@@ -344,7 +344,10 @@ struct get_ctx {
 static void
 answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
 {
-    if (r->status == 200) {
+    const char *code, *msg;
+    unsigned status;
+
+    if (r->outcome == REFRESH_OK) {
         json_t *creds = r->creds;
 
         r->creds = NULL;
@@ -353,19 +356,20 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
         api_reply(c, 200, api_connection_full(&r->conn, creds, true));
         return;
     }
-    if (r->status == 404) {
+    if (r->outcome == REFRESH_NOT_FOUND) {
         api_error(c, 404, "not_found", "Failed to find connection");
         return;
     }
-    if (r->conn.uid != NULL && r->status == 424) {
-        json_t *e = json_pack("{s:s, s:s, s:{s:o}}", "code", r->code, "message", r->message,
-                              "payload", "connection", api_connection_full(&r->conn, NULL, true));
+    status = api_refresh_error(r, &code, &msg);
+    if (r->conn.uid != NULL && status == 424) {
+        json_t *e = json_pack("{s:s, s:s, s:{s:o}}", "code", code, "message", msg, "payload",
+                              "connection", api_connection_full(&r->conn, NULL, true));
 
-        http_req_log_kv(c->req, "err", r->code);
-        api_reply(c, r->status, json_pack("{s:o}", "error", e));
+        http_req_log_kv(c->req, "err", code);
+        api_reply(c, status, json_pack("{s:o}", "error", e));
         return;
     }
-    api_error(c, r->status, r->code, r->message);
+    api_error(c, status, code, msg);
 }
 
 static void
@@ -429,10 +433,10 @@ api_connection_get(struct api_ctx *c)
      * resumes at once (http_server queues it when dispatch returns).
      */
     http_req_suspend(c->req);
-    if (refresher_get_fresh(c->app->refresher, c->env_id, pck, c->params[0], force, get_done, g,
+    if (refresher_get_fresh(c->deps->refresher, c->env_id, pck, c->params[0], force, get_done, g,
                             &now)) {
         free(g);
-        if (now.status == 404 && now.conn.uid == NULL) {
+        if (now.outcome == REFRESH_NOT_FOUND && now.conn.uid == NULL) {
             memset(&integ, 0, sizeof integ);
             if (!require_integration(c, pck, &integ, 400, "unknown_provider_config",
                                      "Provider does not exists")) {
@@ -463,7 +467,7 @@ api_connection_delete(struct api_ctx *c)
     pck = require_pck(c);
     if (pck == NULL)
         return;
-    rc = store_connection_delete(c->app->store, c->env_id, pck, c->params[0]);
+    rc = store_connection_delete(c->deps->store, c->env_id, pck, c->params[0]);
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 400, "unknown_connection",
                   "No connection matching the provided params of 'connection_id' and "
@@ -471,7 +475,7 @@ api_connection_delete(struct api_ctx *c)
         return;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     api_reply(c, 200, json_pack("{s:b}", "success", 1));
@@ -515,7 +519,7 @@ api_connection_patch(struct api_ctx *c)
         wh = json_string_value(v);
     if (json_array_size(errs) > 0)
         goto invalid;
-    rc = store_connection_get(c->app->store, c->env_id, pck, c->params[0], &conn);
+    rc = store_connection_get(c->deps->store, c->env_id, pck, c->params[0], &conn);
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 404, "not_found", "Failed to find connection");
         goto out;
@@ -526,7 +530,7 @@ api_connection_patch(struct api_ctx *c)
         json_t *merged = apiv_tags_from_end_user(eu != NULL ? eu : NULL, NULL);
 
         if (eu == NULL) {
-            json_t *old_eu = api_json_col(conn.end_user_json);
+            json_t *old_eu = latch_json_col(conn.end_user_json);
 
             json_decref(merged);
             merged = apiv_tags_from_end_user(old_eu, NULL);
@@ -535,7 +539,7 @@ api_connection_patch(struct api_ctx *c)
         if (tags != NULL)
             json_object_update(merged, tags);
         else {
-            json_t *old = api_json_col(conn.tags_json);
+            json_t *old = latch_json_col(conn.tags_json);
 
             if (json_is_object(old)) {
                 json_object_update(old, merged);
@@ -545,12 +549,12 @@ api_connection_patch(struct api_ctx *c)
                 json_decref(old);
             }
         }
-        tags_s = api_json_dump(merged);
+        tags_s = latch_json_dump(merged);
         json_decref(merged);
     }
     if (eu != NULL)
-        eu_s = api_json_dump(eu);
-    rc = store_connection_patch(c->app->store, conn.id, tags_s, eu_s, wh);
+        eu_s = latch_json_dump(eu);
+    rc = store_connection_patch(c->deps->store, conn.id, tags_s, eu_s, wh);
     if (rc == LATCH_E_NOT_FOUND) { /* deleted between the lookup and the write */
         api_error(c, 404, "not_found", "Failed to find connection");
         goto out;
@@ -560,7 +564,7 @@ api_connection_patch(struct api_ctx *c)
     api_reply(c, 200, json_pack("{s:b}", "success", 1));
     goto out;
 unavailable:
-    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    api_store_unavailable(c);
     goto out;
 invalid:
     api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
@@ -588,7 +592,7 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
     for (i = 0; i < n; i++) {
         const char *id = json_string_value(json_is_array(ids) ? json_array_get(ids, i) : ids);
 
-        rc = store_connection_get(c->app->store, c->env_id, pck, id, &conns[i]);
+        rc = store_connection_get(c->deps->store, c->env_id, pck, id, &conns[i]);
         if (rc == LATCH_E_NOT_FOUND) {
             char msg[700];
 
@@ -608,7 +612,7 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
         char *text;
 
         if (merge) {
-            json_t *old = api_json_col(conns[i].metadata_json);
+            json_t *old = latch_json_col(conns[i].metadata_json);
 
             if (json_is_object(old)) {
                 json_object_update(old, m);
@@ -618,14 +622,14 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
                 json_decref(old);
             }
         }
-        text = api_json_dump(m);
+        text = latch_json_dump(m);
         json_decref(m);
         if (strlen(text) > LATCH_MAX_METADATA_BYTES) {
             free(text);
             api_error(c, 413, "payload_too_large", "Metadata is limited to 64 KiB.");
             goto out;
         }
-        rc = store_connection_set_metadata(c->app->store, conns[i].id, text);
+        rc = store_connection_set_metadata(c->deps->store, conns[i].id, text);
         free(text);
         if (rc == LATCH_E_NOT_FOUND) { /* deleted between the lookup and the write */
             api_error(c, 404, "unknown_connection", "The connection was deleted meanwhile.");
@@ -637,7 +641,7 @@ metadata_common(struct api_ctx *c, bool merge, json_t *ids, const char *pck, jso
     api_reply(c, ok_status, json_incref(echo));
     goto out;
 unavailable:
-    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    api_store_unavailable(c);
 out:
     for (i = 0; i < n; i++)
         store_connection_clear(&conns[i]);
@@ -874,7 +878,7 @@ api_connection_create(struct api_ctx *c)
             api_issue(errs, "invalid_string", "Invalid connection_id", path);
         }
     }
-    rc = store_integration_get(c->app->store, c->env_id, pck, &integ);
+    rc = store_integration_get(c->deps->store, c->env_id, pck, &integ);
     if (rc == LATCH_E_NOT_FOUND) {
         json_decref(errs);
         api_error(c, 404, "not_found", "Integration does not exist");
@@ -882,10 +886,10 @@ api_connection_create(struct api_ctx *c)
     }
     if (rc != LATCH_OK) {
         json_decref(errs);
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
-    p = catalog_find(c->app->catalog, integ.provider);
+    p = catalog_find(c->deps->catalog, integ.provider);
     if (p == NULL) {
         json_decref(errs);
         store_integration_clear(&integ);
@@ -917,7 +921,7 @@ api_connection_create(struct api_ctx *c)
         vault_uuid_v4(gen_id);
         cid = gen_id;
     }
-    rc = store_connection_get(c->app->store, c->env_id, pck, cid, &existing);
+    rc = store_connection_get(c->deps->store, c->env_id, pck, cid, &existing);
     if (rc == LATCH_OK)
         latch_strlcpy(uid, existing.uid, sizeof uid);
     else if (rc == LATCH_E_NOT_FOUND)
@@ -932,26 +936,26 @@ api_connection_create(struct api_ctx *c)
     conn.connection_id = xstrdup(cid);
     conn.provider_config_key = xstrdup(pck);
     conn.provider = xstrdup(integ.provider);
-    if (creds_seal(c->app->vault, uid, creds, &conn.credentials_sealed) != LATCH_OK)
+    if (creds_seal(c->deps->vault, uid, creds, &conn.credentials_sealed) != LATCH_OK)
         goto unavailable;
-    conn.connection_config_json = api_json_dump(cfg);
+    conn.connection_config_json = latch_json_dump(cfg);
     v = json_object_get(b, "metadata");
-    conn.metadata_json = api_json_dump(json_is_object(v) ? v : json_object_get(b, "__none__"));
+    conn.metadata_json = latch_json_dump(json_is_object(v) ? v : json_object_get(b, "__none__"));
     if (!json_is_object(v)) {
         free(conn.metadata_json);
         conn.metadata_json = xstrdup("{}");
     }
-    conn.tags_json = api_json_dump(all_tags);
-    conn.end_user_json = eu != NULL ? api_json_dump(eu) : NULL;
+    conn.tags_json = latch_json_dump(all_tags);
+    conn.end_user_json = eu != NULL ? latch_json_dump(eu) : NULL;
     v = json_object_get(b, "webhook_url_override");
     conn.webhook_url_override =
         json_is_string(v) && json_string_length(v) > 0 ? xstrdup(json_string_value(v)) : NULL;
     conn.expires_at = expires_at;
-    rc = store_connection_upsert(c->app->store, &conn, &created);
+    rc = store_connection_upsert(c->deps->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
-    (void)webhook_auth_event(c->app, api_env(c), &conn, created ? "creation" : "override", true,
-                             NULL, NULL, NULL);
+    (void)webhook_auth_event(c->deps->webhook, api_env(c), &conn, created ? "creation" : "override",
+                             true, NULL, NULL, NULL);
     {
         json_t *pub = json_deep_copy(creds);
 
@@ -959,7 +963,7 @@ api_connection_create(struct api_ctx *c)
     }
     goto out;
 unavailable:
-    api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+    api_store_unavailable(c);
     goto out;
 invalid:
     api_error_list(c, 400, "invalid_body", "Invalid request body", errs);

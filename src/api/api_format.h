@@ -11,13 +11,13 @@
 
 #include "store/store.h"
 
-struct app;
+struct api_deps;
 struct catalog_provider;
 
-json_t *api_provider_json(struct app *a, const struct catalog_provider *p);
+json_t *api_provider_json(struct api_deps *a, const struct catalog_provider *p);
 /* Public integration object; include_* add the optional fields. */
-json_t *api_integration_json(struct app *a, const struct store_integration *i, bool inc_webhook,
-                             bool inc_credentials);
+json_t *api_integration_json(struct api_deps *a, const struct store_integration *i,
+                             bool inc_webhook, bool inc_credentials);
 /* Connection list item (no credentials). */
 json_t *api_connection_list_item(const struct store_connection *c);
 /*

@@ -10,13 +10,14 @@
 
 #include "api/api.h"
 #include "api/api_format.h"
-#include "app.h"
+#include "core/config.h"
 #include "domain/catalog.h"
 #include "core/latch_limits.h"
+#include "util/json.h"
 #include "util/xalloc.h"
 
 json_t *
-api_integration_json(struct app *a, const struct store_integration *i, bool inc_webhook,
+api_integration_json(struct api_deps *a, const struct store_integration *i, bool inc_webhook,
                      bool inc_credentials)
 {
     const struct catalog_provider *p = catalog_find(a->catalog, i->provider);
@@ -137,7 +138,7 @@ read_common(struct api_ctx *c, const struct catalog_provider *p, struct store_in
             api_issue(errs, "invalid_type", "Expected an object of strings", path);
         else {
             free(i->custom_json);
-            i->custom_json = api_json_dump(v);
+            i->custom_json = latch_json_dump(v);
         }
     }
 }
@@ -150,13 +151,13 @@ api_integrations_list(struct api_ctx *c)
     json_t *arr, *allowed = NULL;
     latch_rc rc;
 
-    rc = store_integration_list(c->app->store, c->env_id, &list, &n);
+    rc = store_integration_list(c->deps->store, c->env_id, &list, &n);
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     if (c->by_session && c->session.allowed_integrations_json != NULL)
-        allowed = api_json_col(c->session.allowed_integrations_json);
+        allowed = latch_json_col(c->session.allowed_integrations_json);
     arr = json_array();
     for (size_t k = 0; k < n; k++) {
         if (allowed != NULL && json_is_array(allowed) && json_array_size(allowed) > 0) {
@@ -166,12 +167,38 @@ api_integrations_list(struct api_ctx *c)
             if (!ok)
                 continue;
         }
-        json_array_append_new(arr, api_integration_json(c->app, &list[k], false, false));
+        json_array_append_new(arr, api_integration_json(c->deps, &list[k], false, false));
     }
     if (allowed != NULL)
         json_decref(allowed);
     store_integration_list_free(list, n);
     api_reply(c, 200, json_pack("{s:o}", "data", arr));
+}
+
+/*
+ * Answers a create or an update and releases what it used: 400 invalid_body when errs holds
+ * issues or the unique key is taken (rc LATCH_E_CONFLICT), 503 when the store failed, else the
+ * stored integration. Takes errs; clears i.
+ */
+static void
+answer_write(struct api_ctx *c, latch_rc rc, struct store_integration *i, json_t *errs)
+{
+    if (rc == LATCH_E_CONFLICT) {
+        const char *const path[] = {"uniqueKey", NULL};
+
+        api_issue(errs, "invalid_string", "Unique key already exists", path);
+    }
+    if (json_array_size(errs) > 0) {
+        api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
+        errs = NULL;
+    } else if (rc != LATCH_OK) {
+        api_store_unavailable(c);
+    } else {
+        api_reply(c, 200,
+                  json_pack("{s:o}", "data", api_integration_json(c->deps, i, false, false)));
+    }
+    json_decref(errs);
+    store_integration_clear(i);
 }
 
 void
@@ -186,19 +213,19 @@ api_integration_create(struct api_ctx *c)
     const char *provider = NULL, *key = NULL;
     const struct catalog_provider *p = NULL;
     struct store_integration i;
-    latch_rc rc;
+    latch_rc rc = LATCH_OK;
 
     memset(&i, 0, sizeof i);
     i.forward_webhooks = true;
     if (!json_is_object(b)) {
         api_issue(errs, "invalid_type", "Expected an object", root);
-        goto invalid;
+        goto out;
     }
     api_strict_keys(b, allowed, root, errs);
     provider = json_string_value(json_object_get(b, "provider"));
     key = json_string_value(json_object_get(b, "unique_key"));
     if (provider == NULL || !chars_ok(provider, "_-") ||
-        (p = catalog_find(c->app->catalog, provider)) == NULL) {
+        (p = catalog_find(c->deps->catalog, provider)) == NULL) {
         const char *const path[] = {"provider", NULL};
 
         api_issue(errs, "invalid_string", "Invalid provider", path);
@@ -210,36 +237,19 @@ api_integration_create(struct api_ctx *c)
     }
     read_common(c, p, &i, errs);
     if (json_array_size(errs) > 0)
-        goto invalid;
+        goto out;
     i.env_id = c->env_id;
     i.unique_key = xstrdup(key);
     i.provider = xstrdup(provider);
-    rc = store_integration_create(c->app->store, &i);
-    if (rc == LATCH_E_CONFLICT) {
-        const char *const path[] = {"uniqueKey", NULL};
-
-        api_issue(errs, "invalid_string", "Unique key already exists", path);
-        goto invalid;
-    }
-    if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
-        goto out;
-    }
-    api_reply(c, 200, json_pack("{s:o}", "data", api_integration_json(c->app, &i, false, false)));
-    goto out;
-invalid:
-    api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
-    errs = NULL;
+    rc = store_integration_create(c->deps->store, &i);
 out:
-    if (errs != NULL)
-        json_decref(errs);
-    store_integration_clear(&i);
+    answer_write(c, rc, &i, errs);
 }
 
 static bool
 load_integration(struct api_ctx *c, struct store_integration *i)
 {
-    latch_rc rc = store_integration_get(c->app->store, c->env_id, c->params[0], i);
+    latch_rc rc = store_integration_get(c->deps->store, c->env_id, c->params[0], i);
 
     if (rc == LATCH_E_NOT_FOUND) {
         char msg[320];
@@ -249,7 +259,7 @@ load_integration(struct api_ctx *c, struct store_integration *i)
         return false;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return false;
     }
     return true;
@@ -290,7 +300,7 @@ api_integration_get(struct api_ctx *c)
         return;
     api_reply(c, 200,
               json_pack("{s:o}", "data",
-                        api_integration_json(c->app, &i, include_has(c->req, "webhook"),
+                        api_integration_json(c->deps, &i, include_has(c->req, "webhook"),
                                              include_has(c->req, "credentials"))));
     store_integration_clear(&i);
 }
@@ -305,14 +315,17 @@ api_integration_patch(struct api_ctx *c)
     json_t *errs = json_array();
     struct store_integration i;
     json_t *v;
-    latch_rc rc;
+    latch_rc rc = LATCH_OK;
 
     memset(&i, 0, sizeof i);
-    if (!load_integration(c, &i))
-        goto out;
+    if (!load_integration(c, &i)) { /* answered */
+        json_decref(errs);
+        store_integration_clear(&i);
+        return;
+    }
     if (!json_is_object(c->body)) {
         api_issue(errs, "invalid_type", "Expected an object", root);
-        goto invalid;
+        goto out;
     }
     api_strict_keys(c->body, allowed, root, errs);
     v = json_object_get(c->body, "unique_key");
@@ -326,42 +339,25 @@ api_integration_patch(struct api_ctx *c)
             i.unique_key = xstrdup(json_string_value(v));
         }
     }
-    read_common(c, catalog_find(c->app->catalog, i.provider), &i, errs);
+    read_common(c, catalog_find(c->deps->catalog, i.provider), &i, errs);
     if (json_array_size(errs) > 0)
-        goto invalid;
-    rc = store_integration_update(c->app->store, &i);
-    if (rc == LATCH_E_CONFLICT) {
-        const char *const path[] = {"uniqueKey", NULL};
-
-        api_issue(errs, "invalid_string", "Unique key already exists", path);
-        goto invalid;
-    }
-    if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
         goto out;
-    }
-    api_reply(c, 200, json_pack("{s:o}", "data", api_integration_json(c->app, &i, false, false)));
-    goto out;
-invalid:
-    api_error_list(c, 400, "invalid_body", "Invalid request body", errs);
-    errs = NULL;
+    rc = store_integration_update(c->deps->store, &i);
 out:
-    if (errs != NULL)
-        json_decref(errs);
-    store_integration_clear(&i);
+    answer_write(c, rc, &i, errs);
 }
 
 void
 api_integration_delete(struct api_ctx *c)
 {
-    latch_rc rc = store_integration_delete(c->app->store, c->env_id, c->params[0]);
+    latch_rc rc = store_integration_delete(c->deps->store, c->env_id, c->params[0]);
 
     if (rc == LATCH_E_NOT_FOUND) {
         api_error(c, 404, "not_found", "Integration does not exist");
         return;
     }
     if (rc != LATCH_OK) {
-        api_error(c, 503, "service_unavailable", "The store is unavailable. Try again.");
+        api_store_unavailable(c);
         return;
     }
     api_reply(c, 200, json_pack("{s:b}", "success", 1));

@@ -8,13 +8,13 @@
 
 #include "api/api.h"
 #include "api/api_format.h"
-#include "app.h"
+#include "core/config.h"
 #include "domain/catalog.h"
 #include "api/ui_assets.h"
 #include "util/xalloc.h"
 
 json_t *
-api_provider_json(struct app *a, const struct catalog_provider *p)
+api_provider_json(struct api_deps *a, const struct catalog_provider *p)
 {
     json_t *o = json_loads(p->json, 0, NULL);
     char *logo;
@@ -31,7 +31,7 @@ api_provider_json(struct app *a, const struct catalog_provider *p)
 void
 api_providers_list(struct api_ctx *c)
 {
-    const struct catalog *cat = c->app->catalog;
+    const struct catalog *cat = c->deps->catalog;
     const char *search = http_req_query(c->req, "search");
     json_t *arr = json_array();
 
@@ -41,7 +41,7 @@ api_providers_list(struct api_ctx *c)
         if (search != NULL && search[0] != '\0' && strcasestr(p->name, search) == NULL &&
             (p->display_name == NULL || strcasestr(p->display_name, search) == NULL))
             continue;
-        json_array_append_new(arr, api_provider_json(c->app, p));
+        json_array_append_new(arr, api_provider_json(c->deps, p));
     }
     api_reply(c, 200, json_pack("{s:o}", "data", arr));
 }
@@ -49,7 +49,7 @@ api_providers_list(struct api_ctx *c)
 void
 api_provider_get(struct api_ctx *c)
 {
-    const struct catalog_provider *p = catalog_find(c->app->catalog, c->params[0]);
+    const struct catalog_provider *p = catalog_find(c->deps->catalog, c->params[0]);
 
     if (p == NULL) {
         char msg[320];
@@ -58,7 +58,7 @@ api_provider_get(struct api_ctx *c)
         api_error(c, 404, "not_found", msg);
         return;
     }
-    api_reply(c, 200, json_pack("{s:o}", "data", api_provider_json(c->app, p)));
+    api_reply(c, 200, json_pack("{s:o}", "data", api_provider_json(c->deps, p)));
 }
 
 void

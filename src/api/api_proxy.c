@@ -9,8 +9,9 @@
  *                 validated config, start an outbound stream (attempt)
  *   curl thread   on_headers decides: stream to the client (any final status, 201 stays 201),
  *                 discard and retry (429/5xx/Retry-On when the caller asked with Retries), or
- *                 capture a 401 to see whether the token was rejected (then refresh once, retry
- *                 once); on_data fills a small ring buffer, pausing curl when it is full
+ *                 capture a 401 to see whether the token was rejected (then refresh once, on
+ *                 a worker thread: it reads the store, retry once); on_data fills a small ring
+ *                 buffer, pausing curl when it is full
  *   pool thread   the streaming response's read callback drains the ring and unpauses curl
  * Request bodies up to LATCH_PROXY_BUFFERED_BODY are buffered (so retries can replay them);
  * larger or chunked bodies stream through a second ring and are never retried.
@@ -24,7 +25,7 @@
 #include <strings.h>
 
 #include "api/api.h"
-#include "app.h"
+#include "core/config.h"
 #include "domain/catalog.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
@@ -32,8 +33,10 @@
 #include "net/outbound.h"
 #include "domain/refresher.h"
 #include "core/timer.h"
+#include "core/worker.h"
 #include "domain/tmpl.h"
 #include "util/buf.h"
+#include "util/json.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "util/clock.h"
@@ -55,7 +58,7 @@ enum resp_mode { RESP_PENDING, RESP_STREAM, RESP_DISCARD, RESP_CAPTURE, RESP_DON
 struct proxy {
     pthread_mutex_t mu;
     int refs;
-    struct app *app;
+    struct api_deps *deps;
     struct http_req *req; /* valid until the MHD side is finished (see mhd_done) */
     struct api_ctx *c;
     bool mhd_done; /* response finished or client gone: never touch req again */
@@ -588,7 +591,7 @@ schedule_retry(struct proxy *px)
         return;
     }
     proxy_ref(px);
-    if (timer_after(px->app->timer, wait, retry_timer, px) != LATCH_OK) {
+    if (timer_after(px->deps->timer, wait, retry_timer, px) != LATCH_OK) {
         proxy_unref(px);
         finish_plain(px, 503, "busy", "latch is too busy to retry this request.", NULL);
     }
@@ -714,7 +717,7 @@ start_attempt(struct proxy *px)
      * download is not cut at 60 s, and no per-request timer is needed.
      */
     rq.timeout_ms = LATCH_PROXY_MAX_STREAM_MS;
-    rq.idle_timeout_ms = px->app->cfg->proxy_timeout_ms;
+    rq.idle_timeout_ms = px->deps->cfg->proxy_timeout_ms;
     rq.follow_redirects = false;
     if (px->body_mode == BODY_BUFFERED) {
         rq.body = px->body.data ? px->body.data : "";
@@ -728,7 +731,7 @@ start_attempt(struct proxy *px)
     px->refs++; /* the attempt's reference, dropped in on_done */
     px->refs++; /* ours: on_done may answer and drop every other reference before we return */
     pthread_mutex_unlock(&px->mu);
-    rc = outbound_stream_start(px->app->outbound, &rq,
+    rc = outbound_stream_start(px->deps->outbound, &rq,
                                px->body_mode == BODY_STREAM     ? -1
                                : px->body_mode == BODY_BUFFERED ? (long long)px->body.len
                                                                 : 0,
@@ -807,7 +810,7 @@ build_target(struct proxy *px, struct latch_err *err)
                          sizeof base, err) != LATCH_OK) {
         return false;
     }
-    if (netpolicy_url_host(base, px->app->cfg->allow_http, host, sizeof host, err) != LATCH_OK ||
+    if (netpolicy_url_host(base, px->deps->cfg->allow_http, host, sizeof host, err) != LATCH_OK ||
         netpolicy_check_hostname(host, err) != LATCH_OK)
         return false;
     if (px->base_override != NULL) {
@@ -842,12 +845,16 @@ token_ready(struct proxy *px, struct refresh_result *r)
     const char *tok;
     bool go;
 
-    if (r->status != 200) {
-        if (r->status == 404)
-            finish_plain(px, 404, "unknown_connection",
-                         "No connection matches Connection-Id and Provider-Config-Key.", NULL);
-        else
-            finish_plain(px, r->status, r->code, r->message, NULL);
+    if (r->outcome == REFRESH_NOT_FOUND) {
+        finish_plain(px, 404, "unknown_connection",
+                     "No connection matches Connection-Id and Provider-Config-Key.", NULL);
+        return;
+    }
+    if (r->outcome != REFRESH_OK) {
+        const char *code, *msg;
+        unsigned status = api_refresh_error(r, &code, &msg);
+
+        finish_plain(px, status, code, msg, NULL);
         return;
     }
     tok = json_string_value(json_object_get(r->creds, "token"));
@@ -863,7 +870,7 @@ token_ready(struct proxy *px, struct refresh_result *r)
     }
     px->token = xstrdup(tok);
     json_decref(px->cfg);
-    px->cfg = api_json_col(r->conn.connection_config_json);
+    px->cfg = latch_json_col(r->conn.connection_config_json);
     latch_err_clear(&err);
     if (!build_target(px, &err)) {
         finish_plain(px, 400, "invalid_proxy_target", err.msg, NULL);
@@ -894,29 +901,40 @@ token_ready(struct proxy *px, struct refresh_result *r)
         start_attempt(px);
 }
 
+/* refresher_done_fn for the first token and for the one refreshed after a 401 */
 static void
 token_cb(struct refresh_result *r, void *ud)
 {
     token_ready(ud, r);
 }
 
+/*
+ * Worker thread (or the curl thread when the worker queue is full): the forced refresh after a
+ * 401. refresher_get_fresh starts with a store read, and a store read on the curl thread would
+ * hold up every other upstream transfer (the same reason oauth_cc hands its follow-up to the
+ * worker). The answer comes here (synchronous) or through token_cb (worker or curl thread).
+ */
 static void
-refreshed_cb(struct refresh_result *r, void *ud)
+refresh_job(void *ud)
 {
-    token_ready(ud, r);
-}
-
-static void
-refresh_then_retry(struct proxy *px)
-{
+    struct proxy *px = ud;
     struct refresh_result now;
 
-    px->refreshed_once = true;
-    if (refresher_get_fresh(px->app->refresher, px->env_id, px->pck, px->cid, true, refreshed_cb,
-                            px, &now)) {
+    if (refresher_get_fresh(px->deps->refresher, px->env_id, px->pck, px->cid, true, token_cb, px,
+                            &now)) {
         token_ready(px, &now);
         refresh_result_clear(&now);
     }
+    proxy_unref(px); /* the job's reference */
+}
+
+/* Curl thread (on_done of the attempt that got the 401). */
+static void
+refresh_then_retry(struct proxy *px)
+{
+    px->refreshed_once = true;
+    proxy_ref(px); /* the job's: px outlives the attempt's reference dropped by on_done */
+    worker_run(px->deps->worker, refresh_job, px);
 }
 
 /* ---- upload sink (pool thread) ---- */
@@ -1005,14 +1023,14 @@ api_proxy(struct api_ctx *c)
     px = xcalloc(1, sizeof *px);
     pthread_mutex_init(&px->mu, NULL);
     px->refs = 1; /* the MHD side */
-    px->app = c->app;
+    px->deps = c->deps;
     px->req = c->req;
     px->c = c;
     px->env_id = c->env_id;
     px->method = xstrdup(http_req_method(c->req));
     px->pck = xstrdup(pck);
     px->cid = xstrdup(cid);
-    px->deadline_ms = latch_now_ms() + c->app->cfg->proxy_timeout_ms;
+    px->deadline_ms = latch_now_ms() + c->deps->cfg->proxy_timeout_ms;
     buf_init(&px->body, LATCH_PROXY_BUFFERED_BODY);
     buf_init(&px->capture, LATCH_PROXY_ERROR_CAPTURE);
 
@@ -1052,7 +1070,7 @@ api_proxy(struct api_ctx *c)
     }
     v = http_req_header(c->req, "Base-Url-Override");
     if (v != NULL && v[0] != '\0') {
-        if (!c->app->cfg->base_url_override) {
+        if (!c->deps->cfg->base_url_override) {
             api_error(
                 c, 400, "base_url_override_disabled",
                 "Base-Url-Override is disabled on this latch (LATCH_PROXY_BASE_URL_OVERRIDE).");
@@ -1067,12 +1085,12 @@ api_proxy(struct api_ctx *c)
     px->endpoint = xstrdup(target + 6);
 
     memset(&integ, 0, sizeof integ);
-    if (store_integration_get(c->app->store, c->env_id, pck, &integ) != LATCH_OK) {
+    if (store_integration_get(c->deps->store, c->env_id, pck, &integ) != LATCH_OK) {
         api_error(c, 404, "unknown_provider_config",
                   "Provider config not found for the given provider config key.");
         goto fail;
     }
-    px->provider = catalog_find(c->app->catalog, integ.provider);
+    px->provider = catalog_find(c->deps->catalog, integ.provider);
     store_integration_clear(&integ);
     if (px->provider == NULL) {
         api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");
@@ -1108,7 +1126,7 @@ api_proxy(struct api_ctx *c)
     http_req_log_kv(c->req, "proxy", px->provider->name);
 
     http_req_suspend(c->req);
-    if (refresher_get_fresh(c->app->refresher, c->env_id, pck, cid, false, token_cb, px, &now)) {
+    if (refresher_get_fresh(c->deps->refresher, c->env_id, pck, cid, false, token_cb, px, &now)) {
         token_ready(px, &now);
         refresh_result_clear(&now);
     }

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct config {
     char *bind;               /* LATCH_BIND */

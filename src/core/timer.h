@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct timer;
 

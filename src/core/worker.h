@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct worker;
 

@@ -1,7 +1,8 @@
 /*
  * vault.c - encryption at rest: AES-256-GCM envelopes, keyring with rotation, keyed hashes.
  *
- * Contract: src/vault.h and docs/internals/vault.md.
+ * Contract: crypto/vault.h and docs/internals/vault.md. Key file I/O: crypto/keyfile.c; secure
+ * memory: crypto/secmem.c.
  *
  * Locking: v->lock (rwlock, writer-preferring) guards v->ring and the index key. v->reload_mu
  * serialises everything that reads or writes the key file and guards v->stamp; the ring pointer
@@ -10,10 +11,7 @@
  */
 #include "crypto/vault.h"
 
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -21,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -30,6 +27,8 @@
 #include <openssl/rand.h>
 
 #include "core/log.h"
+#include "crypto/keyfile.h"
+#include "crypto/secmem.h"
 #include "util/b64.h"
 #include "util/clock.h"
 #include "util/xalloc.h"
@@ -39,16 +38,12 @@
  * VAULT_MAX_ENVELOPE: envelope text accepted by vault_open / produced by vault_seal.
  * VAULT_MAX_AAD: caller AAD length ("<table>:<row>:<column>" is far shorter).
  * VAULT_MAX_KEYS: keys in one ring (key file lines plus the env key).
- * VAULT_MAX_KEY_FILE_BYTES: key file size (256 keys of 45 bytes plus comments fit easily).
  * VAULT_MTIME_CHECK_MS: how often vault_seal may stat the key file.
- * VAULT_MAX_PATH: key file path length (PATH_MAX; <limits.h> is shadowed by src/limits.h).
  */
 #define VAULT_MAX_ENVELOPE (1024 * 1024)
 #define VAULT_MAX_AAD 4096
 #define VAULT_MAX_KEYS 256
-#define VAULT_MAX_KEY_FILE_BYTES (64 * 1024)
 #define VAULT_MTIME_CHECK_MS 1000
-#define VAULT_MAX_PATH 4096
 
 #define IV_LEN 12
 #define TAG_LEN 16
@@ -76,15 +71,6 @@ struct ring {
     struct vkey keys[VAULT_MAX_KEYS];
 };
 
-struct filestamp {
-    bool present;
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtim;
-    struct timespec ctim;
-};
-
 struct vault {
     pthread_rwlock_t lock;
     struct ring *ring;        /* secure memory; guarded by lock (see top) */
@@ -92,7 +78,7 @@ struct vault {
     bool has_index_key;
 
     pthread_mutex_t reload_mu;
-    struct filestamp stamp;          /* key file as last loaded; guarded by reload_mu */
+    struct keyfile_stamp stamp;      /* key file as last loaded; guarded by reload_mu */
     _Atomic long long next_check_ms; /* monotonic ms before which seal does not stat */
 
     char *key_file; /* owned, or NULL; immutable */
@@ -109,32 +95,6 @@ crypto_fatal(const char *what)
 {
     log_error("crypto library failure", "op=%s", what);
     abort();
-}
-
-static void *
-secure_alloc(size_t n)
-{
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-    if (p == MAP_FAILED) {
-        log_error("out of memory", "what=secure_alloc bytes=%zu", n);
-        abort();
-    }
-    (void)mlock(p, n); /* best effort: RLIMIT_MEMLOCK may be tiny */
-#ifdef MADV_DONTDUMP
-    (void)madvise(p, n, MADV_DONTDUMP);
-#endif
-    return p; /* zero-filled */
-}
-
-static void
-secure_free(void *p, size_t n)
-{
-    if (p == NULL)
-        return;
-    OPENSSL_cleanse(p, n);
-    (void)munlock(p, n);
-    (void)munmap(p, n);
 }
 
 static void
@@ -231,13 +191,13 @@ key_decode(const char *s, size_t len, unsigned char key[VAULT_KEY_LEN])
 static struct ring *
 ring_new(void)
 {
-    return secure_alloc(sizeof(struct ring));
+    return secmem_alloc(sizeof(struct ring));
 }
 
 static void
 ring_free(struct ring *r)
 {
-    secure_free(r, sizeof(struct ring));
+    secmem_free(r, sizeof(struct ring));
 }
 
 static const struct vkey *
@@ -379,239 +339,6 @@ out:
     return LATCH_OK;
 }
 
-/* ---- key file I/O ---- */
-
-static void
-stamp_from(struct filestamp *s, const struct stat *st)
-{
-    s->present = true;
-    s->dev = st->st_dev;
-    s->ino = st->st_ino;
-    s->size = st->st_size;
-    s->mtim = st->st_mtim;
-    s->ctim = st->st_ctim;
-}
-
-static bool
-stamp_same(const struct filestamp *s, const struct stat *st)
-{
-    return s->present && s->dev == st->st_dev && s->ino == st->st_ino && s->size == st->st_size &&
-           s->mtim.tv_sec == st->st_mtim.tv_sec && s->mtim.tv_nsec == st->st_mtim.tv_nsec &&
-           s->ctim.tv_sec == st->st_ctim.tv_sec && s->ctim.tv_nsec == st->st_ctim.tv_nsec;
-}
-
-static latch_rc
-write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return LATCH_E_IO;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return LATCH_OK;
-}
-
-/* Best effort: makes a create/rename in path's directory durable. */
-static void
-fsync_dir_of(const char *path)
-{
-    char dir[VAULT_MAX_PATH];
-    const char *slash = strrchr(path, '/');
-    size_t n;
-    int fd;
-
-    if (slash == NULL) {
-        dir[0] = '.';
-        dir[1] = '\0';
-    } else {
-        n = (size_t)(slash - path);
-        if (n == 0)
-            n = 1; /* "/file" */
-        if (n >= sizeof dir)
-            return;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    (void)fsync(fd);
-    (void)close(fd);
-}
-
-/*
- * Reads the key file into secure memory (*text, VAULT_MAX_KEY_FILE_BYTES + 1 bytes, free with
- * secure_free). Refuses anything but a regular file private to its owner.
- * LATCH_E_NOT_FOUND if it does not exist.
- */
-static latch_rc
-key_file_read(const char *path, char **text_out, size_t *len_out, struct filestamp *stamp,
-              struct latch_err *err)
-{
-    struct stat st;
-    char *text = NULL;
-    size_t len = 0;
-    latch_rc rc = LATCH_OK;
-    int fd, e;
-
-    *text_out = NULL;
-    *len_out = 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        e = errno;
-        if (e == ENOENT) {
-            latch_err_set(err, "key file %s does not exist", path);
-            return LATCH_E_NOT_FOUND;
-        }
-        latch_err_set(err, "cannot open key file %s: %s", path, strerror(e));
-        return e == EACCES ? LATCH_E_DENIED : LATCH_E_IO;
-    }
-    if (fstat(fd, &st) != 0) {
-        latch_err_set(err, "cannot stat key file %s: %s", path, strerror(errno));
-        rc = LATCH_E_IO;
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        latch_err_set(err, "key file %s is not a regular file", path);
-        rc = LATCH_E_INVAL;
-        goto out;
-    }
-    if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        latch_err_set(err,
-                      "key file %s is accessible by group or others (mode %04o); "
-                      "refusing to use it: run chmod 600 %s",
-                      path, (unsigned int)(st.st_mode & 07777), path);
-        rc = LATCH_E_DENIED;
-        goto out;
-    }
-    if (st.st_size > VAULT_MAX_KEY_FILE_BYTES) {
-        latch_err_set(err, "key file %s is larger than %d bytes", path, VAULT_MAX_KEY_FILE_BYTES);
-        rc = LATCH_E_TOO_LARGE;
-        goto out;
-    }
-    text = secure_alloc(VAULT_MAX_KEY_FILE_BYTES + 1);
-    for (;;) {
-        ssize_t r = read(fd, text + len, VAULT_MAX_KEY_FILE_BYTES + 1 - len);
-
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            latch_err_set(err, "cannot read key file %s: %s", path, strerror(errno));
-            rc = LATCH_E_IO;
-            goto out;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-        if (len > VAULT_MAX_KEY_FILE_BYTES) {
-            latch_err_set(err, "key file %s is larger than %d bytes", path,
-                          VAULT_MAX_KEY_FILE_BYTES);
-            rc = LATCH_E_TOO_LARGE;
-            goto out;
-        }
-    }
-    text[len] = '\0';
-    stamp_from(stamp, &st);
-out:
-    (void)close(fd);
-    if (rc != LATCH_OK) {
-        secure_free(text, VAULT_MAX_KEY_FILE_BYTES + 1);
-        return rc;
-    }
-    *text_out = text;
-    *len_out = len;
-    return LATCH_OK;
-}
-
-/* Creates the key file (O_EXCL, 0600) with one fresh key. LATCH_E_CONFLICT if it exists. */
-static latch_rc
-key_file_create(const char *path, struct latch_err *err)
-{
-    char content[256];
-    char key[45];
-    latch_rc rc = LATCH_OK;
-    int fd, n, e;
-
-    vault_new_key_b64(key);
-    n = snprintf(content, sizeof content,
-                 "# latch encryption keys: one base64 key per line; the last line is primary.\n"
-                 "%s\n",
-                 key);
-    OPENSSL_cleanse(key, sizeof key);
-    if (n < 0 || (size_t)n >= sizeof content) {
-        rc = LATCH_E_INTERNAL;
-        goto out;
-    }
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        e = errno;
-        if (e == EEXIST) {
-            rc = LATCH_E_CONFLICT;
-            goto out;
-        }
-        latch_err_set(err, "cannot create key file %s: %s", path, strerror(e));
-        rc = LATCH_E_IO;
-        goto out;
-    }
-    if (fchmod(fd, 0600) != 0 || write_all(fd, content, (size_t)n) != LATCH_OK || fsync(fd) != 0) {
-        latch_err_set(err, "cannot write key file %s: %s", path, strerror(errno));
-        (void)close(fd);
-        (void)unlink(path);
-        rc = LATCH_E_IO;
-        goto out;
-    }
-    if (close(fd) != 0) {
-        latch_err_set(err, "cannot write key file %s: %s", path, strerror(errno));
-        (void)unlink(path);
-        rc = LATCH_E_IO;
-        goto out;
-    }
-    fsync_dir_of(path);
-    log_info("created encryption key file", "mode=0600 bytes=%d", n);
-out:
-    OPENSSL_cleanse(content, sizeof content);
-    return rc;
-}
-
-/* Replaces the key file atomically: temp file (0600) in the same directory, fsync, rename. */
-static latch_rc
-key_file_rewrite(const char *path, const char *text, size_t len, struct latch_err *err)
-{
-    char *tmp = xasprintf("%s.tmp.XXXXXX", path);
-    latch_rc rc = LATCH_OK;
-    int fd;
-
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        latch_err_set(err, "cannot create temporary key file %s: %s", tmp, strerror(errno));
-        rc = LATCH_E_IO;
-        goto out;
-    }
-    if (fchmod(fd, 0600) != 0 || write_all(fd, text, len) != LATCH_OK || fsync(fd) != 0) {
-        latch_err_set(err, "cannot write temporary key file %s: %s", tmp, strerror(errno));
-        (void)close(fd);
-        (void)unlink(tmp);
-        rc = LATCH_E_IO;
-        goto out;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        latch_err_set(err, "cannot replace key file %s: %s", path, strerror(errno));
-        (void)unlink(tmp);
-        rc = LATCH_E_IO;
-        goto out;
-    }
-    fsync_dir_of(path);
-out:
-    free(tmp);
-    return rc;
-}
-
 /* ---- reload ---- */
 
 /* Caller holds reload_mu. Re-reads the key file and swaps in the new ring. */
@@ -619,17 +346,17 @@ static latch_rc
 reload_locked(struct vault *v, struct latch_err *err)
 {
     const struct vkey *env = ring_env_key(v->ring);
-    struct filestamp stamp = {0};
+    struct keyfile_stamp stamp = {0};
     struct ring *r = NULL, *old;
     char *text = NULL;
     size_t len = 0;
     latch_rc rc;
 
-    rc = key_file_read(v->key_file, &text, &len, &stamp, err);
+    rc = keyfile_read(v->key_file, &text, &len, &stamp, err);
     if (rc != LATCH_OK)
         return rc;
     rc = ring_build(v->mac, env != NULL ? env->key : NULL, v->key_file, text, len, &r, err);
-    secure_free(text, VAULT_MAX_KEY_FILE_BYTES + 1);
+    secmem_free(text, KEYFILE_BUF_LEN);
     v->stamp = stamp; /* even on a parse error: do not retry until the file changes again */
     if (rc != LATCH_OK)
         return rc;
@@ -650,11 +377,11 @@ reload_if_changed_locked(struct vault *v)
     struct stat st;
     latch_rc rc;
 
-    if (stat(v->key_file, &st) != 0 || stamp_same(&v->stamp, &st))
+    if (stat(v->key_file, &st) != 0 || keyfile_stamp_same(&v->stamp, &st))
         return; /* a vanished key file never drops keys we hold */
     rc = reload_locked(v, &e);
     if (rc != LATCH_OK) {
-        stamp_from(&v->stamp, &st);
+        keyfile_stamp_set(&v->stamp, &st);
         log_warn("key file reload failed; keeping current keys", "rc=%d", (int)rc);
         log_warn(e.msg, "rc=%d", (int)rc);
     }
@@ -700,7 +427,7 @@ vault_alloc(void)
     pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&v->reload_mu, NULL);
     atomic_init(&v->next_check_ms, latch_mono_ms() + VAULT_MTIME_CHECK_MS);
-    v->index_key = secure_alloc(VAULT_KEY_LEN);
+    v->index_key = secmem_alloc(VAULT_KEY_LEN);
     v->cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     v->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     if (v->cipher == NULL || v->mac == NULL || EVP_CIPHER_get_iv_length(v->cipher) != IV_LEN ||
@@ -730,7 +457,7 @@ vault_new(const struct vault_opts *o, struct vault **out, struct latch_err *err)
     }
     v = vault_alloc();
     if (o->env_key_b64 != NULL) {
-        env_key = secure_alloc(VAULT_KEY_LEN);
+        env_key = secmem_alloc(VAULT_KEY_LEN);
         if (!key_decode(o->env_key_b64, strnlen(o->env_key_b64, KEY_B64_LEN + 8), env_key)) {
             latch_err_set(err, "LATCH_ENCRYPTION_KEY: " KEY_LEN_MSG);
             rc = LATCH_E_INVAL;
@@ -738,20 +465,20 @@ vault_new(const struct vault_opts *o, struct vault **out, struct latch_err *err)
         }
     }
     if (o->key_file != NULL) {
-        if (o->key_file[0] == '\0' || strlen(o->key_file) >= VAULT_MAX_PATH) {
+        if (o->key_file[0] == '\0' || strlen(o->key_file) >= KEYFILE_MAX_PATH) {
             latch_err_set(err, "invalid key file path");
             rc = LATCH_E_INVAL;
             goto out;
         }
         v->key_file = xstrdup(o->key_file);
-        rc = key_file_read(v->key_file, &text, &len, &v->stamp, err);
+        rc = keyfile_read(v->key_file, &text, &len, &v->stamp, err);
         if (rc == LATCH_E_NOT_FOUND && env_key == NULL && o->create_key_file) {
-            rc = key_file_create(v->key_file, err);
+            rc = keyfile_create(v->key_file, err);
             if (rc == LATCH_OK)
                 v->created = true;
             else if (rc != LATCH_E_CONFLICT) /* CONFLICT: another process just created it */
                 goto out;
-            rc = key_file_read(v->key_file, &text, &len, &v->stamp, err);
+            rc = keyfile_read(v->key_file, &text, &len, &v->stamp, err);
         } else if (rc == LATCH_E_NOT_FOUND && env_key != NULL) {
             rc = LATCH_OK; /* env key alone; the file may appear later (reload) */
         } else if (rc == LATCH_E_NOT_FOUND) {
@@ -762,8 +489,8 @@ vault_new(const struct vault_opts *o, struct vault **out, struct latch_err *err)
     }
     rc = ring_build(v->mac, env_key, v->key_file, text, len, &v->ring, err);
 out:
-    secure_free(text, VAULT_MAX_KEY_FILE_BYTES + 1);
-    secure_free(env_key, VAULT_KEY_LEN);
+    secmem_free(text, KEYFILE_BUF_LEN);
+    secmem_free(env_key, VAULT_KEY_LEN);
     if (rc != LATCH_OK) {
         vault_free(v);
         return rc;
@@ -807,7 +534,7 @@ vault_free(struct vault *v)
     if (v == NULL)
         return;
     ring_free(v->ring);
-    secure_free(v->index_key, VAULT_KEY_LEN);
+    secmem_free(v->index_key, VAULT_KEY_LEN);
     EVP_CIPHER_free(v->cipher);
     EVP_MAC_free(v->mac);
     pthread_mutex_destroy(&v->reload_mu);
@@ -1147,7 +874,7 @@ vault_index_hash(struct vault *v, const char *s, unsigned char out[32])
 latch_rc
 vault_rotate_add_key(struct vault *v, char new_kid[VAULT_KID_LEN + 1], struct latch_err *err)
 {
-    struct filestamp stamp = {0};
+    struct keyfile_stamp stamp = {0};
     struct ring *check = NULL;
     char *text = NULL, *nt = NULL;
     char key[45];
@@ -1169,7 +896,7 @@ vault_rotate_add_key(struct vault *v, char new_kid[VAULT_KID_LEN + 1], struct la
         rc = LATCH_E_CONFLICT;
         goto out;
     }
-    rc = key_file_read(v->key_file, &text, &len, &stamp, err);
+    rc = keyfile_read(v->key_file, &text, &len, &stamp, err);
     if (rc != LATCH_OK)
         goto out;
     /* validate what is there before adding to it */
@@ -1182,13 +909,12 @@ vault_rotate_add_key(struct vault *v, char new_kid[VAULT_KID_LEN + 1], struct la
         goto out;
     }
     vault_new_key_b64(key);
-    if (len + 1 + KEY_B64_LEN + 1 > VAULT_MAX_KEY_FILE_BYTES) {
-        latch_err_set(err, "key file %s would exceed %d bytes", v->key_file,
-                      VAULT_MAX_KEY_FILE_BYTES);
+    if (len + 1 + KEY_B64_LEN + 1 > KEYFILE_MAX_BYTES) {
+        latch_err_set(err, "key file %s would exceed %d bytes", v->key_file, KEYFILE_MAX_BYTES);
         rc = LATCH_E_TOO_LARGE;
         goto out;
     }
-    nt = secure_alloc(VAULT_MAX_KEY_FILE_BYTES + 1);
+    nt = secmem_alloc(KEYFILE_BUF_LEN);
     memcpy(nt, text, len);
     nlen = len;
     if (nlen > 0 && nt[nlen - 1] != '\n')
@@ -1196,7 +922,7 @@ vault_rotate_add_key(struct vault *v, char new_kid[VAULT_KID_LEN + 1], struct la
     memcpy(nt + nlen, key, KEY_B64_LEN);
     nlen += KEY_B64_LEN;
     nt[nlen++] = '\n';
-    rc = key_file_rewrite(v->key_file, nt, nlen, err);
+    rc = keyfile_rewrite(v->key_file, nt, nlen, err);
     if (rc != LATCH_OK)
         goto out;
     rc = reload_locked(v, err);
@@ -1208,15 +934,15 @@ out:
     pthread_mutex_unlock(&v->reload_mu);
     OPENSSL_cleanse(key, sizeof key);
     ring_free(check);
-    secure_free(text, VAULT_MAX_KEY_FILE_BYTES + 1);
-    secure_free(nt, VAULT_MAX_KEY_FILE_BYTES + 1);
+    secmem_free(text, KEYFILE_BUF_LEN);
+    secmem_free(nt, KEYFILE_BUF_LEN);
     return rc;
 }
 
 latch_rc
 vault_retire_key(struct vault *v, const char *kid, struct latch_err *err)
 {
-    struct filestamp stamp = {0};
+    struct keyfile_stamp stamp = {0};
     struct ring *fresh = NULL;
     const struct vkey *env;
     const char *line, *raw;
@@ -1234,7 +960,7 @@ vault_retire_key(struct vault *v, const char *kid, struct latch_err *err)
         return LATCH_E_INVAL;
     }
     pthread_mutex_lock(&v->reload_mu);
-    rc = key_file_read(v->key_file, &text, &len, &stamp, err);
+    rc = keyfile_read(v->key_file, &text, &len, &stamp, err);
     if (rc != LATCH_OK)
         goto out;
     env = ring_env_key(v->ring);
@@ -1247,7 +973,7 @@ vault_retire_key(struct vault *v, const char *kid, struct latch_err *err)
         rc = LATCH_E_CONFLICT;
         goto out;
     }
-    nt = secure_alloc(VAULT_MAX_KEY_FILE_BYTES + 1);
+    nt = secmem_alloc(KEYFILE_BUF_LEN);
     while (next_line(text, len, &pos, &line, &llen, &raw, &rawlen)) {
         if (is_key_line(line, llen)) {
             struct vkey k;
@@ -1274,7 +1000,7 @@ vault_retire_key(struct vault *v, const char *kid, struct latch_err *err)
         rc = LATCH_E_NOT_FOUND;
         goto out;
     }
-    rc = key_file_rewrite(v->key_file, nt, nlen, err);
+    rc = keyfile_rewrite(v->key_file, nt, nlen, err);
     if (rc != LATCH_OK)
         goto out;
     rc = reload_locked(v, err);
@@ -1283,8 +1009,8 @@ vault_retire_key(struct vault *v, const char *kid, struct latch_err *err)
 out:
     pthread_mutex_unlock(&v->reload_mu);
     ring_free(fresh);
-    secure_free(text, VAULT_MAX_KEY_FILE_BYTES + 1);
-    secure_free(nt, VAULT_MAX_KEY_FILE_BYTES + 1);
+    secmem_free(text, KEYFILE_BUF_LEN);
+    secmem_free(nt, KEYFILE_BUF_LEN);
     return rc;
 }
 

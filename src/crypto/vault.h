@@ -34,7 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 #define VAULT_KEY_LEN 32
 #define VAULT_KID_LEN 8 /* hex chars */

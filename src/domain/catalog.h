@@ -19,7 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct catalog;
 

@@ -10,7 +10,7 @@
 
 #include <jansson.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct vault;
 

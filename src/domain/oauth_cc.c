@@ -5,10 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "api/api.h"
-#include "app.h"
 #include "domain/catalog.h"
-#include "core/config.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
@@ -19,6 +16,7 @@
 #include "util/b64.h"
 #include "util/buf.h"
 #include "util/str.h"
+#include "util/timefmt.h"
 #include "util/xalloc.h"
 #include "core/worker.h"
 #include "util/clock.h"
@@ -406,7 +404,7 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     {
         char when[40];
 
-        api_fmt_time(out->expires_at, false, when);
+        latch_fmt_time(out->expires_at, false, when);
         out->creds = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "type", "OAUTH2_CC", "token",
                                token, "client_id", in->client_id, "client_secret",
                                in->client_secret, "expires_at", when, "raw", j);
@@ -417,8 +415,27 @@ out:
     creds_free(j);
 }
 
+struct oauth_cc {
+    struct oauth_cc_opts o;
+};
+
+struct oauth_cc *
+oauth_cc_new(const struct oauth_cc_opts *o)
+{
+    struct oauth_cc *oc = xcalloc(1, sizeof *oc);
+
+    oc->o = *o;
+    return oc;
+}
+
+void
+oauth_cc_free(struct oauth_cc *oc)
+{
+    free(oc);
+}
+
 struct exchange_job {
-    struct app *app;
+    struct worker *worker;
     oauth_cc_done_fn done;
     void *ud;
     json_t *cfg;
@@ -458,12 +475,12 @@ exchange_done(struct outbound_resp *resp, void *ud)
     log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
              j->res.reason, resp->status, resp->total_time_s * 1000.0);
     outbound_resp_clear(resp);
-    worker_run(j->app->worker, exchange_finish, j);
+    worker_run(j->worker, exchange_finish, j);
 }
 
 latch_rc
-oauth_cc_exchange(struct app *a, const struct oauth_cc_input *in, oauth_cc_done_fn done, void *ud,
-                  struct oauth_cc_result *res_err)
+oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc_done_fn done,
+                  void *ud, struct oauth_cc_result *res_err)
 {
     struct oauth_cc_request rq;
     struct latch_err err;
@@ -475,7 +492,7 @@ oauth_cc_exchange(struct app *a, const struct oauth_cc_input *in, oauth_cc_done_
 
     memset(res_err, 0, sizeof *res_err);
     latch_err_clear(&err);
-    rc = oauth_cc_build(in, a->cfg->allow_http, &rq, &err);
+    rc = oauth_cc_build(in, oc->o.allow_http, &rq, &err);
     if (rc != LATCH_OK) {
         set_fail(res_err, OCC_INVALID_INPUT, true, "invalid_input", err.msg);
         return rc;
@@ -491,12 +508,12 @@ oauth_cc_exchange(struct app *a, const struct oauth_cc_input *in, oauth_cc_done_
     req.n_headers = nh;
     req.body = rq.body;
     req.body_len = rq.body_len;
-    req.timeout_ms = a->cfg->token_timeout_ms;
+    req.timeout_ms = oc->o.timeout_ms;
     req.max_response = LATCH_MAX_TOKEN_RESPONSE;
     req.follow_redirects = false;
 
     j = xcalloc(1, sizeof *j);
-    j->app = a;
+    j->worker = oc->o.worker;
     j->done = done;
     j->ud = ud;
     j->cfg = json_deep_copy(in->connection_config);
@@ -505,8 +522,8 @@ oauth_cc_exchange(struct app *a, const struct oauth_cc_input *in, oauth_cc_done_
     j->provider = in->provider;
     j->default_expires_in_s = in->provider->default_expires_in_s > 0
                                   ? in->provider->default_expires_in_s
-                                  : a->cfg->default_expires_in_s;
-    rc = outbound_submit(a->outbound, &req, exchange_done, j);
+                                  : oc->o.default_expires_in_s;
+    rc = outbound_submit(oc->o.outbound, &req, exchange_done, j);
     oauth_cc_request_clear(&rq);
     if (rc != LATCH_OK) {
         json_decref(j->cfg);

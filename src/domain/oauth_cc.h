@@ -5,6 +5,9 @@
  *
  * oauth_cc_build validates everything and produces the request without touching the network;
  * oauth_cc_exchange runs it through outbound (curl thread) and classifies the outcome.
+ * Ownership: struct oauth_cc (oauth_cc_new) borrows the outbound and the worker it is given; they
+ * must outlive it. Its owner (app.c) frees it with oauth_cc_free after outbound and the worker
+ * have stopped. It is immutable after oauth_cc_new.
  * Threads: build/parse are pure; exchange may be called from any thread. The response is
  * classified on the curl thread and the callback runs on a worker thread (worker.h), so the
  * callback may block on the store; only when the worker queue is full does it run on the curl
@@ -18,11 +21,13 @@
 
 #include <jansson.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
-struct app;
 struct catalog_provider;
+struct oauth_cc;
+struct outbound;
 struct outbound_resp;
+struct worker;
 
 struct oauth_cc_input {
     const struct catalog_provider *provider;
@@ -75,6 +80,18 @@ void oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_inpu
                     int default_expires_in_s, struct oauth_cc_result *out);
 void oauth_cc_result_clear(struct oauth_cc_result *r);
 
+/* What an exchange needs besides its input (borrowed; see Ownership above). */
+struct oauth_cc_opts {
+    struct outbound *outbound; /* runs the token request (curl thread) */
+    struct worker *worker;     /* runs the caller's follow-up */
+    bool allow_http;           /* LATCH_ALLOW_HTTP: http:// token URLs (tests only) */
+    int timeout_ms;            /* per token request */
+    int default_expires_in_s;  /* when neither the response nor the provider says */
+};
+/* Never NULL (allocation failure aborts). */
+struct oauth_cc *oauth_cc_new(const struct oauth_cc_opts *o);
+void oauth_cc_free(struct oauth_cc *oc); /* NULL-safe */
+
 typedef void (*oauth_cc_done_fn)(struct oauth_cc_result *res, void *ud);
 
 /*
@@ -82,7 +99,7 @@ typedef void (*oauth_cc_done_fn)(struct oauth_cc_result *res, void *ud);
  * owns res until it returns (res is cleared afterwards; steal res->creds by setting it NULL).
  * On error nothing is submitted and res_err describes why (outcome set).
  */
-latch_rc oauth_cc_exchange(struct app *a, const struct oauth_cc_input *in, oauth_cc_done_fn done,
-                           void *ud, struct oauth_cc_result *res_err);
+latch_rc oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in,
+                           oauth_cc_done_fn done, void *ud, struct oauth_cc_result *res_err);
 
 #endif

@@ -11,13 +11,12 @@
 
 #include <openssl/rand.h>
 
-#include "api/api.h"
-#include "app.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/oauth_cc.h"
+#include "util/json.h"
 #include "util/str.h"
 #include "util/xalloc.h"
 #include "domain/webhook.h"
@@ -61,7 +60,8 @@ struct flight {
 };
 
 struct refresher {
-    struct app *app;
+    struct refresher_opts o; /* node_id points at node_id below */
+    char node_id[33];
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct flight *flights;
@@ -125,7 +125,7 @@ flush_touches(struct refresher *rf)
     for (size_t i = 0; i < n; i += LATCH_STORE_TOUCH_BATCH) {
         size_t k = n - i < LATCH_STORE_TOUCH_BATCH ? n - i : LATCH_STORE_TOUCH_BATCH;
 
-        (void)store_connection_touch_many(rf->app->store, ids + i, k, now);
+        (void)store_connection_touch_many(rf->o.store, ids + i, k, now);
     }
     free(ids);
     pthread_mutex_lock(&rf->mu);
@@ -163,23 +163,22 @@ conn_copy(struct store_connection *dst, const struct store_connection *src)
 }
 
 static void
-set_err(struct refresh_result *r, unsigned status, const char *code, const char *msg)
+set_err(struct refresh_result *r, enum refresh_outcome outcome, const char *msg)
 {
-    r->status = status;
-    latch_strlcpy(r->code, code, sizeof r->code);
+    r->outcome = outcome;
     latch_strlcpy(r->message, msg, sizeof r->message);
 }
 
 static int64_t
 margin_ms(struct refresher *rf, const struct store_connection *c)
 {
-    const struct catalog_provider *p = catalog_find(rf->app->catalog, c->provider);
+    const struct catalog_provider *p = catalog_find(rf->o.catalog, c->provider);
 
     if (rf->margin_override_s >= 0)
         return (int64_t)rf->margin_override_s * 1000;
     if (p != NULL && p->token_expiration_buffer_s >= 0)
         return (int64_t)p->token_expiration_buffer_s * 1000;
-    return (int64_t)rf->app->cfg->refresh_margin_s * 1000;
+    return (int64_t)rf->o.margin_s * 1000;
 }
 
 static bool
@@ -188,7 +187,7 @@ is_fresh(struct refresher *rf, const struct store_connection *c, int64_t now)
     return c->expires_at == 0 || c->expires_at - now >= margin_ms(rf, c);
 }
 
-/* Fills r with the row and its opened credentials (status 200). */
+/* Fills r with the row and its opened credentials (REFRESH_OK). */
 static void
 answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh_result *r)
 {
@@ -196,21 +195,22 @@ answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh
 
     memset(r, 0, sizeof *r);
     conn_copy(&r->conn, c);
-    rc = creds_open(rf->app->vault, c->uid, c->credentials_sealed, &r->creds);
+    rc = creds_open(rf->o.vault, c->uid, c->credentials_sealed, &r->creds);
     if (rc != LATCH_OK) {
         log_error("credentials do not decrypt", "conn_row=%lld rc=%s", (long long)c->id,
                   latch_strerror(rc));
-        set_err(r, 500, "credentials_unreadable",
+        set_err(r, REFRESH_CREDS_UNREADABLE,
                 "The stored credentials could not be decrypted with the configured keys.");
         return;
     }
-    r->status = 200;
+    r->outcome = REFRESH_OK;
 }
 
 /*
  * Answers without a token request when the row says not to make one (unless forced): the
- * connection needs re-authorisation (424), or a back-off window is open (the current token
- * while it is valid, else 424). Returns false when a refresh may go ahead. r starts zeroed.
+ * connection needs re-authorisation (REFRESH_NEEDS_REAUTH), or a back-off window is open (the
+ * current token while it is valid, else REFRESH_BACKOFF). Returns false when a refresh may go
+ * ahead. r starts zeroed.
  */
 static bool
 answer_held_back(struct refresher *rf, const struct store_connection *c, bool force, int64_t now,
@@ -220,13 +220,13 @@ answer_held_back(struct refresher *rf, const struct store_connection *c, bool fo
         return false;
     if (c->needs_reauth) {
         char msg[320];
-        json_t *e = api_json_col(c->auth_error_json);
+        json_t *e = latch_json_col(c->auth_error_json);
         const char *desc = json_string_value(json_object_get(e, "description"));
 
         (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised%s%.250s",
                        desc ? ": " : ".", desc ? desc : "");
         json_decref(e);
-        set_err(r, 424, "invalid_credentials", msg);
+        set_err(r, REFRESH_NEEDS_REAUTH, msg);
         conn_copy(&r->conn, c);
         return true;
     }
@@ -235,7 +235,7 @@ answer_held_back(struct refresher *rf, const struct store_connection *c, bool fo
     if (c->expires_at > now) {
         answer_ok(rf, c, r);
     } else {
-        set_err(r, 424, "connection_refresh_backoff",
+        set_err(r, REFRESH_BACKOFF,
                 "A recent refresh attempt failed. Backing off before retrying.");
         conn_copy(&r->conn, c);
     }
@@ -260,8 +260,7 @@ finish_flight(struct refresher *rf, struct flight *f, const struct refresh_resul
 
         next = w->next;
         memset(&r, 0, sizeof r);
-        r.status = proto->status;
-        latch_strlcpy(r.code, proto->code, sizeof r.code);
+        r.outcome = proto->outcome;
         latch_strlcpy(r.message, proto->message, sizeof r.message);
         if (proto->conn.uid != NULL)
             conn_copy(&r.conn, &proto->conn);
@@ -285,11 +284,11 @@ finish_with_row(struct refresher *rf, struct flight *f)
 
     memset(&row, 0, sizeof row);
     memset(&r, 0, sizeof r);
-    rc = store_connection_get_by_id(rf->app->store, f->env_id, f->conn_id, &row);
+    rc = store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row);
     if (rc == LATCH_E_NOT_FOUND)
-        set_err(&r, 404, "unknown_connection", "The connection was deleted.");
+        set_err(&r, REFRESH_NOT_FOUND, "The connection was deleted.");
     else if (rc != LATCH_OK)
-        set_err(&r, 503, "service_unavailable", "The store is unavailable. Try again.");
+        set_err(&r, REFRESH_STORE_UNAVAILABLE, "");
     else
         answer_ok(rf, &row, &r);
     finish_flight(rf, f, &r);
@@ -300,7 +299,7 @@ finish_with_row(struct refresher *rf, struct flight *f)
 static int64_t
 backoff_ms(struct refresher *rf, int attempts, int64_t retry_after_ms)
 {
-    int64_t b = rf->app->cfg->refresh_backoff_ms;
+    int64_t b = rf->o.backoff_ms;
     uint32_t rnd = 0;
 
     for (int i = 1; i < attempts && b < REFRESH_MAX_BACKOFF_MS; i++)
@@ -320,7 +319,6 @@ on_exchange(struct oauth_cc_result *res, void *ud)
 {
     struct flight *f = ud;
     struct refresher *rf = f->rf;
-    struct app *a = rf->app;
     struct refresh_result r;
     int64_t now = latch_now_ms();
     latch_rc rc;
@@ -330,9 +328,9 @@ on_exchange(struct oauth_cc_result *res, void *ud)
         char *sealed = NULL;
         int64_t newv = 0;
 
-        rc = creds_seal(a->vault, f->conn.uid, res->creds, &sealed);
+        rc = creds_seal(rf->o.vault, f->conn.uid, res->creds, &sealed);
         if (rc == LATCH_OK)
-            rc = store_connection_refresh_done(a->store, f->conn_id, f->owner, f->lease_version,
+            rc = store_connection_refresh_done(rf->o.store, f->conn_id, f->owner, f->lease_version,
                                                sealed, res->expires_at, &newv);
         free(sealed);
         if (rc == LATCH_OK) {
@@ -353,13 +351,13 @@ on_exchange(struct oauth_cc_result *res, void *ud)
     {
         json_t *e = json_pack("{s:s, s:s, s:s, s:I}", "type", "auth", "reason", res->reason,
                               "description", res->message, "at", (json_int_t)now);
-        char *ej = api_json_dump(e);
+        char *ej = latch_json_dump(e);
         bool was_reauth = f->conn.needs_reauth;
         int attempts = f->conn.refresh_attempts + 1;
         int64_t next = res->terminal ? 0 : now + backoff_ms(rf, attempts, res->retry_after_ms);
 
         json_decref(e);
-        rc = store_connection_refresh_failed(a->store, f->conn_id, f->owner, ej, next,
+        rc = store_connection_refresh_failed(rf->o.store, f->conn_id, f->owner, ej, next,
                                              res->terminal);
         free(ej);
         log_warn("token refresh failed", "conn_row=%lld reason=%s terminal=%d attempts=%d",
@@ -368,8 +366,8 @@ on_exchange(struct oauth_cc_result *res, void *ud)
             struct store_env env;
 
             memset(&env, 0, sizeof env);
-            if (store_env_get(a->store, f->env_id, &env) == LATCH_OK)
-                (void)webhook_auth_event(a, &env, &f->conn, "refresh", false,
+            if (store_env_get(rf->o.store, f->env_id, &env) == LATCH_OK)
+                (void)webhook_auth_event(rf->o.webhook, &env, &f->conn, "refresh", false,
                                          "refresh_token_external_error", res->message, NULL);
             store_env_clear(&env);
         }
@@ -378,7 +376,7 @@ on_exchange(struct oauth_cc_result *res, void *ud)
 
             (void)snprintf(msg, sizeof msg, "The connection needs to be re-authorised: %.250s",
                            res->message);
-            set_err(&r, 424, "invalid_credentials", msg);
+            set_err(&r, REFRESH_NEEDS_REAUTH, msg);
         } else if (f->conn.expires_at > now && !f->force) {
             /* the current token still works: hand it out while we back off */
             answer_ok(rf, &f->conn, &r);
@@ -388,7 +386,7 @@ on_exchange(struct oauth_cc_result *res, void *ud)
             (void)snprintf(msg, sizeof msg,
                            "A refresh attempt failed (%.200s). Backing off before retrying.",
                            res->message);
-            set_err(&r, 424, "connection_refresh_backoff", msg);
+            set_err(&r, REFRESH_BACKOFF, msg);
         }
         finish_flight(rf, f, &r);
         refresh_result_clear(&r);
@@ -400,7 +398,6 @@ static void
 run_flight(struct flight *f)
 {
     struct refresher *rf = f->rf;
-    struct app *a = rf->app;
     struct store_connection row;
     json_t *creds = NULL, *cfg = NULL;
     struct oauth_cc_result err_res;
@@ -411,15 +408,15 @@ run_flight(struct flight *f)
     latch_rc rc;
 
     memset(&row, 0, sizeof row);
-    rc = store_connection_get_by_id(a->store, f->env_id, f->conn_id, &row);
+    rc = store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row);
     if (rc != LATCH_OK) {
-        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
         finish_with_row(rf, f);
         return;
     }
     if (row.version != f->observed_version && is_fresh(rf, &row, now) && !row.needs_reauth) {
         /* another refresher finished between our decision and our lease */
-        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
         store_connection_clear(&row);
         finish_with_row(rf, f);
         return;
@@ -428,7 +425,7 @@ run_flight(struct flight *f)
     if (answer_held_back(rf, &row, f->force, now, &held)) {
         /* a failure was recorded between our decision and our lease (by our own previous
          * flight or another node): honour it instead of asking again */
-        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
         finish_flight(rf, f, &held);
         refresh_result_clear(&held);
         store_connection_clear(&row);
@@ -436,18 +433,18 @@ run_flight(struct flight *f)
     }
     store_connection_clear(&f->conn);
     f->conn = row;
-    p = catalog_find(a->catalog, row.provider);
-    rc = creds_open(a->vault, row.uid, row.credentials_sealed, &creds);
-    cfg = api_json_col(row.connection_config_json);
+    p = catalog_find(rf->o.catalog, row.provider);
+    rc = creds_open(rf->o.vault, row.uid, row.credentials_sealed, &creds);
+    cfg = latch_json_col(row.connection_config_json);
     if (p == NULL || rc != LATCH_OK || !json_is_object(cfg) ||
         json_string_value(json_object_get(creds, "client_id")) == NULL) {
         struct refresh_result r;
 
         memset(&r, 0, sizeof r);
-        set_err(&r, 424, "invalid_credentials",
+        set_err(&r, REFRESH_NEEDS_REAUTH,
                 p == NULL ? "The provider of this connection is not in the catalogue."
                           : "The stored credentials cannot be used to refresh the token.");
-        (void)store_connection_lease_release(a->store, f->conn_id, f->owner);
+        (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
         finish_flight(rf, f, &r);
         goto out;
     }
@@ -458,7 +455,7 @@ run_flight(struct flight *f)
     if (in.client_secret == NULL)
         in.client_secret = "";
     atomic_fetch_add(&rf->token_requests, 1);
-    rc = oauth_cc_exchange(a, &in, on_exchange, f, &err_res);
+    rc = oauth_cc_exchange(rf->o.oauth_cc, &in, on_exchange, f, &err_res);
     if (rc != LATCH_OK)
         on_exchange(&err_res, f); /* classified failure, same path */
 out:
@@ -474,8 +471,8 @@ try_lease(struct flight *f)
     bool draining;
     latch_rc rc;
 
-    rc = store_connection_lease(rf->app->store, f->conn_id, f->owner,
-                                rf->app->cfg->refresh_lease_ms, &f->lease_version);
+    rc = store_connection_lease(rf->o.store, f->conn_id, f->owner, rf->o.lease_ms,
+                                &f->lease_version);
     if (rc == LATCH_OK) {
         run_flight(f);
         return true;
@@ -485,7 +482,7 @@ try_lease(struct flight *f)
 
         /* someone else is refreshing: done as soon as a newer version is visible */
         memset(&row, 0, sizeof row);
-        if (store_connection_get_by_id(rf->app->store, f->env_id, f->conn_id, &row) == LATCH_OK &&
+        if (store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row) == LATCH_OK &&
             row.version != f->observed_version && is_fresh(rf, &row, latch_now_ms())) {
             store_connection_clear(&row);
             finish_with_row(rf, f);
@@ -502,17 +499,18 @@ try_lease(struct flight *f)
 
             memset(&r, 0, sizeof r);
             if (draining)
-                set_err(&r, 503, "server_shutting_down",
+                set_err(&r, REFRESH_SHUTTING_DOWN,
                         "latch is shutting down while another process refreshes this "
                         "connection. Try again.");
             else
-                set_err(&r, 503, "refresh_in_progress",
+                set_err(&r, REFRESH_IN_PROGRESS,
                         "Another refresh of this connection is taking too long. Try again.");
             finish_flight(rf, f, &r);
         }
         return true;
     }
-    finish_with_row(rf, f); /* NOT_FOUND or store error: answer from the row (404/503) */
+    finish_with_row(
+        rf, f); /* NOT_FOUND or store error: answer from the row (NOT_FOUND or STORE_UNAVAILABLE) */
     return true;
 }
 
@@ -546,13 +544,13 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     atomic_fetch_add_explicit(&rf->gets, 1, memory_order_relaxed);
     memset(now_out, 0, sizeof *now_out);
     memset(&c, 0, sizeof c);
-    rc = store_connection_get(rf->app->store, env_id, provider_config_key, connection_id, &c);
+    rc = store_connection_get(rf->o.store, env_id, provider_config_key, connection_id, &c);
     if (rc == LATCH_E_NOT_FOUND) {
-        set_err(now_out, 404, "unknown_connection", "Failed to find connection");
+        set_err(now_out, REFRESH_NOT_FOUND, "Failed to find connection");
         return true;
     }
     if (rc != LATCH_OK) {
-        set_err(now_out, 503, "service_unavailable", "The store is unavailable. Try again.");
+        set_err(now_out, REFRESH_STORE_UNAVAILABLE, "");
         return true;
     }
     if (now - c.last_fetched_at > REFRESH_TOUCH_INTERVAL_MS) {
@@ -590,8 +588,8 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     f->env_id = env_id;
     f->observed_version = c.version;
     f->force = force;
-    f->lease_deadline = now + 2LL * rf->app->cfg->refresh_lease_ms;
-    (void)snprintf(f->owner, sizeof f->owner, "%s:%llu", rf->app->node_id,
+    f->lease_deadline = now + 2LL * rf->o.lease_ms;
+    (void)snprintf(f->owner, sizeof f->owner, "%s:%llu", rf->node_id,
                    (unsigned long long)atomic_fetch_add(&rf->seq, 1));
     f->conn = c; /* takes ownership */
     f->waiters = w;
@@ -603,7 +601,7 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
      * Taking the lease is a store write (a commit that waits for fsync, or for the row lock of
      * another node's transaction): not on the caller's thread, which serves other connections.
      */
-    worker_run(rf->app->worker, lease_job, f);
+    worker_run(rf->o.worker, lease_job, f);
     return false;
 }
 
@@ -621,9 +619,9 @@ scan_due(struct refresher *rf)
     int64_t *ids = NULL, *envs = NULL;
     size_t n = 0;
     int64_t m = rf->margin_override_s >= 0 ? (int64_t)rf->margin_override_s * 1000
-                                           : (int64_t)rf->app->cfg->refresh_margin_s * 1000;
+                                           : (int64_t)rf->o.margin_s * 1000;
 
-    if (store_connection_due_for_refresh(rf->app->store, now + m, now - REFRESH_IN_USE_WINDOW_MS,
+    if (store_connection_due_for_refresh(rf->o.store, now + m, now - REFRESH_IN_USE_WINDOW_MS,
                                          REFRESH_SCAN_BATCH, &ids, &envs, &n) != LATCH_OK)
         return;
     for (size_t i = 0; i < n; i++) {
@@ -631,7 +629,7 @@ scan_due(struct refresher *rf)
         struct refresh_result r;
 
         memset(&c, 0, sizeof c);
-        if (store_connection_get_by_id(rf->app->store, envs[i], ids[i], &c) != LATCH_OK)
+        if (store_connection_get_by_id(rf->o.store, envs[i], ids[i], &c) != LATCH_OK)
             continue;
         if (refresher_get_fresh(rf, envs[i], c.provider_config_key, c.connection_id, false,
                                 noop_done, NULL, &r))
@@ -684,7 +682,7 @@ refresher_main(void *arg)
         }
         flush_touches(rf);
         now = latch_now_ms();
-        if (rf->app->cfg->background_refresh && now - last_scan >= REFRESH_SCAN_INTERVAL_MS) {
+        if (rf->o.background_refresh && now - last_scan >= REFRESH_SCAN_INTERVAL_MS) {
             last_scan = now;
             pthread_mutex_unlock(&rf->mu);
             scan_due(rf);
@@ -710,7 +708,7 @@ refresher_main(void *arg)
         if (now - last_purge > 60000) {
             last_purge = now;
             pthread_mutex_unlock(&rf->mu);
-            (void)store_session_purge_expired(rf->app->store, now);
+            (void)store_session_purge_expired(rf->o.store, now);
             pthread_mutex_lock(&rf->mu);
         }
     }
@@ -720,13 +718,14 @@ refresher_main(void *arg)
 }
 
 latch_rc
-refresher_start(struct app *a, struct refresher **out)
+refresher_start(const struct refresher_opts *o, struct refresher **out)
 {
     struct refresher *rf = xcalloc(1, sizeof *rf);
-    const char *ov = getenv("LATCH_REFRESH_MARGIN_S");
 
-    rf->app = a;
-    rf->margin_override_s = (ov != NULL && ov[0] != '\0') ? a->cfg->refresh_margin_s : -1;
+    rf->o = *o;
+    latch_strlcpy(rf->node_id, o->node_id, sizeof rf->node_id);
+    rf->o.node_id = rf->node_id;
+    rf->margin_override_s = o->margin_override ? o->margin_s : -1;
     pthread_mutex_init(&rf->mu, NULL);
     pthread_cond_init(&rf->cv, NULL);
     if (pthread_create(&rf->thr, NULL, refresher_main, rf) != 0) {
@@ -751,7 +750,7 @@ refresher_drain(struct refresher *rf, int64_t within_ms)
 }
 
 void
-refresher_stop(struct refresher *rf)
+refresher_halt(struct refresher *rf)
 {
     if (rf == NULL)
         return;
@@ -761,6 +760,15 @@ refresher_stop(struct refresher *rf)
     pthread_mutex_unlock(&rf->mu);
     if (rf->started)
         pthread_join(rf->thr, NULL);
+    rf->started = false;
+}
+
+void
+refresher_stop(struct refresher *rf)
+{
+    if (rf == NULL)
+        return;
+    refresher_halt(rf);
     pthread_mutex_destroy(&rf->mu);
     pthread_cond_destroy(&rf->cv);
     free(rf);

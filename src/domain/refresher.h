@@ -7,10 +7,12 @@
  * lease with owner and version (one refresher across processes/nodes; a stale writer can never
  * overwrite a newer token). Failures are classified: terminal ones mark the connection as
  * needing re-authorisation (one `refresh` failure webhook, no more token requests until the
- * user re-links); transient ones back off with jitter (424 connection_refresh_backoff meanwhile;
+ * user re-links); transient ones back off with jitter (REFRESH_BACKOFF meanwhile;
  * a still-valid token keeps being served). A background thread renews tokens of connections in
  * use shortly before they expire, so callers rarely wait.
  *
+ * Ownership: struct refresher (refresher_start) borrows what struct refresher_opts names; all of it
+ * must outlive the refresher (refresher_stop first). The node id is copied.
  * Threads: refresher_get_fresh from any thread. The done callback runs either synchronously
  * (return value true: result in *now) or later on a worker or the curl thread (return false).
  */
@@ -22,16 +24,47 @@
 
 #include <jansson.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 #include "store/store.h"
 
-struct app;
+struct catalog;
+struct oauth_cc;
 struct refresher;
+struct vault;
+struct webhook;
+struct worker;
+
+/* What the refresher uses (borrowed; see Ownership above). */
+struct refresher_opts {
+    struct store *store;
+    struct vault *vault;           /* opens and seals credentials */
+    const struct catalog *catalog; /* the provider's token_expiration_buffer */
+    struct worker *worker;         /* lease attempts, off the caller's thread */
+    struct oauth_cc *oauth_cc;     /* the token requests */
+    struct webhook *webhook;       /* the `refresh` failure webhook */
+    const char *node_id;           /* prefix of lease owners (copied; at most 32 chars) */
+    int margin_s;                  /* refresh this long before expiry (config default) */
+    bool margin_override;          /* margin_s was set explicitly: it wins over providers */
+    int backoff_ms;                /* first back-off after a transient failure; doubles */
+    int lease_ms;                  /* the store's refresh lease */
+    bool background_refresh;       /* renew tokens of connections in use before they expire */
+};
+
+/* How a refresher_get_fresh call ended. The REST layer turns these into HTTP answers. */
+enum refresh_outcome {
+    REFRESH_OK = 0,            /* conn and creds hold a token with life left */
+    REFRESH_NOT_FOUND,         /* no such connection (or it was deleted meanwhile) */
+    REFRESH_STORE_UNAVAILABLE, /* the store failed: try again */
+    REFRESH_CREDS_UNREADABLE,  /* the stored credentials do not decrypt with the configured keys */
+    REFRESH_NEEDS_REAUTH,      /* terminal failure: the user must re-link (conn set if known) */
+    REFRESH_BACKOFF,           /* a recent attempt failed transiently; no new one yet (conn set) */
+    REFRESH_IN_PROGRESS,       /* another process's refresh of it takes too long: try again */
+    REFRESH_SHUTTING_DOWN,     /* latch stops while another process refreshes it: try again */
+};
 
 struct refresh_result {
-    unsigned status; /* 200 on success, else the HTTP status to answer */
-    char code[48];   /* error code when status != 200 */
-    char message[320];
+    enum refresh_outcome outcome;
+    char message[320]; /* outcome != REFRESH_OK: what happened, for people ("" = nothing to add) */
     struct store_connection conn; /* the row (owned; cleared by refresh_result_clear) */
     json_t *creds;                /* opened credentials (owned) */
 };
@@ -39,14 +72,20 @@ void refresh_result_clear(struct refresh_result *r);
 
 typedef void (*refresher_done_fn)(struct refresh_result *r, void *ud);
 
-latch_rc refresher_start(struct app *a, struct refresher **out);
+latch_rc refresher_start(const struct refresher_opts *o, struct refresher **out);
 /*
  * First step of shutdown (any thread, before the HTTP server drains): callers waiting for
- * another process's refresh lease keep waiting for at most within_ms more, then get 503
- * server_shutting_down instead of waiting for the lease to expire. Flights whose own token
+ * another process's refresh lease keep waiting for at most within_ms more, then get
+ * REFRESH_SHUTTING_DOWN instead of waiting for the lease to expire. Flights whose own token
  * request is in progress finish normally.
  */
 void refresher_drain(struct refresher *r, int64_t within_ms);
+/*
+ * Last steps of shutdown. refresher_halt stops the background thread (flights waiting for a
+ * foreign lease are no longer polled); the object stays valid for callbacks still due (worker
+ * jobs finishing token exchanges). refresher_stop halts if needed and frees. Both NULL-safe.
+ */
+void refresher_halt(struct refresher *r);
 void refresher_stop(struct refresher *r);
 
 /*

@@ -22,7 +22,7 @@
 
 #include <stddef.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 typedef const char *(*tmpl_lookup_fn)(const char *name, void *ud);
 

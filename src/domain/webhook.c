@@ -8,12 +8,12 @@
 
 #include <jansson.h>
 
-#include "api/api.h"
-#include "app.h"
 #include "domain/catalog.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/outbound.h"
+#include "util/json.h"
+#include "util/str.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
 #include "util/clock.h"
@@ -22,12 +22,14 @@
 #define WEBHOOK_IDLE_POLL_MS 1000
 
 struct webhook {
-    struct app *app;
+    struct webhook_opts o; /* node_id points at node_id below */
+    char node_id[33];
     pthread_t thr;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
     bool kicked;
+    bool halted; /* the thread was joined (owner's thread only) */
     int in_flight;
 };
 
@@ -40,7 +42,7 @@ struct delivery {
 static json_t *
 end_user_obj(const char *end_user_json)
 {
-    json_t *eu = api_json_col(end_user_json);
+    json_t *eu = latch_json_col(end_user_json);
     json_t *o;
     json_t *org;
 
@@ -65,7 +67,7 @@ end_user_obj(const char *end_user_json)
 }
 
 static latch_rc
-enqueue(struct app *a, const struct store_env *env, json_t *body, const char *url_override)
+enqueue(struct webhook *w, const struct store_env *env, json_t *body, const char *url_override)
 {
     char *text;
     latch_rc rc = LATCH_OK;
@@ -86,12 +88,12 @@ enqueue(struct app *a, const struct store_env *env, json_t *body, const char *ur
 
         if (urls[i] == NULL || urls[i][0] == '\0')
             continue;
-        rc = store_webhook_enqueue(a->store, env->id, urls[i], text, &id);
+        rc = store_webhook_enqueue(w->o.store, env->id, urls[i], text, &id);
         if (rc == LATCH_OK)
             log_info("webhook queued", "id=%lld env=%s", (long long)id, env->name);
     }
     free(text);
-    webhook_kick(a->webhook);
+    webhook_kick(w);
     return rc;
 }
 
@@ -112,11 +114,11 @@ gated(const struct store_env *env, const char *operation, const char *url_overri
 }
 
 static json_t *
-base_body(struct app *a, const struct store_env *env, const char *pck, const char *provider,
+base_body(struct webhook *w, const struct store_env *env, const char *pck, const char *provider,
           const char *connection_id, const char *operation, bool success, const char *err_type,
           const char *err_desc)
 {
-    const struct catalog_provider *p = provider ? catalog_find(a->catalog, provider) : NULL;
+    const struct catalog_provider *p = provider ? catalog_find(w->o.catalog, provider) : NULL;
     json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "from", "nango", "type",
                           "auth", "connectionId", connection_id, "providerConfigKey", pck,
                           "provider", provider ? provider : "unknown", "environment", env->name,
@@ -132,9 +134,9 @@ base_body(struct app *a, const struct store_env *env, const char *pck, const cha
 }
 
 latch_rc
-webhook_auth_event(struct app *a, const struct store_env *env, const struct store_connection *conn,
-                   const char *operation, bool success, const char *err_type, const char *err_desc,
-                   const char *url_override)
+webhook_auth_event(struct webhook *w, const struct store_env *env,
+                   const struct store_connection *conn, const char *operation, bool success,
+                   const char *err_type, const char *err_desc, const char *url_override)
 {
     const char *ov =
         url_override != NULL && url_override[0] != '\0' ? url_override : conn->webhook_url_override;
@@ -144,9 +146,9 @@ webhook_auth_event(struct app *a, const struct store_env *env, const struct stor
         return LATCH_E_UNAVAILABLE;
     if (!gated(env, operation, ov))
         return LATCH_OK;
-    b = base_body(a, env, conn->provider_config_key, conn->provider, conn->connection_id, operation,
+    b = base_body(w, env, conn->provider_config_key, conn->provider, conn->connection_id, operation,
                   success, err_type, err_desc);
-    tags = api_json_col(conn->tags_json);
+    tags = latch_json_col(conn->tags_json);
     if (json_is_object(tags) && json_object_size(tags) > 0)
         json_object_set_new(b, "tags", tags);
     else
@@ -154,14 +156,15 @@ webhook_auth_event(struct app *a, const struct store_env *env, const struct stor
     eu = end_user_obj(conn->end_user_json);
     if (eu != NULL)
         json_object_set_new(b, "endUser", eu);
-    return enqueue(a, env, b, ov);
+    return enqueue(w, env, b, ov);
 }
 
 latch_rc
-webhook_auth_failure(struct app *a, const struct store_env *env, const char *provider_config_key,
-                     const char *provider, const char *connection_id, const char *end_user_json,
-                     const char *tags_json, const char *operation, const char *err_type,
-                     const char *err_desc, const char *url_override)
+webhook_auth_failure(struct webhook *w, const struct store_env *env,
+                     const char *provider_config_key, const char *provider,
+                     const char *connection_id, const char *end_user_json, const char *tags_json,
+                     const char *operation, const char *err_type, const char *err_desc,
+                     const char *url_override)
 {
     json_t *b, *tags, *eu;
 
@@ -169,9 +172,9 @@ webhook_auth_failure(struct app *a, const struct store_env *env, const char *pro
         return LATCH_E_UNAVAILABLE;
     if (!gated(env, operation, url_override))
         return LATCH_OK;
-    b = base_body(a, env, provider_config_key, provider, connection_id, operation, false, err_type,
+    b = base_body(w, env, provider_config_key, provider, connection_id, operation, false, err_type,
                   err_desc);
-    tags = api_json_col(tags_json);
+    tags = latch_json_col(tags_json);
     if (json_is_object(tags) && json_object_size(tags) > 0)
         json_object_set_new(b, "tags", tags);
     else
@@ -179,7 +182,7 @@ webhook_auth_failure(struct app *a, const struct store_env *env, const char *pro
     eu = end_user_obj(end_user_json);
     if (eu != NULL)
         json_object_set_new(b, "endUser", eu);
-    return enqueue(a, env, b, url_override);
+    return enqueue(w, env, b, url_override);
 }
 
 void
@@ -198,18 +201,17 @@ delivered(struct outbound_resp *resp, void *ud)
 {
     struct delivery *d = ud;
     struct webhook *w = d->w;
-    struct app *a = w->app;
     bool ok = resp->rc == LATCH_OK && resp->status >= 200 && resp->status < 300;
     bool retryable = resp->rc != LATCH_OK || resp->status >= 500 || resp->status == 429;
 
     if (ok) {
-        (void)store_webhook_done(a->store, d->id);
+        (void)store_webhook_done(w->o.store, d->id);
         log_info("webhook delivered", "id=%lld status=%ld attempt=%d", (long long)d->id,
                  resp->status, d->attempts + 1);
     } else {
         char why[300];
-        int64_t delay = a->cfg->webhook_backoff_ms;
-        bool give_up = !retryable || d->attempts + 1 >= a->cfg->webhook_max_attempts;
+        int64_t delay = w->o.backoff_ms;
+        bool give_up = !retryable || d->attempts + 1 >= w->o.max_attempts;
 
         for (int i = 0; i < d->attempts && delay < 3600000; i++)
             delay *= 2;
@@ -217,7 +219,7 @@ delivered(struct outbound_resp *resp, void *ud)
             (void)snprintf(why, sizeof why, "%s: %s", latch_strerror(resp->rc), resp->error);
         else
             (void)snprintf(why, sizeof why, "HTTP %ld", resp->status);
-        (void)store_webhook_retry(a->store, d->id, latch_now_ms() + delay, why, give_up);
+        (void)store_webhook_retry(w->o.store, d->id, latch_now_ms() + delay, why, give_up);
         log_warn("webhook delivery failed", "id=%lld attempt=%d give_up=%d status=%ld",
                  (long long)d->id, d->attempts + 1, give_up ? 1 : 0, resp->status);
     }
@@ -233,7 +235,6 @@ delivered(struct outbound_resp *resp, void *ud)
 static void
 send_one(struct webhook *w, const struct store_webhook *row)
 {
-    struct app *a = w->app;
     struct store_env env;
     unsigned char *key = NULL;
     size_t klen = 0;
@@ -245,17 +246,17 @@ send_one(struct webhook *w, const struct store_webhook *row)
     latch_rc rc;
 
     memset(&env, 0, sizeof env);
-    rc = store_env_get(a->store, row->env_id, &env);
+    rc = store_env_get(w->o.store, row->env_id, &env);
     if (rc == LATCH_OK && env.webhook_key_sealed != NULL) {
         aad = xasprintf("environments:%lld:webhook_key", (long long)env.id);
-        rc = vault_open(a->vault, aad, env.webhook_key_sealed, &key, &klen);
+        rc = vault_open(w->o.vault, aad, env.webhook_key_sealed, &key, &klen);
     } else if (rc == LATCH_OK) {
         rc = LATCH_E_NOT_FOUND;
     }
     if (rc != LATCH_OK) {
         log_error("webhook signing key unavailable", "id=%lld rc=%s", (long long)row->id,
                   latch_strerror(rc));
-        (void)store_webhook_retry(a->store, row->id, latch_now_ms() + 60000,
+        (void)store_webhook_retry(w->o.store, row->id, latch_now_ms() + 60000,
                                   "signing key unavailable", false);
         goto out;
     }
@@ -276,7 +277,7 @@ send_one(struct webhook *w, const struct store_webhook *row)
     req.n_headers = 4;
     req.body = row->body;
     req.body_len = strlen(row->body);
-    req.timeout_ms = a->cfg->webhook_timeout_ms;
+    req.timeout_ms = w->o.timeout_ms;
     req.max_response = LATCH_MAX_WEBHOOK_RESPONSE;
     d = xcalloc(1, sizeof *d);
     d->w = w;
@@ -285,7 +286,7 @@ send_one(struct webhook *w, const struct store_webhook *row)
     pthread_mutex_lock(&w->mu);
     w->in_flight++;
     pthread_mutex_unlock(&w->mu);
-    rc = outbound_submit(a->outbound, &req, delivered, d);
+    rc = outbound_submit(w->o.outbound, &req, delivered, d);
     if (rc != LATCH_OK) {
         struct outbound_resp fake;
 
@@ -324,9 +325,9 @@ webhook_main(void *arg)
         if (w->stop || w->in_flight >= WEBHOOK_BATCH)
             continue;
         pthread_mutex_unlock(&w->mu);
-        if (store_webhook_claim(w->app->store, w->app->node_id, latch_now_ms(),
-                                (int64_t)w->app->cfg->webhook_timeout_ms + 5000, WEBHOOK_BATCH,
-                                &rows, &n) == LATCH_OK) {
+        if (store_webhook_claim(w->o.store, w->node_id, latch_now_ms(),
+                                (int64_t)w->o.timeout_ms + 5000, WEBHOOK_BATCH, &rows,
+                                &n) == LATCH_OK) {
             for (size_t i = 0; i < n; i++)
                 send_one(w, &rows[i]);
             store_webhook_list_free(rows, n);
@@ -338,11 +339,13 @@ webhook_main(void *arg)
 }
 
 latch_rc
-webhook_start(struct app *a, struct webhook **out)
+webhook_start(const struct webhook_opts *o, struct webhook **out)
 {
     struct webhook *w = xcalloc(1, sizeof *w);
 
-    w->app = a;
+    w->o = *o;
+    latch_strlcpy(w->node_id, o->node_id, sizeof w->node_id);
+    w->o.node_id = w->node_id;
     w->kicked = true;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
@@ -355,15 +358,24 @@ webhook_start(struct app *a, struct webhook **out)
 }
 
 void
-webhook_stop(struct webhook *w)
+webhook_halt(struct webhook *w)
 {
-    if (w == NULL)
+    if (w == NULL || w->halted)
         return;
     pthread_mutex_lock(&w->mu);
     w->stop = true;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thr, NULL);
+    w->halted = true;
+}
+
+void
+webhook_stop(struct webhook *w)
+{
+    if (w == NULL)
+        return;
+    webhook_halt(w);
     /* in-flight deliveries finish (or are cancelled) when outbound stops after us */
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);

@@ -8,20 +8,43 @@
  * X-Nango-Signature = hex SHA-256(key + body)), POSTs it through outbound, and on 5xx, 429,
  * timeouts and network errors retries with exponential back-off up to the configured attempts.
  * Other statuses (3xx, 4xx) are final. Delivery is at-least-once.
- * Threads: webhook_auth_event / webhook_kick from any thread.
+ * Ownership: struct webhook (webhook_start) borrows the store, vault, catalogue and outbound it is
+ * given; they must outlive it (webhook_stop first). The node id is copied.
+ * Threads: webhook_auth_event / webhook_auth_failure / webhook_kick from any thread;
+ * start/stop from the owner (app.c).
  */
 #ifndef LATCH_WEBHOOK_H
 #define LATCH_WEBHOOK_H
 
 #include <stdbool.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 #include "store/store.h"
 
-struct app;
+struct catalog;
+struct outbound;
+struct vault;
 struct webhook;
 
-latch_rc webhook_start(struct app *a, struct webhook **out);
+/* What the outbox and its delivery thread use (borrowed; see Ownership above). */
+struct webhook_opts {
+    struct store *store;           /* the outbox, environments (signing keys) */
+    struct vault *vault;           /* opens the signing keys */
+    const struct catalog *catalog; /* authMode of the provider in bodies */
+    struct outbound *outbound;     /* delivers */
+    const char *node_id;           /* lease owner of claimed rows (copied; at most 32 chars) */
+    int timeout_ms;                /* per delivery */
+    int max_attempts;              /* deliveries of one row before giving up */
+    int backoff_ms;                /* first retry delay; doubles */
+};
+
+latch_rc webhook_start(const struct webhook_opts *o, struct webhook **out);
+/*
+ * Shutdown, in two steps. webhook_halt stops the delivery thread; the object stays valid for
+ * webhook_auth_event calls still due (worker jobs), whose rows wait in the outbox for the next
+ * start. webhook_stop halts if needed and frees. Both NULL-safe.
+ */
+void webhook_halt(struct webhook *w);
 void webhook_stop(struct webhook *w);
 /* Wakes the delivery thread (new rows). NULL-safe. */
 void webhook_kick(struct webhook *w);
@@ -31,13 +54,13 @@ void webhook_kick(struct webhook *w);
  * per-connection override URL; url_override (e.g. the connect session's) wins over both.
  * err_type/err_desc only when !success. No URL configured -> LATCH_OK, nothing queued.
  */
-latch_rc webhook_auth_event(struct app *a, const struct store_env *env,
+latch_rc webhook_auth_event(struct webhook *w, const struct store_env *env,
                             const struct store_connection *conn, const char *operation,
                             bool success, const char *err_type, const char *err_desc,
                             const char *url_override);
 
 /* Same for a link attempt that failed before any connection existed. */
-latch_rc webhook_auth_failure(struct app *a, const struct store_env *env,
+latch_rc webhook_auth_failure(struct webhook *w, const struct store_env *env,
                               const char *provider_config_key, const char *provider,
                               const char *connection_id, const char *end_user_json,
                               const char *tags_json, const char *operation, const char *err_type,

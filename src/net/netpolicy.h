@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 /* True if connecting to this address must be refused by default. */
 bool netpolicy_addr_is_internal(const struct sockaddr *sa, socklen_t len);

@@ -17,7 +17,8 @@
  * SSRF: every socket the multi handle opens goes through on_opensocket(), which refuses
  * internal addresses (netpolicy_addr_is_internal) unless allow_private is set or the host:port
  * being connected to (taken from the effective URL, so redirects are judged by their own host)
- * is pinned in opts.resolve *and* the address is one of the pinned addresses. on_prereq()
+ * is pinned in opts.resolve *and* the address is one of the pinned addresses (the pins, the
+ * allow_private switch and the CA bundle are net/destpolicy.c's). on_prereq()
  * checks the connected peer again before each request (covers reused connections).
  */
 #include "net/outbound.h"
@@ -42,6 +43,7 @@
 
 #include "core/latch_limits.h"
 #include "core/log.h"
+#include "net/destpolicy.h"
 #include "net/netpolicy.h"
 #include "util/buf.h"
 #include "util/clock.h"
@@ -59,12 +61,6 @@
 #define OUTBOUND_MAX_RESP_HEADER_BYTES (64 * 1024)
 /* Absolute URL length accepted for an outbound request (proxy paths + queries). */
 #define OUTBOUND_MAX_URL_LEN 8192
-/* LATCH_RESOLVE: text length, entries, addresses per entry. */
-#define OUTBOUND_MAX_RESOLVE_LEN 4096
-#define OUTBOUND_MAX_PINS 64
-#define OUTBOUND_MAX_PIN_ADDRS 8
-/* LATCH_CA_FILE and the system bundle, each. */
-#define OUTBOUND_MAX_CA_BYTES (8 * 1024 * 1024)
 /* Redirects followed when a job asks for it. */
 #define OUTBOUND_MAX_REDIRS 3L
 /* Connection pool of the multi handle. */
@@ -75,19 +71,11 @@
 #define OUTBOUND_POLL_MS 1000
 #define OUTBOUND_EPOLL_EVENTS 256
 
-#define OUTBOUND_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
 #define OUTBOUND_HOST_MAX 256
 
 #ifndef LATCH_VERSION
 #define LATCH_VERSION "dev"
 #endif
-
-struct pin {
-    char host[OUTBOUND_HOST_MAX];
-    long port;
-    size_t n_addrs;
-    struct sockaddr_storage addrs[OUTBOUND_MAX_PIN_ADDRS];
-};
 
 struct outbound {
     CURLM *multi;
@@ -98,14 +86,8 @@ struct outbound {
 
     /* immutable after outbound_start */
     bool allow_http;
-    bool allow_private;
     unsigned max_jobs;
-    struct pin *pins;
-    size_t n_pins;
-    struct curl_slist *resolve;
-    char *ca_pem; /* system bundle + LATCH_CA_FILE, or NULL to use curl's default */
-    size_t ca_len;
-    char *ca_path; /* ca_pem written to a private temp file (curl caches the parsed store) */
+    struct destpolicy *policy; /* pins, private addresses, CA bundle */
 
     /* protected by mu */
     pthread_mutex_t mu;
@@ -266,304 +248,6 @@ header_value_ok(const char *v)
     return true;
 }
 
-/* Parses "1.2.3.4", "::1" or "[::1]" into ss. */
-static bool
-parse_addr(const char *s, struct sockaddr_storage *ss)
-{
-    char tmp[64];
-    size_t n = strlen(s);
-
-    memset(ss, 0, sizeof *ss);
-    if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
-        if (n - 2 >= sizeof tmp)
-            return false;
-        memcpy(tmp, s + 1, n - 2);
-        tmp[n - 2] = '\0';
-        s = tmp;
-    }
-    {
-        struct sockaddr_in *in = (struct sockaddr_in *)(void *)ss;
-
-        if (inet_pton(AF_INET, s, &in->sin_addr) == 1) {
-            in->sin_family = AF_INET;
-            return true;
-        }
-    }
-    {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)ss;
-
-        if (inet_pton(AF_INET6, s, &in6->sin6_addr) == 1) {
-            in6->sin6_family = AF_INET6;
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool
-same_addr(const struct sockaddr_storage *pin, const struct sockaddr *sa)
-{
-    if (pin->ss_family != sa->sa_family)
-        return false;
-    if (sa->sa_family == AF_INET)
-        return memcmp(&((const struct sockaddr_in *)(const void *)pin)->sin_addr,
-                      &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
-                      sizeof(struct in_addr)) == 0;
-    if (sa->sa_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)(const void *)pin)->sin6_addr,
-                      &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-                      sizeof(struct in6_addr)) == 0;
-    return false;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* LATCH_RESOLVE and LATCH_CA_FILE */
-
-static bool
-resolve_host_ok(const char *h)
-{
-    size_t n = strlen(h);
-
-    if (n == 0 || n >= OUTBOUND_HOST_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)h[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '.' || c == '_'))
-            return false;
-    }
-    return true;
-}
-
-/*
- * Parses curl's "host:port:addr[,addr]..." entries separated by commas or spaces. A token that
- * is a bare address continues the previous entry. Fills ob->pins and ob->resolve.
- */
-static latch_rc
-parse_resolve(struct outbound *ob, const char *spec, struct latch_err *err)
-{
-    char *copy = NULL, *p;
-    struct pin *cur = NULL;
-    latch_rc rc = LATCH_E_INVAL;
-
-    if (strlen(spec) > OUTBOUND_MAX_RESOLVE_LEN) {
-        latch_err_set(err, "LATCH_RESOLVE is longer than %d bytes", OUTBOUND_MAX_RESOLVE_LEN);
-        goto out;
-    }
-    copy = xstrdup(spec);
-    ob->pins = xcalloc(OUTBOUND_MAX_PINS, sizeof *ob->pins);
-    p = copy;
-    for (;;) {
-        char *tok, *c1, *c2;
-        struct sockaddr_storage ss;
-        const char *errstr = NULL;
-
-        p += strspn(p, ", \t\r\n");
-        if (*p == '\0')
-            break;
-        tok = p;
-        p += strcspn(p, ", \t\r\n");
-        if (*p != '\0')
-            *p++ = '\0';
-
-        if (parse_addr(tok, &ss)) {
-            if (cur == NULL) {
-                latch_err_set(err, "LATCH_RESOLVE: address without host:port entry");
-                goto out;
-            }
-            if (cur->n_addrs >= OUTBOUND_MAX_PIN_ADDRS) {
-                latch_err_set(err, "LATCH_RESOLVE: too many addresses for one entry");
-                goto out;
-            }
-            cur->addrs[cur->n_addrs++] = ss;
-            continue;
-        }
-        c1 = strchr(tok, ':');
-        c2 = c1 != NULL ? strchr(c1 + 1, ':') : NULL;
-        if (c1 == NULL || c2 == NULL) {
-            latch_err_set(err, "LATCH_RESOLVE: entry is not host:port:address");
-            goto out;
-        }
-        *c1 = '\0';
-        *c2 = '\0';
-        if (!resolve_host_ok(tok)) {
-            latch_err_set(err, "LATCH_RESOLVE: bad host in entry (+/- forms are not supported)");
-            goto out;
-        }
-        if (ob->n_pins >= OUTBOUND_MAX_PINS) {
-            latch_err_set(err, "LATCH_RESOLVE: more than %d entries", OUTBOUND_MAX_PINS);
-            goto out;
-        }
-        cur = &ob->pins[ob->n_pins];
-        latch_strlcpy(cur->host, tok, sizeof cur->host);
-        cur->port = (long)latch_strtonum(c1 + 1, 1, 65535, &errstr);
-        if (errstr != NULL) {
-            latch_err_set(err, "LATCH_RESOLVE: bad port for %s", cur->host);
-            goto out;
-        }
-        if (!parse_addr(c2 + 1, &cur->addrs[0])) {
-            latch_err_set(err, "LATCH_RESOLVE: bad address for %s", cur->host);
-            goto out;
-        }
-        cur->n_addrs = 1;
-        ob->n_pins++;
-    }
-
-    /* normalised entries for CURLOPT_RESOLVE */
-    for (size_t i = 0; i < ob->n_pins; i++) {
-        struct buf b;
-        struct curl_slist *nl;
-        char *s;
-
-        buf_init(&b, 4096);
-        (void)buf_printf(&b, "%s:%ld:", ob->pins[i].host, ob->pins[i].port);
-        for (size_t k = 0; k < ob->pins[i].n_addrs; k++) {
-            const struct sockaddr_storage *ss = &ob->pins[i].addrs[k];
-            char a[INET6_ADDRSTRLEN];
-
-            if (ss->ss_family == AF_INET) {
-                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)ss)->sin_addr, a,
-                          sizeof a);
-                (void)buf_printf(&b, "%s%s", k ? "," : "", a);
-            } else {
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr, a,
-                          sizeof a);
-                (void)buf_printf(&b, "%s[%s]", k ? "," : "", a);
-            }
-        }
-        s = buf_steal(&b, NULL);
-        nl = curl_slist_append(ob->resolve, s);
-        free(s);
-        if (nl == NULL) {
-            rc = LATCH_E_NOMEM;
-            latch_err_set(err, "curl_slist_append failed");
-            goto out;
-        }
-        ob->resolve = nl;
-    }
-    rc = LATCH_OK;
-out:
-    free(copy);
-    return rc;
-}
-
-static latch_rc
-read_file_capped(const char *path, struct buf *b, struct latch_err *err)
-{
-    int fd = -1;
-    latch_rc rc = LATCH_E_IO;
-    char chunk[16384];
-
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        latch_err_set(err, "cannot open %s: %s", path, strerror(errno));
-        goto out;
-    }
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof chunk);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            latch_err_set(err, "cannot read %s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        if (buf_append(b, chunk, (size_t)n) != LATCH_OK) {
-            rc = LATCH_E_TOO_LARGE;
-            latch_err_set(err, "%s is larger than %d bytes", path, OUTBOUND_MAX_CA_BYTES);
-            goto out;
-        }
-    }
-    rc = LATCH_OK;
-out:
-    if (fd >= 0)
-        close(fd);
-    return rc;
-}
-
-/*
- * CA trust = system bundle + LATCH_CA_FILE, concatenated in memory for CURLOPT_CAINFO_BLOB
- * (the blob replaces curl's default bundle, so the system bundle must be in it too).
- */
-static latch_rc
-load_ca(struct outbound *ob, const char *ca_file, struct latch_err *err)
-{
-    struct buf b;
-    const char *sys = OUTBOUND_SYSTEM_CA;
-    const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
-    struct latch_err e2;
-    size_t sys_len;
-    latch_rc rc;
-
-    buf_init(&b, 2 * (size_t)OUTBOUND_MAX_CA_BYTES + 2);
-    if (vi != NULL && vi->age >= CURLVERSION_SEVENTH && vi->cainfo != NULL)
-        sys = vi->cainfo;
-    b.max = OUTBOUND_MAX_CA_BYTES;
-    if (read_file_capped(sys, &b, &e2) != LATCH_OK) {
-        char q[300];
-
-        log_warn("system CA bundle unreadable; trusting LATCH_CA_FILE only", "err=%s",
-                 log_quote(q, sizeof q, e2.msg));
-        buf_reset(&b);
-    }
-    sys_len = b.len;
-    b.max = 2 * (size_t)OUTBOUND_MAX_CA_BYTES + 2;
-    (void)buf_puts(&b, "\n");
-    {
-        struct buf extra;
-
-        buf_init(&extra, OUTBOUND_MAX_CA_BYTES);
-        rc = read_file_capped(ca_file, &extra, err);
-        if (rc == LATCH_OK &&
-            (extra.data == NULL || strstr(extra.data, "-----BEGIN CERTIFICATE-----") == NULL)) {
-            latch_err_set(err, "LATCH_CA_FILE %s holds no PEM certificate", ca_file);
-            rc = LATCH_E_INVAL;
-        }
-        if (rc == LATCH_OK)
-            rc = buf_append(&b, extra.data, extra.len);
-        buf_free(&extra);
-    }
-    if (rc != LATCH_OK) {
-        buf_free(&b);
-        return rc;
-    }
-    log_info("outbound CA bundle loaded", "system_bytes=%zu total_bytes=%zu", sys_len, b.len);
-    ob->ca_pem = buf_steal(&b, &ob->ca_len);
-    {
-        /*
-         * CURLOPT_CAINFO_BLOB is parsed again for every new connection (~15 ms for the system
-         * bundle); a file path lets curl cache the parsed store on the multi handle
-         * (CURLOPT_CA_CACHE_TIMEOUT), which matters when hundreds of connections open at once.
-         */
-        const char *tmp = getenv("TMPDIR");
-        char *path = xasprintf("%s/latch-ca-XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-        int fd = mkstemp(path);
-        size_t off = 0;
-
-        while (fd >= 0 && off < ob->ca_len) {
-            ssize_t w = write(fd, ob->ca_pem + off, ob->ca_len - off);
-
-            if (w <= 0)
-                break;
-            off += (size_t)w;
-        }
-        if (fd >= 0 && off == ob->ca_len && fsync(fd) == 0) {
-            ob->ca_path = path;
-        } else {
-            log_warn("cannot write the CA bundle file; using the in-memory bundle", "%s", "");
-            if (fd >= 0)
-                (void)unlink(path);
-            free(path);
-        }
-        if (fd >= 0)
-            close(fd);
-    }
-    return LATCH_OK;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* SSRF checks (curl thread) */
 
@@ -576,9 +260,9 @@ addr_allowed(struct outbound_stream *j, const struct sockaddr *sa, socklen_t len
     CURLU *u = NULL;
     bool ok = false;
 
-    if (ob->allow_private || !netpolicy_addr_is_internal(sa, len))
+    if (destpolicy_addr_open(ob->policy, sa, len))
         return true;
-    if (ob->n_pins == 0)
+    if (!destpolicy_has_pins(ob->policy))
         return false;
     /* the host being connected now: the effective URL is updated before a redirect connects */
     if (curl_easy_getinfo(j->easy, CURLINFO_EFFECTIVE_URL, &eff) != CURLE_OK || eff == NULL)
@@ -588,17 +272,7 @@ addr_allowed(struct outbound_stream *j, const struct sockaddr *sa, socklen_t len
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
         goto out;
-    for (size_t i = 0; i < ob->n_pins && !ok; i++) {
-        const struct pin *p = &ob->pins[i];
-        char pbuf[16];
-
-        (void)snprintf(pbuf, sizeof pbuf, "%ld", p->port);
-        if (strcasecmp(p->host, host) != 0 || strcmp(pbuf, port) != 0)
-            continue;
-        for (size_t k = 0; k < p->n_addrs; k++)
-            if (same_addr(&p->addrs[k], sa))
-                ok = true;
-    }
+    ok = destpolicy_addr_pinned(ob->policy, host, port, sa);
 out:
     curl_free(host);
     curl_free(port);
@@ -648,7 +322,7 @@ on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int
     (void)local_ip;
     (void)primary_port;
     (void)local_port;
-    if (primary_ip == NULL || !parse_addr(primary_ip, &ss) ||
+    if (primary_ip == NULL || !destpolicy_parse_addr(primary_ip, &ss) ||
         !addr_allowed(j, (const struct sockaddr *)&ss, sizeof ss)) {
         note_denied(j, primary_ip != NULL ? (const struct sockaddr *)&ss : NULL);
         return CURL_PREREQFUNC_ABORT;
@@ -937,6 +611,7 @@ job_new(struct outbound *ob, const struct outbound_req *req, const struct outbou
     bool streamed_body = cbs != NULL && cbs->on_body_read != NULL;
     bool has_body;
     const char *protos;
+    size_t ca_len = 0;
     CURL *e;
 
     *out = NULL;
@@ -1013,17 +688,18 @@ job_new(struct outbound *ob, const struct outbound_req *req, const struct outbou
      */
     SETOPT(e, CURLOPT_CAPATH, NULL);
     SETOPT(e, CURLOPT_CA_CACHE_TIMEOUT, 86400L);
-    if (ob->ca_path != NULL) {
-        SETOPT(e, CURLOPT_CAINFO, ob->ca_path);
-    } else if (ob->ca_pem != NULL) {
-        struct curl_blob blob = {ob->ca_pem, ob->ca_len, CURL_BLOB_NOCOPY};
+    if (destpolicy_ca_path(ob->policy) != NULL) {
+        SETOPT(e, CURLOPT_CAINFO, destpolicy_ca_path(ob->policy));
+    } else if (destpolicy_ca_pem(ob->policy, &ca_len) != NULL) {
+        struct curl_blob blob = {(void *)(uintptr_t)destpolicy_ca_pem(ob->policy, &ca_len), ca_len,
+                                 CURL_BLOB_NOCOPY};
 
         SETOPT(e, CURLOPT_CAINFO_BLOB, &blob);
     }
     /* environment proxies would defeat the connect-time address check */
     SETOPT(e, CURLOPT_PROXY, "");
-    if (ob->resolve != NULL)
-        SETOPT(e, CURLOPT_RESOLVE, ob->resolve);
+    if (destpolicy_resolve(ob->policy) != NULL)
+        SETOPT(e, CURLOPT_RESOLVE, destpolicy_resolve(ob->policy));
     SETOPT(e, CURLOPT_OPENSOCKETFUNCTION, on_opensocket);
     SETOPT(e, CURLOPT_OPENSOCKETDATA, j);
     SETOPT(e, CURLOPT_PREREQFUNCTION, on_prereq);
@@ -1532,15 +1208,12 @@ outbound_start(const struct outbound_opts *o, struct outbound **out, struct latc
     atomic_init(&ob->sockets_opened, 0);
     atomic_init(&ob->sockets_denied, 0);
     ob->allow_http = o != NULL && o->allow_http;
-    ob->allow_private = o != NULL && o->allow_private;
     ob->max_jobs = o != NULL && o->max_jobs > 0 ? o->max_jobs : LATCH_OUTBOUND_MAX_JOBS;
-    if (o != NULL && o->resolve != NULL && o->resolve[0] != '\0') {
-        rc = parse_resolve(ob, o->resolve, err);
-        if (rc != LATCH_OK)
-            goto fail;
-    }
-    if (o != NULL && o->ca_file != NULL && o->ca_file[0] != '\0') {
-        rc = load_ca(ob, o->ca_file, err);
+    {
+        struct destpolicy_opts po = {o != NULL ? o->resolve : NULL, o != NULL ? o->ca_file : NULL,
+                                     o != NULL && o->allow_private};
+
+        rc = destpolicy_new(&po, &ob->policy, err);
         if (rc != LATCH_OK)
             goto fail;
     }
@@ -1561,8 +1234,9 @@ outbound_start(const struct outbound_opts *o, struct outbound **out, struct latc
         goto fail;
     }
     ob->thread_started = true;
-    log_info("outbound started", "pins=%zu extra_ca=%d allow_http=%d allow_private=%d", ob->n_pins,
-             ob->ca_pem != NULL, ob->allow_http, ob->allow_private);
+    log_info("outbound started", "pins=%zu extra_ca=%d allow_http=%d allow_private=%d",
+             destpolicy_n_pins(ob->policy), destpolicy_ca_pem(ob->policy, NULL) != NULL,
+             ob->allow_http, destpolicy_allow_private(ob->policy));
     *out = ob;
     return LATCH_OK;
 fail:
@@ -1597,14 +1271,7 @@ outbound_stop(struct outbound *ob)
         (void)close(ob->wake_fd);
     if (ob->epoll_fd >= 0)
         (void)close(ob->epoll_fd);
-    curl_slist_free_all(ob->resolve);
-    free(ob->pins);
-    if (ob->ca_pem != NULL)
-        free(ob->ca_pem);
-    if (ob->ca_path != NULL) {
-        (void)unlink(ob->ca_path);
-        free(ob->ca_path);
-    }
+    destpolicy_free(ob->policy);
     pthread_mutex_destroy(&ob->mu);
     free(ob);
 }

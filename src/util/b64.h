@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 /* Encoded length including the terminating NUL. */
 size_t b64_encoded_size(size_t n);

@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct buf {
     char *data; /* owned; NULL until the first append */

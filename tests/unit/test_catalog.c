@@ -18,7 +18,7 @@
 
 #include "domain/catalog.h"
 #include "core/latch_limits.h"
-#include "core/rc.h"
+#include "util/rc.h"
 
 static const char *const ninja_hosts[] = {
     "app.ninjarmm.com", "us2.ninjarmm.com", "eu.ninjarmm.com", "ca.ninjarmm.com", "oc.ninjarmm.com",

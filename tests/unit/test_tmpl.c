@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "core/latch_limits.h"
-#include "core/rc.h"
+#include "util/rc.h"
 #include "domain/tmpl.h"
 
 #define NINJA_TOKEN_URL                                                                            \

@@ -1,4 +1,4 @@
-#include "core/rc.h"
+#include "util/rc.h"
 
 #include <stdio.h>
 
