@@ -1032,15 +1032,56 @@ server_stopping(struct http_server *s)
     return v;
 }
 
-static enum MHD_Result
-on_first_call(struct http_server *s, struct http_req *r, const char *url, const char *method)
+/*
+ * Message framing a front proxy could read differently from MHD (request smuggling): more than
+ * one Content-Length (MHD 0.9.75 takes the first), Content-Length together with
+ * Transfer-Encoding (MHD keeps the connection alive), a Transfer-Encoding other than one plain
+ * "chunked", or chunked on HTTP/1.0. Returns why, or NULL when the framing is unambiguous.
+ * Like nginx, these get 400 and the connection is closed: the bytes after the head cannot be
+ * trusted to start the next request.
+ */
+static const char *
+framing_problem(const struct http_req *r, const char *version)
 {
-    const char *cl;
+    size_t n_cl = 0, n_te = 0;
+    const char *te = NULL;
+
+    for (size_t i = 0; i < r->n_hdrs; i++) {
+        if (strcasecmp(r->hdrs[i].k, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+            n_cl++;
+        else if (strcasecmp(r->hdrs[i].k, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+            n_te++;
+            te = r->hdrs[i].v != NULL ? r->hdrs[i].v : "";
+        }
+    }
+    if (n_cl > 1)
+        return "Duplicate Content-Length header";
+    if (n_te == 0)
+        return NULL;
+    if (n_cl > 0)
+        return "Content-Length and Transfer-Encoding must not be sent together";
+    if (n_te > 1 || strcasecmp(te, "chunked") != 0)
+        return "Unsupported Transfer-Encoding (only a single \"chunked\" is accepted)";
+    if (version == NULL || strcmp(version, MHD_HTTP_VERSION_1_1) != 0)
+        return "Transfer-Encoding requires HTTP/1.1";
+    return NULL;
+}
+
+static enum MHD_Result
+on_first_call(struct http_server *s, struct http_req *r, const char *url, const char *method,
+              const char *version)
+{
+    const char *cl, *why;
 
     req_fill(r, url, method);
     if (server_stopping(s)) {
         r->close_conn = true;
         return respond_now(r, 503, "server_shutting_down", "The server is shutting down");
+    }
+    why = framing_problem(r, version);
+    if (why != NULL) {
+        r->close_conn = true;
+        return respond_now(r, 400, "invalid_request", why);
     }
     if (strcmp(r->method, MHD_HTTP_METHOD_OPTIONS) == 0 &&
         http_req_header(r, "Access-Control-Request-Method") != NULL)
@@ -1153,13 +1194,12 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
     struct http_req *r = *con_cls;
     enum req_state st;
 
-    (void)version;
     if (r == NULL) { /* the URI callback always runs first; be defensive anyway */
         r = req_new(s, conn, url);
         *con_cls = r;
     }
     if (!r->started)
-        return on_first_call(s, r, url, method);
+        return on_first_call(s, r, url, method, version);
     if (r->stream_in)
         return on_body_streamed(r, upload_data, upload_data_size);
 
