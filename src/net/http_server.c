@@ -56,6 +56,8 @@
 #define HTTP_DEFAULT_TIMEOUT_S 30
 #define HTTP_MIN_HEADER_LIMIT 4096
 #define HTTP_MAX_POOL_THREADS 256
+/* How often the reaper looks at connections that are still receiving a request. */
+#define HTTP_REAP_PERIOD_MS 100
 
 #define JSON_CTYPE "application/json; charset=utf-8"
 
@@ -149,6 +151,8 @@ struct http_req {
     struct http_req *live_prev, *live_next; /* guarded by srv->mu */
 };
 
+struct conn_slot;
+
 struct http_server {
     struct MHD_Daemon *d;
     uint16_t port;
@@ -156,6 +160,14 @@ struct http_server {
     http_body_limit_fn body_limit;
     http_stream_body_fn stream_body;
     void *ud;
+
+    /* the reaper: see "connections still receiving" below */
+    pthread_mutex_t conn_mu;  /* guards the slot list and every slot's reaper fields */
+    pthread_cond_t reaper_cv; /* wakes the reaper for stop */
+    struct conn_slot *conns;  /* every open connection */
+    bool reaper_stop;
+    bool reaper_started;
+    pthread_t reaper;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -193,6 +205,64 @@ unlock(pthread_mutex_t *m)
 {
     if (pthread_mutex_unlock(m) != 0)
         abort();
+}
+
+/*
+ * Per connection (MHD's socket context; MHD thread of the connection only): the request whose
+ * completion callback MHD still owes. libmicrohttpd 0.9.75 drops a request without calling it
+ * when the request line's query arguments exhaust the connection's memory pool (some 500
+ * "a=b&" in a 2 KiB URL): the request made in on_uri would leak. The connection's close
+ * releases it instead.
+ *
+ * The slot is also what the reaper thread sees of a connection (its fd and phase, under
+ * srv->conn_mu). It is on srv->conns from MHD's "started" notification to its "closed" one, which
+ * MHD sends before it closes the socket, so the reaper never touches a reused descriptor.
+ */
+/*
+ * What a connection is waiting for, as far as the reaper is concerned. PH_IDLE and PH_BODY are
+ * watched for a client that shut its write side: a body (or a next request) that can no longer
+ * arrive. MHD 0.9.75 notices such an EOF only at its idle timeout when it arrives after the head
+ * was parsed, or on a kept-alive connection.
+ */
+enum conn_phase {
+    PH_IDLE, /* before or between requests (MHD's idle timeout covers it) */
+    PH_BODY, /* reading a buffered request body */
+    PH_BUSY, /* dispatched, streaming, or answering: not the reaper's business */
+};
+
+struct conn_slot {
+    struct http_req *cur;
+
+    /* guarded by srv->conn_mu (the pool thread writes them, the reaper reads them) */
+    struct http_server *srv;
+    MHD_socket fd;
+    enum conn_phase phase;
+    unsigned long long progress; /* body bytes taken so far */
+    unsigned long long eof_at;   /* progress when the reaper first saw EOF */
+    bool eof_seen;
+    bool reaped; /* shut down by the reaper; MHD closes it */
+    struct conn_slot *prev, *next;
+};
+
+static void
+slot_set(struct conn_slot *cs, enum conn_phase ph)
+{
+    if (cs == NULL || cs->srv == NULL)
+        return;
+    lock(&cs->srv->conn_mu);
+    cs->phase = ph;
+    cs->eof_seen = false;
+    unlock(&cs->srv->conn_mu);
+}
+
+static void
+slot_progress(struct conn_slot *cs, size_t n)
+{
+    if (cs == NULL || cs->srv == NULL)
+        return;
+    lock(&cs->srv->conn_mu);
+    cs->progress += n;
+    unlock(&cs->srv->conn_mu);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -984,6 +1054,7 @@ feed_sink(struct http_req *r, const char *data, size_t *uds)
 static enum MHD_Result
 dispatch_now(struct http_server *s, struct http_req *r)
 {
+    slot_set(r->slot, PH_BUSY);
     lock(&s->mu);
     if (s->stopping) {
         unlock(&s->mu);
@@ -1104,6 +1175,7 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
         return dispatch_now(s, r);
     }
     buf_init(&r->body, r->body_limit);
+    slot_set(r->slot, PH_BODY);
     lock(&r->mu);
     r->state = RS_BODY;
     unlock(&r->mu);
@@ -1128,6 +1200,7 @@ on_body_buffered(struct http_server *s, struct http_req *r, const char *data, si
 {
     if (*uds > 0) {
         r->bytes_in += *uds;
+        slot_progress(r->slot, *uds);
         if (!r->too_large && buf_append(&r->body, data, *uds) != LATCH_OK) {
             r->too_large = true;
             buf_free(&r->body);
@@ -1137,6 +1210,7 @@ on_body_buffered(struct http_server *s, struct http_req *r, const char *data, si
         *uds = 0;
         return MHD_YES;
     }
+    slot_set(r->slot, PH_BUSY);
     if (r->too_large)
         return respond_now(r, 413, "payload_too_large", "Request body too large");
     return dispatch_now(s, r);
@@ -1225,17 +1299,6 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 /* ---------------------------------------------------------------------------------------- */
 /* MHD callbacks: connection, URI, completion, logger */
 
-/*
- * Per connection (MHD's socket context; MHD thread of the connection only): the request whose
- * completion callback MHD still owes. libmicrohttpd 0.9.75 drops a request without calling it
- * when the request line's query arguments exhaust the connection's memory pool (some 500
- * "a=b&" in a 2 KiB URL): the request made in on_uri would leak. The connection's close
- * releases it instead.
- */
-struct conn_slot {
-    struct http_req *cur;
-};
-
 static void log_request(struct http_req *r, enum MHD_RequestTerminationCode toe);
 
 /*
@@ -1245,8 +1308,10 @@ static void log_request(struct http_req *r, enum MHD_RequestTerminationCode toe)
 static void
 req_finish(struct http_req *r, enum MHD_RequestTerminationCode toe)
 {
-    if (r->slot != NULL && r->slot->cur == r)
+    if (r->slot != NULL && r->slot->cur == r) {
         r->slot->cur = NULL;
+        slot_set(r->slot, PH_IDLE); /* a kept-alive connection waits for its next request */
+    }
     r->slot = NULL;
     lock(&r->mu);
     r->completed = true;
@@ -1262,15 +1327,41 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 {
     struct conn_slot *cs = *socket_context;
 
-    (void)cls;
-    (void)conn;
+    struct http_server *s = cls;
+
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        *socket_context = xcalloc(1, sizeof(struct conn_slot));
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        cs = xcalloc(1, sizeof *cs);
+        cs->fd = ci != NULL ? ci->connect_fd : MHD_INVALID_SOCKET;
+        cs->phase = PH_IDLE;
+        if (cs->fd != MHD_INVALID_SOCKET) {
+            cs->srv = s;
+            lock(&s->conn_mu);
+            cs->next = s->conns;
+            if (s->conns != NULL)
+                s->conns->prev = cs;
+            s->conns = cs;
+            unlock(&s->conn_mu);
+        }
+        *socket_context = cs;
         return;
     }
     *socket_context = NULL;
     if (cs == NULL)
         return;
+    /* MHD closes the socket after this notification: the reaper must forget the fd first */
+    if (cs->srv != NULL) {
+        lock(&s->conn_mu);
+        if (cs->prev != NULL)
+            cs->prev->next = cs->next;
+        else
+            s->conns = cs->next;
+        if (cs->next != NULL)
+            cs->next->prev = cs->prev;
+        unlock(&s->conn_mu);
+    }
     if (cs->cur != NULL) /* dropped by MHD without its completion callback */
         req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
     free(cs);
@@ -1386,7 +1477,95 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* the reaper: connections still receiving a request */
+
+static void deadline_after_ms(struct timespec *ts, long ms);
+
+/*
+ * True when the peer has shut its write side and every byte it sent has been read: recv with
+ * MSG_PEEK then reports 0 (end of stream) instead of EAGAIN or data.
+ */
+static bool
+peer_finished_sending(MHD_socket fd)
+{
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/*
+ * With srv->conn_mu held. Ends a connection whose request can no longer complete. MHD 0.9.75
+ * has no thread-safe "close this connection" call, so the socket is shut down both ways: MHD's
+ * epoll sees the hang-up, closes the connection (completion callback with an error) and frees
+ * the slot. The socket itself stays open until MHD closes it.
+ */
+static void
+reap(struct conn_slot *cs, const char *why)
+{
+    cs->reaped = true;
+    (void)shutdown(cs->fd, SHUT_RDWR);
+    log_info("closing connection", "reason=%s fd=%d", why, (int)cs->fd);
+}
+
+static void
+reaper_pass(struct http_server *s)
+{
+    lock(&s->conn_mu);
+    for (struct conn_slot *cs = s->conns; cs != NULL; cs = cs->next) {
+        if (cs->reaped || cs->phase == PH_BUSY)
+            continue;
+        if (!peer_finished_sending(cs->fd)) {
+            cs->eof_seen = false;
+            continue;
+        }
+        /*
+         * End of stream with a body still owed, or between requests (no further request can
+         * come). Two looks in a row without progress, so that bytes MHD has read but not yet
+         * handed over (a window of microseconds) never count.
+         */
+        if (cs->eof_seen && cs->eof_at == cs->progress)
+            reap(cs, cs->phase == PH_BODY ? "client_closed_mid_body" : "client_closed");
+        else {
+            cs->eof_seen = true;
+            cs->eof_at = cs->progress;
+        }
+    }
+    unlock(&s->conn_mu);
+}
+
+static void *
+reaper_main(void *arg)
+{
+    struct http_server *s = arg;
+    struct timespec dl;
+
+    lock(&s->conn_mu);
+    while (!s->reaper_stop) {
+        deadline_after_ms(&dl, HTTP_REAP_PERIOD_MS);
+        (void)pthread_cond_timedwait(&s->reaper_cv, &s->conn_mu, &dl);
+        if (s->reaper_stop)
+            break;
+        unlock(&s->conn_mu);
+        reaper_pass(s);
+        lock(&s->conn_mu);
+    }
+    unlock(&s->conn_mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* server */
+
+static void
+server_free(struct http_server *s)
+{
+    pthread_cond_destroy(&s->reaper_cv);
+    pthread_mutex_destroy(&s->conn_mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
 
 latch_rc
 http_server_start(const struct http_server_opts *o, struct http_server **out, struct latch_err *err)
@@ -1446,7 +1625,8 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     s->body_limit = o->body_limit;
     s->stream_body = o->stream_body;
     s->ud = o->ud;
-    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0)
+    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0 ||
+        pthread_mutex_init(&s->conn_mu, NULL) != 0 || pthread_cond_init(&s->reaper_cv, NULL) != 0)
         abort();
 
     /* a pool of one is no option at all (MHD warns about 1 and 0): the single internal thread */
@@ -1464,11 +1644,16 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         (const struct sockaddr *)&ss, MHD_OPTION_END);
     if (s->d == NULL) {
         latch_err_set(err, "cannot start HTTP server on %s:%u", addr, (unsigned)o->port);
-        pthread_cond_destroy(&s->cv);
-        pthread_mutex_destroy(&s->mu);
-        free(s);
+        server_free(s);
         return LATCH_E_IO;
     }
+    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+        latch_err_set(err, "cannot start the HTTP connection reaper");
+        MHD_stop_daemon(s->d);
+        server_free(s);
+        return LATCH_E_IO;
+    }
+    s->reaper_started = true;
     di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di != NULL ? di->port : o->port;
     log_info("http server started", "addr=%s port=%u threads=%u", addr, (unsigned)s->port, threads);
@@ -1552,6 +1737,14 @@ http_server_stop(struct http_server *s)
     MHD_stop_daemon(s->d);
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
+    if (s->reaper_started) {
+        lock(&s->conn_mu);
+        s->reaper_stop = true;
+        pthread_cond_signal(&s->reaper_cv);
+        unlock(&s->conn_mu);
+        pthread_join(s->reaper, NULL);
+        s->reaper_started = false;
+    }
     lock(&s->mu);
     clean = wait_live_zero(s, clean ? 0 : HTTP_STOP_GRACE_MS);
     unlock(&s->mu);
@@ -1561,9 +1754,7 @@ http_server_stop(struct http_server *s)
                   "live=%zu", s->live);
         return;
     }
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
-    free(s);
+    server_free(s);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -4,12 +4,13 @@ import net from 'node:net';
 
 /**
  * Sends data on a new connection; collects every byte until latch closes the connection or
- * timeoutMs passes. halfClose: shut the write side right after sending (EOF). Resolves
+ * timeoutMs passes. halfClose: shut the write side after sending (EOF), halfCloseAfterMs later
+ * (so that the EOF reaches latch on its own, after the request bytes were processed). Resolves
  * {how: 'closed'|'timeout'|'error', bytes, ms, responses}; ms is the time from the last write.
  */
-export function exchange(port, data, { halfClose = false, timeoutMs = 5000, host = '127.0.0.1' } = {}) {
+export function exchange(port, data, { halfClose = false, halfCloseAfterMs = 0, timeoutMs = 5000, host = '127.0.0.1', localAddress } = {}) {
   return new Promise((resolve) => {
-    const sock = net.connect({ port, host });
+    const sock = net.connect({ port, host, ...(localAddress ? { localAddress } : {}) });
     const chunks = [];
     let done = false;
     let t0 = Date.now();
@@ -29,7 +30,8 @@ export function exchange(port, data, { halfClose = false, timeoutMs = 5000, host
       sock.write(data, () => {
         t0 = Date.now();
         timer = setTimeout(() => finish('timeout'), timeoutMs);
-        if (halfClose) sock.end();
+        if (halfClose && halfCloseAfterMs > 0) setTimeout(() => { t0 = Date.now(); sock.end(); }, halfCloseAfterMs);
+        else if (halfClose) sock.end();
       });
     });
   });
