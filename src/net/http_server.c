@@ -54,6 +54,8 @@
 /* Defaults for zero-valued options. */
 #define HTTP_DEFAULT_CONN_LIMIT 1024
 #define HTTP_DEFAULT_TIMEOUT_S 30
+#define HTTP_DEFAULT_HEADER_TIMEOUT_S 10
+#define HTTP_DEFAULT_BODY_TIMEOUT_S 30
 #define HTTP_MIN_HEADER_LIMIT 4096
 #define HTTP_MAX_POOL_THREADS 256
 /* How often the reaper looks at connections that are still receiving a request. */
@@ -168,6 +170,9 @@ struct http_server {
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
+    uint64_t header_timeout_us; /* first request of a connection */
+    uint64_t idle_header_us;    /* kept-alive: max(header timeout, idle timeout) */
+    uint64_t body_timeout_us;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -239,20 +244,30 @@ struct conn_slot {
     enum conn_phase phase;
     unsigned long long progress; /* body bytes taken so far */
     unsigned long long eof_at;   /* progress when the reaper first saw EOF */
+    uint64_t deadline_us;        /* PH_IDLE / PH_BODY must end before this (now_us clock) */
+    bool served;                 /* a request was answered: later heads wait as kept-alive */
     bool eof_seen;
     bool reaped; /* shut down by the reaper; MHD closes it */
     struct conn_slot *prev, *next;
 };
 
+/* Enters phase ph; its deadline is counted from from_us (PH_IDLE: now; PH_BODY: request line). */
 static void
-slot_set(struct conn_slot *cs, enum conn_phase ph)
+slot_set(struct conn_slot *cs, enum conn_phase ph, uint64_t from_us)
 {
+    struct http_server *s;
+
     if (cs == NULL || cs->srv == NULL)
         return;
-    lock(&cs->srv->conn_mu);
+    s = cs->srv;
+    lock(&s->conn_mu);
     cs->phase = ph;
     cs->eof_seen = false;
-    unlock(&cs->srv->conn_mu);
+    if (ph == PH_IDLE)
+        cs->deadline_us = from_us + (cs->served ? s->idle_header_us : s->header_timeout_us);
+    else if (ph == PH_BODY)
+        cs->deadline_us = from_us + s->body_timeout_us;
+    unlock(&s->conn_mu);
 }
 
 static void
@@ -1054,7 +1069,7 @@ feed_sink(struct http_req *r, const char *data, size_t *uds)
 static enum MHD_Result
 dispatch_now(struct http_server *s, struct http_req *r)
 {
-    slot_set(r->slot, PH_BUSY);
+    slot_set(r->slot, PH_BUSY, 0);
     lock(&s->mu);
     if (s->stopping) {
         unlock(&s->mu);
@@ -1175,7 +1190,7 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
         return dispatch_now(s, r);
     }
     buf_init(&r->body, r->body_limit);
-    slot_set(r->slot, PH_BODY);
+    slot_set(r->slot, PH_BODY, r->start_us);
     lock(&r->mu);
     r->state = RS_BODY;
     unlock(&r->mu);
@@ -1210,7 +1225,7 @@ on_body_buffered(struct http_server *s, struct http_req *r, const char *data, si
         *uds = 0;
         return MHD_YES;
     }
-    slot_set(r->slot, PH_BUSY);
+    slot_set(r->slot, PH_BUSY, 0);
     if (r->too_large)
         return respond_now(r, 413, "payload_too_large", "Request body too large");
     return dispatch_now(s, r);
@@ -1310,7 +1325,13 @@ req_finish(struct http_req *r, enum MHD_RequestTerminationCode toe)
 {
     if (r->slot != NULL && r->slot->cur == r) {
         r->slot->cur = NULL;
-        slot_set(r->slot, PH_IDLE); /* a kept-alive connection waits for its next request */
+        /* a kept-alive connection waits for its next request */
+        if (r->slot->srv != NULL) {
+            lock(&r->slot->srv->conn_mu);
+            r->slot->served = true;
+            unlock(&r->slot->srv->conn_mu);
+        }
+        slot_set(r->slot, PH_IDLE, now_us());
     }
     r->slot = NULL;
     lock(&r->mu);
@@ -1336,6 +1357,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
         cs = xcalloc(1, sizeof *cs);
         cs->fd = ci != NULL ? ci->connect_fd : MHD_INVALID_SOCKET;
         cs->phase = PH_IDLE;
+        cs->deadline_us = now_us() + s->header_timeout_us;
         if (cs->fd != MHD_INVALID_SOCKET) {
             cs->srv = s;
             lock(&s->conn_mu);
@@ -1511,10 +1533,16 @@ reap(struct conn_slot *cs, const char *why)
 static void
 reaper_pass(struct http_server *s)
 {
+    uint64_t now = now_us();
+
     lock(&s->conn_mu);
     for (struct conn_slot *cs = s->conns; cs != NULL; cs = cs->next) {
         if (cs->reaped || cs->phase == PH_BUSY)
             continue;
+        if (now >= cs->deadline_us) {
+            reap(cs, cs->phase == PH_BODY ? "body_timeout" : "header_timeout");
+            continue;
+        }
         if (!peer_finished_sending(cs->fd)) {
             cs->eof_seen = false;
             continue;
@@ -1574,7 +1602,7 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     struct http_server *s;
     const char *addr;
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
-    unsigned threads, conn_limit, timeout_s;
+    unsigned threads, conn_limit, conn_limit_ip, timeout_s, hdr_s, body_s;
     size_t header_limit;
     const union MHD_DaemonInfo *di;
     struct MHD_OptionItem pool_opt[2] = {{MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
@@ -1616,6 +1644,10 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         threads = HTTP_MAX_POOL_THREADS;
     conn_limit = o->conn_limit != 0 ? o->conn_limit : HTTP_DEFAULT_CONN_LIMIT;
     timeout_s = o->conn_timeout_s != 0 ? o->conn_timeout_s : HTTP_DEFAULT_TIMEOUT_S;
+    conn_limit_ip =
+        o->conn_limit_ip != 0 && o->conn_limit_ip < conn_limit ? o->conn_limit_ip : conn_limit;
+    hdr_s = o->header_timeout_s != 0 ? o->header_timeout_s : HTTP_DEFAULT_HEADER_TIMEOUT_S;
+    body_s = o->body_timeout_s != 0 ? o->body_timeout_s : HTTP_DEFAULT_BODY_TIMEOUT_S;
     header_limit = o->header_limit != 0 ? o->header_limit : LATCH_MAX_HEADER_BYTES;
     if (header_limit < HTTP_MIN_HEADER_LIMIT)
         header_limit = HTTP_MIN_HEADER_LIMIT;
@@ -1625,6 +1657,9 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     s->body_limit = o->body_limit;
     s->stream_body = o->stream_body;
     s->ud = o->ud;
+    s->header_timeout_us = (uint64_t)hdr_s * 1000000u;
+    s->idle_header_us = (uint64_t)(hdr_s > timeout_s ? hdr_s : timeout_s) * 1000000u;
+    s->body_timeout_us = (uint64_t)body_s * 1000000u;
     if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0 ||
         pthread_mutex_init(&s->conn_mu, NULL) != 0 || pthread_cond_init(&s->reaper_cv, NULL) != 0)
         abort();
@@ -1637,7 +1672,7 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         flags, o->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)s,
         MHD_OPTION_ARRAY, pool_opt, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)header_limit,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conn_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s,
+        (unsigned int)conn_limit_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_URI_LOG_CALLBACK, on_uri, (void *)s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)s, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, (void *)s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int)1, MHD_OPTION_SOCK_ADDR,

@@ -47,7 +47,16 @@ struct http_server_opts {
     unsigned threads;        /* pool size; 0 = number of CPUs */
     unsigned conn_limit;     /* max concurrent connections */
     unsigned conn_timeout_s; /* idle keep-alive timeout */
-    size_t header_limit;     /* bytes for request line + headers */
+    unsigned conn_limit_ip;  /* max concurrent connections per client address; 0 = conn_limit */
+    /*
+     * Deadlines MHD's idle timeout cannot give (it restarts at every byte): the request head
+     * must be complete within header_timeout_s of the connection's start (of the previous
+     * response on a kept-alive connection, then at least conn_timeout_s), a buffered body within
+     * body_timeout_s of the request line. Past them the connection is closed. 0 = 10 s / 30 s.
+     */
+    unsigned header_timeout_s;
+    unsigned body_timeout_s;
+    size_t header_limit; /* bytes for request line + headers */
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
     http_stream_body_fn stream_body; /* may be NULL */

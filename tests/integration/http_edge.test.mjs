@@ -5,7 +5,8 @@
 // connection held past its deadline.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startStack } from './lib/stack.mjs';
+import net from 'node:net';
+import { startStack, startLatch, tmpDir } from './lib/stack.mjs';
 import { exchange, rawRequest } from './lib/raw.mjs';
 
 let s;
@@ -88,5 +89,62 @@ test('half-closed clients: a request that can no longer complete is closed at on
     assert.equal(get.responses[0]?.status, 200);
     assert.equal(get.how, 'closed', 'a kept-alive connection whose client sent EOF is closed');
     assert.ok(get.ms < 3000, `kept-alive connection after EOF closed after ${get.ms} ms`);
+  }
+});
+
+test('slow clients: one address cannot take every slot; heads and bodies have deadlines however steadily they trickle', { timeout: 120000 }, async () => {
+  const dir = tmpDir('latch-slow-');
+  const l = await startLatch({ dir, env: {
+    LATCH_SECRET_KEY: s.secretKey, LATCH_LOG_LEVEL: 'info', LATCH_MAX_CONNECTIONS: '16', LATCH_MAX_CONNECTIONS_PER_IP: '8',
+    LATCH_HEADER_TIMEOUT_S: '2', LATCH_BODY_TIMEOUT_S: '3', LATCH_CONNECTION_TIMEOUT_S: '30',
+  } });
+  try {
+    // 16 sockets from 127.0.0.1, each trickling a request one byte every 400 ms (never idle)
+    const head = Buffer.from(rawRequest('GET', '/connections', { authorization: `Bearer ${s.secretKey}`, 'x-pad': 'p'.repeat(200) }));
+    const body = JSON.stringify({ end_user: { id: 'u-slow' } }).padEnd(200, ' ');
+    const slowBody = Buffer.from(rawRequest('POST', '/connect/sessions', { authorization: `Bearer ${s.secretKey}`, 'content-type': 'application/json', 'content-length': String(body.length) }, body));
+    const trickle = (bytes, fast) => new Promise((resolve) => {
+      const sock = net.connect({ port: l.port, host: '127.0.0.1' });
+      const t0 = Date.now();
+      let i = 0;
+      let iv = null;
+      const end = (how) => { clearInterval(iv); sock.destroy(); resolve({ how, ms: Date.now() - t0, sent: i }); };
+      sock.on('error', () => end('closed'));
+      sock.on('close', () => end('closed'));
+      sock.on('connect', () => {
+        if (fast) { sock.write(bytes.subarray(0, fast)); i = fast; }
+        iv = setInterval(() => {
+          if (i >= bytes.length || Date.now() - t0 > 20000) { end('still-open'); return; }
+          sock.write(bytes.subarray(i, i + 1));
+          i++;
+        }, 400);
+      });
+    });
+    const heads = Array.from({ length: 16 }, () => trickle(head, 0));
+    // /health from another client address stays reachable the whole time
+    const probes = [];
+    for (let t = 0; t < 8; t++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const h = await exchange(l.port, rawRequest('GET', '/health', { connection: 'close' }), { localAddress: '127.0.0.2', timeoutMs: 3000 });
+      probes.push(h.responses[0]?.status ?? h.how);
+    }
+    assert.deepEqual(probes, Array(8).fill(200), `/health from 127.0.0.2 while 16 slow sockets ran: ${probes}`);
+    const hr = await Promise.all(heads);
+    for (const r of hr) {
+      assert.equal(r.how, 'closed', `a trickled head still open after ${r.ms} ms (${r.sent} bytes sent)`);
+      assert.ok(r.ms < 2000 + 3000, `trickled head closed after ${r.ms} ms (deadline 2 s)`);
+    }
+    // a body trickled after a complete head: closed at the body deadline (3 s from the request line)
+    const headLen = slowBody.indexOf('\r\n\r\n') + 4;
+    const br = await Promise.all(Array.from({ length: 3 }, () => trickle(slowBody, headLen)));
+    for (const r of br) {
+      assert.equal(r.how, 'closed', `a trickled body still open after ${r.ms} ms`);
+      assert.ok(r.ms >= 2500 && r.ms < 3000 + 3000, `trickled body closed after ${r.ms} ms (deadline 3 s)`);
+    }
+    // a normal request is not affected
+    const ok = await exchange(l.port, rawRequest('GET', '/health', { connection: 'close' }));
+    assert.equal(ok.responses[0]?.status, 200);
+  } finally {
+    await l.stop();
   }
 });
