@@ -270,6 +270,8 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     ho.dispatch = api_dispatch;
     ho.body_limit = api_body_limit;
     ho.stream_body = api_stream_body;
+    ho.precheck = api_precheck;
+    ho.body_budget = (size_t)cfg->body_budget_mb * 1024 * 1024;
     ho.ud = a;
     return http_server_start(&ho, &a->http, err);
 }

@@ -792,6 +792,22 @@ api_dispatch(struct http_req *req, void *appv)
     r->handler(c);
 }
 
+bool
+api_precheck(struct http_req *req, void *appv)
+{
+    struct api_ctx *c = xcalloc(1, sizeof *c);
+    const struct api_route *r;
+    bool method_mismatch, ok;
+
+    c->app = appv;
+    c->req = req;
+    r = route_find(http_req_method(req), http_req_path(req), c, &method_mismatch);
+    /* unknown routes and bodies on routes without one are refused later, without a body */
+    ok = r == NULL || r->auth == AUTH_NONE || authenticate(c, r->auth);
+    api_ctx_free(c);
+    return ok;
+}
+
 void
 api_health(struct api_ctx *c)
 {

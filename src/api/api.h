@@ -79,6 +79,11 @@ void authcache_free(struct authcache *ac);
 void api_dispatch(struct http_req *req, void *app);
 size_t api_body_limit(const char *method, const char *path, void *app);
 bool api_stream_body(const char *method, const char *path, void *app);
+/*
+ * http_server's precheck: the route's credentials, checked at the headers of a request that
+ * announces a body, so an unauthenticated client never gets its body buffered (401 at once).
+ */
+bool api_precheck(struct http_req *req, void *app);
 
 /* ---- helpers for handlers ---- */
 /*

@@ -61,6 +61,9 @@ static const struct cfg_def defs[] = {
     {"LATCH_BODY_TIMEOUT_S", CFG_INT, OFF(body_timeout_s), "30", 1, 86400, false,
      "a buffered request body must arrive within this, counted from the request line (proxied "
      "uploads are bounded by LATCH_PROXY_TIMEOUT_MS)"},
+    {"LATCH_BODY_BUDGET_MB", CFG_INT, OFF(body_budget_mb), "64", 0, 65536, false,
+     "MiB all buffered request bodies together may hold; past it 503 + Retry-After (0 = no "
+     "limit)"},
     {"LATCH_WEBHOOK_URL", CFG_STR, OFF(webhook_url), NULL, 0, 0, false,
      "webhook URL of the dev environment (also: latch env set-webhook)"},
     {"LATCH_REFRESH_MARGIN_S", CFG_INT, OFF(refresh_margin_s), "900", 0, 86400, false,

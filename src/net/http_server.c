@@ -112,6 +112,8 @@ struct http_req {
     bool stream_in;
     bool body_streaming;
     bool too_large;
+    bool over_budget;    /* the body did not fit the server's budget: 503 at the end */
+    size_t body_charged; /* this request's share of srv->body_charged */
     bool sink_end_sent;
     struct conn_slot *slot; /* the connection's slot while MHD owes the completion callback */
     char *method;
@@ -161,7 +163,10 @@ struct http_server {
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
     http_stream_body_fn stream_body;
+    http_precheck_fn precheck;
     void *ud;
+    size_t body_budget;         /* 0 = unlimited */
+    atomic_size_t body_charged; /* bytes reserved by buffered bodies now */
 
     /* the reaper: see "connections still receiving" below */
     pthread_mutex_t conn_mu;  /* guards the slot list and every slot's reaper fields */
@@ -349,6 +354,8 @@ req_release(struct http_req *r)
 
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
+    if (r->body_charged > 0)
+        atomic_fetch_sub(&s->body_charged, r->body_charged);
     if (r->counted) {
         lock(&s->mu);
         if (r->live_prev != NULL)
@@ -1153,11 +1160,15 @@ framing_problem(const struct http_req *r, const char *version)
     return NULL;
 }
 
+static bool body_charge(struct http_req *r, size_t want);
+static enum MHD_Result respond_busy(struct http_req *r);
+
 static enum MHD_Result
 on_first_call(struct http_server *s, struct http_req *r, const char *url, const char *method,
               const char *version)
 {
     const char *cl, *why;
+    size_t announced = 0; /* Content-Length, once checked against the route's limit */
 
     req_fill(r, url, method);
     if (server_stopping(s)) {
@@ -1183,11 +1194,26 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
             return respond_now(r, 400, "invalid_request", "Invalid Content-Length");
         if (errstr != NULL || (unsigned long long)v > (unsigned long long)r->body_limit)
             return respond_now(r, 413, "payload_too_large", "Request body too large");
+        announced = (size_t)v;
+    }
+    if (s->precheck != NULL &&
+        (announced > 0 || http_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)) {
+        bool go_on = s->precheck(r, s->ud);
+
+        http_req_set_app_data(r, NULL, NULL);
+        if (!go_on) {
+            r->close_conn = true;
+            return queue_pending(r); /* the body is never read */
+        }
     }
     if (s->stream_body != NULL && s->stream_body(r->method, r->path, s->ud)) {
         r->stream_in = true;
         r->body_streaming = true;
         return dispatch_now(s, r);
+    }
+    if (announced > 0 && !body_charge(r, announced)) {
+        r->close_conn = true;
+        return respond_busy(r);
     }
     buf_init(&r->body, r->body_limit);
     slot_set(r->slot, PH_BODY, r->start_us);
@@ -1195,6 +1221,45 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
     r->state = RS_BODY;
     unlock(&r->mu);
     return MHD_YES;
+}
+
+/*
+ * Reserves room for a buffered body of want bytes in total (this request's earlier share
+ * included) against the server's budget. False when it does not fit.
+ */
+static bool
+body_charge(struct http_req *r, size_t want)
+{
+    struct http_server *s = r->srv;
+    size_t cur, add;
+
+    if (want <= r->body_charged)
+        return true;
+    if (want > r->body_limit)
+        want = r->body_limit; /* more is refused as 413 anyway */
+    add = want - r->body_charged;
+    if (s->body_budget == 0) {
+        r->body_charged = want;
+        atomic_fetch_add(&s->body_charged, add);
+        return true;
+    }
+    cur = atomic_load(&s->body_charged);
+    do {
+        if (cur > s->body_budget || add > s->body_budget - cur)
+            return false;
+    } while (!atomic_compare_exchange_weak(&s->body_charged, &cur, cur + add));
+    r->body_charged = want;
+    return true;
+}
+
+/* 503 for a body that does not fit the budget (the client may retry shortly). */
+static enum MHD_Result
+respond_busy(struct http_req *r)
+{
+    log_warn("request body budget exhausted", "req=%s", r->id);
+    http_resp_header(r, "Retry-After", "1");
+    return respond_now(r, 503, "server_busy",
+                       "Too many request bodies in flight; retry after the Retry-After delay");
 }
 
 /* Drops upload bytes nobody will read; closes the connection past HTTP_DISCARD_MAX. */
@@ -1216,11 +1281,16 @@ on_body_buffered(struct http_server *s, struct http_req *r, const char *data, si
     if (*uds > 0) {
         r->bytes_in += *uds;
         slot_progress(r->slot, *uds);
-        if (!r->too_large && buf_append(&r->body, data, *uds) != LATCH_OK) {
+        if (!r->too_large && !r->over_budget && r->body.len + *uds > r->body_charged &&
+            !body_charge(r, r->body.len + *uds)) {
+            r->over_budget = true; /* chunked: no Content-Length was reserved */
+            buf_free(&r->body);
+        }
+        if (!r->too_large && !r->over_budget && buf_append(&r->body, data, *uds) != LATCH_OK) {
             r->too_large = true;
             buf_free(&r->body);
         }
-        if (r->too_large)
+        if (r->too_large || r->over_budget)
             return discard_upload(r, uds);
         *uds = 0;
         return MHD_YES;
@@ -1228,6 +1298,10 @@ on_body_buffered(struct http_server *s, struct http_req *r, const char *data, si
     slot_set(r->slot, PH_BUSY, 0);
     if (r->too_large)
         return respond_now(r, 413, "payload_too_large", "Request body too large");
+    if (r->over_budget) {
+        r->close_conn = true;
+        return respond_busy(r);
+    }
     return dispatch_now(s, r);
 }
 
@@ -1656,6 +1730,9 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     s->dispatch = o->dispatch;
     s->body_limit = o->body_limit;
     s->stream_body = o->stream_body;
+    s->precheck = o->precheck;
+    s->body_budget = o->body_budget;
+    atomic_init(&s->body_charged, 0);
     s->ud = o->ud;
     s->header_timeout_us = (uint64_t)hdr_s * 1000000u;
     s->idle_header_us = (uint64_t)(hdr_s > timeout_s ? hdr_s : timeout_s) * 1000000u;

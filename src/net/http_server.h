@@ -40,6 +40,13 @@ typedef size_t (*http_body_limit_fn)(const char *method, const char *path, void 
  * delivered with http_req_set_body_sink(). Return false to buffer as usual.
  */
 typedef bool (*http_stream_body_fn)(const char *method, const char *path, void *ud);
+/*
+ * Optional check at the headers of a request that announces a body, before any of it is read
+ * (credentials): return true to go on, or set an error response (http_resp_*) and return false;
+ * the response is then sent at once, the body is never read and the connection is closed.
+ * Request accessors work; app data set here is dropped before dispatch.
+ */
+typedef bool (*http_precheck_fn)(struct http_req *req, void *ud);
 
 struct http_server_opts {
     const char *bind_addr;   /* "127.0.0.1" or "0.0.0.0"; NULL = all */
@@ -60,6 +67,13 @@ struct http_server_opts {
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
     http_stream_body_fn stream_body; /* may be NULL */
+    http_precheck_fn precheck;       /* may be NULL */
+    /*
+     * Bytes all buffered request bodies together may hold (0 = no limit). A body that does not
+     * fit gets 503 with Retry-After: at the headers when Content-Length is announced, at its end
+     * for chunked uploads (the excess is read and dropped, as for 413).
+     */
+    size_t body_budget;
     void *ud;
 };
 

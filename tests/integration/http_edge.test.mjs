@@ -148,3 +148,45 @@ test('slow clients: one address cannot take every slot; heads and bodies have de
     await l.stop();
   }
 });
+
+test('bodies before auth: credentials are checked at the headers, the body is never read without them', async () => {
+  const big = String(1024 * 1024 - 1);
+  const shapes = {
+    'no credentials': rawRequest('POST', '/integrations', { 'content-type': 'application/json', 'content-length': big }),
+    'unknown secret key': rawRequest('POST', '/connections', { authorization: 'Bearer 2b2b1e3c-9d0a-4f2e-8a41-5e6f7a8b9c0d', 'content-type': 'application/json', 'content-length': big }),
+    'bogus session, chunked': rawRequest('POST', `/oauth2/auth/ninjaone-rmm?connect_session_token=nango_connect_session_${'0'.repeat(64)}`, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' }),
+  };
+  for (const [name, req] of Object.entries(shapes)) {
+    // only the head is sent: the answer must not wait for the megabyte announced
+    const r = await exchange(s.latch.port, req, { timeoutMs: 4000 });
+    const text = r.bytes.toString('latin1').slice(0, 300);
+    assert.equal(r.responses[0]?.status, 401, `${name}: ${r.how} ${text}`);
+    assert.equal(r.how, 'closed', `${name}: connection kept for a body nobody will read`);
+  }
+});
+
+test('bodies before auth: a global budget for buffered bodies answers 503 with Retry-After past it', { timeout: 60000 }, async () => {
+  const dir = tmpDir('latch-budget-');
+  const l = await startLatch({ dir, env: { LATCH_SECRET_KEY: s.secretKey, LATCH_LOG_LEVEL: 'info', LATCH_BODY_BUDGET_MB: '1' } });
+  try {
+    const upload = (n) => rawRequest('POST', '/connect/sessions', { authorization: `Bearer ${s.secretKey}`, 'content-type': 'application/json', 'content-length': String(n) }, '{"end_user":');
+    // the first holds 700 kB of the 1 MiB budget (its body is still being "sent")
+    const first = net.connect({ port: l.port, host: '127.0.0.1' });
+    first.on('error', () => {});
+    await new Promise((r) => first.on('connect', r));
+    first.write(upload(700000));
+    await new Promise((r) => setTimeout(r, 300));
+    const second = await exchange(l.port, upload(700000), { timeoutMs: 4000 });
+    assert.equal(second.responses[0]?.status, 503, second.bytes.toString('latin1').slice(0, 300));
+    assert.equal(JSON.parse(second.responses[0].body).error.code, 'server_busy');
+    assert.ok(Number(second.responses[0].headers['retry-after']) >= 1);
+    // released when the first ends: a small body fits again
+    first.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    const body = JSON.stringify({ end_user: { id: 'u-budget' } });
+    const ok = await exchange(l.port, rawRequest('POST', '/connect/sessions', { authorization: `Bearer ${s.secretKey}`, 'content-type': 'application/json', connection: 'close', 'content-length': String(body.length) }, body));
+    assert.equal(ok.responses[0]?.status, 201, ok.bytes.toString('latin1').slice(0, 300));
+  } finally {
+    await l.stop();
+  }
+});
