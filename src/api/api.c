@@ -189,6 +189,12 @@ api_reply(struct api_ctx *c, unsigned status, json_t *body)
 }
 
 void
+api_reply_secret(struct api_ctx *c, unsigned status, json_t *body)
+{
+    http_resp_json_secret(c->req, status, body);
+}
+
+void
 api_error(struct api_ctx *c, unsigned status, const char *code, const char *message)
 {
     http_req_log_kv(c->req, "err", code);

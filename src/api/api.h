@@ -114,6 +114,8 @@ json_t *api_time_json(int64_t ms, bool plus00);
 bool api_parse_bool(const char *s, bool *out);
 /* Reply with the JSON and finish (json stolen). */
 void api_reply(struct api_ctx *c, unsigned status, json_t *body);
+/* api_reply for a body carrying decrypted credentials: the response buffer is wiped when freed. */
+void api_reply_secret(struct api_ctx *c, unsigned status, json_t *body);
 /* Loads a JSON text column; returns new reference or json_null() for NULL text. */
 json_t *api_json_col(const char *text);
 /* True if arr is an array holding the string s. */

@@ -61,6 +61,8 @@ static const struct cfg_def defs[] = {
     {"LATCH_BODY_TIMEOUT_S", CFG_INT, OFF(body_timeout_s), "30", 1, 86400, false,
      "a buffered request body must arrive within this, counted from the request line (proxied "
      "uploads are bounded by LATCH_PROXY_TIMEOUT_MS)"},
+    {"LATCH_ALLOW_CORE_DUMPS", CFG_BOOL, OFF(allow_core_dumps), "false", 0, 0, false,
+     "keep core dumps and ptrace possible (debugging only: a core holds decrypted secrets)"},
     {"LATCH_BODY_BUDGET_MB", CFG_INT, OFF(body_budget_mb), "64", 0, 65536, false,
      "MiB all buffered request bodies together may hold; past it 503 + Retry-After (0 = no "
      "limit)"},

@@ -140,6 +140,7 @@ struct http_req {
     size_t resp_len;
     char *ctype;     /* owned */
     bool close_conn; /* add "Connection: close" */
+    bool resp_wipe;  /* resp_data holds secrets: wipe before free (NUL-terminated text) */
     struct kv *resp_hdrs;
     size_t n_resp_hdrs;
     http_stream_read_fn read_cb;
@@ -308,8 +309,11 @@ resp_clear_locked(struct http_req *r, void (**free_fn)(void *), void **free_ud)
         *free_fn = r->stream_free;
         *free_ud = r->stream_ud;
     }
+    if (r->resp_wipe && r->resp_data != NULL)
+        explicit_bzero(r->resp_data, r->resp_len);
     free(r->resp_data);
     r->resp_data = NULL;
+    r->resp_wipe = false;
     r->resp_static_data = NULL;
     r->resp_len = 0;
     r->read_cb = NULL;
@@ -609,10 +613,13 @@ status_sane(unsigned status)
     return (status >= 100 && status <= 599) ? status : 500;
 }
 
-/* Takes ownership of owned (else borrows static_data forever); ctype is copied. */
+/*
+ * Takes ownership of owned (else borrows static_data forever); ctype is copied. wipe: owned
+ * holds secrets and is cleared before it is freed.
+ */
 static void
-resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *owned,
-               const char *static_data, size_t len)
+resp_set_bytes_ex(struct http_req *r, unsigned status, const char *ctype, char *owned,
+                  const char *static_data, size_t len, bool wipe)
 {
     char *ct = ctype != NULL ? xstrdup(ctype) : NULL;
     void (*ffn)(void *);
@@ -627,10 +634,13 @@ resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *own
         r->resp_data = owned;
         r->resp_static_data = static_data;
         r->resp_len = len;
+        r->resp_wipe = wipe && owned != NULL;
         r->ctype = ct;
     }
     unlock(&r->mu);
     if (!ok) {
+        if (wipe && owned != NULL)
+            explicit_bzero(owned, len);
         free(owned);
         free(ct);
     }
@@ -638,9 +648,26 @@ resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *own
         ffn(fud);
 }
 
-/* JSON text of v in a fresh xmalloc'd buffer; NULL on failure. */
+static void
+resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *owned,
+               const char *static_data, size_t len)
+{
+    resp_set_bytes_ex(r, status, ctype, owned, static_data, len, false);
+}
+
+/* MHD's free callback for a response buffer that held secrets (NUL-terminated JSON text). */
+static void
+free_wiped(void *p)
+{
+    if (p == NULL)
+        return;
+    explicit_bzero(p, strlen(p));
+    free(p);
+}
+
+/* JSON text of v in a fresh xmalloc'd buffer; NULL on failure. wipe: clear the scratch too. */
 static char *
-json_dump_owned(const json_t *v, size_t *len)
+json_dump_owned(const json_t *v, size_t *len, bool wipe)
 {
     char first[4096];
     size_t n, m;
@@ -657,10 +684,15 @@ json_dump_owned(const json_t *v, size_t *len)
         memcpy(out, first, n);
         out[n] = '\0';
         *len = n;
+        if (wipe)
+            explicit_bzero(first, n);
         return out;
     }
+    if (wipe)
+        explicit_bzero(first, sizeof first);
     m = json_dumpb(v, out, n, JSON_COMPACT | JSON_ENCODE_ANY);
     if (m != n) {
+        explicit_bzero(out, n + 1);
         free(out);
         return NULL;
     }
@@ -673,10 +705,26 @@ static const char internal_error_body[] =
     "{\"error\":{\"code\":\"internal_error\",\"message\":\"Internal server error\"}}";
 
 void
+http_resp_json_secret(struct http_req *r, unsigned status, json_t *body)
+{
+    size_t len = 0;
+    char *s = json_dump_owned(body, &len, true);
+
+    json_decref(body);
+    if (s == NULL) {
+        log_error("cannot serialise JSON response", "req=%s", r->id);
+        resp_set_bytes(r, 500, JSON_CTYPE, NULL, internal_error_body,
+                       sizeof internal_error_body - 1);
+        return;
+    }
+    resp_set_bytes_ex(r, status, JSON_CTYPE, s, NULL, len, true);
+}
+
+void
 http_resp_json(struct http_req *r, unsigned status, json_t *body)
 {
     size_t len = 0;
-    char *s = json_dump_owned(body, &len);
+    char *s = json_dump_owned(body, &len, false);
 
     json_decref(body);
     if (s == NULL) {
@@ -837,7 +885,8 @@ queue_pending(struct http_req *r)
             return MHD_NO;
         }
     } else if (r->resp_data != NULL) {
-        resp = MHD_create_response_from_buffer_with_free_callback(r->resp_len, r->resp_data, free);
+        resp = MHD_create_response_from_buffer_with_free_callback(r->resp_len, r->resp_data,
+                                                                  r->resp_wipe ? free_wiped : free);
         if (resp == NULL)
             return MHD_NO;
         r->resp_data = NULL; /* MHD frees it */

@@ -119,6 +119,12 @@ void http_req_log_kv(struct http_req *r, const char *key, const char *value);
 /* ---- responses: exactly one per request ---- */
 /* JSON body; takes ownership of body (json_decref'd). Content-Type application/json. */
 void http_resp_json(struct http_req *r, unsigned status, json_t *body);
+/*
+ * The same for a body that carries secrets (decrypted credentials): every copy latch makes of
+ * the serialised text is wiped before it is freed, including the response buffer after MHD sent
+ * it. The caller still owns wiping what it kept.
+ */
+void http_resp_json_secret(struct http_req *r, unsigned status, json_t *body);
 /* {"error":{"code":code,"message":message}} */
 void http_resp_error(struct http_req *r, unsigned status, const char *code, const char *message);
 /* Raw bytes; copied unless is_static (then borrowed forever). */

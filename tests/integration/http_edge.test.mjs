@@ -5,6 +5,7 @@
 // connection held past its deadline.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import { startStack, startLatch, tmpDir } from './lib/stack.mjs';
 import { exchange, rawRequest } from './lib/raw.mjs';
@@ -186,6 +187,20 @@ test('bodies before auth: a global budget for buffered bodies answers 503 with R
     const body = JSON.stringify({ end_user: { id: 'u-budget' } });
     const ok = await exchange(l.port, rawRequest('POST', '/connect/sessions', { authorization: `Bearer ${s.secretKey}`, 'content-type': 'application/json', connection: 'close', 'content-length': String(body.length) }, body));
     assert.equal(ok.responses[0]?.status, 201, ok.bytes.toString('latin1').slice(0, 300));
+  } finally {
+    await l.stop();
+  }
+});
+
+test('core dumps: latch serve is not dumpable and has no core limit, unless LATCH_ALLOW_CORE_DUMPS', async () => {
+  const pid = s.latch.child.pid;
+  const limits = fs.readFileSync(`/proc/${pid}/limits`, 'utf8');
+  assert.match(limits, /^Max core file size\s+0\s+0\s/m, limits);
+  assert.match(s.logs(), /msg="core dumps" dumpable=0 core_limit=0/);
+  const dir = tmpDir('latch-core-');
+  const l = await startLatch({ dir, env: { LATCH_SECRET_KEY: s.secretKey, LATCH_LOG_LEVEL: 'info', LATCH_ALLOW_CORE_DUMPS: 'true' } });
+  try {
+    assert.match(fs.readFileSync(l.logPath, 'utf8'), /msg="core dumps" dumpable=1 /);
   } finally {
     await l.stop();
   }
