@@ -147,7 +147,10 @@ struct db_params {
     struct db_val v[DB_MAX_PARAMS];
 };
 
-/* A pooled connection with its (single) cursor; defined by each dialect. */
+/*
+ * A pooled connection with its (single) cursor. Each dialect defines it in its own .c file; the
+ * row layer only holds pointers to it.
+ */
 struct db_conn;
 
 /*

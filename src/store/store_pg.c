@@ -74,8 +74,26 @@
     "WHERE a.conn_id = " T ".id))"
 /* The effective last_fetched_at of connections alias c. */
 #define C_FETCHED FETCHED_EXPR("c")
-/* Case-insensitive substring test of a text expression against $3. */
-#define SEARCH_IN(E) "strpos(lower(" E "), lower($3::text)) > 0"
+
+/* Connection rows: with credentials (reads) or without (lists). */
+#define CONN_SELECT "SELECT " CONN_COLS("c.credentials_sealed", C_FETCHED) " FROM connections c "
+#define CONN_LIST_SELECT "SELECT " CONN_COLS("NULL", C_FETCHED) " FROM connections c "
+#define OVERRIDE_4 OVERRIDE_EXPR("$4::text")
+#define OVERRIDE_9 OVERRIDE_EXPR("$9::text")
+/* The list filter (parameters: see ST_CONN_LIST). */
+#define CONN_LIST_WHERE                                                                            \
+    "WHERE c.env_id = $1::bigint AND ($2::text IS NULL OR c.connection_id = $2::text) "            \
+    "AND ($3::text IS NULL OR strpos(lower(c.connection_id), lower($3::text)) > 0 "                \
+    "  OR strpos(lower(c.end_user_json::jsonb ->> 'id'), lower($3::text)) > 0 "                    \
+    "  OR strpos(lower(c.end_user_json::jsonb ->> 'email'), lower($3::text)) > 0 "                 \
+    "  OR strpos(lower(c.end_user_json::jsonb ->> 'display_name'), lower($3::text)) > 0 "          \
+    "  OR strpos(lower(c.end_user_json::jsonb #>> '{organization,id}'), lower($3::text)) > 0) "    \
+    "AND ($4::text IS NULL OR (c.end_user_json::jsonb ->> 'id') = $4::text) "                      \
+    "AND ($5::text IS NULL OR (c.end_user_json::jsonb #>> '{organization,id}') = $5::text) "       \
+    "AND ($6::jsonb IS NULL OR c.provider_config_key = "                                           \
+    "  ANY (ARRAY(SELECT jsonb_array_elements_text($6::jsonb)))) "                                 \
+    "AND ($7::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_array_elements($7::jsonb) f "       \
+    "  WHERE NOT (c.tags_json::jsonb @> jsonb_build_object(f ->> 0, f ->> 1)))) "
 
 static const char *const st_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN",
@@ -120,10 +138,8 @@ static const char *const st_sql[ST__COUNT] = {
                         "WHERE env_id = $1::bigint AND unique_key = $2::text FOR KEY SHARE",
     /* Insert unless the key exists (then no row comes back and the caller replaces). */
     [ST_CONN_INSERT] =
-        "INSERT INTO connections(env_id, uid, connection_id, provider_config_key, "
-        "provider, "
-        "credentials_sealed, connection_config_json, metadata_json, tags_json, "
-        "end_user_json, "
+        "INSERT INTO connections(env_id, uid, connection_id, provider_config_key, provider, "
+        "credentials_sealed, connection_config_json, metadata_json, tags_json, end_user_json, "
         "webhook_url_override, expires_at, created_at, updated_at) "
         "VALUES ($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, "
         "COALESCE($7::text, '{}'), $8::text, COALESCE($9::text, '{}'), $10::text, "
@@ -136,153 +152,28 @@ static const char *const st_sql[ST__COUNT] = {
         "credentials_sealed = $3::text, connection_config_json = COALESCE($4::text, '{}'), "
         "expires_at = $5::bigint, metadata_json = COALESCE($6::text, metadata_json), "
         "tags_json = COALESCE($7::text, tags_json), "
-        "end_user_json = COALESCE($8::text, end_user_json), "
-        "webhook_url_override = " OVERRIDE_EXPR(
-            "$9::text") ", next_refresh_at = 0, "
-                        "refresh_attempts = 0, needs_reauth = false, auth_error_json = "
-                        "NULL, "
-                        "version = version + 1, updated_at = $10::bigint WHERE id = "
-                        "$1::bigint",
-    [ST_CONN_GET] =
-        "SELECT " CONN_COLS("c.credentials_sealed", C_FETCHED) " FROM connections c "
-                                                               "WHERE c.env_id = $1::bigint AND "
-                                                               "c.provider_config_key = $2::text "
-                                                               "AND c.connection_id = $3::text",
-    [ST_CONN_GET_ENV_ID] = "SELECT " CONN_COLS(
-        "c.credentials_sealed", C_FETCHED) " FROM connections c "
-                                           "WHERE c.env_id = $1::bigint AND c.id = $2::bigint",
-    [ST_CONN_GET_ROW] =
-        "SELECT " CONN_COLS("c.credentials_sealed", C_FETCHED) " FROM connections c "
-                                                               "WHERE c.id = $1::bigint",
+        "end_user_json = COALESCE($8::text, end_user_json), webhook_url_override = " OVERRIDE_9 ", "
+        "next_refresh_at = 0, refresh_attempts = 0, needs_reauth = false, auth_error_json = NULL, "
+        "version = version + 1, updated_at = $10::bigint WHERE id = $1::bigint",
+    [ST_CONN_GET] = CONN_SELECT "WHERE c.env_id = $1::bigint AND c.provider_config_key = $2::text "
+                                "AND c.connection_id = $3::text",
+    [ST_CONN_GET_ENV_ID] = CONN_SELECT "WHERE c.env_id = $1::bigint AND c.id = $2::bigint",
+    [ST_CONN_GET_ROW] = CONN_SELECT "WHERE c.id = $1::bigint",
     /*
      * $1 env, $2 connection_id, $3 search, $4 end user id, $5 end user org id,
      * $6 JSON array of integration keys, $7 JSON array of [key, value] tag pairs (all must
      * match, as JSON strings), $8 limit, $9 offset. A NULL parameter disables its filter.
      */
-    [ST_CONN_LIST] = "SELECT " CONN_COLS(
-        "NULL",
-        C_FETCHED) " FROM connections c WHERE c.env_id = $1::bigint "
-                   "AND ($2::text IS NULL OR c.connection_id = $2::text) "
-                   "AND ($3::text IS NULL OR " SEARCH_IN(
-                       "c.connection_id") " "
-                                          "  OR " SEARCH_IN(
-                                              "c.end_user_json::jsonb ->> "
-                                              "'id'") " "
-                                                      "  OR " SEARCH_IN(
-                                                          "c.end_user_json::"
-                                                          "jsonb ->> "
-                                                          "'email'") " "
-                                                                     "  "
-                                                                     "OR"
-                                                                     " " SEARCH_IN(
-                                                                         "c."
-                                                                         "en"
-                                                                         "d_"
-                                                                         "us"
-                                                                         "er"
-                                                                         "_j"
-                                                                         "so"
-                                                                         "n:"
-                                                                         ":j"
-                                                                         "so"
-                                                                         "nb"
-                                                                         " -"
-                                                                         ">>"
-                                                                         " '"
-                                                                         "di"
-                                                                         "sp"
-                                                                         "la"
-                                                                         "y_"
-                                                                         "na"
-                                                                         "me"
-                                                                         "'") " "
-                                                                              "  OR " SEARCH_IN(
-                                                                                  "c.end_user_json:"
-                                                                                  ":"
-                                                                                  "jsonb #>> "
-                                                                                  "'{organization,"
-                                                                                  "id}"
-                                                                                  "'") ") "
-                                                                                       "AND "
-                                                                                       "($4::text "
-                                                                                       "IS NULL OR "
-                                                                                       "(c.end_"
-                                                                                       "user_"
-                                                                                       "json::"
-                                                                                       "jsonb "
-                                                                                       "->> 'id') "
-                                                                                       "= "
-                                                                                       "$4::text) "
-                                                                                       "AND "
-                                                                                       "($5::text "
-                                                                                       "IS NULL OR "
-                                                                                       "(c.end_"
-                                                                                       "user_"
-                                                                                       "json::"
-                                                                                       "jsonb "
-                                                                                       "#>> "
-                                                                                       "'{"
-                                                                                       "organizatio"
-                                                                                       "n,"
-                                                                                       "id}') = "
-                                                                                       "$5::text) "
-                                                                                       "AND "
-                                                                                       "($6::jsonb "
-                                                                                       "IS "
-                                                                                       "NULL OR "
-                                                                                       "c.provider_"
-                                                                                       "config_key "
-                                                                                       "= "
-                                                                                       "  ANY "
-                                                                                       "(ARRAY("
-                                                                                       "SELECT "
-                                                                                       "jsonb_"
-                                                                                       "array_"
-                                                                                       "elements_"
-                                                                                       "text("
-                                                                                       "$6::jsonb))"
-                                                                                       ")) "
-                                                                                       "AND "
-                                                                                       "($7::jsonb "
-                                                                                       "IS "
-                                                                                       "NULL OR "
-                                                                                       "NOT "
-                                                                                       "EXISTS "
-                                                                                       "(SELECT 1 "
-                                                                                       "FROM "
-                                                                                       "jsonb_"
-                                                                                       "array_"
-                                                                                       "elements($"
-                                                                                       "7::"
-                                                                                       "jsonb) f "
-                                                                                       "  WHERE "
-                                                                                       "NOT "
-                                                                                       "(c.tags_"
-                                                                                       "json::"
-                                                                                       "jsonb @> "
-                                                                                       "jsonb_"
-                                                                                       "build_"
-                                                                                       "object(f "
-                                                                                       "->> "
-                                                                                       "0, f ->> "
-                                                                                       "1)))) "
-                                                                                       "ORDER BY "
-                                                                                       "c.created_"
-                                                                                       "at "
-                                                                                       "DESC, c.id "
-                                                                                       "DESC LIMIT "
-                                                                                       "$8::bigint "
-                                                                                       "OFFSET "
-                                                                                       "$9::bigint",
+    [ST_CONN_LIST] = CONN_LIST_SELECT CONN_LIST_WHERE
+    "ORDER BY c.created_at DESC, c.id DESC LIMIT $8::bigint OFFSET $9::bigint",
     [ST_CONN_DELETE] = "DELETE FROM connections WHERE env_id = $1::bigint "
                        "AND provider_config_key = $2::text AND connection_id = $3::text",
     [ST_CONN_SET_META] = "UPDATE connections SET metadata_json = $2::text, updated_at = $3::bigint "
                          "WHERE id = $1::bigint",
     [ST_CONN_PATCH] = "UPDATE connections SET tags_json = COALESCE($2::text, tags_json), "
                       "end_user_json = COALESCE($3::text, end_user_json), "
-                      "webhook_url_override = " OVERRIDE_EXPR(
-                          "$4::text") ", "
-                                      "updated_at = $5::bigint WHERE id = $1::bigint",
+                      "webhook_url_override = " OVERRIDE_4 ", updated_at = $5::bigint "
+                      "WHERE id = $1::bigint",
     /*
      * Touches write only the narrow activity row. Gone connections are skipped; one deleted
      * after the statement's snapshot fails the foreign key (23503, retried by the caller).
@@ -904,6 +795,19 @@ pg_release(struct db_conn *c)
     conn_release(c->q, c);
 }
 
+/* A pooled connection with a live session, for the utility operations (migrate, import...). */
+static latch_rc
+acquire_live(struct pg_store *q, struct db_conn **out, struct latch_err *err)
+{
+    latch_rc rc = conn_acquire(q, out);
+
+    if (rc == LATCH_OK)
+        rc = conn_ensure(q, *out);
+    if (rc != LATCH_OK)
+        latch_err_set(err, "store: cannot open a postgres connection");
+    return rc;
+}
+
 /* ---- open / close ---- */
 
 static void
@@ -1089,13 +993,9 @@ pg_migrate(void *impl, struct latch_err *err)
     latch_rc rc;
     int cur = -1;
 
-    rc = conn_acquire(q, &c);
-    if (rc == LATCH_OK)
-        rc = conn_ensure(q, c);
-    if (rc != LATCH_OK) {
-        latch_err_set(err, "store: cannot open a postgres connection");
+    rc = acquire_live(q, &c, err);
+    if (rc != LATCH_OK)
         goto out;
-    }
     /*
      * Several nodes may start together: a session advisory lock serialises them, and the
      * losers find the work done. Released explicitly (or by the session ending).
@@ -1250,13 +1150,9 @@ pg_integrity_check(void *impl, struct latch_err *err)
     latch_rc rc;
     int v = -1;
 
-    rc = conn_acquire(q, &c);
-    if (rc == LATCH_OK)
-        rc = conn_ensure(q, c);
-    if (rc != LATCH_OK) {
-        latch_err_set(err, "store: cannot open a postgres connection");
+    rc = acquire_live(q, &c, err);
+    if (rc != LATCH_OK)
         goto out;
-    }
     rc = exec_plain(c->pg, "SELECT 1", "integrity_check", err);
     if (rc != LATCH_OK)
         goto out;
@@ -1427,13 +1323,9 @@ pg_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *er
 
     memset(prepared, 0, sizeof prepared);
     buf_init(&sql, PG_MAX_RAW_SQL);
-    rc = conn_acquire(q, &c);
-    if (rc == LATCH_OK)
-        rc = conn_ensure(q, c);
-    if (rc != LATCH_OK) {
-        latch_err_set(err, "store: cannot open a postgres connection");
+    rc = acquire_live(q, &c, err);
+    if (rc != LATCH_OK)
         goto out;
-    }
     /* Prepared names below are per import; start from a clean session (no stale cache). */
     rc = exec_plain(c->pg, "BEGIN", "import", err);
     if (rc != LATCH_OK)

@@ -53,6 +53,26 @@
 /* The effective last_fetched_at of connections alias c. */
 #define C_FETCHED FETCHED_EXPR("c")
 
+/* Connection rows: with credentials (reads) or without (lists). */
+#define CONN_SELECT "SELECT " CONN_COLS("c.credentials_sealed", C_FETCHED) " FROM connections c "
+#define CONN_LIST_SELECT "SELECT " CONN_COLS("NULL", C_FETCHED) " FROM connections c "
+#define OVERRIDE_4 OVERRIDE_EXPR("?4")
+#define OVERRIDE_9 OVERRIDE_EXPR("?9")
+/* The list filter (parameters: see ST_CONN_LIST). */
+#define CONN_LIST_WHERE                                                                            \
+    "WHERE c.env_id = ?1 AND (?2 IS NULL OR c.connection_id = ?2) "                                \
+    "AND (?3 IS NULL OR instr(lower(c.connection_id), lower(?3)) > 0 "                             \
+    "  OR instr(lower(json_extract(c.end_user_json, '$.id')), lower(?3)) > 0 "                     \
+    "  OR instr(lower(json_extract(c.end_user_json, '$.email')), lower(?3)) > 0 "                  \
+    "  OR instr(lower(json_extract(c.end_user_json, '$.display_name')), lower(?3)) > 0 "           \
+    "  OR instr(lower(json_extract(c.end_user_json, '$.organization.id')), lower(?3)) > 0) "       \
+    "AND (?4 IS NULL OR json_extract(c.end_user_json, '$.id') = ?4) "                              \
+    "AND (?5 IS NULL OR json_extract(c.end_user_json, '$.organization.id') = ?5) "                 \
+    "AND (?6 IS NULL OR c.provider_config_key IN (SELECT k.value FROM json_each(?6) k)) "          \
+    "AND (?7 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?7) f WHERE NOT EXISTS ("              \
+    "  SELECT 1 FROM json_each(c.tags_json) t WHERE t.type = 'text' "                              \
+    "  AND t.key = json_extract(f.value, '$[0]') AND t.value = json_extract(f.value, '$[1]'))))"
+
 static const char *const st_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -99,57 +119,26 @@ static const char *const st_sql[ST__COUNT] = {
         "UPDATE connections SET provider = COALESCE(?2, provider), credentials_sealed = ?3, "
         "connection_config_json = COALESCE(?4, '{}'), expires_at = ?5, "
         "metadata_json = COALESCE(?6, metadata_json), tags_json = COALESCE(?7, tags_json), "
-        "end_user_json = COALESCE(?8, end_user_json), "
-        "webhook_url_override = " OVERRIDE_EXPR(
-            "?9") ", "
-                  "next_refresh_at = 0, refresh_attempts = 0, needs_reauth = 0, auth_error_json = "
-                  "NULL, "
-                  "version = version + 1, updated_at = ?10 WHERE id = ?1",
-    [ST_CONN_GET] = "SELECT " CONN_COLS("c.credentials_sealed",
-                                        C_FETCHED) " FROM connections c "
-                                                   "WHERE c.env_id = ?1 AND c.provider_config_key "
-                                                   "= ?2 AND c.connection_id = ?3",
-    [ST_CONN_GET_ENV_ID] =
-        "SELECT " CONN_COLS("c.credentials_sealed", C_FETCHED) " FROM connections c "
-                                                               "WHERE c.env_id = ?1 AND c.id = ?2",
-    [ST_CONN_GET_ROW] =
-        "SELECT " CONN_COLS("c.credentials_sealed", C_FETCHED) " FROM connections c "
-                                                               "WHERE c.id = ?1",
+        "end_user_json = COALESCE(?8, end_user_json), webhook_url_override = " OVERRIDE_9 ", "
+        "next_refresh_at = 0, refresh_attempts = 0, needs_reauth = 0, auth_error_json = NULL, "
+        "version = version + 1, updated_at = ?10 WHERE id = ?1",
+    [ST_CONN_GET] =
+        CONN_SELECT "WHERE c.env_id = ?1 AND c.provider_config_key = ?2 AND c.connection_id = ?3",
+    [ST_CONN_GET_ENV_ID] = CONN_SELECT "WHERE c.env_id = ?1 AND c.id = ?2",
+    [ST_CONN_GET_ROW] = CONN_SELECT "WHERE c.id = ?1",
     /*
      * ?1 env, ?2 connection_id, ?3 search, ?4 end user id, ?5 end user org id,
      * ?6 JSON array of integration keys, ?7 JSON array of [key, value] tag pairs (all must
      * match), ?8 limit, ?9 offset. A NULL parameter disables its filter.
      */
-    [ST_CONN_LIST] = "SELECT " CONN_COLS(
-        "NULL",
-        C_FETCHED) " FROM connections c WHERE c.env_id = ?1 "
-                   "AND (?2 IS NULL OR c.connection_id = ?2) "
-                   "AND (?3 IS NULL "
-                   "  OR instr(lower(c.connection_id), lower(?3)) > 0 "
-                   "  OR instr(lower(json_extract(c.end_user_json, '$.id')), lower(?3)) > 0 "
-                   "  OR instr(lower(json_extract(c.end_user_json, '$.email')), lower(?3)) > 0 "
-                   "  OR instr(lower(json_extract(c.end_user_json, '$.display_name')), lower(?3)) "
-                   "> 0 "
-                   "  OR instr(lower(json_extract(c.end_user_json, '$.organization.id')), "
-                   "lower(?3)) "
-                   "> 0) "
-                   "AND (?4 IS NULL OR json_extract(c.end_user_json, '$.id') = ?4) "
-                   "AND (?5 IS NULL OR json_extract(c.end_user_json, '$.organization.id') = ?5) "
-                   "AND (?6 IS NULL OR c.provider_config_key IN (SELECT k.value FROM json_each(?6) "
-                   "k)) "
-                   "AND (?7 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?7) f WHERE NOT EXISTS ("
-                   "  SELECT 1 FROM json_each(c.tags_json) t WHERE t.type = 'text' "
-                   "  AND t.key = json_extract(f.value, '$[0]') AND t.value = "
-                   "json_extract(f.value, "
-                   "'$[1]'))))"
-                   " ORDER BY c.created_at DESC, c.id DESC LIMIT ?8 OFFSET ?9",
+    [ST_CONN_LIST] = CONN_LIST_SELECT CONN_LIST_WHERE
+    " ORDER BY c.created_at DESC, c.id DESC LIMIT ?8 OFFSET ?9",
     [ST_CONN_DELETE] = "DELETE FROM connections "
                        "WHERE env_id = ?1 AND provider_config_key = ?2 AND connection_id = ?3",
     [ST_CONN_SET_META] = "UPDATE connections SET metadata_json = ?2, updated_at = ?3 WHERE id = ?1",
     [ST_CONN_PATCH] = "UPDATE connections SET tags_json = COALESCE(?2, tags_json), "
                       "end_user_json = COALESCE(?3, end_user_json), "
-                      "webhook_url_override = " OVERRIDE_EXPR("?4") ", updated_at = ?5 "
-                                                                    "WHERE id = ?1",
+                      "webhook_url_override = " OVERRIDE_4 ", updated_at = ?5 WHERE id = ?1",
     /* Writes only the narrow activity row; a gone connection changes nothing (no FK error). */
     [ST_CONN_TOUCH] = "INSERT INTO connection_activity(conn_id, last_fetched_at) SELECT ?1, ?2 "
                       "WHERE EXISTS (SELECT 1 FROM connections WHERE id = ?1) "
@@ -553,8 +542,11 @@ sq_changes(struct db_conn *c)
 {
     bool row = true;
 
-    while (row && sq_next(c, &row) == LATCH_OK)
-        ;
+    /* A later step can fail only for RETURNING statements; their callers read with sq_next. */
+    while (row) {
+        if (sq_next(c, &row) != LATCH_OK)
+            break;
+    }
     return c->changes;
 }
 
