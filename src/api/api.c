@@ -457,14 +457,17 @@ api_dispatch(struct http_req *req, void *depsv)
     struct api_deps *deps = depsv;
     const char *method = http_req_method(req);
     const char *path = http_req_path(req);
-    struct api_ctx *c = xcalloc(1, sizeof *c);
+    struct api_ctx *c = http_req_app_data(req); /* api_precheck's, when it authenticated */
     const struct api_route *r;
     bool method_mismatch;
     const char *ct;
 
-    c->deps = deps;
-    c->req = req;
-    http_req_set_app_data(req, c, ctx_free_cb);
+    if (c == NULL) {
+        c = xcalloc(1, sizeof *c);
+        c->deps = deps;
+        c->req = req;
+        http_req_set_app_data(req, c, ctx_free_cb);
+    }
 
     r = route_find(method, path, c, &method_mismatch);
     if (r == NULL) {
@@ -508,7 +511,7 @@ api_dispatch(struct http_req *req, void *depsv)
     if ((r->auth == AUTH_SESSION_HEADER || r->auth == AUTH_SESSION_QUERY) &&
         api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
         return;
-    if (!api_authenticate(c, r->auth))
+    if (!c->authenticated && !api_authenticate(c, r->auth))
         return;
     if (c->by_session && r->auth == AUTH_SESSION_OR_SECRET &&
         api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
@@ -540,9 +543,19 @@ api_precheck(struct http_req *req, void *deps)
     c->req = req;
     r = route_find(http_req_method(req), http_req_path(req), c, &method_mismatch);
     /* unknown routes and bodies on routes without one are refused later, without a body */
-    ok = r == NULL || r->auth == AUTH_NONE || api_authenticate(c, r->auth);
-    api_ctx_free(c);
-    return ok;
+    if (r == NULL || r->auth == AUTH_NONE) {
+        api_ctx_free(c);
+        return true;
+    }
+    ok = api_authenticate(c, r->auth);
+    if (!ok) {
+        api_ctx_free(c);
+        return false;
+    }
+    /* dispatch goes on with this context: the credentials are not checked twice */
+    c->authenticated = true;
+    http_req_set_app_data(req, c, ctx_free_cb);
+    return true;
 }
 
 void

@@ -1249,8 +1249,8 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
         (announced > 0 || http_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)) {
         bool go_on = s->precheck(r, s->ud);
 
-        http_req_set_app_data(r, NULL, NULL);
         if (!go_on) {
+            http_req_set_app_data(r, NULL, NULL);
             r->close_conn = true;
             return queue_pending(r); /* the body is never read */
         }

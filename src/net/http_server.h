@@ -44,7 +44,8 @@ typedef bool (*http_stream_body_fn)(const char *method, const char *path, void *
  * Optional check at the headers of a request that announces a body, before any of it is read
  * (credentials): return true to go on, or set an error response (http_resp_*) and return false;
  * the response is then sent at once, the body is never read and the connection is closed.
- * Request accessors work; app data set here is dropped before dispatch.
+ * Request accessors work. App data set here is dropped when the check fails and kept for
+ * dispatch when it passes (so dispatch need not redo the work, e.g. the authentication).
  */
 typedef bool (*http_precheck_fn)(struct http_req *req, void *ud);
 
