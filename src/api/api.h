@@ -66,7 +66,7 @@ struct api_ctx {
     struct store_session session; /* when authenticated by a connect session */
     bool by_session;
     bool authenticated; /* api_precheck authenticated it already: dispatch does not again */
-    json_t *body;                         /* parsed JSON body (owned), NULL if none */
+    json_t *body;       /* parsed JSON body (owned), NULL if none */
     void (*offloaded)(struct api_ctx *c); /* API_OFFLOAD: the handler the worker runs */
     _Atomic int holds; /* API_OFFLOAD: answers still owed (the handler + each api_defer) */
 };
