@@ -94,6 +94,12 @@ static const struct cfg_def defs[] = {
      "requests per second per environment, bursts of twice that (0 = off)"},
     {"LATCH_RATE_LIMIT_IP", CFG_INT, OFF(rate_ip), "100", 0, 10000000, false,
      "requests per second per client IP on the Connect UI routes, bursts of twice that (0 = off)"},
+    {"LATCH_RATE_LIMIT_AUTH_FAIL", CFG_INT, OFF(rate_auth_fail), "10", 0, 10000000, false,
+     "failed authentications per second per client IP, bursts of twice that; past it 429 instead "
+     "of 401 (0 = off). A bucket of its own: bogus tokens never use up valid ones' budget"},
+    {"LATCH_TRUSTED_PROXIES", CFG_STR, OFF(trusted_proxies), NULL, 0, 0, false,
+     "reverse proxies (addresses or CIDR blocks, comma separated) whose X-Forwarded-For names "
+     "the client for rate limits and logs; the client is the right-most untrusted entry"},
     {"LATCH_RATE_LIMIT_DELAY_MS", CFG_INT, OFF(rate_delay_ms), "250", 0, 5000, false,
      "a 429 is answered after this delay, so a flooding client slows itself down (0 = at once)"},
 };
