@@ -269,6 +269,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
             .timeout_ms = cfg->webhook_timeout_ms,
             .max_attempts = cfg->webhook_max_attempts,
             .backoff_ms = cfg->webhook_backoff_ms,
+            .no_legacy_signature = !cfg->webhook_legacy_sig,
         };
 
         a->oauth_cc = oauth_cc_new(&co);

@@ -80,6 +80,9 @@ static const struct cfg_def defs[] = {
      "honour Base-Url-Override (limited to hosts the provider allows)"},
     {"LATCH_WEBHOOK_TIMEOUT_MS", CFG_INT, OFF(webhook_timeout_ms), "20000", 100, 120000, false,
      "webhook delivery timeout"},
+    {"LATCH_WEBHOOK_LEGACY_SIGNATURE", CFG_BOOL, OFF(webhook_legacy_sig), "true", 0, 0, false,
+     "also sign webhooks with Nango's legacy X-Nango-Signature, SHA-256(key||body), which is "
+     "open to length extension; set false once receivers check X-Nango-Hmac-Sha256"},
     {"LATCH_WEBHOOK_MAX_ATTEMPTS", CFG_INT, OFF(webhook_max_attempts), "8", 1, 100, false,
      "webhook delivery attempts before giving up"},
     {"LATCH_WEBHOOK_BACKOFF_MS", CFG_INT, OFF(webhook_backoff_ms), "3000", 10, 3600000, false,

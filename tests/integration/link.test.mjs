@@ -244,3 +244,26 @@ test('the secret is never logged or put in a URL', async () => {
   assert.equal(log.includes(s.monitoringClient.client_secret), false);
   assert.equal(log.includes('nango_connect_session_'), false, 'session tokens are not logged');
 });
+
+// Issue 15 item 10: X-Nango-Signature is SHA-256(key || body), open to length extension;
+// LATCH_WEBHOOK_LEGACY_SIGNATURE=false stops sending it (the HMAC header stays).
+test('LATCH_WEBHOOK_LEGACY_SIGNATURE=false: only X-Nango-Hmac-Sha256 is sent', async () => {
+  const signingKey = execFileSync(LATCH_BIN, ['env', 'webhook-key', 'dev'], { env: s.cliEnv() }).toString().trim();
+  const linkAndWait = async (user) => {
+    const d = await s.createSession({ end_user: { id: user } });
+    const r = await s.link(d.token);
+    assert.equal(r.status, 200, r.text);
+    return s.webhooks.waitFor((w) => w.json?.connectionId === r.json.connectionId);
+  };
+  // the default keeps Nango's legacy header, for receivers that still check it
+  let wh = await linkAndWait('legacy-on');
+  assert.equal(wh.headers['x-nango-signature'], crypto.createHash('sha256').update(signingKey + wh.raw).digest('hex'));
+  await s.restartLatch('SIGTERM', { LATCH_WEBHOOK_LEGACY_SIGNATURE: 'false' });
+  try {
+    wh = await linkAndWait('legacy-off');
+    assert.equal(wh.headers['x-nango-signature'], undefined, 'legacy signature not sent');
+    assert.equal(wh.headers['x-nango-hmac-sha256'], crypto.createHmac('sha256', signingKey).update(wh.raw).digest('hex'));
+  } finally {
+    await s.restartLatch('SIGTERM');
+  }
+});
