@@ -22,7 +22,7 @@
 
 #include <jansson.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct http_server;
 struct http_req;
