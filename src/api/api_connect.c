@@ -419,6 +419,13 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
                         "message", msg, "reason", res->reason));
 }
 
+static void
+session_used(struct api_ctx *c)
+{
+    api_error(c, 409, "connect_session_used",
+              "This connect session has already linked an account. Ask for a new connect link.");
+}
+
 /*
  * A connect session links one account, once: a successful link deletes it, before the
  * connection is written. The delete is the claim: of two exchanges of one session that succeed
@@ -431,9 +438,7 @@ session_consume(struct api_ctx *c)
     latch_rc rc = store_session_delete(c->deps->store, c->session.id);
 
     if (rc == LATCH_E_NOT_FOUND) {
-        api_error(c, 409, "connect_session_used",
-                  "This connect session has already linked an account. Ask for a new connect "
-                  "link.");
+        session_used(c);
         return false;
     }
     if (rc != LATCH_OK) {
@@ -570,6 +575,7 @@ api_oauth2_cc(struct api_ctx *c)
     struct oauth_cc_input in;
     struct oauth_cc_result res_err;
     int attempts = 0;
+    latch_rc rc;
 
     if (!json_is_object(b) || !json_is_string(id_v) || json_string_length(id_v) == 0) {
         api_error(c, 400, "missing_client_id", "Missing param 'oauth_client_id'.");
@@ -687,7 +693,13 @@ api_oauth2_cc(struct api_ctx *c)
         j->connection_id = xstrdup(id);
         vault_uuid_v4(j->uid);
     }
-    if (store_session_bump_attempts(c->deps->store, c->session.id, &attempts) != LATCH_OK) {
+    rc = store_session_bump_attempts(c->deps->store, c->session.id, &attempts);
+    if (rc == LATCH_E_NOT_FOUND) {
+        /* a concurrent link of this session succeeded and used it up */
+        session_used(c);
+        goto out;
+    }
+    if (rc != LATCH_OK) {
         api_store_unavailable(c);
         goto out;
     }
