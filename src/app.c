@@ -248,6 +248,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     a->authcache = authcache_new();
     a->rl_env = ratelimit_new(cfg->rate_env, 2.0 * cfg->rate_env);
     a->rl_ip = ratelimit_new(cfg->rate_ip, 2.0 * cfg->rate_ip);
+    a->rl_auth_fail = ratelimit_new(cfg->rate_auth_fail, 2.0 * cfg->rate_auth_fail);
     rc = timer_start(&a->timer);
     if (rc == LATCH_OK)
         rc = worker_start(LATCH_WORKER_THREADS, LATCH_WORKER_MAX_JOBS, &a->worker);
@@ -268,6 +269,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
             .timeout_ms = cfg->webhook_timeout_ms,
             .max_attempts = cfg->webhook_max_attempts,
             .backoff_ms = cfg->webhook_backoff_ms,
+            .no_legacy_signature = !cfg->webhook_legacy_sig,
         };
 
         a->oauth_cc = oauth_cc_new(&co);
@@ -304,6 +306,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     ho.conn_limit = (unsigned)cfg->conn_limit;
     ho.conn_timeout_s = (unsigned)cfg->conn_timeout_s;
     ho.conn_limit_ip = (unsigned)cfg->conn_limit_ip;
+    ho.trusted_proxies = cfg->trusted_proxies;
     ho.header_timeout_s = (unsigned)cfg->header_timeout_s;
     ho.body_timeout_s = (unsigned)cfg->body_timeout_s;
     ho.header_limit = LATCH_MAX_HEADER_BYTES;
@@ -324,6 +327,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
         .worker = a->worker,
         .rl_env = a->rl_env,
         .rl_ip = a->rl_ip,
+        .rl_auth_fail = a->rl_auth_fail,
         .authcache = a->authcache,
     };
     ho.precheck = api_precheck;
@@ -373,6 +377,8 @@ app_stop(struct app *a)
     a->rl_env = NULL;
     ratelimit_free(a->rl_ip);
     a->rl_ip = NULL;
+    ratelimit_free(a->rl_auth_fail);
+    a->rl_auth_fail = NULL;
     catalog_free(a->catalog);
     a->catalog = NULL;
     store_close(a->store);

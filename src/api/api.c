@@ -468,6 +468,7 @@ api_dispatch(struct http_req *req, void *depsv)
         c->req = req;
         http_req_set_app_data(req, c, ctx_free_cb);
     }
+    c->at_headers = false;
 
     r = route_find(method, path, c, &method_mismatch);
     if (r == NULL) {
@@ -507,14 +508,13 @@ api_dispatch(struct http_req *req, void *depsv)
         api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", errs);
         return;
     }
-    /* browser-facing routes: per client IP, before the session lookup */
-    if ((r->auth == AUTH_SESSION_HEADER || r->auth == AUTH_SESSION_QUERY) &&
-        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
-        return;
+    /*
+     * Failed authentications take from their own per-IP bucket (api_auth.c); requests with a
+     * valid connect session from the per-IP one, so bogus tokens cannot use up valid ones' budget.
+     */
     if (!c->authenticated && !api_authenticate(c, r->auth))
         return;
-    if (c->by_session && r->auth == AUTH_SESSION_OR_SECRET &&
-        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
+    if (c->by_session && api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
         return;
     if (c->env_id != 0 && !c->by_session) {
         char key[32];
@@ -541,6 +541,7 @@ api_precheck(struct http_req *req, void *deps)
 
     c->deps = deps;
     c->req = req;
+    c->at_headers = true;
     r = route_find(http_req_method(req), http_req_path(req), c, &method_mismatch);
     /* unknown routes and bodies on routes without one are refused later, without a body */
     if (r == NULL || r->auth == AUTH_NONE) {

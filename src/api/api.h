@@ -51,6 +51,7 @@ struct api_deps {
     struct worker *worker;
     struct ratelimit *rl_env;
     struct ratelimit *rl_ip;
+    struct ratelimit *rl_auth_fail; /* failed authentications per client IP */
     struct authcache *authcache;
 };
 
@@ -66,6 +67,7 @@ struct api_ctx {
     struct store_session session; /* when authenticated by a connect session */
     bool by_session;
     bool authenticated; /* api_precheck authenticated it already: dispatch does not again */
+    bool at_headers;    /* api_precheck: the answer cannot be delayed (no tarpit) */
     json_t *body;       /* parsed JSON body (owned), NULL if none */
     void (*offloaded)(struct api_ctx *c); /* API_OFFLOAD: the handler the worker runs */
     _Atomic int holds; /* API_OFFLOAD: answers still owed (the handler + each api_defer) */

@@ -310,6 +310,29 @@ hop_by_hop(const char *n)
     return false;
 }
 
+/*
+ * Upstream response headers that would act on latch's own origin, where the proxied response is
+ * served: cookies (set for latch's host) and Clear-Site-Data (would wipe the Connect UI's state).
+ */
+static bool
+acts_on_origin(const char *n)
+{
+    return strcasecmp(n, "set-cookie") == 0 || strcasecmp(n, "set-cookie2") == 0 ||
+           strcasecmp(n, "clear-site-data") == 0;
+}
+
+/*
+ * Upstream bytes are served from latch's origin: a sandboxed document gets a unique opaque
+ * origin and runs no script, so an upstream HTML page can never act as latch (read the Connect
+ * UI's storage, call the API with the browser's session). Added to upstream's own CSP, if any:
+ * a browser enforces both.
+ */
+static void
+sandbox_upstream(struct http_req *req)
+{
+    http_resp_header(req, "Content-Security-Policy", "sandbox");
+}
+
 static void
 add_header(struct proxy *px, const char *name, const char *value)
 {
@@ -461,10 +484,12 @@ on_headers(void *ud, long status, char **names, char **values, size_t n)
     if (req == NULL)
         return;
     for (size_t i = 0; i < n; i++) {
-        if (hop_by_hop(names[i]) || strncasecmp(names[i], "access-control-", 15) == 0)
+        if (hop_by_hop(names[i]) || strncasecmp(names[i], "access-control-", 15) == 0 ||
+            acts_on_origin(names[i]))
             continue;
         http_resp_header(req, names[i], values[i]);
     }
+    sandbox_upstream(req);
     cl = find_header(names, values, n, "content-length");
     if (cl != NULL) {
         const char *e = NULL;
@@ -649,6 +674,7 @@ on_done(void *ud, latch_rc rc, const char *error)
             px->mhd_done = true;
             pthread_mutex_unlock(&px->mu);
             if (req != NULL) {
+                sandbox_upstream(req);
                 http_resp_bytes(req, 401, px->capture_type ? px->capture_type : "application/json",
                                 body, px->capture.len, false);
                 http_req_resume(req);
@@ -821,6 +847,11 @@ build_target(struct proxy *px, struct latch_err *err)
                 ok = true;
         if (!ok) {
             latch_err_set(err, "Base-Url-Override host %s is not allowed for this provider.", host);
+            return false;
+        }
+        if (!netpolicy_url_default_port(base)) {
+            /* allowed_hosts names hosts, not services: another port is another server */
+            latch_err_set(err, "Base-Url-Override must use the default port of its scheme.");
             return false;
         }
     }

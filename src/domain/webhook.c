@@ -232,6 +232,24 @@ delivered(struct outbound_resp *resp, void *ud)
     free(d);
 }
 
+/*
+ * Nango's legacy X-Nango-Signature: hex SHA-256(key || body). A plain hash of secret || message
+ * is open to length extension (who saw one signed body can sign that body plus a suffix), so
+ * LATCH_WEBHOOK_LEGACY_SIGNATURE=false drops it; X-Nango-Hmac-Sha256 is the one to check.
+ */
+static void
+legacy_signature(const unsigned char *key, size_t klen, const char *body, char sig[65])
+{
+    size_t blen = strlen(body);
+    char *cat = xmalloc(klen + blen + 1);
+
+    memcpy(cat, key, klen);
+    memcpy(cat + klen, body, blen + 1);
+    vault_sha256_hex(cat, klen + blen, sig);
+    explicit_bzero(cat, klen);
+    free(cat);
+}
+
 static void
 send_one(struct webhook *w, const struct store_webhook *row)
 {
@@ -239,7 +257,7 @@ send_one(struct webhook *w, const struct store_webhook *row)
     unsigned char *key = NULL;
     size_t klen = 0;
     char hmac[65], sig[65];
-    char *aad = NULL, *cat = NULL;
+    char *aad = NULL;
     struct outbound_header h[4];
     struct outbound_req req;
     struct delivery *d;
@@ -261,20 +279,18 @@ send_one(struct webhook *w, const struct store_webhook *row)
         goto out;
     }
     vault_hmac_sha256_hex(key, klen, row->body, strlen(row->body), hmac);
-    cat = xmalloc(klen + strlen(row->body) + 1);
-    memcpy(cat, key, klen);
-    memcpy(cat + klen, row->body, strlen(row->body) + 1);
-    vault_sha256_hex(cat, klen + strlen(row->body), sig);
-    explicit_bzero(cat, klen);
     h[0] = (struct outbound_header){"Content-Type", "application/json"};
     h[1] = (struct outbound_header){"X-Nango-Hmac-Sha256", hmac};
-    h[2] = (struct outbound_header){"X-Nango-Signature", sig};
-    h[3] = (struct outbound_header){"User-Agent", "latch/" LATCH_VERSION};
+    h[2] = (struct outbound_header){"User-Agent", "latch/" LATCH_VERSION};
     memset(&req, 0, sizeof req);
+    req.n_headers = 3;
+    if (!w->o.no_legacy_signature) {
+        legacy_signature(key, klen, row->body, sig);
+        h[req.n_headers++] = (struct outbound_header){"X-Nango-Signature", sig};
+    }
     req.method = "POST";
     req.url = row->url;
     req.headers = h;
-    req.n_headers = 4;
     req.body = row->body;
     req.body_len = strlen(row->body);
     req.timeout_ms = w->o.timeout_ms;
@@ -298,7 +314,6 @@ send_one(struct webhook *w, const struct store_webhook *row)
 out:
     if (key != NULL)
         vault_plain_free(key, klen);
-    free(cat);
     free(aad);
     store_env_clear(&env);
 }

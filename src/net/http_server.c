@@ -31,6 +31,7 @@
 
 #include "core/latch_limits.h"
 #include "core/log.h"
+#include "net/trustproxy.h"
 #include "util/buf.h"
 #include "util/str.h"
 #include "util/xalloc.h"
@@ -166,6 +167,7 @@ struct http_server {
     http_stream_body_fn stream_body;
     http_precheck_fn precheck;
     void *ud;
+    struct trustproxy *trust;   /* peers whose X-Forwarded-For is believed; NULL = none */
     size_t body_budget;         /* 0 = unlimited */
     atomic_size_t body_charged; /* bytes reserved by buffered bodies now */
 
@@ -508,6 +510,37 @@ collect_kv(void *cls, enum MHD_ValueKind kind, const char *key, const char *valu
     return MHD_YES;
 }
 
+static bool
+xff_join(const char *name, const char *value, void *ud)
+{
+    struct buf *b = ud;
+
+    if (strcasecmp(name, "X-Forwarded-For") == 0)
+        (void)buf_printf(b, "%s%s", b->len > 0 ? "," : "", value);
+    return true;
+}
+
+/*
+ * Behind a trusted reverse proxy the client is named by X-Forwarded-For (trustproxy.h); the
+ * socket peer goes to the log line as peer=. Per-IP connection limits stay on the peer (MHD).
+ */
+static void
+req_forwarded_client(struct http_req *r)
+{
+    struct buf xff;
+    char peer[sizeof r->ip];
+
+    buf_init(&xff, LATCH_MAX_HEADER_BYTES);
+    http_req_headers_foreach(r, xff_join, &xff);
+    if (xff.len > 0) {
+        latch_strlcpy(peer, r->ip, sizeof peer);
+        trustproxy_client(r->srv->trust, peer, xff.data, r->ip, sizeof r->ip);
+        if (strcmp(peer, r->ip) != 0)
+            http_req_log_kv(r, "peer", peer);
+    }
+    buf_free(&xff);
+}
+
 static void
 req_fill(struct http_req *r, const char *url, const char *method)
 {
@@ -534,6 +567,8 @@ req_fill(struct http_req *r, const char *url, const char *method)
     rid = http_req_header(r, "X-Request-Id");
     if (req_id_sane(rid))
         latch_strlcpy(r->id, rid, sizeof r->id);
+    if (r->srv->trust != NULL)
+        req_forwarded_client(r);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1715,6 +1750,7 @@ server_free(struct http_server *s)
     pthread_mutex_destroy(&s->conn_mu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    trustproxy_free(s->trust);
     free(s);
 }
 
@@ -1776,6 +1812,10 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         header_limit = HTTP_MIN_HEADER_LIMIT;
 
     s = xcalloc(1, sizeof *s);
+    if (trustproxy_parse(o->trusted_proxies, &s->trust, err) != LATCH_OK) {
+        free(s);
+        return LATCH_E_INVAL;
+    }
     s->dispatch = o->dispatch;
     s->body_limit = o->body_limit;
     s->stream_body = o->stream_body;

@@ -57,6 +57,11 @@ struct http_server_opts {
     unsigned conn_timeout_s; /* idle keep-alive timeout */
     unsigned conn_limit_ip;  /* max concurrent connections per client address; 0 = conn_limit */
     /*
+     * Addresses/CIDR blocks of reverse proxies whose X-Forwarded-For names the client
+     * (trustproxy.h); http_req_client_ip() then gives that client. NULL = trust no one.
+     */
+    const char *trusted_proxies;
+    /*
      * Deadlines MHD's idle timeout cannot give (it restarts at every byte): the request head
      * must be complete within header_timeout_s of the connection's start (of the previous
      * response on a kept-alive connection, then at least conn_timeout_s), a buffered body within

@@ -21,11 +21,19 @@ const canaryClient = {
   instance: 'eu.ninjarmm.com',
   scopes: ['monitoring', 'management'],
 };
+// '+' and '/' are legal in a NinjaOne secret and change under form-encoding, JSON escaping
+// (jansson may write '\/') and base64: the echo case below checks every encoded form
+const echoClient = {
+  client_id: `canaryecho${rand()}`.slice(0, 27),
+  client_secret: `Canary+Secret/${rand()}+${rand()}/x`,
+  instance: 'eu.ninjarmm.com',
+  scopes: ['monitoring', 'management'],
+};
 const wrongSecret = `CANARYwrong${rand()}`;
 const importSecret = `CANARYimportsecret${rand()}`;
 const importToken = `CANARYimporttoken${rand()}`;
 /** Everything that must never leak (grows as the fake issues tokens). */
-const secrets = new Set([canaryClient.client_secret, wrongSecret, importSecret, importToken]);
+const secrets = new Set([canaryClient.client_secret, echoClient.client_secret, wrongSecret, importSecret, importToken]);
 /** Bodies latch sent back for non-2xx answers, and listings. */
 const errorBodies = [];
 const listBodies = [];
@@ -56,11 +64,20 @@ async function learnToken(id, query = '') {
 function needles() {
   const out = [];
   for (const v of secrets) {
-    out.push(v, encodeURIComponent(v));
-    // a long enough slice catches truncated copies too
-    if (v.length > 24) out.push(v.slice(0, 24), v.slice(-24));
+    const forms = [
+      v,
+      encodeURIComponent(v), // form-encoding, upper-case hex
+      encodeURIComponent(v).replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()),
+      JSON.stringify(v).slice(1, -1).replace(/\//g, '\\/'), // JSON with escaped solidus
+    ];
+    for (const f of forms) {
+      out.push(f);
+      // a long enough slice catches truncated copies too
+      if (f.length > 24) out.push(f.slice(0, 24), f.slice(-24));
+    }
   }
-  for (const [id, sec] of [[canaryClient.client_id, canaryClient.client_secret], [canaryClient.client_id, wrongSecret]]) {
+  for (const [id, sec] of [[canaryClient.client_id, canaryClient.client_secret], [canaryClient.client_id, wrongSecret],
+    [echoClient.client_id, echoClient.client_secret]]) {
     out.push(Buffer.from(`${id}:${sec}`).toString('base64'));
     out.push(Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(sec)}`).toString('base64'));
   }
@@ -78,6 +95,7 @@ function findIn(label, buf, found) {
 before(async () => {
   s = await startStack({ env: { LATCH_LOG_LEVEL: 'debug', LATCH_TOKEN_TIMEOUT_MS: '2000', LATCH_WEBHOOK_BACKOFF_MS: '100' } });
   await s.fake.addClient(canaryClient);
+  await s.fake.addClient(echoClient);
 });
 
 after(async () => { await s?.stop(); });
@@ -107,6 +125,13 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
     body: JSON.stringify({ error: 'server_error', error_description: `bad request for secret ${canaryClient.client_secret}` }) });
   r = await link(canaryClient);
   assert.ok(r.status >= 400, r.text);
+  // the endpoint quotes the form-encoded request: client_secret=Canary%2BSecret%2F...
+  for (const status of [400, 401, 503]) {
+    await s.fake.fault({ target: 'token', mode: 'echo', status, count: 1 });
+    r = await link(echoClient);
+    assert.ok(r.status >= 400, r.text);
+    assert.ok(typeof r.json?.error?.message === 'string' && r.json.error.message.length > 0, r.text);
+  }
   await s.fake.fault({ target: 'token', mode: 'status', status: 503, count: 1 });
   r = await link(canaryClient);
   assert.ok(r.status >= 400, r.text);
@@ -136,7 +161,15 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
   });
   assert.equal(r.status, 400);
 
-  // 5. refreshes: forced ones, and one that fails because the app was revoked upstream
+  // 5. refreshes: forced ones, one whose endpoint quotes the request, and one that fails
+  // because the app was revoked upstream
+  r = await link(echoClient);
+  assert.equal(r.status, 200, r.text);
+  ids.push(r.json.connectionId);
+  await s.fake.fault({ target: 'token', mode: 'echo', status: 400, count: 1 });
+  r = await learnToken(r.json.connectionId, '&force_refresh=true');
+  assert.ok(r.status >= 400, r.text);
+  await s.fake.clearFaults();
   for (let i = 0; i < 3; i++) {
     r = await learnToken(ids[0], '&force_refresh=true');
     assert.equal(r.status, 200, r.text);
