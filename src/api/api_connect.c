@@ -497,7 +497,11 @@ link_done(struct oauth_cc_result *res, void *ud)
     conn.connection_id = xstrdup(j->connection_id);
     conn.provider_config_key = xstrdup(j->integ.unique_key);
     conn.provider = xstrdup(j->integ.provider);
-    rc = creds_seal(c->deps->vault, j->uid, res->creds, &conn.credentials_sealed);
+    {
+        struct creds_owner o = creds_owner_of(&conn);
+
+        rc = creds_seal(c->deps->vault, &o, res->creds, &conn.credentials_sealed);
+    }
     if (rc != LATCH_OK)
         goto unavailable;
     conn.connection_config_json = latch_json_dump(j->cfg);

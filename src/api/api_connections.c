@@ -936,8 +936,12 @@ api_connection_create(struct api_ctx *c)
     conn.connection_id = xstrdup(cid);
     conn.provider_config_key = xstrdup(pck);
     conn.provider = xstrdup(integ.provider);
-    if (creds_seal(c->deps->vault, uid, creds, &conn.credentials_sealed) != LATCH_OK)
-        goto unavailable;
+    {
+        struct creds_owner o = creds_owner_of(&conn);
+
+        if (creds_seal(c->deps->vault, &o, creds, &conn.credentials_sealed) != LATCH_OK)
+            goto unavailable;
+    }
     conn.connection_config_json = latch_json_dump(cfg);
     v = json_object_get(b, "metadata");
     conn.metadata_json = latch_json_dump(json_is_object(v) ? v : json_object_get(b, "__none__"));

@@ -722,12 +722,77 @@ q_cmd(const struct dialect *d, struct db_conn *c, enum st_id id, int64_t *change
     return LATCH_OK;
 }
 
+/*
+ * After a rename (old_key -> i->unique_key, in the caller's transaction): re-seals the
+ * credentials of the integration's connections, which were bound to old_key.
+ */
+static latch_rc
+rebind_connections(const struct dialect *d, struct db_conn *c, const struct store_integration *i,
+                   const char *old_key, store_rebind_fn rebind, void *ud)
+{
+    struct store_connection *v = NULL;
+    size_t n = 0, cap = 0;
+    bool row = true;
+    latch_rc rc;
+
+    rc = q_exec(d, c, ST_CONN_REBIND_SCAN, "it", i->env_id, i->unique_key);
+    while (rc == LATCH_OK) {
+        rc = d->next(c, &row);
+        if (rc != LATCH_OK || !row)
+            break;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = xrealloc(v, cap * sizeof *v);
+        }
+        memset(&v[n], 0, sizeof v[n]);
+        v[n].id = d->col_i64(c, 0);
+        v[n].env_id = i->env_id;
+        v[n].uid = d->col_str(c, 1);
+        v[n].connection_id = d->col_str(c, 2);
+        v[n].credentials_sealed = d->col_str(c, 3);
+        n++;
+    }
+    d->end(c);
+    if (rc == LATCH_OK && n > 0 && rebind == NULL)
+        rc = LATCH_E_INVAL;
+    for (size_t k = 0; k < n && rc == LATCH_OK; k++) {
+        struct store_connection before = v[k], after = v[k];
+        char *sealed = NULL;
+        int64_t changes = 0;
+
+        if (v[k].uid == NULL || v[k].connection_id == NULL || v[k].credentials_sealed == NULL)
+            continue;
+        before.provider_config_key = (char *)(uintptr_t)old_key;
+        after.provider_config_key = i->unique_key;
+        rc = rebind(&before, &after, &sealed, ud);
+        if (rc == LATCH_E_CRYPTO) {
+            rc = LATCH_OK; /* unreadable before the rename too: nothing to carry over */
+            continue;
+        }
+        /* the rows are ours until commit (SQLite: the write lock; PG: FOR UPDATE) */
+        if (rc == LATCH_OK)
+            rc = q_cmd(d, c, ST_CONN_REBIND_CAS, &changes, "itt", v[k].id, sealed,
+                       v[k].credentials_sealed);
+        if (rc == LATCH_OK && changes == 0)
+            rc = LATCH_E_CONFLICT;
+        free(sealed);
+    }
+    for (size_t k = 0; k < n; k++) {
+        v[k].provider_config_key = NULL;
+        store_connection_clear(&v[k]);
+    }
+    free(v);
+    return rc;
+}
+
 latch_rc
-store_integration_update(struct store *s, struct store_integration *i)
+store_integration_update(struct store *s, struct store_integration *i, store_rebind_fn rebind,
+                         void *ud)
 {
     const struct dialect *d = s->d;
     struct db_conn *c = NULL;
     int64_t now = latch_now_ms(), changes = 0;
+    char *old_key = NULL;
     latch_rc rc;
 
     if (!int_ok(i))
@@ -738,6 +803,16 @@ store_integration_update(struct store *s, struct store_integration *i)
     rc = d->begin(c);
     if (rc != LATCH_OK)
         goto out;
+    rc = q_exec(d, c, ST_INT_KEY, "ii", i->id, i->env_id);
+    if (rc == LATCH_OK)
+        rc = q_row(d, c, LATCH_E_NOT_FOUND);
+    if (rc == LATCH_OK)
+        old_key = d->col_str(c, 0);
+    d->end(c);
+    if (rc == LATCH_OK && old_key == NULL)
+        rc = LATCH_E_DB;
+    if (rc != LATCH_OK)
+        goto out;
     /* Renaming unique_key cascades to connections.provider_config_key (ON UPDATE CASCADE). */
     rc = q_cmd(d, c, ST_INT_UPDATE, &changes, "iittttBti", i->id, i->env_id, i->unique_key,
                i->provider, i->display_name, i->oauth_scopes, (int)i->forward_webhooks,
@@ -746,14 +821,19 @@ store_integration_update(struct store *s, struct store_integration *i)
         rc = LATCH_E_NOT_FOUND;
     if (rc != LATCH_OK)
         goto out;
+    /* The credentials are bound to the key (domain/creds.h): re-seal them in this transaction. */
+    if (strcmp(old_key, i->unique_key) != 0)
+        rc = rebind_connections(d, c, i, old_key, rebind, ud);
     /* connections.provider is a copy of the integration's provider: keep it in step. */
-    rc = q_cmd(d, c, ST_CONN_SET_PROVIDER, NULL, "itt", i->env_id, i->unique_key, i->provider);
+    if (rc == LATCH_OK)
+        rc = q_cmd(d, c, ST_CONN_SET_PROVIDER, NULL, "itt", i->env_id, i->unique_key, i->provider);
     if (rc == LATCH_OK)
         rc = d->commit(c);
 out:
     if (rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    free(old_key);
     if (rc == LATCH_OK)
         i->updated_at = now;
     return rc;
@@ -1471,6 +1551,21 @@ store_webhook_pending_count(struct store *s, int64_t *n)
     return read1(s, ST_WH_PENDING, read_i64, n, "");
 }
 
+latch_rc
+store_connection_reseal(struct store *s, int64_t id, const char *old_sealed, const char *new_sealed)
+{
+    int64_t changes = 0;
+    latch_rc rc;
+
+    if (old_sealed == NULL || new_sealed == NULL)
+        return LATCH_E_INVAL;
+    rc = write1(s, ST_RS_CONN_CAS, &changes, "itt", id, new_sealed, old_sealed);
+    if (rc != LATCH_OK || changes > 0)
+        return rc;
+    rc = read1(s, ST_CONN_EXISTS, NULL, NULL, "i", id);
+    return rc == LATCH_OK ? LATCH_E_CONFLICT : rc;
+}
+
 /* ---- key rotation ---- */
 
 struct rs_item {
@@ -1478,6 +1573,10 @@ struct rs_item {
     char *row;      /* uid, id as text, or meta key */
     char *sealed;   /* current value */
     char *resealed; /* from fn, or NULL */
+    /* connections: the owner the credentials are bound to */
+    int64_t env_id;
+    char *pck;
+    char *cid;
 };
 
 /* A sealed column: scan reads (key, row, sealed) after a cursor, cas swaps one value. */
@@ -1502,6 +1601,8 @@ rs_items_free(struct rs_item *v, size_t n)
         free(v[i].row);
         free(v[i].sealed);
         free(v[i].resealed);
+        free(v[i].pck);
+        free(v[i].cid);
         memset(&v[i], 0, sizeof v[i]);
     }
 }
@@ -1530,6 +1631,9 @@ rs_scan(const struct dialect *d, struct db_conn *c, const struct rs_source *src,
             it->id = d->col_i64(c, 0);
             it->row = d->col_str(c, 1);
             it->sealed = d->col_str(c, 2);
+            it->env_id = d->col_i64(c, 3);
+            it->pck = d->col_str(c, 4);
+            it->cid = d->col_str(c, 5);
         } else if (src->scan == ST_RS_ENV_SCAN) {
             it->id = d->col_i64(c, 0);
             it->row = xasprintf("%" PRId64, it->id);
@@ -1581,7 +1685,8 @@ store_reseal_all(struct store *s, store_reseal_fn fn, void *ud, size_t *rewritte
                 break;
             /* Crypto happens here, outside any transaction: the server keeps writing. */
             for (size_t i = 0; i < n; i++) {
-                struct store_sealed_ref ref = {src->table, v[i].row, src->column, v[i].sealed};
+                struct store_sealed_ref ref = {src->table,  v[i].row, src->column, v[i].sealed,
+                                               v[i].env_id, v[i].pck, v[i].cid};
                 latch_rc frc;
 
                 if (v[i].row == NULL || v[i].sealed == NULL)

@@ -92,8 +92,25 @@ latch_rc store_integration_get(struct store *s, int64_t env_id, const char *uniq
 latch_rc store_integration_list(struct store *s, int64_t env_id, struct store_integration **out,
                                 size_t *n);
 void store_integration_list_free(struct store_integration *v, size_t n);
-/* Updates every mutable field of i (found by i->id within i->env_id), incl. unique_key. */
-latch_rc store_integration_update(struct store *s, struct store_integration *i);
+struct store_connection;
+/*
+ * Re-seals one connection's credentials for a rename: before is the row as sealed (owner fields,
+ * credentials_sealed), after the same row under its new key; *new_sealed is owned.
+ */
+typedef latch_rc (*store_rebind_fn)(const struct store_connection *before,
+                                    const struct store_connection *after, char **new_sealed,
+                                    void *ud);
+/*
+ * Updates every mutable field of i (found by i->id within i->env_id), incl. unique_key. A new
+ * unique_key cascades to its connections' provider_config_key, which their credentials are bound
+ * to: in the same transaction, rebind re-seals each of them (compare-and-swap; their refresh
+ * leases are released so that a refresh in flight re-seals its token for the new key, see
+ * refresher.c). A row rebind cannot open (LATCH_E_CRYPTO: already unreadable) is left as it is;
+ * any other failure rolls the rename back. rebind may be NULL only when no connection holds
+ * credentials (store tests).
+ */
+latch_rc store_integration_update(struct store *s, struct store_integration *i,
+                                  store_rebind_fn rebind, void *ud);
 /* Deletes the integration and its connections. */
 latch_rc store_integration_delete(struct store *s, int64_t env_id, const char *unique_key);
 
@@ -105,7 +122,7 @@ struct store_connection {
     char *connection_id;
     char *provider_config_key; /* integration unique_key */
     char *provider;
-    char *credentials_sealed;     /* AAD "connections:<uid>:credentials" */
+    char *credentials_sealed;     /* AAD: the owner binding of domain/creds.h */
     char *connection_config_json; /* "{}" default */
     char *metadata_json;          /* NULL = null */
     char *tags_json;              /* "{}" default */
@@ -163,6 +180,13 @@ latch_rc store_connection_set_metadata(struct store *s, int64_t id, const char *
 latch_rc store_connection_patch(struct store *s, int64_t id, const char *tags_json,
                                 const char *end_user_json, const char *webhook_url_override);
 latch_rc store_connection_touch(struct store *s, int64_t id, int64_t last_fetched_at);
+/*
+ * Replaces credentials_sealed by new_sealed only if it still equals old_sealed (compare-and-swap;
+ * version untouched): re-sealing the same credentials under a new AAD or key never overwrites a
+ * token written meanwhile. LATCH_E_CONFLICT if the value changed, LATCH_E_NOT_FOUND if gone.
+ */
+latch_rc store_connection_reseal(struct store *s, int64_t id, const char *old_sealed,
+                                 const char *new_sealed);
 /*
  * The same for up to LATCH_STORE_TOUCH_BATCH rows in one transaction (one fsync); ids of rows
  * that are gone are skipped. last_fetched_at never moves back.
@@ -253,6 +277,10 @@ struct store_sealed_ref {
     const char *row;   /* uid / id / key as text, used in the AAD */
     const char *column;
     const char *sealed; /* current envelope */
+    /* connections only (else 0 / NULL): the owner the credentials are bound to */
+    int64_t env_id;
+    const char *provider_config_key;
+    const char *connection_id;
 };
 /*
  * Calls reseal for every sealed value; if it returns LATCH_OK with *new_sealed set (owned), the

@@ -126,6 +126,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_t *tok;
         char *sealed = NULL;
         json_t *back = NULL;
+        const struct creds_owner owner = {1, "integration", "connection",
+                                          "00000000-0000-4000-8000-000000000000"};
 
         FUZZ_CHECK(resp.rc == LATCH_OK && resp.status >= 200 && resp.status < 300);
         FUZZ_CHECK(json_is_object(res.creds));
@@ -133,10 +135,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(json_is_string(tok) && json_string_length(tok) > 0 &&
                    json_string_length(tok) <= LATCH_MAX_TOKEN_LEN);
         FUZZ_CHECK(res.expires_at > latch_now_ms());
-        FUZZ_CHECK(creds_seal(vault, "00000000-0000-4000-8000-000000000000", res.creds, &sealed) ==
-                   LATCH_OK);
-        FUZZ_CHECK(creds_open(vault, "00000000-0000-4000-8000-000000000000", sealed, &back) ==
-                   LATCH_OK);
+        FUZZ_CHECK(creds_seal(vault, &owner, res.creds, &sealed) == LATCH_OK);
+        FUZZ_CHECK(creds_open(vault, &owner, sealed, &back) == LATCH_OK);
         FUZZ_CHECK(json_equal(back, res.creds));
         creds_free(back);
         free(sealed);

@@ -536,6 +536,20 @@ test_apikeys(void **state)
 
 /* ---- integrations ---- */
 
+/* A store_rebind_fn that records the binding it was asked to move (no crypto in store tests). */
+static latch_rc
+rebind_mark(const struct store_connection *before, const struct store_connection *after,
+            char **new_sealed, void *ud)
+{
+    (*(int *)ud)++;
+    assert_int_equal(before->id, after->id);
+    assert_string_equal(before->uid, after->uid);
+    *new_sealed =
+        xasprintf("%s|rebound:%s->%s:%s", before->credentials_sealed, before->provider_config_key,
+                  after->provider_config_key, after->connection_id);
+    return LATCH_OK;
+}
+
 static void
 test_integrations(void **state)
 {
@@ -543,6 +557,7 @@ test_integrations(void **state)
     struct store_integration i, g, *list = NULL;
     struct store_connection c;
     size_t n = 0;
+    int rebinds = 0;
 
     memset(&i, 0, sizeof i);
     i.env_id = f->env;
@@ -586,24 +601,27 @@ test_integrations(void **state)
     (void)add_conn(f->s, f->env, "ninja", "c1", NULL, NULL);
     free(i.unique_key);
     i.unique_key = xstrdup("other");
-    assert_int_equal(store_integration_update(f->s, &i), LATCH_E_CONFLICT);
+    assert_int_equal(store_integration_update(f->s, &i, NULL, NULL), LATCH_E_CONFLICT);
     free(i.unique_key);
     i.unique_key = xstrdup("ninja2");
     free(i.display_name);
     i.display_name = NULL;
     free(i.provider);
     i.provider = xstrdup("ninjaone-eu");
-    assert_int_equal(store_integration_update(f->s, &i), LATCH_OK);
+    assert_int_equal(store_integration_update(f->s, &i, rebind_mark, &rebinds), LATCH_OK);
+    assert_int_equal(rebinds, 1);
     assert_int_equal(store_integration_get(f->s, f->env, "ninja2", &g), LATCH_OK);
     assert_null(g.display_name);
     store_integration_clear(&g);
     assert_int_equal(store_connection_get(f->s, f->env, "ninja2", "c1", &c), LATCH_OK);
     assert_string_equal(c.provider, "ninjaone-eu");
+    /* re-sealed for the new key in the rename's transaction */
+    assert_non_null(strstr(c.credentials_sealed, "|rebound:ninja->ninja2:c1"));
     store_connection_clear(&c);
     assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c1", &c), LATCH_E_NOT_FOUND);
 
     i.id = 9999;
-    assert_int_equal(store_integration_update(f->s, &i), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_integration_update(f->s, &i, NULL, NULL), LATCH_E_NOT_FOUND);
 
     /* Delete cascades to connections. */
     assert_int_equal(store_integration_delete(f->s, f->env, "ninja2"), LATCH_OK);
