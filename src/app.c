@@ -20,6 +20,7 @@
 #include "core/ratelimit.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
+#include "domain/opslog.h"
 #include "domain/webhook.h"
 #include "core/worker.h"
 
@@ -237,6 +238,20 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     rc = app_open_data(a, cfg, true, err);
     if (rc != LATCH_OK)
         return rc;
+    if (cfg->ops_log) {
+        struct opslog_opts lo = {
+            .store = a->store,
+            .queue_max = (size_t)cfg->ops_queue,
+            .retention_ms = (int64_t)cfg->ops_retention_days * 86400 * 1000,
+            .max_rows = cfg->ops_max_rows,
+            .prune_interval_ms = (int64_t)cfg->ops_prune_interval_s * 1000,
+        };
+
+        if (opslog_start(&lo) != LATCH_OK) {
+            latch_err_set(err, "cannot start the operations log writer");
+            return LATCH_E_INTERNAL;
+        }
+    }
     memset(&oo, 0, sizeof oo);
     oo.resolve = cfg->resolve;
     oo.ca_file = cfg->ca_file;
@@ -375,6 +390,7 @@ app_stop(struct app *a)
     a->rl_ip = NULL;
     catalog_free(a->catalog);
     a->catalog = NULL;
+    opslog_stop(); /* after every emitter (requests, worker, webhook, refresher) is gone */
     store_close(a->store);
     a->store = NULL;
     vault_free(a->vault);

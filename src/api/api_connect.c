@@ -414,6 +414,8 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
         c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
         "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
     http_req_log_kv(c->req, "reason", res->reason);
+    api_op_error(c, "client_credentials_fetch_error");
+    api_op_detail(c, "reason", json_string(res->reason));
     api_reply(c, status_for(res->outcome),
               json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "client_credentials_fetch_error",
                         "message", msg, "reason", res->reason));
@@ -540,6 +542,7 @@ api_oauth2_cc(struct api_ctx *c)
     }
     j = xcalloc(1, sizeof *j);
     j->c = c;
+    api_op_conn(c, key, NULL, NULL);
     if (store_integration_get(c->deps->store, c->env_id, key, &j->integ) != LATCH_OK) {
         api_error(c, 400, "unknown_provider_config",
                   "There is no Provider Configuration matching this key.");
@@ -626,6 +629,7 @@ api_oauth2_cc(struct api_ctx *c)
         j->connection_id = xstrdup(id);
         vault_uuid_v4(j->uid);
     }
+    api_op_conn(c, NULL, j->integ.provider, j->connection_id);
     if (store_session_bump_attempts(c->deps->store, c->session.id, &attempts) != LATCH_OK) {
         api_store_unavailable(c);
         goto out;

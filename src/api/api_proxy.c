@@ -277,6 +277,7 @@ finish_plain(struct proxy *px, unsigned status, const char *code, const char *me
     pthread_mutex_unlock(&px->mu);
     if (req == NULL)
         return;
+    api_op_error(px->c, code);
     e = json_pack("{s:s, s:s}", "code", code, "message", message);
     if (reason != NULL)
         json_object_set_new(e, "reason", json_string(reason));
@@ -460,6 +461,7 @@ on_headers(void *ud, long status, char **names, char **values, size_t n)
     pthread_mutex_unlock(&px->mu);
     if (req == NULL)
         return;
+    api_op_upstream(px->c, status, px->attempt - 1, px->refreshed_once);
     for (size_t i = 0; i < n; i++) {
         if (hop_by_hop(names[i]) || strncasecmp(names[i], "access-control-", 15) == 0)
             continue;
@@ -1083,6 +1085,8 @@ api_proxy(struct api_ctx *c)
         goto fail;
     }
     px->endpoint = xstrdup(target + 6);
+    api_op_conn(c, pck, NULL, cid);
+    api_op_target(c, px->method, px->endpoint);
 
     memset(&integ, 0, sizeof integ);
     if (store_integration_get(c->deps->store, c->env_id, pck, &integ) != LATCH_OK) {
@@ -1091,6 +1095,7 @@ api_proxy(struct api_ctx *c)
         goto fail;
     }
     px->provider = catalog_find(c->deps->catalog, integ.provider);
+    api_op_conn(c, NULL, integ.provider, NULL);
     store_integration_clear(&integ);
     if (px->provider == NULL) {
         api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");

@@ -121,6 +121,7 @@ struct http_req {
     char *raw_target;
     char id[HTTP_REQ_ID_MAX + 1];
     char ip[INET6_ADDRSTRLEN];
+    const char *route; /* static route pattern for metrics (http_req_set_route), or NULL */
     uint64_t start_us;
     struct kv *hdrs;
     size_t n_hdrs;
@@ -2005,6 +2006,30 @@ uint64_t
 http_req_start_us(const struct http_req *r)
 {
     return r->start_us;
+}
+
+unsigned
+http_req_status(const struct http_req *r)
+{
+    return r->sent_status;
+}
+
+uint64_t
+http_req_bytes_in(const struct http_req *r)
+{
+    return r->bytes_in;
+}
+
+uint64_t
+http_req_bytes_out(const struct http_req *r)
+{
+    return r->bytes_out;
+}
+
+void
+http_req_set_route(struct http_req *r, const char *pattern)
+{
+    r->route = pattern;
 }
 
 void
