@@ -542,7 +542,6 @@ api_oauth2_cc(struct api_ctx *c)
     }
     j = xcalloc(1, sizeof *j);
     j->c = c;
-    api_op_conn(c, key, NULL, NULL);
     if (store_integration_get(c->deps->store, c->env_id, key, &j->integ) != LATCH_OK) {
         api_error(c, 400, "unknown_provider_config",
                   "There is no Provider Configuration matching this key.");
@@ -629,7 +628,7 @@ api_oauth2_cc(struct api_ctx *c)
         j->connection_id = xstrdup(id);
         vault_uuid_v4(j->uid);
     }
-    api_op_conn(c, NULL, j->integ.provider, j->connection_id);
+    api_op_conn(c, j->integ.unique_key, j->integ.provider, j->connection_id);
     if (store_session_bump_attempts(c->deps->store, c->session.id, &attempts) != LATCH_OK) {
         api_store_unavailable(c);
         goto out;

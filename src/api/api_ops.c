@@ -186,7 +186,11 @@ api_op_finish(struct api_ctx *c)
         (void)snprintf(code, sizeof code, status == 0 ? "client_closed" : "http_%u", status);
         set_str(&o->error, code);
     }
-    if (o->what != NULL)
+    /*
+     * Names from the request itself (path, query, body) only when it succeeded: a refused
+     * request may carry anything in them, even a secret pasted into the wrong field.
+     */
+    if (o->what != NULL && status != 0 && status < 400)
         fill_names(c, o);
     json_object_set_new(o->detail, "status", json_integer(status));
     if (strcmp(o->kind, "proxy") == 0) {

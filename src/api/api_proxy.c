@@ -922,8 +922,8 @@ refresh_job(void *ud)
     struct proxy *px = ud;
     struct refresh_result now;
 
-    if (refresher_get_fresh(px->deps->refresher, px->env_id, px->pck, px->cid, true, token_cb, px,
-                            &now)) {
+    if (refresher_get_fresh(px->deps->refresher, px->env_id, px->pck, px->cid, REFRESH_FORCE_401,
+                            token_cb, px, &now)) {
         token_ready(px, &now);
         refresh_result_clear(&now);
     }
@@ -1085,7 +1085,6 @@ api_proxy(struct api_ctx *c)
         goto fail;
     }
     px->endpoint = xstrdup(target + 6);
-    api_op_conn(c, pck, NULL, cid);
     api_op_target(c, px->method, px->endpoint);
 
     memset(&integ, 0, sizeof integ);
@@ -1095,7 +1094,7 @@ api_proxy(struct api_ctx *c)
         goto fail;
     }
     px->provider = catalog_find(c->deps->catalog, integ.provider);
-    api_op_conn(c, NULL, integ.provider, NULL);
+    api_op_conn(c, integ.unique_key, integ.provider, cid); /* names of a known integration */
     store_integration_clear(&integ);
     if (px->provider == NULL) {
         api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");

@@ -19,6 +19,7 @@
 #include <openssl/rand.h>
 
 #include "core/log.h"
+#include "util/json.h"
 #include "util/clock.h"
 #include "util/xalloc.h"
 
@@ -320,4 +321,80 @@ opslog_depth(void)
     n = l->n;
     pthread_mutex_unlock(&l->mu);
     return n;
+}
+
+void
+opslog_webhook_begin(struct opslog_webhook *w, int64_t env_id, const char *body)
+{
+    json_t *b = latch_json_col(body);
+    json_t *n = json_object();
+    static const char *const keys[][2] = {
+        {"type", "type"},
+        {"operation", "operation"},
+        {"connectionId", "connection_id"},
+        {"providerConfigKey", "integration"},
+        {"provider", "provider"},
+    };
+
+    memset(w, 0, sizeof *w);
+    if (g_log == NULL) {
+        json_decref(b);
+        json_decref(n);
+        return;
+    }
+    opslog_new_id(w->id);
+    w->env_id = env_id;
+    w->t0_us = latch_mono_us();
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = json_string_value(json_object_get(b, keys[i][0]));
+
+        if (v != NULL)
+            json_object_set_new(n, keys[i][1], json_string(v));
+    }
+    w->names_json = latch_json_dump(n);
+    json_decref(n);
+    json_decref(b);
+}
+
+void
+opslog_webhook_end(struct opslog_webhook *w, long status, const char *error, int attempt,
+                   int64_t next_retry_at)
+{
+    json_t *n, *d;
+    struct store_op op;
+    char code[32];
+    bool ok = error == NULL && status >= 200 && status < 300;
+
+    if (w->names_json == NULL)
+        return;
+    n = latch_json_col(w->names_json);
+    d = json_pack("{s:I, s:i}", "status", (json_int_t)status, "attempt", attempt);
+    json_object_set(d, "type", json_object_get(n, "type"));
+    json_object_set(d, "operation", json_object_get(n, "operation"));
+    if (next_retry_at != 0)
+        json_object_set_new(d, "next_retry_at", json_integer(next_retry_at));
+    else
+        json_object_set_new(d, "next_retry_at", json_null());
+    memset(&op, 0, sizeof op);
+    op.id = w->id;
+    op.env_id = w->env_id;
+    op.kind = (char *)(uintptr_t) "webhook";
+    op.success = ok;
+    if (!ok) {
+        (void)snprintf(code, sizeof code, "%s", error != NULL ? error : "");
+        if (error == NULL)
+            (void)snprintf(code, sizeof code, "http_%ld", status);
+        op.error = code;
+    }
+    op.connection_id = (char *)(uintptr_t)json_string_value(json_object_get(n, "connection_id"));
+    op.integration = (char *)(uintptr_t)json_string_value(json_object_get(n, "integration"));
+    op.provider = (char *)(uintptr_t)json_string_value(json_object_get(n, "provider"));
+    op.duration_ms = (int64_t)((latch_mono_us() - w->t0_us) / 1000);
+    op.detail_json = latch_json_dump(d);
+    (void)opslog_emit(&op);
+    free(op.detail_json);
+    json_decref(d);
+    json_decref(n);
+    free(w->names_json);
+    w->names_json = NULL;
 }

@@ -60,6 +60,22 @@ bool opslog_id_valid(const char *s);
  */
 bool opslog_emit(const struct store_op *op);
 
+/*
+ * A webhook delivery attempt: begin copies the names (type, operation, connection, integration,
+ * provider: never the body's other fields) out of the outbox body; end records the attempt with
+ * the receiver's status (0 if none), an error name for a failed transfer, the attempt number and
+ * the next retry (0 = none: delivered or given up).
+ */
+struct opslog_webhook {
+    char id[OPSLOG_ID_LEN];
+    int64_t env_id;
+    uint64_t t0_us;
+    char *names_json; /* {"type","operation","connection_id","integration","provider"} */
+};
+void opslog_webhook_begin(struct opslog_webhook *w, int64_t env_id, const char *body);
+void opslog_webhook_end(struct opslog_webhook *w, long status, const char *error, int attempt,
+                        int64_t next_retry_at);
+
 /* For /metrics and tests. */
 uint64_t opslog_dropped(void);
 uint64_t opslog_written(void);

@@ -87,6 +87,36 @@ test('a proxy call: method, path without the query, upstream status, bytes, retr
   assert.equal(bad.details.upstream_status, 404);
 });
 
+test('webhook deliveries and refreshes are recorded', async () => {
+  // the link's creation webhook
+  let r;
+  for (let i = 0; i < 50; i++) {
+    r = await s.api('GET', `/latch/operations?kind=webhook&connection_id=${conn}`);
+    if (r.json.data.length > 0) break;
+    await sleep(100);
+  }
+  const wh = r.json.data[0];
+  assert.ok(wh, 'a webhook operation');
+  assert.equal(wh.outcome, 'success');
+  assert.equal(wh.details.status, 200);
+  assert.equal(wh.details.attempt, 1);
+  assert.equal(wh.details.operation, 'creation');
+  assert.equal(wh.details.next_retry_at, null);
+  // a forced refresh through the token read: the read quotes the refresh operation
+  const g = await s.api('GET', `/connections/${conn}?provider_config_key=${PCK}&force_refresh=true`);
+  assert.equal(g.status, 200, g.text);
+  const id = g.headers.get('x-latch-operation-id');
+  assert.match(id ?? '', /^[0-9a-f]{26}$/);
+  const op = await opById(id);
+  assert.equal(op.kind, 'refresh');
+  assert.equal(op.outcome, 'success');
+  assert.equal(op.details.why, 'forced');
+  assert.equal(op.connection_id, conn);
+  // an ordinary read makes no token request and no operation
+  const plain = await s.api('GET', `/connections/${conn}?provider_config_key=${PCK}`);
+  assert.equal(plain.headers.get('x-latch-operation-id'), null);
+});
+
 test('management writes are recorded with what and actor', async () => {
   const r = await s.api('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'ops-extra' });
   assert.equal(r.status, 200, r.text);
