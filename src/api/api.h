@@ -200,5 +200,7 @@ void api_op_target(struct api_ctx *c, const char *method, const char *endpoint);
 /* Proxy: the upstream answer that is passed on. */
 void api_op_upstream(struct api_ctx *c, long status, int retries, bool refreshed);
 void api_op_finish(struct api_ctx *c);
+/* /metrics: one upstream answer of provider (status 0: none), latency since t0_us. */
+void api_metrics_upstream(const char *provider, long status, uint64_t t0_us);
 
 #endif

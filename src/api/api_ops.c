@@ -21,6 +21,7 @@
 
 #include "api/api.h"
 #include "core/latch_limits.h"
+#include "core/metrics.h"
 #include "domain/opslog.h"
 #include "util/clock.h"
 #include "util/json.h"
@@ -425,4 +426,18 @@ api_operation_get(struct api_ctx *c)
     }
     api_reply(c, 200, json_pack("{s:o}", "data", op_json(&o)));
     store_op_clear(&o);
+}
+
+void
+api_metrics_upstream(const char *provider, long status, uint64_t t0_us)
+{
+    char st[16], l[160];
+
+    (void)snprintf(st, sizeof st, "%ld", status);
+    metrics_add(MF_UPSTREAM_REQUESTS,
+                metrics_labels(l, sizeof l, "provider", provider, "status", st, (const char *)NULL),
+                1);
+    metrics_observe_us(MF_UPSTREAM_DURATION,
+                       metrics_labels(l, sizeof l, "provider", provider, (const char *)NULL),
+                       latch_mono_us() - t0_us);
 }

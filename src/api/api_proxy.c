@@ -434,6 +434,7 @@ on_headers(void *ud, long status, char **names, char **values, size_t n)
     const char *cl;
     long long total = -1;
 
+    api_metrics_upstream(px->provider->name, status, http_req_start_us(px->c->req));
     pthread_mutex_lock(&px->mu);
     px->status = status;
     free(px->retry_after);

@@ -13,6 +13,7 @@
 
 #include "domain/catalog.h"
 #include "domain/creds.h"
+#include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/oauth_cc.h"
@@ -330,6 +331,15 @@ record_refresh(struct flight *f, const struct oauth_cc_result *res)
     if (res->outcome != OCC_OK) {
         json_object_set_new(d, "reason", json_string(res->reason));
         json_object_set_new(d, "terminal", json_boolean(res->terminal));
+    }
+    {
+        char l[96];
+
+        metrics_add(
+            MF_REFRESHES,
+            metrics_labels(l, sizeof l, "outcome", res->outcome == OCC_OK ? "success" : "failure",
+                           "why", why[f->why >= 0 && f->why <= 2 ? f->why : 1], (const char *)NULL),
+            1);
     }
     memset(&op, 0, sizeof op);
     op.id = f->op_id;

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "domain/catalog.h"
+#include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/outbound.h"
@@ -211,6 +212,7 @@ delivered(struct outbound_resp *resp, void *ud)
         log_info("webhook delivered", "id=%lld status=%ld attempt=%d", (long long)d->id,
                  resp->status, d->attempts + 1);
         opslog_webhook_end(&d->op, resp->status, NULL, d->attempts + 1, 0);
+        metrics_add(MF_WEBHOOK_DELIVERIES, "outcome=\"success\"", 1);
     } else {
         char why[300];
         int64_t delay = w->o.backoff_ms;
@@ -226,6 +228,7 @@ delivered(struct outbound_resp *resp, void *ud)
         opslog_webhook_end(&d->op, resp->status,
                            resp->rc == LATCH_OK ? NULL : latch_strerror(resp->rc), d->attempts + 1,
                            give_up ? 0 : latch_now_ms() + delay);
+        metrics_add(MF_WEBHOOK_DELIVERIES, "outcome=\"failure\"", 1);
         log_warn("webhook delivery failed", "id=%lld attempt=%d give_up=%d status=%ld",
                  (long long)d->id, d->attempts + 1, give_up ? 1 : 0, resp->status);
     }

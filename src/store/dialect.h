@@ -88,6 +88,7 @@ enum st_id {
     ST_WH_DONE,
     ST_WH_RETRY,
     ST_WH_PENDING,
+    ST_WH_OLDEST,
     ST_OPS_INSERT,
     ST_OPS_GET,
     ST_OPS_LIST,

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "core/latch_limits.h"
+#include "core/metrics.h"
 #include "store/dialect.h"
 #include "util/clock.h"
 #include "util/xalloc.h"
@@ -173,6 +174,14 @@ vparams(struct db_params *p, const char *fmt, va_list ap)
     return true;
 }
 
+/* Store latency for /metrics: one statement (read) or one transaction (write). */
+static void
+observe(bool write, uint64_t t0)
+{
+    metrics_observe_us(MF_STORE_DURATION, write ? "op=\"write\"" : "op=\"read\"",
+                       latch_mono_us() - t0);
+}
+
 /* Runs statement id on c with the arguments of fmt; the cursor is left open (see dialect.h). */
 static latch_rc
 q_exec(const struct dialect *d, struct db_conn *c, enum st_id id, const char *fmt, ...)
@@ -233,6 +242,8 @@ vrun1(struct store *s, bool write, enum st_id id, latch_rc rc_none, row_read_fn 
     latch_rc rc;
     bool row = false;
 
+    uint64_t t0 = latch_mono_us();
+
     if (changes != NULL)
         *changes = 0;
     if (!vparams(&p, fmt, ap))
@@ -266,6 +277,7 @@ out:
     if (write && rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    observe(write, t0);
     return rc;
 }
 
@@ -356,6 +368,8 @@ vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem,
     latch_rc rc;
     bool row = true;
 
+    uint64_t t0 = latch_mono_us();
+
     if (!vparams(&p, fmt, ap))
         return LATCH_E_INTERNAL;
     rc = d->acquire(s->db, &c);
@@ -379,6 +393,7 @@ vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem,
     if (write && rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    observe(write, t0);
     return rc;
 }
 
@@ -1471,6 +1486,13 @@ store_webhook_pending_count(struct store *s, int64_t *n)
     return read1(s, ST_WH_PENDING, read_i64, n, "");
 }
 
+latch_rc
+store_webhook_oldest_pending(struct store *s, int64_t *created_at)
+{
+    *created_at = 0;
+    return read1(s, ST_WH_OLDEST, read_i64, created_at, "");
+}
+
 /* ---- operations log ---- */
 
 void
@@ -1524,6 +1546,8 @@ store_ops_append(struct store *s, const struct store_op *v, size_t n)
     for (size_t i = 0; i < n; i++)
         if (v[i].id == NULL || v[i].kind == NULL || !json_ok(v[i].detail_json))
             return LATCH_E_INVAL;
+    uint64_t t0 = latch_mono_us();
+
     rc = d->acquire(s->db, &c);
     if (rc != LATCH_OK)
         return rc;
@@ -1544,6 +1568,7 @@ store_ops_append(struct store *s, const struct store_op *v, size_t n)
     if (rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    observe(true, t0);
     return rc;
 }
 

@@ -246,6 +246,8 @@ latch_rc store_webhook_done(struct store *s, int64_t id);
 latch_rc store_webhook_retry(struct store *s, int64_t id, int64_t next_attempt_at,
                              const char *last_error, bool give_up);
 latch_rc store_webhook_pending_count(struct store *s, int64_t *n);
+/* created_at of the oldest pending row (0 = none): the queue's age, for /metrics. */
+latch_rc store_webhook_oldest_pending(struct store *s, int64_t *created_at);
 
 /* ---- operations log (append-only; see docs/internals/opslog.md) ---- */
 /*

@@ -246,6 +246,8 @@ static const char *const st_sql[ST__COUNT] = {
                     "ELSE $2::bigint END, claim_owner = NULL, claim_until = 0 "
                     "WHERE id = $1::bigint",
     [ST_WH_PENDING] = "SELECT count(*) FROM webhook_outbox WHERE state = 'pending'",
+    [ST_WH_OLDEST] =
+        "SELECT COALESCE(min(created_at), 0) FROM webhook_outbox WHERE state = 'pending'",
     [ST_OPS_INSERT] = "INSERT INTO operations(" OPS_COLS ") "
                       "VALUES ($1::text, $2::bigint, $3::bigint, $4::text, $5::text, $6::text, "
                       "$7::text, $8::text, $9::text, $10::text, $11::bigint, $12::text)",

@@ -190,6 +190,8 @@ static const char *const st_sql[ST__COUNT] = {
                     "next_attempt_at = CASE WHEN ?4 THEN next_attempt_at ELSE ?2 END, "
                     "claim_owner = NULL, claim_until = 0 WHERE id = ?1",
     [ST_WH_PENDING] = "SELECT count(*) FROM webhook_outbox WHERE state = 'pending'",
+    [ST_WH_OLDEST] =
+        "SELECT COALESCE(min(created_at), 0) FROM webhook_outbox WHERE state = 'pending'",
     [ST_OPS_INSERT] = "INSERT INTO operations(" OPS_COLS ") "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [ST_OPS_GET] = "SELECT " OPS_COLS " FROM operations WHERE env_id = ?1 AND id = ?2",
