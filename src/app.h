@@ -38,6 +38,7 @@ struct app {
     struct webhook *webhook;
     struct refresher *refresher;
     struct http_server *http;
+    struct http_server *metrics_http; /* LATCH_METRICS_BIND, or NULL */
     struct timer *timer;
     struct worker *worker; /* store writes that follow an upstream answer, off the curl thread */
     struct ratelimit *rl_env;

@@ -414,6 +414,8 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
         c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
         "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
     http_req_log_kv(c->req, "reason", res->reason);
+    api_op_error(c, "client_credentials_fetch_error");
+    api_op_detail(c, "reason", json_string(res->reason));
     api_reply(c, status_for(res->outcome),
               json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "client_credentials_fetch_error",
                         "message", msg, "reason", res->reason));
@@ -697,6 +699,7 @@ api_oauth2_cc(struct api_ctx *c)
         j->connection_id = xstrdup(id);
         vault_uuid_v4(j->uid);
     }
+    api_op_conn(c, j->integ.unique_key, j->integ.provider, j->connection_id);
     rc = store_session_bump_attempts(c->deps->store, c->session.id, &attempts);
     if (rc == LATCH_E_NOT_FOUND) {
         /* a concurrent link of this session succeeded and used it up */

@@ -347,6 +347,8 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
     const char *code, *msg;
     unsigned status;
 
+    if (r->op_id[0] != '\0') /* this read waited for a token request: quote its operation */
+        http_resp_header(c->req, "X-Latch-Operation-Id", r->op_id);
     if (r->outcome == REFRESH_OK) {
         json_t *creds = r->creds;
 

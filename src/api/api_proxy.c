@@ -277,6 +277,7 @@ finish_plain(struct proxy *px, unsigned status, const char *code, const char *me
     pthread_mutex_unlock(&px->mu);
     if (req == NULL)
         return;
+    api_op_error(px->c, code);
     e = json_pack("{s:s, s:s}", "code", code, "message", message);
     if (reason != NULL)
         json_object_set_new(e, "reason", json_string(reason));
@@ -456,6 +457,7 @@ on_headers(void *ud, long status, char **names, char **values, size_t n)
     const char *cl;
     long long total = -1;
 
+    api_metrics_upstream(px->provider->name, status, http_req_start_us(px->c->req));
     pthread_mutex_lock(&px->mu);
     px->status = status;
     free(px->retry_after);
@@ -483,6 +485,7 @@ on_headers(void *ud, long status, char **names, char **values, size_t n)
     pthread_mutex_unlock(&px->mu);
     if (req == NULL)
         return;
+    api_op_upstream(px->c, status, px->attempt - 1, px->refreshed_once);
     for (size_t i = 0; i < n; i++) {
         if (hop_by_hop(names[i]) || strncasecmp(names[i], "access-control-", 15) == 0 ||
             acts_on_origin(names[i]))
@@ -951,8 +954,8 @@ refresh_job(void *ud)
     struct proxy *px = ud;
     struct refresh_result now;
 
-    if (refresher_get_fresh(px->deps->refresher, px->env_id, px->pck, px->cid, true, token_cb, px,
-                            &now)) {
+    if (refresher_get_fresh(px->deps->refresher, px->env_id, px->pck, px->cid, REFRESH_FORCE_401,
+                            token_cb, px, &now)) {
         token_ready(px, &now);
         refresh_result_clear(&now);
     }
@@ -1114,6 +1117,7 @@ api_proxy(struct api_ctx *c)
         goto fail;
     }
     px->endpoint = xstrdup(target + 6);
+    api_op_target(c, px->method, px->endpoint);
 
     memset(&integ, 0, sizeof integ);
     if (store_integration_get(c->deps->store, c->env_id, pck, &integ) != LATCH_OK) {
@@ -1122,6 +1126,7 @@ api_proxy(struct api_ctx *c)
         goto fail;
     }
     px->provider = catalog_find(c->deps->catalog, integ.provider);
+    api_op_conn(c, integ.unique_key, integ.provider, cid); /* names of a known integration */
     store_integration_clear(&integ);
     if (px->provider == NULL) {
         api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");

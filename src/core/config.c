@@ -105,6 +105,18 @@ static const struct cfg_def defs[] = {
      "the client for rate limits and logs; the client is the right-most untrusted entry"},
     {"LATCH_RATE_LIMIT_DELAY_MS", CFG_INT, OFF(rate_delay_ms), "250", 0, 5000, false,
      "a 429 is answered after this delay, so a flooding client slows itself down (0 = at once)"},
+    {"LATCH_OPS_LOG", CFG_BOOL, OFF(ops_log), "true", 0, 0, false,
+     "record the operations log (links, refreshes, proxy calls, webhooks, management)"},
+    {"LATCH_OPS_RETENTION_DAYS", CFG_INT, OFF(ops_retention_days), "30", 1, 3650, false,
+     "operations older than this are pruned"},
+    {"LATCH_OPS_MAX_ROWS", CFG_INT, OFF(ops_max_rows), "1000000", 10, 1000000000, false,
+     "at most this many operations are kept (the oldest are pruned)"},
+    {"LATCH_OPS_QUEUE", CFG_INT, OFF(ops_queue), "10000", 16, 1000000, false,
+     "operations waiting for the background writer; past it new ones are dropped and counted"},
+    {"LATCH_OPS_PRUNE_INTERVAL_S", CFG_INT, OFF(ops_prune_interval_s), "10", 1, 86400, false,
+     "how often retention runs (in small batches, on the writer thread)"},
+    {"LATCH_METRICS_BIND", CFG_STR, OFF(metrics_bind), NULL, 0, 0, false,
+     "serve Prometheus /metrics on this separate host:port, e.g. 127.0.0.1:9464 (unset = off)"},
 };
 
 static bool

@@ -52,6 +52,12 @@ struct config {
     int rate_auth_fail;       /* LATCH_RATE_LIMIT_AUTH_FAIL: failed authentications/s per IP */
     char *trusted_proxies;    /* LATCH_TRUSTED_PROXIES: who may set X-Forwarded-For */
     int rate_delay_ms;        /* LATCH_RATE_LIMIT_DELAY_MS: 429s are answered this much later */
+    bool ops_log;             /* LATCH_OPS_LOG: record the operations log */
+    int ops_retention_days;   /* LATCH_OPS_RETENTION_DAYS */
+    int ops_max_rows;         /* LATCH_OPS_MAX_ROWS */
+    int ops_queue;            /* LATCH_OPS_QUEUE: operations waiting for the writer */
+    int ops_prune_interval_s; /* LATCH_OPS_PRUNE_INTERVAL_S */
+    char *metrics_bind;       /* LATCH_METRICS_BIND: host:port of /metrics (unset = off) */
 };
 
 /* Reads the environment; LATCH_E_INVAL with a message naming the variable on bad values. */

@@ -13,9 +13,11 @@
 
 #include "domain/catalog.h"
 #include "domain/creds.h"
+#include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/oauth_cc.h"
+#include "domain/opslog.h"
 #include "util/json.h"
 #include "util/str.h"
 #include "util/xalloc.h"
@@ -52,6 +54,9 @@ struct flight {
     int64_t lease_version;
     int64_t lease_deadline; /* give up waiting for a foreign lease after this */
     bool force;
+    int why; /* operations log: 0 expiry, 1 forced, REFRESH_FORCE_401 */
+    char op_id[OPSLOG_ID_LEN];
+    uint64_t op_t0_us;
     bool waiting_lease;
     char owner[64];
     struct store_connection conn; /* row as seen when the lease was taken */
@@ -291,6 +296,7 @@ finish_flight(struct refresher *rf, struct flight *f, const struct refresh_resul
         memset(&r, 0, sizeof r);
         r.outcome = proto->outcome;
         latch_strlcpy(r.message, proto->message, sizeof r.message);
+        latch_strlcpy(r.op_id, f->op_id, sizeof r.op_id);
         if (proto->conn.uid != NULL)
             conn_copy(&r.conn, &proto->conn);
         if (proto->creds != NULL)
@@ -400,6 +406,43 @@ done_after_rename(struct refresher *rf, struct flight *f, const struct oauth_cc_
     return rc;
 }
 
+/* The operations log row of a token request (ids, codes and timings only). */
+static void
+record_refresh(struct flight *f, const struct oauth_cc_result *res)
+{
+    static const char *const why[] = {"expiry", "forced", "401"};
+    struct store_op op;
+    json_t *d = json_pack("{s:s}", "why", why[f->why >= 0 && f->why <= 2 ? f->why : 1]);
+
+    if (res->outcome != OCC_OK) {
+        json_object_set_new(d, "reason", json_string(res->reason));
+        json_object_set_new(d, "terminal", json_boolean(res->terminal));
+    }
+    {
+        char l[96];
+
+        metrics_add(
+            MF_REFRESHES,
+            metrics_labels(l, sizeof l, "outcome", res->outcome == OCC_OK ? "success" : "failure",
+                           "why", why[f->why >= 0 && f->why <= 2 ? f->why : 1], (const char *)NULL),
+            1);
+    }
+    memset(&op, 0, sizeof op);
+    op.id = f->op_id;
+    op.env_id = f->env_id;
+    op.kind = (char *)(uintptr_t) "refresh";
+    op.success = res->outcome == OCC_OK;
+    op.error = res->outcome == OCC_OK ? NULL : (char *)(uintptr_t) "refresh_failed";
+    op.integration = f->conn.provider_config_key;
+    op.provider = f->conn.provider;
+    op.connection_id = f->conn.connection_id;
+    op.duration_ms = (int64_t)((latch_mono_us() - f->op_t0_us) / 1000);
+    op.detail_json = latch_json_dump(d);
+    (void)opslog_emit(&op);
+    free(op.detail_json);
+    json_decref(d);
+}
+
 static void
 on_exchange(struct oauth_cc_result *res, void *ud)
 {
@@ -410,6 +453,7 @@ on_exchange(struct oauth_cc_result *res, void *ud)
     latch_rc rc;
 
     memset(&r, 0, sizeof r);
+    record_refresh(f, res);
     if (res->outcome == OCC_OK) {
         char *sealed = NULL;
         int64_t newv = 0;
@@ -549,6 +593,8 @@ run_flight(struct flight *f)
     if (in.client_secret == NULL)
         in.client_secret = "";
     atomic_fetch_add(&rf->token_requests, 1);
+    opslog_new_id(f->op_id);
+    f->op_t0_us = latch_mono_us();
     rc = oauth_cc_exchange(rf->o.oauth_cc, &in, on_exchange, f, &err_res);
     if (rc != LATCH_OK)
         on_exchange(&err_res, f); /* classified failure, same path */
@@ -625,7 +671,7 @@ lease_job(void *ud)
 
 bool
 refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
-                    const char *connection_id, bool force, refresher_done_fn done, void *ud,
+                    const char *connection_id, int force, refresher_done_fn done, void *ud,
                     struct refresh_result *now_out)
 {
     struct store_connection c;
@@ -681,7 +727,8 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     f->conn_id = c.id;
     f->env_id = env_id;
     f->observed_version = c.version;
-    f->force = force;
+    f->force = force != 0;
+    f->why = force;
     f->lease_deadline = now + 2LL * rf->o.lease_ms;
     (void)snprintf(f->owner, sizeof f->owner, "%s:%llu", rf->node_id,
                    (unsigned long long)atomic_fetch_add(&rf->seq, 1));

@@ -1,3 +1,4 @@
+#include "domain/opslog.h"
 #include "domain/webhook.h"
 
 #include <pthread.h>
@@ -9,6 +10,7 @@
 #include <jansson.h>
 
 #include "domain/catalog.h"
+#include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/outbound.h"
@@ -37,6 +39,7 @@ struct delivery {
     struct webhook *w;
     int64_t id;
     int attempts;
+    struct opslog_webhook op; /* the operations log row of this attempt */
 };
 
 static json_t *
@@ -208,6 +211,8 @@ delivered(struct outbound_resp *resp, void *ud)
         (void)store_webhook_done(w->o.store, d->id);
         log_info("webhook delivered", "id=%lld status=%ld attempt=%d", (long long)d->id,
                  resp->status, d->attempts + 1);
+        opslog_webhook_end(&d->op, resp->status, NULL, d->attempts + 1, 0);
+        metrics_add(MF_WEBHOOK_DELIVERIES, "outcome=\"success\"", 1);
     } else {
         char why[300];
         int64_t delay = w->o.backoff_ms;
@@ -220,6 +225,10 @@ delivered(struct outbound_resp *resp, void *ud)
         else
             (void)snprintf(why, sizeof why, "HTTP %ld", resp->status);
         (void)store_webhook_retry(w->o.store, d->id, latch_now_ms() + delay, why, give_up);
+        opslog_webhook_end(&d->op, resp->status,
+                           resp->rc == LATCH_OK ? NULL : latch_strerror(resp->rc), d->attempts + 1,
+                           give_up ? 0 : latch_now_ms() + delay);
+        metrics_add(MF_WEBHOOK_DELIVERIES, "outcome=\"failure\"", 1);
         log_warn("webhook delivery failed", "id=%lld attempt=%d give_up=%d status=%ld",
                  (long long)d->id, d->attempts + 1, give_up ? 1 : 0, resp->status);
     }
@@ -299,6 +308,7 @@ send_one(struct webhook *w, const struct store_webhook *row)
     d->w = w;
     d->id = row->id;
     d->attempts = row->attempts;
+    opslog_webhook_begin(&d->op, row->env_id, row->body);
     pthread_mutex_lock(&w->mu);
     w->in_flight++;
     pthread_mutex_unlock(&w->mu);

@@ -29,6 +29,7 @@
 #include <microhttpd.h>
 #include <openssl/rand.h>
 
+#include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/trustproxy.h"
@@ -122,6 +123,7 @@ struct http_req {
     char *raw_target;
     char id[HTTP_REQ_ID_MAX + 1];
     char ip[INET6_ADDRSTRLEN];
+    const char *route; /* static route pattern for metrics (http_req_set_route), or NULL */
     uint64_t start_us;
     struct kv *hdrs;
     size_t n_hdrs;
@@ -1513,6 +1515,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 
         cs = xcalloc(1, sizeof *cs);
+        metrics_conn_add(1);
         cs->fd = ci != NULL ? ci->connect_fd : MHD_INVALID_SOCKET;
         cs->phase = PH_IDLE;
         cs->deadline_us = now_us() + s->header_timeout_us;
@@ -1544,6 +1547,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
     }
     if (cs->cur != NULL) /* dropped by MHD without its completion callback */
         req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
+    metrics_conn_add(-1);
     free(cs);
 }
 
@@ -1599,19 +1603,40 @@ token_safe(const char *s)
     return true;
 }
 
+/* Request count and latency by route pattern (never the raw path: bounded labels). */
+static void
+record_metrics(const struct http_req *r, uint64_t dur_us)
+{
+    static const char *const methods[] = {"GET",    "POST",    "PUT",  "PATCH",
+                                          "DELETE", "OPTIONS", "HEAD", NULL};
+    const char *m = "other";
+    char status[8], labels[256];
+
+    for (size_t i = 0; methods[i] != NULL; i++)
+        if (r->method != NULL && strcmp(r->method, methods[i]) == 0)
+            m = methods[i];
+    (void)snprintf(status, sizeof status, "%u", r->sent_status);
+    metrics_labels(labels, sizeof labels, "route", r->route != NULL ? r->route : "unmatched",
+                   "method", m, "status", status, (const char *)NULL);
+    metrics_add(MF_HTTP_REQUESTS, labels, 1);
+    metrics_observe_us(MF_HTTP_DURATION, labels, dur_us);
+}
+
 /* Pool thread, at completion; takes r->mu (the application may still add log pairs). */
 static void
 log_request(struct http_req *r, enum MHD_RequestTerminationCode toe)
 {
     char qpath[512], qmethod[64], term[32];
     const char *tn = term_name(toe);
-    double dur_ms = (double)(now_us() - r->start_us) / 1000.0;
+    uint64_t dur_us = now_us() - r->start_us;
+    double dur_ms = (double)dur_us / 1000.0;
 
     log_quote(qpath, sizeof qpath, r->path != NULL ? r->path : "");
     if (token_safe(r->method))
         latch_strlcpy(qmethod, r->method, sizeof qmethod);
     else
         log_quote(qmethod, sizeof qmethod, r->method != NULL ? r->method : "");
+    record_metrics(r, dur_us);
     term[0] = '\0';
     if (tn != NULL)
         (void)snprintf(term, sizeof term, " term=%s", tn);
@@ -2045,6 +2070,30 @@ uint64_t
 http_req_start_us(const struct http_req *r)
 {
     return r->start_us;
+}
+
+unsigned
+http_req_status(const struct http_req *r)
+{
+    return r->sent_status;
+}
+
+uint64_t
+http_req_bytes_in(const struct http_req *r)
+{
+    return r->bytes_in;
+}
+
+uint64_t
+http_req_bytes_out(const struct http_req *r)
+{
+    return r->bytes_out;
+}
+
+void
+http_req_set_route(struct http_req *r, const char *pattern)
+{
+    r->route = pattern;
 }
 
 void

@@ -115,6 +115,13 @@ const char *http_req_id(const struct http_req *r);
 const char *http_req_client_ip(const struct http_req *r);
 /* Monotonic start time in microseconds. */
 uint64_t http_req_start_us(const struct http_req *r);
+/* The status sent (0 before a response was queued, or when the client went away first). */
+unsigned http_req_status(const struct http_req *r);
+/* Body bytes received and response bytes sent so far. */
+uint64_t http_req_bytes_in(const struct http_req *r);
+uint64_t http_req_bytes_out(const struct http_req *r);
+/* The route pattern of the request, for metrics labels (static string; default "unmatched"). */
+void http_req_set_route(struct http_req *r, const char *pattern);
 
 /* A per-request slot for the application (e.g. router captures, auth context). Freed with fn. */
 void http_req_set_app_data(struct http_req *r, void *data, void (*free_fn)(void *));

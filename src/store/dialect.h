@@ -91,6 +91,13 @@ enum st_id {
     ST_WH_DONE,
     ST_WH_RETRY,
     ST_WH_PENDING,
+    ST_WH_OLDEST,
+    ST_OPS_INSERT,
+    ST_OPS_GET,
+    ST_OPS_LIST,
+    ST_OPS_NTH,
+    ST_OPS_PRUNE,
+    ST_OPS_COUNT,
     ST_RS_CONN_SCAN,
     ST_RS_CONN_CAS,
     ST_RS_ENV_SCAN,
@@ -126,6 +133,9 @@ enum st_id {
     "config_defaults_json, tags_json, webhook_url_override, connection_row_id, expires_at, "       \
     "attempts, created_at"
 #define WH_COLS "id, env_id, url, body, attempts, next_attempt_at, created_at"
+#define OPS_COLS                                                                                   \
+    "id, env_id, at, kind, outcome, error, integration, provider, connection_id, end_user_id, "    \
+    "duration_ms, detail_json"
 /* webhook_url_override: NULL leaves it, '' clears it, anything else sets it (parameter P). */
 #define OVERRIDE_EXPR(P)                                                                           \
     "CASE WHEN " P " IS NULL THEN webhook_url_override WHEN " P " = '' THEN NULL ELSE " P " END"

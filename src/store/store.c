@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "core/latch_limits.h"
+#include "core/metrics.h"
 #include "store/dialect.h"
 #include "util/clock.h"
 #include "util/xalloc.h"
@@ -173,6 +174,14 @@ vparams(struct db_params *p, const char *fmt, va_list ap)
     return true;
 }
 
+/* Store latency for /metrics: one statement (read) or one transaction (write). */
+static void
+observe(bool write, uint64_t t0)
+{
+    metrics_observe_us(MF_STORE_DURATION, write ? "op=\"write\"" : "op=\"read\"",
+                       latch_mono_us() - t0);
+}
+
 /* Runs statement id on c with the arguments of fmt; the cursor is left open (see dialect.h). */
 static latch_rc
 q_exec(const struct dialect *d, struct db_conn *c, enum st_id id, const char *fmt, ...)
@@ -233,6 +242,8 @@ vrun1(struct store *s, bool write, enum st_id id, latch_rc rc_none, row_read_fn 
     latch_rc rc;
     bool row = false;
 
+    uint64_t t0 = latch_mono_us();
+
     if (changes != NULL)
         *changes = 0;
     if (!vparams(&p, fmt, ap))
@@ -266,6 +277,7 @@ out:
     if (write && rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    observe(write, t0);
     return rc;
 }
 
@@ -356,6 +368,8 @@ vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem,
     latch_rc rc;
     bool row = true;
 
+    uint64_t t0 = latch_mono_us();
+
     if (!vparams(&p, fmt, ap))
         return LATCH_E_INTERNAL;
     rc = d->acquire(s->db, &c);
@@ -379,6 +393,7 @@ vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem,
     if (write && rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    observe(write, t0);
     return rc;
 }
 
@@ -1564,6 +1579,172 @@ store_connection_reseal(struct store *s, int64_t id, const char *old_sealed, con
         return rc;
     rc = read1(s, ST_CONN_EXISTS, NULL, NULL, "i", id);
     return rc == LATCH_OK ? LATCH_E_CONFLICT : rc;
+}
+
+latch_rc
+store_webhook_oldest_pending(struct store *s, int64_t *created_at)
+{
+    *created_at = 0;
+    return read1(s, ST_WH_OLDEST, read_i64, created_at, "");
+}
+
+/* ---- operations log ---- */
+
+void
+store_op_clear(struct store_op *o)
+{
+    if (o == NULL)
+        return;
+    free(o->id);
+    free(o->kind);
+    free(o->error);
+    free(o->integration);
+    free(o->provider);
+    free(o->connection_id);
+    free(o->end_user_id);
+    free(o->detail_json);
+    memset(o, 0, sizeof *o);
+}
+
+/* OPS_COLS */
+static void
+op_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_op *o = out;
+    const char *outcome;
+
+    memset(o, 0, sizeof *o);
+    o->id = d->col_str(c, 0);
+    o->env_id = d->col_i64(c, 1);
+    o->at = d->col_i64(c, 2);
+    o->kind = d->col_str(c, 3);
+    outcome = d->col_text(c, 4);
+    o->success = outcome != NULL && strcmp(outcome, "success") == 0;
+    o->error = d->col_str(c, 5);
+    o->integration = d->col_str(c, 6);
+    o->provider = d->col_str(c, 7);
+    o->connection_id = d->col_str(c, 8);
+    o->end_user_id = d->col_str(c, 9);
+    o->duration_ms = d->col_i64(c, 10);
+    o->detail_json = d->col_str(c, 11);
+}
+
+latch_rc
+store_ops_append(struct store *s, const struct store_op *v, size_t n)
+{
+    const struct dialect *d = s->d;
+    struct db_conn *c = NULL;
+    latch_rc rc;
+
+    if (n == 0)
+        return LATCH_OK;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].id == NULL || v[i].kind == NULL || !json_ok(v[i].detail_json))
+            return LATCH_E_INVAL;
+    uint64_t t0 = latch_mono_us();
+
+    rc = d->acquire(s->db, &c);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = d->begin(c);
+    /* one transaction (one fsync) per batch: the writer's whole point */
+    for (size_t i = 0; i < n && rc == LATCH_OK; i++) {
+        const struct store_op *o = &v[i];
+
+        rc = q_exec(d, c, ST_OPS_INSERT, "tiitttttttit", o->id, o->env_id, o->at, o->kind,
+                    o->success ? "success" : "failure", o->error, o->integration, o->provider,
+                    o->connection_id, o->end_user_id, o->duration_ms, o->detail_json);
+        if (rc == LATCH_OK)
+            (void)d->changes(c);
+        d->end(c);
+    }
+    if (rc == LATCH_OK)
+        rc = d->commit(c);
+    if (rc != LATCH_OK)
+        d->rollback(c);
+    d->release(c);
+    observe(true, t0);
+    return rc;
+}
+
+latch_rc
+store_ops_get(struct store *s, int64_t env_id, const char *id, struct store_op *out)
+{
+    memset(out, 0, sizeof *out);
+    if (id == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_OPS_GET, op_read, out, "it", env_id, id);
+}
+
+latch_rc
+store_ops_list(struct store *s, int64_t env_id, const struct store_op_filter *f,
+               struct store_op **out, size_t *n)
+{
+    struct list l = {NULL, 0, 0};
+    const char *outcome = NULL;
+    latch_rc rc;
+
+    *out = NULL;
+    *n = 0;
+    if (f == NULL || f->limit < 1 || f->limit > LATCH_MAX_LIST_LIMIT)
+        return LATCH_E_INVAL;
+    if (f->outcome > 0)
+        outcome = "success";
+    else if (f->outcome < 0)
+        outcome = "failure";
+    rc = list(s, false, ST_OPS_LIST, op_read, sizeof **out, &l, "itttttti", env_id,
+              f->connection_id, f->integration, f->kind, outcome, f->id_min, f->id_below, f->limit);
+    if (rc != LATCH_OK) {
+        store_ops_list_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return LATCH_OK;
+}
+
+void
+store_ops_list_free(struct store_op *v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_op_clear(&v[i]);
+    free(v);
+}
+
+latch_rc
+store_ops_prune(struct store *s, const char *id_below, int64_t max_rows, int64_t batch,
+                int64_t *deleted)
+{
+    char *nth = NULL;
+    const char *cut = id_below;
+    latch_rc rc = LATCH_OK;
+
+    *deleted = 0;
+    if (batch < 1 || max_rows < 0)
+        return LATCH_E_INVAL;
+    if (max_rows > 0) {
+        /* the max_rows-th newest id: everything older goes */
+        rc = read1(s, ST_OPS_NTH, read_str, &nth, "i", max_rows - 1);
+        if (rc == LATCH_E_NOT_FOUND)
+            rc = LATCH_OK; /* fewer rows than that */
+        if (rc != LATCH_OK)
+            return rc;
+        if (nth != NULL && (cut == NULL || strcmp(nth, cut) > 0))
+            cut = nth;
+    }
+    if (cut != NULL)
+        rc = write1(s, ST_OPS_PRUNE, deleted, "ti", cut, batch);
+    free(nth);
+    return rc;
+}
+
+latch_rc
+store_ops_count(struct store *s, int64_t *n)
+{
+    *n = 0;
+    return read1(s, ST_OPS_COUNT, read_i64, n, "");
 }
 
 /* ---- key rotation ---- */

@@ -270,6 +270,54 @@ latch_rc store_webhook_done(struct store *s, int64_t id);
 latch_rc store_webhook_retry(struct store *s, int64_t id, int64_t next_attempt_at,
                              const char *last_error, bool give_up);
 latch_rc store_webhook_pending_count(struct store *s, int64_t *n);
+/* created_at of the oldest pending row (0 = none): the queue's age, for /metrics. */
+latch_rc store_webhook_oldest_pending(struct store *s, int64_t *created_at);
+
+/* ---- operations log (append-only; see docs/internals/opslog.md) ---- */
+/*
+ * One operation: a link, reconnect, refresh, proxy call, webhook delivery attempt or management
+ * change. Never holds bodies, header values, tokens or secrets (the caller's duty; the leak test
+ * checks it). Ids are time-ordered text (opslog.h): ordering and time bounds go by id.
+ */
+struct store_op {
+    char *id; /* unique, time-ordered (sorts as its start time) */
+    int64_t env_id;
+    int64_t at;          /* start, ms since the epoch */
+    char *kind;          /* link, reconnect, refresh, proxy, webhook, management */
+    bool success;        /* outcome */
+    char *error;         /* error code; NULL = none */
+    char *integration;   /* integration unique_key; NULL = none */
+    char *provider;      /* NULL = none */
+    char *connection_id; /* NULL = none */
+    char *end_user_id;   /* NULL = none */
+    int64_t duration_ms;
+    char *detail_json; /* small JSON object of kind-specific fields; NULL = none */
+};
+void store_op_clear(struct store_op *o);
+/* Inserts n rows in one transaction (all or nothing); LATCH_E_CONFLICT on a duplicate id. */
+latch_rc store_ops_append(struct store *s, const struct store_op *v, size_t n);
+latch_rc store_ops_get(struct store *s, int64_t env_id, const char *id, struct store_op *out);
+struct store_op_filter {
+    const char *connection_id; /* exact, or NULL */
+    const char *integration;   /* exact, or NULL */
+    const char *kind;          /* exact, or NULL */
+    int outcome;               /* 0 any, 1 success, -1 failure */
+    const char *id_min;        /* id >= id_min (a time bound), or NULL */
+    const char *id_below;      /* id < id_below (a time bound or the cursor), or NULL */
+    int64_t limit;             /* 1..LATCH_MAX_LIST_LIMIT */
+};
+/* Newest first (id DESC). */
+latch_rc store_ops_list(struct store *s, int64_t env_id, const struct store_op_filter *f,
+                        struct store_op **out, size_t *n);
+void store_ops_list_free(struct store_op *v, size_t n);
+/*
+ * Retention: deletes at most batch of the oldest rows that are older than id_below (NULL = no
+ * age bound) or beyond the newest max_rows (0 = no row bound), in one short transaction.
+ * *deleted gets the count; call again while it equals batch.
+ */
+latch_rc store_ops_prune(struct store *s, const char *id_below, int64_t max_rows, int64_t batch,
+                         int64_t *deleted);
+latch_rc store_ops_count(struct store *s, int64_t *n);
 
 /* ---- key rotation: every sealed column, one row at a time ---- */
 struct store_sealed_ref {

@@ -140,9 +140,31 @@ static const struct store_pg_step store_pg_migrations[] = {
         "  conn_id bigint PRIMARY KEY REFERENCES connections(id) ON DELETE CASCADE,"
         "  last_fetched_at bigint NOT NULL"
         ") WITH (fillfactor = 70)"},
+    /*
+     * ---- 3: operations log ----
+     * Append-only; pruned by age and rows in the background (opslog.c). Ids are time-ordered
+     * text compared bytewise (COLLATE "C"), so id order is time order and a time bound is an
+     * id bound. No foreign key: a log row outlives what it names.
+     */
+    {3, "CREATE TABLE operations ("
+        "  id text COLLATE \"C\" PRIMARY KEY,"
+        "  env_id bigint NOT NULL,"
+        "  at bigint NOT NULL,"
+        "  kind text NOT NULL,"
+        "  outcome text NOT NULL CHECK (outcome IN ('success', 'failure')),"
+        "  error text,"
+        "  integration text,"
+        "  provider text,"
+        "  connection_id text,"
+        "  end_user_id text,"
+        "  duration_ms bigint NOT NULL DEFAULT 0,"
+        "  detail_json text"
+        ")"},
+    {3, "CREATE INDEX operations_env ON operations(env_id, id)"},
+    {3, "CREATE INDEX operations_env_conn ON operations(env_id, connection_id, id)"},
 };
 
 /* The highest migration this binary knows. */
-#define STORE_PG_SCHEMA_VERSION 2
+#define STORE_PG_SCHEMA_VERSION 3
 
 #endif

@@ -196,6 +196,24 @@ static const char *const st_sql[ST__COUNT] = {
                     "next_attempt_at = CASE WHEN ?4 THEN next_attempt_at ELSE ?2 END, "
                     "claim_owner = NULL, claim_until = 0 WHERE id = ?1",
     [ST_WH_PENDING] = "SELECT count(*) FROM webhook_outbox WHERE state = 'pending'",
+    [ST_WH_OLDEST] =
+        "SELECT COALESCE(min(created_at), 0) FROM webhook_outbox WHERE state = 'pending'",
+    [ST_OPS_INSERT] = "INSERT INTO operations(" OPS_COLS ") "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    [ST_OPS_GET] = "SELECT " OPS_COLS " FROM operations WHERE env_id = ?1 AND id = ?2",
+    /*
+     * ?1 env, ?2 connection_id, ?3 integration, ?4 kind, ?5 outcome, ?6 id >= (time from),
+     * ?7 id < (time to, or the cursor), ?8 limit. A NULL parameter disables its filter.
+     */
+    [ST_OPS_LIST] = "SELECT " OPS_COLS " FROM operations WHERE env_id = ?1 "
+                    "AND (?2 IS NULL OR connection_id = ?2) AND (?3 IS NULL OR integration = ?3) "
+                    "AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR outcome = ?5) "
+                    "AND id >= COALESCE(?6, '') AND (?7 IS NULL OR id < ?7) "
+                    "ORDER BY id DESC LIMIT ?8",
+    [ST_OPS_NTH] = "SELECT id FROM operations ORDER BY id DESC LIMIT 1 OFFSET ?1",
+    [ST_OPS_PRUNE] = "DELETE FROM operations WHERE id IN "
+                     "(SELECT id FROM operations WHERE id < ?1 ORDER BY id LIMIT ?2)",
+    [ST_OPS_COUNT] = "SELECT count(*) FROM operations",
     [ST_RS_CONN_SCAN] = "SELECT id, uid, credentials_sealed, env_id, provider_config_key, "
                         "connection_id FROM connections "
                         "WHERE id > ?1 AND credentials_sealed IS NOT NULL ORDER BY id LIMIT ?2",

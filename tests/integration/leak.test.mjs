@@ -32,8 +32,9 @@ const echoClient = {
 const wrongSecret = `CANARYwrong${rand()}`;
 const importSecret = `CANARYimportsecret${rand()}`;
 const importToken = `CANARYimporttoken${rand()}`;
+const proxySecret = `CANARYproxyquery${rand()}`;
 /** Everything that must never leak (grows as the fake issues tokens). */
-const secrets = new Set([canaryClient.client_secret, echoClient.client_secret, wrongSecret, importSecret, importToken]);
+const secrets = new Set([canaryClient.client_secret, echoClient.client_secret, wrongSecret, importSecret, importToken, proxySecret]);
 /** Bodies latch sent back for non-2xx answers, and listings. */
 const errorBodies = [];
 const listBodies = [];
@@ -193,6 +194,11 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
   r = await call('GET', '/proxy/v2/devices', undefined, { headers: { 'connection-id': ids[0], 'provider-config-key': PCK } });
   await s.fake.clearFaults();
   await learnToken(ids[0]);
+  // a secret in the proxied query string, a forwarded header and the body: the operations
+  // log keeps the path only, never values
+  r = await call('POST', `/proxy/v2/echo?api_key=${proxySecret}`, JSON.stringify({ secret: proxySecret }), {
+    headers: { 'connection-id': ids[0], 'provider-config-key': PCK, 'nango-proxy-x-api-key': proxySecret, 'content-type': 'application/json' },
+  });
 
   // 7. listings
   for (const q of ['', '?search=leak', `?connectionId=${ids[0]}`, '?endUserId=leak-user']) {
@@ -208,7 +214,22 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
   await new Promise((res) => setTimeout(res, 1500));
   assert.ok(secrets.size >= 7, `learnt fake tokens: ${secrets.size - 4}`);
 
+  // the operations log, dumped whole through its read API (every page)
+  await new Promise((res) => setTimeout(res, 500)); // the writer flushes every 200 ms
+  const ops = [];
+  for (let cursor = null, first = true; first || cursor; first = false) {
+    const q = cursor ? `?limit=1000&cursor=${cursor}` : '?limit=1000';
+    const page = await s.api('GET', `/latch/operations${q}`);
+    assert.equal(page.status, 200, page.text);
+    ops.push(...page.json.data);
+    cursor = page.json.next_cursor;
+  }
+  const kinds = new Set(ops.map((o) => o.kind));
+  for (const k of ['link', 'refresh', 'proxy', 'webhook', 'management']) assert.ok(kinds.has(k), `ops log has ${k} rows`);
+  assert.ok(ops.some((o) => o.kind === 'refresh' && o.outcome === 'failure'), 'a failed refresh is in the ops log');
+
   const found = [];
+  findIn('operations log dump', JSON.stringify(ops), found);
   for (const b of errorBodies) findIn(`error body (${b.what})`, b.text, found);
   for (const b of listBodies) findIn(`listing (${b.what})`, b.text, found);
   for (const w of s.webhooks.received) {
