@@ -69,6 +69,10 @@ static const struct api_route routes[] = {
      API_NO_QUERY | API_OFFLOAD, 0},
     {"POST", "/oauth2/auth/:key", api_oauth2_cc, AUTH_SESSION_QUERY, API_JSON_BODY | API_OFFLOAD,
      LATCH_MAX_JSON_BODY},
+    {"POST", "/api-auth/api-key/:key", api_link_api_key, AUTH_SESSION_QUERY,
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+    {"POST", "/api-auth/basic/:key", api_link_basic, AUTH_SESSION_QUERY,
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"*", "/proxy/*", api_proxy, AUTH_SECRET, API_STREAM, (size_t)LATCH_MAX_PROXY_BODY},
 };
 

@@ -170,6 +170,8 @@ void api_connect_session_reconnect(struct api_ctx *c);
 void api_connect_session_get(struct api_ctx *c);
 void api_connect_session_delete(struct api_ctx *c);
 void api_oauth2_cc(struct api_ctx *c);
+void api_link_api_key(struct api_ctx *c);
+void api_link_basic(struct api_ctx *c);
 void api_proxy(struct api_ctx *c);
 
 #endif

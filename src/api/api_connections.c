@@ -744,6 +744,56 @@ api_legacy_metadata_update(struct api_ctx *c)
 
 /* ---- POST /connections (import) ---- */
 
+/* A string member within bounds; an issue at credentials.<k> otherwise (NULL). */
+static const char *
+import_string(json_t *v, const char *k, size_t max, bool required, json_t *errs)
+{
+    json_t *x = json_object_get(v, k);
+    const char *const p[] = {"credentials", k, NULL};
+
+    if (x == NULL && !required)
+        return "";
+    if (!json_is_string(x) || (required && json_string_length(x) < 1) ||
+        json_string_length(x) > max || strlen(json_string_value(x)) != json_string_length(x)) {
+        api_issue(errs, "invalid_type",
+                  x == NULL ? "Invalid input: expected string, received undefined"
+                            : "Invalid string length",
+                  p);
+        return NULL;
+    }
+    return json_string_value(x);
+}
+
+/* Nango's {type:"API_KEY", apiKey} and {type:"BASIC", username, password}. */
+static json_t *
+import_key_credentials(json_t *v, const char *type, json_t *errs)
+{
+    static const char *const api_key[] = {"type", "apiKey", NULL};
+    static const char *const basic[] = {"type", "username", "password", NULL};
+    const char *const path[] = {"credentials", NULL};
+    size_t before = json_array_size(errs);
+
+    if (strcmp(type, "API_KEY") == 0) {
+        const char *k;
+
+        api_strict_keys(v, api_key, path, errs);
+        k = import_string(v, "apiKey", LATCH_MAX_TOKEN_LEN, true, errs);
+        if (k == NULL || json_array_size(errs) > before)
+            return NULL;
+        return json_pack("{s:s, s:s}", "type", "API_KEY", "apiKey", k);
+    }
+    {
+        const char *u, *pw;
+
+        api_strict_keys(v, basic, path, errs);
+        u = import_string(v, "username", LATCH_MAX_CLIENT_ID_LEN, true, errs);
+        pw = import_string(v, "password", LATCH_MAX_CLIENT_SECRET_LEN, false, errs);
+        if (u == NULL || pw == NULL || json_array_size(errs) > before)
+            return NULL;
+        return json_pack("{s:s, s:s, s:s}", "type", "BASIC", "username", u, "password", pw);
+    }
+}
+
 static json_t *
 import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expires_at)
 {
@@ -766,6 +816,9 @@ import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expi
         return NULL;
     }
     type = json_string_value(json_object_get(v, "type"));
+    if (type != NULL && auth_mode != NULL && strcmp(type, auth_mode) == 0 &&
+        (strcmp(type, "API_KEY") == 0 || strcmp(type, "BASIC") == 0))
+        return import_key_credentials(v, type, errs);
     if (type == NULL || strcmp(type, "OAUTH2_CC") != 0 ||
         (auth_mode != NULL && strcmp(auth_mode, "OAUTH2_CC") != 0)) {
         const char *const p[] = {"credentials", "type", NULL};

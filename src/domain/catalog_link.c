@@ -21,7 +21,7 @@
 #include "domain/catalog.h"
 #include "domain/tmpl.h"
 
-static const char *const linkable_modes[] = {"OAUTH2_CC", NULL};
+static const char *const linkable_modes[] = {"OAUTH2_CC", "API_KEY", "BASIC", NULL};
 
 bool
 catalog_mode_linkable(const char *auth_mode)

@@ -434,6 +434,13 @@ run_flight(struct flight *f)
     store_connection_clear(&f->conn);
     f->conn = row;
     p = catalog_find(rf->o.catalog, row.provider);
+    if (p != NULL && p->auth_mode != NULL &&
+        (strcmp(p->auth_mode, "API_KEY") == 0 || strcmp(p->auth_mode, "BASIC") == 0)) {
+        /* a key or a password has no token to refresh: the stored one is the answer */
+        (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
+        finish_with_row(rf, f);
+        return;
+    }
     rc = creds_open(rf->o.vault, row.uid, row.credentials_sealed, &creds);
     cfg = latch_json_col(row.connection_config_json);
     if (p == NULL || rc != LATCH_OK || !json_is_object(cfg) ||
