@@ -19,6 +19,8 @@
 /* the message of every 503 caused by a store failure */
 #define STORE_UNAVAILABLE_MSG "The store is unavailable. Try again."
 
+static void api_not_implemented(struct api_ctx *c);
+
 static const struct api_route routes[] = {
     {"GET", "/health", api_health, AUTH_NONE, 0, 0},
     {"GET", "/ui/*", api_ui_asset, AUTH_NONE, 0, 0}, /* before "/ui": that one tolerates a '/' */
@@ -74,12 +76,51 @@ static const struct api_route routes[] = {
     {"POST", "/api-auth/basic/:key", api_link_basic, AUTH_SESSION_QUERY,
      API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"*", "/proxy/*", api_proxy, AUTH_SECRET, API_STREAM, (size_t)LATCH_MAX_PROXY_BODY},
+    /* Nango features latch does not implement: 501 naming the feature, not 404 */
+    {"*", "/sync*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY},
+    {"*", "/records*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY},
+    {"*", "/action/*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY},
+    {"*", "/scripts/*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY},
+    {"*", "/environment-variables*", api_not_implemented, AUTH_SECRET, API_JSON_BODY,
+     LATCH_MAX_JSON_BODY},
+    {"*", "/flow/*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY},
+    {"*", "/functions*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY},
 };
 
 /* Prefixes where Nango rejects non-JSON content types (jsonContentTypeMiddleware). */
 static const char *const json_prefixes[] = {
     "/providers", "/integrations", "/connection", "/connect", "/environment", NULL,
 };
+
+/* Routes of Nango's API for features latch does not run (syncs, records, actions, ...). */
+static void
+api_not_implemented(struct api_ctx *c)
+{
+    static const struct {
+        const char *prefix;
+        const char *feature;
+    } features[] = {
+        {"/sync", "Syncs"},
+        {"/records", "Records (the data of syncs)"},
+        {"/action/", "Actions"},
+        {"/scripts/", "The scripts configuration (syncs and actions)"},
+        {"/environment-variables", "Environment variables"},
+        {"/flow/", "Functions (flows)"},
+        {"/functions", "Functions"},
+    };
+    const char *path = http_req_path(c->req);
+    const char *feature = "This feature";
+    char msg[300];
+
+    for (size_t i = 0; i < sizeof features / sizeof features[0]; i++)
+        if (strncmp(path, features[i].prefix, strlen(features[i].prefix)) == 0)
+            feature = features[i].feature;
+    (void)snprintf(msg, sizeof msg,
+                   "%s are not implemented by latch: it links accounts, keeps their tokens fresh "
+                   "and proxies requests (see docs/api.md).",
+                   feature);
+    api_error(c, 501, "not_implemented", msg);
+}
 
 /*
  * Matches path against pattern; captures ":name" segments and a trailing "*" into c.

@@ -304,8 +304,9 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     out->status = resp->status;
     out->retry_after_ms = parse_retry_after(resp->retry_after);
     if (resp->rc == LATCH_E_TIMEOUT) {
-        set_fail(out, OCC_TIMEOUT, false, "timeout",
-                 "NinjaOne did not answer in time. Try again in a moment.");
+        (void)snprintf(msg, sizeof msg, "%s did not answer in time. Try again in a moment.",
+                       catalog_display_name(in->provider));
+        set_fail(out, OCC_TIMEOUT, false, "timeout", msg);
         return;
     }
     if (resp->rc == LATCH_E_DENIED) {
@@ -339,10 +340,10 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
             (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0 ||
              strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
             (void)snprintf(msg, sizeof msg,
-                           "The provider rejected the Client ID and Client Secret (%s). Check "
+                           "%s rejected the Client ID and Client Secret (%s). Check "
                            "both values and that the instance (region) is where the app was "
                            "created.",
-                           c_code);
+                           catalog_display_name(in->provider), c_code);
             set_fail(out, OCC_INVALID_CLIENT, true, "invalid_client", msg);
         } else if (code != NULL && strcmp(code, "invalid_scope") == 0) {
             const char *sc =
@@ -352,8 +353,9 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
             clean_copy(c_sc, sizeof c_sc, sc, 100);
             (void)snprintf(msg, sizeof msg,
                            "The client app is not allowed the requested scopes%s%s%s. Add them "
-                           "to the app (Administration > Apps > API) and try again.",
-                           sc ? " (" : "", sc ? c_sc : "", sc ? ")" : "");
+                           "to the app in %s and try again.",
+                           sc ? " (" : "", sc ? c_sc : "", sc ? ")" : "",
+                           catalog_display_name(in->provider));
             set_fail(out, OCC_INVALID_SCOPE, true, "invalid_scope", msg);
         } else {
             bool transient = resp->status >= 500 || resp->status == 429 || resp->status == 408;

@@ -134,3 +134,13 @@ test('POST /connections imports API_KEY and BASIC in Nango shapes', async () => 
   r = await s.api('POST', '/connections', { provider_config_key: 'itglue', credentials: { type: 'BASIC', username: 'x', password: 'y' } });
   assert.equal(r.status, 400);
 });
+
+test('Nango routes latch does not implement answer 501 naming the feature', async () => {
+  for (const [m, p, word] of [['POST', '/sync/trigger', 'Syncs'], ['GET', '/records?model=X', 'Records'],
+    ['POST', '/action/trigger', 'Actions'], ['GET', '/scripts/config', 'scripts'], ['GET', '/environment-variables', 'Environment variables']]) {
+    const r = await s.api(m, p, m === 'POST' ? {} : undefined);
+    assert.equal(r.status, 501, `${p}: ${r.text}`);
+    assert.equal(r.json.error.code, 'not_implemented');
+    assert.match(r.json.error.message, new RegExp(word));
+  }
+});
