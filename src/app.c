@@ -313,6 +313,9 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     ho.threads = (unsigned)cfg->threads;
     ho.conn_limit = (unsigned)cfg->conn_limit;
     ho.conn_timeout_s = (unsigned)cfg->conn_timeout_s;
+    ho.conn_limit_ip = (unsigned)cfg->conn_limit_ip;
+    ho.header_timeout_s = (unsigned)cfg->header_timeout_s;
+    ho.body_timeout_s = (unsigned)cfg->body_timeout_s;
     ho.header_limit = LATCH_MAX_HEADER_BYTES;
     ho.dispatch = api_dispatch;
     ho.body_limit = api_body_limit;
@@ -333,6 +336,8 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
         .rl_ip = a->rl_ip,
         .authcache = a->authcache,
     };
+    ho.precheck = api_precheck;
+    ho.body_budget = (size_t)cfg->body_budget_mb * 1024 * 1024;
     ho.ud = a->api;
     return http_server_start(&ho, &a->http, err);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -66,6 +67,31 @@ die(const char *what, const struct latch_err *err, latch_rc rc)
     return 1;
 }
 
+/*
+ * A core file or a ptrace attach would expose decrypted credentials, the encryption key and the
+ * index key. Off unless LATCH_ALLOW_CORE_DUMPS: RLIMIT_CORE 0 (no core file, also not through a
+ * core_pattern pipe) and PR_SET_DUMPABLE 0 (no ptrace by other unprivileged processes, /proc/self
+ * files owned by root).
+ */
+static void
+core_dumps_setup(const struct config *cfg)
+{
+    struct rlimit rl;
+
+    if (!cfg->allow_core_dumps) {
+        rl.rlim_cur = 0;
+        rl.rlim_max = 0;
+        if (setrlimit(RLIMIT_CORE, &rl) != 0)
+            log_warn("cannot disable core dumps", "call=setrlimit");
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+            log_warn("cannot disable core dumps", "call=prctl");
+    }
+    if (getrlimit(RLIMIT_CORE, &rl) != 0)
+        rl.rlim_cur = RLIM_INFINITY;
+    log_info("core dumps", "dumpable=%d core_limit=%lld", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0),
+             rl.rlim_cur == RLIM_INFINITY ? -1LL : (long long)rl.rlim_cur);
+}
+
 static int
 cmd_serve(const struct config *cfg)
 {
@@ -82,6 +108,7 @@ cmd_serve(const struct config *cfg)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit: only main handles them */
+    core_dumps_setup(cfg);
     rc = app_start(&a, cfg, &err);
     if (rc != LATCH_OK) {
         /* stop what did start: background threads must not outlive `a` */

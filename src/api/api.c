@@ -232,6 +232,12 @@ api_reply(struct api_ctx *c, unsigned status, json_t *body)
 }
 
 void
+api_reply_secret(struct api_ctx *c, unsigned status, json_t *body)
+{
+    http_resp_json_secret(c->req, status, body);
+}
+
+void
 api_error(struct api_ctx *c, unsigned status, const char *code, const char *message)
 {
     http_req_log_kv(c->req, "err", code);
@@ -566,6 +572,22 @@ api_dispatch(struct http_req *req, void *depsv)
         return;
     }
     r->handler(c);
+}
+
+bool
+api_precheck(struct http_req *req, void *deps)
+{
+    struct api_ctx *c = xcalloc(1, sizeof *c);
+    const struct api_route *r;
+    bool method_mismatch, ok;
+
+    c->deps = deps;
+    c->req = req;
+    r = route_find(http_req_method(req), http_req_path(req), c, &method_mismatch);
+    /* unknown routes and bodies on routes without one are refused later, without a body */
+    ok = r == NULL || r->auth == AUTH_NONE || api_authenticate(c, r->auth);
+    api_ctx_free(c);
+    return ok;
 }
 
 void

@@ -107,6 +107,11 @@ struct api_route {
 void api_dispatch(struct http_req *req, void *deps); /* deps: struct api_deps */
 size_t api_body_limit(const char *method, const char *path, void *app);
 bool api_stream_body(const char *method, const char *path, void *app);
+/*
+ * http_server's precheck: the route's credentials, checked at the headers of a request that
+ * announces a body, so an unauthenticated client never gets its body buffered (401 at once).
+ */
+bool api_precheck(struct http_req *req, void *deps); /* deps: struct api_deps */
 
 /* ---- helpers for handlers ---- */
 /*
@@ -143,6 +148,8 @@ bool api_parse_bool(const char *s, bool *out);
 unsigned api_refresh_error(const struct refresh_result *r, const char **code, const char **message);
 /* Reply with the JSON and finish (json stolen). */
 void api_reply(struct api_ctx *c, unsigned status, json_t *body);
+/* api_reply for a body carrying decrypted credentials: the response buffer is wiped when freed. */
+void api_reply_secret(struct api_ctx *c, unsigned status, json_t *body);
 /* True if arr is an array holding the string s. */
 bool api_json_array_has_string(const json_t *arr, const char *s);
 

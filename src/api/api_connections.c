@@ -353,7 +353,7 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
         r->creds = NULL;
         if (!refresh_token)
             strip_refresh_tokens(creds);
-        api_reply(c, 200, api_connection_full(&r->conn, creds, true));
+        api_reply_secret(c, 200, api_connection_full(&r->conn, creds, true));
         return;
     }
     if (r->outcome == REFRESH_NOT_FOUND) {
@@ -1012,7 +1012,7 @@ api_connection_create(struct api_ctx *c)
     {
         json_t *pub = json_deep_copy(creds);
 
-        api_reply(c, 201, api_connection_full(&conn, pub, false));
+        api_reply_secret(c, 201, api_connection_full(&conn, pub, false));
     }
     goto out;
 unavailable:

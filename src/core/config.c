@@ -52,6 +52,20 @@ static const struct cfg_def defs[] = {
      "concurrent client connections"},
     {"LATCH_CONNECTION_TIMEOUT_S", CFG_INT, OFF(conn_timeout_s), "10", 1, 3600, false,
      "close client connections idle this long (also bounds half-sent requests)"},
+    {"LATCH_MAX_CONNECTIONS_PER_IP", CFG_INT, OFF(conn_limit_ip), "256", 0, 100000, false,
+     "concurrent connections from one client address (0 = LATCH_MAX_CONNECTIONS; raise it "
+     "behind a reverse proxy, whose connections all come from its address)"},
+    {"LATCH_HEADER_TIMEOUT_S", CFG_INT, OFF(header_timeout_s), "10", 1, 3600, false,
+     "a request head (request line + headers) must arrive within this, however steadily it "
+     "trickles"},
+    {"LATCH_BODY_TIMEOUT_S", CFG_INT, OFF(body_timeout_s), "30", 1, 86400, false,
+     "a buffered request body must arrive within this, counted from the request line (proxied "
+     "uploads are bounded by LATCH_PROXY_TIMEOUT_MS)"},
+    {"LATCH_ALLOW_CORE_DUMPS", CFG_BOOL, OFF(allow_core_dumps), "false", 0, 0, false,
+     "keep core dumps and ptrace possible (debugging only: a core holds decrypted secrets)"},
+    {"LATCH_BODY_BUDGET_MB", CFG_INT, OFF(body_budget_mb), "64", 0, 65536, false,
+     "MiB all buffered request bodies together may hold; past it 503 + Retry-After (0 = no "
+     "limit)"},
     {"LATCH_WEBHOOK_URL", CFG_STR, OFF(webhook_url), NULL, 0, 0, false,
      "webhook URL of the dev environment (also: latch env set-webhook)"},
     {"LATCH_REFRESH_MARGIN_S", CFG_INT, OFF(refresh_margin_s), "900", 0, 86400, false,

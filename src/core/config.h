@@ -28,6 +28,11 @@ struct config {
     int threads;              /* LATCH_THREADS */
     int conn_limit;           /* LATCH_MAX_CONNECTIONS */
     int conn_timeout_s;       /* LATCH_CONNECTION_TIMEOUT_S */
+    int conn_limit_ip;        /* LATCH_MAX_CONNECTIONS_PER_IP (0 = LATCH_MAX_CONNECTIONS) */
+    int header_timeout_s;     /* LATCH_HEADER_TIMEOUT_S: whole request head */
+    int body_timeout_s;       /* LATCH_BODY_TIMEOUT_S: whole buffered body, from the request line */
+    bool allow_core_dumps;    /* LATCH_ALLOW_CORE_DUMPS (debugging only) */
+    int body_budget_mb;       /* LATCH_BODY_BUDGET_MB: all buffered request bodies together */
     char *webhook_url;        /* LATCH_WEBHOOK_URL: dev environment's webhook URL */
     int refresh_margin_s;     /* LATCH_REFRESH_MARGIN_S */
     int default_expires_in_s; /* LATCH_DEFAULT_EXPIRES_IN_S */

@@ -54,8 +54,12 @@
 /* Defaults for zero-valued options. */
 #define HTTP_DEFAULT_CONN_LIMIT 1024
 #define HTTP_DEFAULT_TIMEOUT_S 30
+#define HTTP_DEFAULT_HEADER_TIMEOUT_S 10
+#define HTTP_DEFAULT_BODY_TIMEOUT_S 30
 #define HTTP_MIN_HEADER_LIMIT 4096
 #define HTTP_MAX_POOL_THREADS 256
+/* How often the reaper looks at connections that are still receiving a request. */
+#define HTTP_REAP_PERIOD_MS 100
 
 #define JSON_CTYPE "application/json; charset=utf-8"
 
@@ -108,6 +112,8 @@ struct http_req {
     bool stream_in;
     bool body_streaming;
     bool too_large;
+    bool over_budget;    /* the body did not fit the server's budget: 503 at the end */
+    size_t body_charged; /* this request's share of srv->body_charged */
     bool sink_end_sent;
     struct conn_slot *slot; /* the connection's slot while MHD owes the completion callback */
     char *method;
@@ -134,6 +140,7 @@ struct http_req {
     size_t resp_len;
     char *ctype;     /* owned */
     bool close_conn; /* add "Connection: close" */
+    bool resp_wipe;  /* resp_data holds secrets: wipe before free (NUL-terminated text) */
     struct kv *resp_hdrs;
     size_t n_resp_hdrs;
     http_stream_read_fn read_cb;
@@ -149,13 +156,29 @@ struct http_req {
     struct http_req *live_prev, *live_next; /* guarded by srv->mu */
 };
 
+struct conn_slot;
+
 struct http_server {
     struct MHD_Daemon *d;
     uint16_t port;
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
     http_stream_body_fn stream_body;
+    http_precheck_fn precheck;
     void *ud;
+    size_t body_budget;         /* 0 = unlimited */
+    atomic_size_t body_charged; /* bytes reserved by buffered bodies now */
+
+    /* the reaper: see "connections still receiving" below */
+    pthread_mutex_t conn_mu;  /* guards the slot list and every slot's reaper fields */
+    pthread_cond_t reaper_cv; /* wakes the reaper for stop */
+    struct conn_slot *conns;  /* every open connection */
+    bool reaper_stop;
+    bool reaper_started;
+    pthread_t reaper;
+    uint64_t header_timeout_us; /* first request of a connection */
+    uint64_t idle_header_us;    /* kept-alive: max(header timeout, idle timeout) */
+    uint64_t body_timeout_us;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -195,6 +218,74 @@ unlock(pthread_mutex_t *m)
         abort();
 }
 
+/*
+ * Per connection (MHD's socket context; MHD thread of the connection only): the request whose
+ * completion callback MHD still owes. libmicrohttpd 0.9.75 drops a request without calling it
+ * when the request line's query arguments exhaust the connection's memory pool (some 500
+ * "a=b&" in a 2 KiB URL): the request made in on_uri would leak. The connection's close
+ * releases it instead.
+ *
+ * The slot is also what the reaper thread sees of a connection (its fd and phase, under
+ * srv->conn_mu). It is on srv->conns from MHD's "started" notification to its "closed" one, which
+ * MHD sends before it closes the socket, so the reaper never touches a reused descriptor.
+ */
+/*
+ * What a connection is waiting for, as far as the reaper is concerned. PH_IDLE and PH_BODY are
+ * watched for a client that shut its write side: a body (or a next request) that can no longer
+ * arrive. MHD 0.9.75 notices such an EOF only at its idle timeout when it arrives after the head
+ * was parsed, or on a kept-alive connection.
+ */
+enum conn_phase {
+    PH_IDLE, /* before or between requests (MHD's idle timeout covers it) */
+    PH_BODY, /* reading a buffered request body */
+    PH_BUSY, /* dispatched, streaming, or answering: not the reaper's business */
+};
+
+struct conn_slot {
+    struct http_req *cur;
+
+    /* guarded by srv->conn_mu (the pool thread writes them, the reaper reads them) */
+    struct http_server *srv;
+    MHD_socket fd;
+    enum conn_phase phase;
+    unsigned long long progress; /* body bytes taken so far */
+    unsigned long long eof_at;   /* progress when the reaper first saw EOF */
+    uint64_t deadline_us;        /* PH_IDLE / PH_BODY must end before this (now_us clock) */
+    bool served;                 /* a request was answered: later heads wait as kept-alive */
+    bool eof_seen;
+    bool reaped; /* shut down by the reaper; MHD closes it */
+    struct conn_slot *prev, *next;
+};
+
+/* Enters phase ph; its deadline is counted from from_us (PH_IDLE: now; PH_BODY: request line). */
+static void
+slot_set(struct conn_slot *cs, enum conn_phase ph, uint64_t from_us)
+{
+    struct http_server *s;
+
+    if (cs == NULL || cs->srv == NULL)
+        return;
+    s = cs->srv;
+    lock(&s->conn_mu);
+    cs->phase = ph;
+    cs->eof_seen = false;
+    if (ph == PH_IDLE)
+        cs->deadline_us = from_us + (cs->served ? s->idle_header_us : s->header_timeout_us);
+    else if (ph == PH_BODY)
+        cs->deadline_us = from_us + s->body_timeout_us;
+    unlock(&s->conn_mu);
+}
+
+static void
+slot_progress(struct conn_slot *cs, size_t n)
+{
+    if (cs == NULL || cs->srv == NULL)
+        return;
+    lock(&cs->srv->conn_mu);
+    cs->progress += n;
+    unlock(&cs->srv->conn_mu);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* request lifetime */
 
@@ -218,8 +309,11 @@ resp_clear_locked(struct http_req *r, void (**free_fn)(void *), void **free_ud)
         *free_fn = r->stream_free;
         *free_ud = r->stream_ud;
     }
+    if (r->resp_wipe && r->resp_data != NULL)
+        explicit_bzero(r->resp_data, r->resp_len);
     free(r->resp_data);
     r->resp_data = NULL;
+    r->resp_wipe = false;
     r->resp_static_data = NULL;
     r->resp_len = 0;
     r->read_cb = NULL;
@@ -264,6 +358,8 @@ req_release(struct http_req *r)
 
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
+    if (r->body_charged > 0)
+        atomic_fetch_sub(&s->body_charged, r->body_charged);
     if (r->counted) {
         lock(&s->mu);
         if (r->live_prev != NULL)
@@ -517,10 +613,13 @@ status_sane(unsigned status)
     return (status >= 100 && status <= 599) ? status : 500;
 }
 
-/* Takes ownership of owned (else borrows static_data forever); ctype is copied. */
+/*
+ * Takes ownership of owned (else borrows static_data forever); ctype is copied. wipe: owned
+ * holds secrets and is cleared before it is freed.
+ */
 static void
-resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *owned,
-               const char *static_data, size_t len)
+resp_set_bytes_ex(struct http_req *r, unsigned status, const char *ctype, char *owned,
+                  const char *static_data, size_t len, bool wipe)
 {
     char *ct = ctype != NULL ? xstrdup(ctype) : NULL;
     void (*ffn)(void *);
@@ -535,10 +634,13 @@ resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *own
         r->resp_data = owned;
         r->resp_static_data = static_data;
         r->resp_len = len;
+        r->resp_wipe = wipe && owned != NULL;
         r->ctype = ct;
     }
     unlock(&r->mu);
     if (!ok) {
+        if (wipe && owned != NULL)
+            explicit_bzero(owned, len);
         free(owned);
         free(ct);
     }
@@ -546,9 +648,26 @@ resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *own
         ffn(fud);
 }
 
-/* JSON text of v in a fresh xmalloc'd buffer; NULL on failure. */
+static void
+resp_set_bytes(struct http_req *r, unsigned status, const char *ctype, char *owned,
+               const char *static_data, size_t len)
+{
+    resp_set_bytes_ex(r, status, ctype, owned, static_data, len, false);
+}
+
+/* MHD's free callback for a response buffer that held secrets (NUL-terminated JSON text). */
+static void
+free_wiped(void *p)
+{
+    if (p == NULL)
+        return;
+    explicit_bzero(p, strlen(p));
+    free(p);
+}
+
+/* JSON text of v in a fresh xmalloc'd buffer; NULL on failure. wipe: clear the scratch too. */
 static char *
-json_dump_owned(const json_t *v, size_t *len)
+json_dump_owned(const json_t *v, size_t *len, bool wipe)
 {
     char first[4096];
     size_t n, m;
@@ -565,10 +684,15 @@ json_dump_owned(const json_t *v, size_t *len)
         memcpy(out, first, n);
         out[n] = '\0';
         *len = n;
+        if (wipe)
+            explicit_bzero(first, n);
         return out;
     }
+    if (wipe)
+        explicit_bzero(first, sizeof first);
     m = json_dumpb(v, out, n, JSON_COMPACT | JSON_ENCODE_ANY);
     if (m != n) {
+        explicit_bzero(out, n + 1);
         free(out);
         return NULL;
     }
@@ -581,10 +705,26 @@ static const char internal_error_body[] =
     "{\"error\":{\"code\":\"internal_error\",\"message\":\"Internal server error\"}}";
 
 void
+http_resp_json_secret(struct http_req *r, unsigned status, json_t *body)
+{
+    size_t len = 0;
+    char *s = json_dump_owned(body, &len, true);
+
+    json_decref(body);
+    if (s == NULL) {
+        log_error("cannot serialise JSON response", "req=%s", r->id);
+        resp_set_bytes(r, 500, JSON_CTYPE, NULL, internal_error_body,
+                       sizeof internal_error_body - 1);
+        return;
+    }
+    resp_set_bytes_ex(r, status, JSON_CTYPE, s, NULL, len, true);
+}
+
+void
 http_resp_json(struct http_req *r, unsigned status, json_t *body)
 {
     size_t len = 0;
-    char *s = json_dump_owned(body, &len);
+    char *s = json_dump_owned(body, &len, false);
 
     json_decref(body);
     if (s == NULL) {
@@ -745,7 +885,8 @@ queue_pending(struct http_req *r)
             return MHD_NO;
         }
     } else if (r->resp_data != NULL) {
-        resp = MHD_create_response_from_buffer_with_free_callback(r->resp_len, r->resp_data, free);
+        resp = MHD_create_response_from_buffer_with_free_callback(r->resp_len, r->resp_data,
+                                                                  r->resp_wipe ? free_wiped : free);
         if (resp == NULL)
             return MHD_NO;
         r->resp_data = NULL; /* MHD frees it */
@@ -984,6 +1125,7 @@ feed_sink(struct http_req *r, const char *data, size_t *uds)
 static enum MHD_Result
 dispatch_now(struct http_server *s, struct http_req *r)
 {
+    slot_set(r->slot, PH_BUSY, 0);
     lock(&s->mu);
     if (s->stopping) {
         unlock(&s->mu);
@@ -1032,15 +1174,60 @@ server_stopping(struct http_server *s)
     return v;
 }
 
-static enum MHD_Result
-on_first_call(struct http_server *s, struct http_req *r, const char *url, const char *method)
+/*
+ * Message framing a front proxy could read differently from MHD (request smuggling): more than
+ * one Content-Length (MHD 0.9.75 takes the first), Content-Length together with
+ * Transfer-Encoding (MHD keeps the connection alive), a Transfer-Encoding other than one plain
+ * "chunked", or chunked on HTTP/1.0. Returns why, or NULL when the framing is unambiguous.
+ * Like nginx, these get 400 and the connection is closed: the bytes after the head cannot be
+ * trusted to start the next request.
+ */
+static const char *
+framing_problem(const struct http_req *r, const char *version)
 {
-    const char *cl;
+    size_t n_cl = 0, n_te = 0;
+    const char *te = NULL;
+
+    for (size_t i = 0; i < r->n_hdrs; i++) {
+        if (strcasecmp(r->hdrs[i].k, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+            n_cl++;
+        else if (strcasecmp(r->hdrs[i].k, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+            n_te++;
+            te = r->hdrs[i].v != NULL ? r->hdrs[i].v : "";
+        }
+    }
+    if (n_cl > 1)
+        return "Duplicate Content-Length header";
+    if (n_te == 0)
+        return NULL;
+    if (n_cl > 0)
+        return "Content-Length and Transfer-Encoding must not be sent together";
+    if (n_te > 1 || strcasecmp(te, "chunked") != 0)
+        return "Unsupported Transfer-Encoding (only a single \"chunked\" is accepted)";
+    if (version == NULL || strcmp(version, MHD_HTTP_VERSION_1_1) != 0)
+        return "Transfer-Encoding requires HTTP/1.1";
+    return NULL;
+}
+
+static bool body_charge(struct http_req *r, size_t want);
+static enum MHD_Result respond_busy(struct http_req *r);
+
+static enum MHD_Result
+on_first_call(struct http_server *s, struct http_req *r, const char *url, const char *method,
+              const char *version)
+{
+    const char *cl, *why;
+    size_t announced = 0; /* Content-Length, once checked against the route's limit */
 
     req_fill(r, url, method);
     if (server_stopping(s)) {
         r->close_conn = true;
         return respond_now(r, 503, "server_shutting_down", "The server is shutting down");
+    }
+    why = framing_problem(r, version);
+    if (why != NULL) {
+        r->close_conn = true;
+        return respond_now(r, 400, "invalid_request", why);
     }
     if (strcmp(r->method, MHD_HTTP_METHOD_OPTIONS) == 0 &&
         http_req_header(r, "Access-Control-Request-Method") != NULL)
@@ -1056,17 +1243,72 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
             return respond_now(r, 400, "invalid_request", "Invalid Content-Length");
         if (errstr != NULL || (unsigned long long)v > (unsigned long long)r->body_limit)
             return respond_now(r, 413, "payload_too_large", "Request body too large");
+        announced = (size_t)v;
+    }
+    if (s->precheck != NULL &&
+        (announced > 0 || http_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)) {
+        bool go_on = s->precheck(r, s->ud);
+
+        http_req_set_app_data(r, NULL, NULL);
+        if (!go_on) {
+            r->close_conn = true;
+            return queue_pending(r); /* the body is never read */
+        }
     }
     if (s->stream_body != NULL && s->stream_body(r->method, r->path, s->ud)) {
         r->stream_in = true;
         r->body_streaming = true;
         return dispatch_now(s, r);
     }
+    if (announced > 0 && !body_charge(r, announced)) {
+        r->close_conn = true;
+        return respond_busy(r);
+    }
     buf_init(&r->body, r->body_limit);
+    slot_set(r->slot, PH_BODY, r->start_us);
     lock(&r->mu);
     r->state = RS_BODY;
     unlock(&r->mu);
     return MHD_YES;
+}
+
+/*
+ * Reserves room for a buffered body of want bytes in total (this request's earlier share
+ * included) against the server's budget. False when it does not fit.
+ */
+static bool
+body_charge(struct http_req *r, size_t want)
+{
+    struct http_server *s = r->srv;
+    size_t cur, add;
+
+    if (want <= r->body_charged)
+        return true;
+    if (want > r->body_limit)
+        want = r->body_limit; /* more is refused as 413 anyway */
+    add = want - r->body_charged;
+    if (s->body_budget == 0) {
+        r->body_charged = want;
+        atomic_fetch_add(&s->body_charged, add);
+        return true;
+    }
+    cur = atomic_load(&s->body_charged);
+    do {
+        if (cur > s->body_budget || add > s->body_budget - cur)
+            return false;
+    } while (!atomic_compare_exchange_weak(&s->body_charged, &cur, cur + add));
+    r->body_charged = want;
+    return true;
+}
+
+/* 503 for a body that does not fit the budget (the client may retry shortly). */
+static enum MHD_Result
+respond_busy(struct http_req *r)
+{
+    log_warn("request body budget exhausted", "req=%s", r->id);
+    http_resp_header(r, "Retry-After", "1");
+    return respond_now(r, 503, "server_busy",
+                       "Too many request bodies in flight; retry after the Retry-After delay");
 }
 
 /* Drops upload bytes nobody will read; closes the connection past HTTP_DISCARD_MAX. */
@@ -1087,17 +1329,28 @@ on_body_buffered(struct http_server *s, struct http_req *r, const char *data, si
 {
     if (*uds > 0) {
         r->bytes_in += *uds;
-        if (!r->too_large && buf_append(&r->body, data, *uds) != LATCH_OK) {
+        slot_progress(r->slot, *uds);
+        if (!r->too_large && !r->over_budget && r->body.len + *uds > r->body_charged &&
+            !body_charge(r, r->body.len + *uds)) {
+            r->over_budget = true; /* chunked: no Content-Length was reserved */
+            buf_free(&r->body);
+        }
+        if (!r->too_large && !r->over_budget && buf_append(&r->body, data, *uds) != LATCH_OK) {
             r->too_large = true;
             buf_free(&r->body);
         }
-        if (r->too_large)
+        if (r->too_large || r->over_budget)
             return discard_upload(r, uds);
         *uds = 0;
         return MHD_YES;
     }
+    slot_set(r->slot, PH_BUSY, 0);
     if (r->too_large)
         return respond_now(r, 413, "payload_too_large", "Request body too large");
+    if (r->over_budget) {
+        r->close_conn = true;
+        return respond_busy(r);
+    }
     return dispatch_now(s, r);
 }
 
@@ -1153,13 +1406,12 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
     struct http_req *r = *con_cls;
     enum req_state st;
 
-    (void)version;
     if (r == NULL) { /* the URI callback always runs first; be defensive anyway */
         r = req_new(s, conn, url);
         *con_cls = r;
     }
     if (!r->started)
-        return on_first_call(s, r, url, method);
+        return on_first_call(s, r, url, method, version);
     if (r->stream_in)
         return on_body_streamed(r, upload_data, upload_data_size);
 
@@ -1185,17 +1437,6 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 /* ---------------------------------------------------------------------------------------- */
 /* MHD callbacks: connection, URI, completion, logger */
 
-/*
- * Per connection (MHD's socket context; MHD thread of the connection only): the request whose
- * completion callback MHD still owes. libmicrohttpd 0.9.75 drops a request without calling it
- * when the request line's query arguments exhaust the connection's memory pool (some 500
- * "a=b&" in a 2 KiB URL): the request made in on_uri would leak. The connection's close
- * releases it instead.
- */
-struct conn_slot {
-    struct http_req *cur;
-};
-
 static void log_request(struct http_req *r, enum MHD_RequestTerminationCode toe);
 
 /*
@@ -1205,8 +1446,16 @@ static void log_request(struct http_req *r, enum MHD_RequestTerminationCode toe)
 static void
 req_finish(struct http_req *r, enum MHD_RequestTerminationCode toe)
 {
-    if (r->slot != NULL && r->slot->cur == r)
+    if (r->slot != NULL && r->slot->cur == r) {
         r->slot->cur = NULL;
+        /* a kept-alive connection waits for its next request */
+        if (r->slot->srv != NULL) {
+            lock(&r->slot->srv->conn_mu);
+            r->slot->served = true;
+            unlock(&r->slot->srv->conn_mu);
+        }
+        slot_set(r->slot, PH_IDLE, now_us());
+    }
     r->slot = NULL;
     lock(&r->mu);
     r->completed = true;
@@ -1222,15 +1471,42 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 {
     struct conn_slot *cs = *socket_context;
 
-    (void)cls;
-    (void)conn;
+    struct http_server *s = cls;
+
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        *socket_context = xcalloc(1, sizeof(struct conn_slot));
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        cs = xcalloc(1, sizeof *cs);
+        cs->fd = ci != NULL ? ci->connect_fd : MHD_INVALID_SOCKET;
+        cs->phase = PH_IDLE;
+        cs->deadline_us = now_us() + s->header_timeout_us;
+        if (cs->fd != MHD_INVALID_SOCKET) {
+            cs->srv = s;
+            lock(&s->conn_mu);
+            cs->next = s->conns;
+            if (s->conns != NULL)
+                s->conns->prev = cs;
+            s->conns = cs;
+            unlock(&s->conn_mu);
+        }
+        *socket_context = cs;
         return;
     }
     *socket_context = NULL;
     if (cs == NULL)
         return;
+    /* MHD closes the socket after this notification: the reaper must forget the fd first */
+    if (cs->srv != NULL) {
+        lock(&s->conn_mu);
+        if (cs->prev != NULL)
+            cs->prev->next = cs->next;
+        else
+            s->conns = cs->next;
+        if (cs->next != NULL)
+            cs->next->prev = cs->prev;
+        unlock(&s->conn_mu);
+    }
     if (cs->cur != NULL) /* dropped by MHD without its completion callback */
         req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
     free(cs);
@@ -1346,7 +1622,101 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* the reaper: connections still receiving a request */
+
+static void deadline_after_ms(struct timespec *ts, long ms);
+
+/*
+ * True when the peer has shut its write side and every byte it sent has been read: recv with
+ * MSG_PEEK then reports 0 (end of stream) instead of EAGAIN or data.
+ */
+static bool
+peer_finished_sending(MHD_socket fd)
+{
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/*
+ * With srv->conn_mu held. Ends a connection whose request can no longer complete. MHD 0.9.75
+ * has no thread-safe "close this connection" call, so the socket is shut down both ways: MHD's
+ * epoll sees the hang-up, closes the connection (completion callback with an error) and frees
+ * the slot. The socket itself stays open until MHD closes it.
+ */
+static void
+reap(struct conn_slot *cs, const char *why)
+{
+    cs->reaped = true;
+    (void)shutdown(cs->fd, SHUT_RDWR);
+    log_info("closing connection", "reason=%s fd=%d", why, (int)cs->fd);
+}
+
+static void
+reaper_pass(struct http_server *s)
+{
+    uint64_t now = now_us();
+
+    lock(&s->conn_mu);
+    for (struct conn_slot *cs = s->conns; cs != NULL; cs = cs->next) {
+        if (cs->reaped || cs->phase == PH_BUSY)
+            continue;
+        if (now >= cs->deadline_us) {
+            reap(cs, cs->phase == PH_BODY ? "body_timeout" : "header_timeout");
+            continue;
+        }
+        if (!peer_finished_sending(cs->fd)) {
+            cs->eof_seen = false;
+            continue;
+        }
+        /*
+         * End of stream with a body still owed, or between requests (no further request can
+         * come). Two looks in a row without progress, so that bytes MHD has read but not yet
+         * handed over (a window of microseconds) never count.
+         */
+        if (cs->eof_seen && cs->eof_at == cs->progress)
+            reap(cs, cs->phase == PH_BODY ? "client_closed_mid_body" : "client_closed");
+        else {
+            cs->eof_seen = true;
+            cs->eof_at = cs->progress;
+        }
+    }
+    unlock(&s->conn_mu);
+}
+
+static void *
+reaper_main(void *arg)
+{
+    struct http_server *s = arg;
+    struct timespec dl;
+
+    lock(&s->conn_mu);
+    while (!s->reaper_stop) {
+        deadline_after_ms(&dl, HTTP_REAP_PERIOD_MS);
+        (void)pthread_cond_timedwait(&s->reaper_cv, &s->conn_mu, &dl);
+        if (s->reaper_stop)
+            break;
+        unlock(&s->conn_mu);
+        reaper_pass(s);
+        lock(&s->conn_mu);
+    }
+    unlock(&s->conn_mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* server */
+
+static void
+server_free(struct http_server *s)
+{
+    pthread_cond_destroy(&s->reaper_cv);
+    pthread_mutex_destroy(&s->conn_mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
 
 latch_rc
 http_server_start(const struct http_server_opts *o, struct http_server **out, struct latch_err *err)
@@ -1355,7 +1725,7 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     struct http_server *s;
     const char *addr;
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
-    unsigned threads, conn_limit, timeout_s;
+    unsigned threads, conn_limit, conn_limit_ip, timeout_s, hdr_s, body_s;
     size_t header_limit;
     const union MHD_DaemonInfo *di;
     struct MHD_OptionItem pool_opt[2] = {{MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
@@ -1397,6 +1767,10 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         threads = HTTP_MAX_POOL_THREADS;
     conn_limit = o->conn_limit != 0 ? o->conn_limit : HTTP_DEFAULT_CONN_LIMIT;
     timeout_s = o->conn_timeout_s != 0 ? o->conn_timeout_s : HTTP_DEFAULT_TIMEOUT_S;
+    conn_limit_ip =
+        o->conn_limit_ip != 0 && o->conn_limit_ip < conn_limit ? o->conn_limit_ip : conn_limit;
+    hdr_s = o->header_timeout_s != 0 ? o->header_timeout_s : HTTP_DEFAULT_HEADER_TIMEOUT_S;
+    body_s = o->body_timeout_s != 0 ? o->body_timeout_s : HTTP_DEFAULT_BODY_TIMEOUT_S;
     header_limit = o->header_limit != 0 ? o->header_limit : LATCH_MAX_HEADER_BYTES;
     if (header_limit < HTTP_MIN_HEADER_LIMIT)
         header_limit = HTTP_MIN_HEADER_LIMIT;
@@ -1405,8 +1779,15 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     s->dispatch = o->dispatch;
     s->body_limit = o->body_limit;
     s->stream_body = o->stream_body;
+    s->precheck = o->precheck;
+    s->body_budget = o->body_budget;
+    atomic_init(&s->body_charged, 0);
     s->ud = o->ud;
-    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0)
+    s->header_timeout_us = (uint64_t)hdr_s * 1000000u;
+    s->idle_header_us = (uint64_t)(hdr_s > timeout_s ? hdr_s : timeout_s) * 1000000u;
+    s->body_timeout_us = (uint64_t)body_s * 1000000u;
+    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0 ||
+        pthread_mutex_init(&s->conn_mu, NULL) != 0 || pthread_cond_init(&s->reaper_cv, NULL) != 0)
         abort();
 
     /* a pool of one is no option at all (MHD warns about 1 and 0): the single internal thread */
@@ -1417,18 +1798,23 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         flags, o->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)s,
         MHD_OPTION_ARRAY, pool_opt, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)header_limit,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conn_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s,
+        (unsigned int)conn_limit_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_URI_LOG_CALLBACK, on_uri, (void *)s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)s, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, (void *)s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int)1, MHD_OPTION_SOCK_ADDR,
         (const struct sockaddr *)&ss, MHD_OPTION_END);
     if (s->d == NULL) {
         latch_err_set(err, "cannot start HTTP server on %s:%u", addr, (unsigned)o->port);
-        pthread_cond_destroy(&s->cv);
-        pthread_mutex_destroy(&s->mu);
-        free(s);
+        server_free(s);
         return LATCH_E_IO;
     }
+    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+        latch_err_set(err, "cannot start the HTTP connection reaper");
+        MHD_stop_daemon(s->d);
+        server_free(s);
+        return LATCH_E_IO;
+    }
+    s->reaper_started = true;
     di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di != NULL ? di->port : o->port;
     log_info("http server started", "addr=%s port=%u threads=%u", addr, (unsigned)s->port, threads);
@@ -1512,6 +1898,14 @@ http_server_stop(struct http_server *s)
     MHD_stop_daemon(s->d);
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
+    if (s->reaper_started) {
+        lock(&s->conn_mu);
+        s->reaper_stop = true;
+        pthread_cond_signal(&s->reaper_cv);
+        unlock(&s->conn_mu);
+        pthread_join(s->reaper, NULL);
+        s->reaper_started = false;
+    }
     lock(&s->mu);
     clean = wait_live_zero(s, clean ? 0 : HTTP_STOP_GRACE_MS);
     unlock(&s->mu);
@@ -1521,9 +1915,7 @@ http_server_stop(struct http_server *s)
                   "live=%zu", s->live);
         return;
     }
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
-    free(s);
+    server_free(s);
 }
 
 /* ---------------------------------------------------------------------------------------- */

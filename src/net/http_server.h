@@ -22,7 +22,7 @@
 
 #include <jansson.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct http_server;
 struct http_req;
@@ -40,6 +40,13 @@ typedef size_t (*http_body_limit_fn)(const char *method, const char *path, void 
  * delivered with http_req_set_body_sink(). Return false to buffer as usual.
  */
 typedef bool (*http_stream_body_fn)(const char *method, const char *path, void *ud);
+/*
+ * Optional check at the headers of a request that announces a body, before any of it is read
+ * (credentials): return true to go on, or set an error response (http_resp_*) and return false;
+ * the response is then sent at once, the body is never read and the connection is closed.
+ * Request accessors work; app data set here is dropped before dispatch.
+ */
+typedef bool (*http_precheck_fn)(struct http_req *req, void *ud);
 
 struct http_server_opts {
     const char *bind_addr;   /* "127.0.0.1" or "0.0.0.0"; NULL = all */
@@ -47,10 +54,26 @@ struct http_server_opts {
     unsigned threads;        /* pool size; 0 = number of CPUs */
     unsigned conn_limit;     /* max concurrent connections */
     unsigned conn_timeout_s; /* idle keep-alive timeout */
-    size_t header_limit;     /* bytes for request line + headers */
+    unsigned conn_limit_ip;  /* max concurrent connections per client address; 0 = conn_limit */
+    /*
+     * Deadlines MHD's idle timeout cannot give (it restarts at every byte): the request head
+     * must be complete within header_timeout_s of the connection's start (of the previous
+     * response on a kept-alive connection, then at least conn_timeout_s), a buffered body within
+     * body_timeout_s of the request line. Past them the connection is closed. 0 = 10 s / 30 s.
+     */
+    unsigned header_timeout_s;
+    unsigned body_timeout_s;
+    size_t header_limit; /* bytes for request line + headers */
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
     http_stream_body_fn stream_body; /* may be NULL */
+    http_precheck_fn precheck;       /* may be NULL */
+    /*
+     * Bytes all buffered request bodies together may hold (0 = no limit). A body that does not
+     * fit gets 503 with Retry-After: at the headers when Content-Length is announced, at its end
+     * for chunked uploads (the excess is read and dropped, as for 413).
+     */
+    size_t body_budget;
     void *ud;
 };
 
@@ -96,6 +119,12 @@ void http_req_log_kv(struct http_req *r, const char *key, const char *value);
 /* ---- responses: exactly one per request ---- */
 /* JSON body; takes ownership of body (json_decref'd). Content-Type application/json. */
 void http_resp_json(struct http_req *r, unsigned status, json_t *body);
+/*
+ * The same for a body that carries secrets (decrypted credentials): every copy latch makes of
+ * the serialised text is wiped before it is freed, including the response buffer after MHD sent
+ * it. The caller still owns wiping what it kept.
+ */
+void http_resp_json_secret(struct http_req *r, unsigned status, json_t *body);
 /* {"error":{"code":code,"message":message}} */
 void http_resp_error(struct http_req *r, unsigned status, const char *code, const char *message);
 /* Raw bytes; copied unless is_static (then borrowed forever). */

@@ -1,19 +1,34 @@
 /*
- * store.c - picks a backend from the URL and forwards every call to it; holds the helpers that
- * all backends share (out-struct release, list release, clock). See docs/internals/store.md.
+ * store.c - the row layer of store.h: picks a dialect from the URL and implements every
+ * operation once, on top of the dialect primitives (dialect.h): argument and JSON checks, the
+ * list filter, the row mappers, list collection, upsert, the lease/refresh guards and the
+ * reseal scan. The dialects (store_sqlite.c, store_pg.c) only run numbered statements.
+ * See docs/internals/store.md.
+ *
+ * Ownership: see store.h. Threads: every function except store_open/store_close may be called
+ * from any thread; each operation borrows one pooled connection for its duration.
  */
 #include "store/store.h"
 
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include <jansson.h>
 
 #include "core/latch_limits.h"
-#include "store/store_backend.h"
+#include "store/dialect.h"
+#include "util/clock.h"
 #include "util/xalloc.h"
 
 /* Longest database URL / path accepted (PATH_MAX on Linux). */
 #define STORE_MAX_URL_LEN 4096
+/* Rows read per batch by store_reseal_all (each batch is written in one short transaction). */
+#define STORE_RESEAL_BATCH 100
+/* Bounds on list filters (integration keys, tag pairs) bound as one JSON array each. */
+#define STORE_MAX_FILTER_KEYS 100
+#define STORE_MAX_FILTER_TAGS 64
 
 /* libpq conninfo keywords that mark a "key=value ..." string as a PostgreSQL target. */
 static const char *const pg_conninfo_prefixes[] = {
@@ -40,9 +55,9 @@ is_postgres_target(const char *url)
 latch_rc
 store_open(const char *url, struct store **out, struct latch_err *err)
 {
-    const struct store_ops *ops = NULL;
+    const struct dialect *d = NULL;
     const char *target = url;
-    void *impl = NULL;
+    void *db = NULL;
     struct store *s;
     latch_rc rc;
 
@@ -57,30 +72,30 @@ store_open(const char *url, struct store **out, struct latch_err *err)
     }
     if (is_postgres_target(url)) {
         /* The whole URL / conninfo goes to libpq (expand_dbname=1); see store_pg.c. */
-        ops = &store_pg_ops;
+        d = &store_pg_dialect;
     } else if (has_prefix(url, "sqlite://")) {
-        ops = &store_sqlite_ops;
+        d = &store_sqlite_dialect;
         target = url + strlen("sqlite://");
     } else if (has_prefix(url, "sqlite:")) {
-        ops = &store_sqlite_ops;
+        d = &store_sqlite_dialect;
         target = url + strlen("sqlite:");
     } else if (strstr(url, "://") != NULL) {
         latch_err_set(err, "store: unsupported database url scheme");
         return LATCH_E_INVAL;
     } else {
-        ops = &store_sqlite_ops;
+        d = &store_sqlite_dialect;
     }
     if (target[0] == '\0') {
         latch_err_set(err, "store: empty database path");
         return LATCH_E_INVAL;
     }
 
-    rc = ops->open(target, &impl, err);
+    rc = d->open(target, &db, err);
     if (rc != LATCH_OK)
         return rc;
     s = xcalloc(1, sizeof *s);
-    s->ops = ops;
-    s->impl = impl;
+    s->d = d;
+    s->db = db;
     *out = s;
     return LATCH_OK;
 }
@@ -90,26 +105,333 @@ store_close(struct store *s)
 {
     if (s == NULL)
         return;
-    s->ops->close(s->impl);
+    s->d->close(s->db);
     free(s);
 }
 
 latch_rc
 store_migrate(struct store *s, struct latch_err *err)
 {
-    return s->ops->migrate(s->impl, err);
+    return s->d->migrate(s->db, err);
 }
 
 int
 store_schema_version(struct store *s)
 {
-    return s->ops->schema_version(s->impl);
+    return s->d->schema_version(s->db);
 }
 
 const char *
 store_backend(const struct store *s)
 {
-    return s->ops->name;
+    return s->d->name;
+}
+
+latch_rc
+store_integrity_check(struct store *s, struct latch_err *err)
+{
+    return s->d->integrity_check(s->db, err);
+}
+
+/* ---- statement helpers (on top of the dialect primitives) ---- */
+
+/*
+ * Fills p from fmt: 't' const char * (NULL = SQL NULL), 'i' int64_t, 'B' int as bool,
+ * 'h' const unsigned char * of 32 bytes. false on a format error (a programming error).
+ */
+static bool
+vparams(struct db_params *p, const char *fmt, va_list ap)
+{
+    p->n = 0;
+    for (const char *f = fmt; *f != '\0'; f++) {
+        struct db_val *v;
+
+        if (p->n >= DB_MAX_PARAMS)
+            return false;
+        v = &p->v[p->n++];
+        v->type = *f;
+        v->i = 0;
+        v->s = NULL;
+        v->h = NULL;
+        switch (*f) {
+        case 't':
+            v->s = va_arg(ap, const char *);
+            break;
+        case 'i':
+            v->i = va_arg(ap, int64_t);
+            break;
+        case 'B':
+            v->i = va_arg(ap, int) != 0 ? 1 : 0;
+            break;
+        case 'h':
+            v->h = va_arg(ap, const unsigned char *);
+            break;
+        default:
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Runs statement id on c with the arguments of fmt; the cursor is left open (see dialect.h). */
+static latch_rc
+q_exec(const struct dialect *d, struct db_conn *c, enum st_id id, const char *fmt, ...)
+{
+    struct db_params p;
+    va_list ap;
+    bool ok;
+
+    va_start(ap, fmt);
+    ok = vparams(&p, fmt, ap);
+    va_end(ap);
+    if (!ok)
+        return LATCH_E_INTERNAL;
+    return d->exec(c, id, &p);
+}
+
+/* Moves to the first (next) row; rc_none when there is none. */
+static latch_rc
+q_row(const struct dialect *d, struct db_conn *c, latch_rc rc_none)
+{
+    latch_rc rc;
+    bool row;
+
+    rc = d->next(c, &row);
+    if (rc == LATCH_OK && !row)
+        rc = rc_none;
+    return rc;
+}
+
+/* Reads the rest of a RETURNING statement so its changes are complete, then closes it. */
+static latch_rc
+q_finish(const struct dialect *d, struct db_conn *c)
+{
+    latch_rc rc = LATCH_OK;
+    bool row = true;
+
+    while (row && rc == LATCH_OK)
+        rc = d->next(c, &row);
+    d->end(c);
+    return rc;
+}
+
+/* Maps the current row of c into out. */
+typedef void (*row_read_fn)(const struct dialect *d, struct db_conn *c, void *out);
+
+/*
+ * One statement on a pooled connection. Reads (write = false) run alone, writes in one
+ * transaction. The first row, if any, goes through read (may be NULL) into out; no row is
+ * rc_none (LATCH_OK to accept it). *changes (may be NULL) gets the rows changed.
+ */
+static latch_rc
+vrun1(struct store *s, bool write, enum st_id id, latch_rc rc_none, row_read_fn read, void *out,
+      int64_t *changes, const char *fmt, va_list ap)
+{
+    const struct dialect *d = s->d;
+    struct db_conn *c = NULL;
+    struct db_params p;
+    latch_rc rc;
+    bool row = false;
+
+    if (changes != NULL)
+        *changes = 0;
+    if (!vparams(&p, fmt, ap))
+        return LATCH_E_INTERNAL;
+    rc = d->acquire(s->db, &c);
+    if (rc != LATCH_OK)
+        return rc;
+    if (write)
+        rc = d->begin(c);
+    if (rc != LATCH_OK)
+        goto out;
+    rc = d->exec(c, id, &p);
+    if (rc != LATCH_OK)
+        goto out;
+    rc = d->next(c, &row);
+    if (rc == LATCH_OK && !row)
+        rc = rc_none;
+    if (rc != LATCH_OK)
+        goto out;
+    if (row && read != NULL)
+        read(d, c, out);
+    if (changes != NULL)
+        *changes = d->changes(c);
+    if (write)
+        rc = q_finish(d, c);
+    d->end(c);
+    if (rc == LATCH_OK && write)
+        rc = d->commit(c);
+out:
+    d->end(c);
+    if (write && rc != LATCH_OK)
+        d->rollback(c);
+    d->release(c);
+    return rc;
+}
+
+static latch_rc
+read1(struct store *s, enum st_id id, row_read_fn read, void *out, const char *fmt, ...)
+{
+    va_list ap;
+    latch_rc rc;
+
+    va_start(ap, fmt);
+    rc = vrun1(s, false, id, LATCH_E_NOT_FOUND, read, out, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* One write statement in its own transaction; *changes (may be NULL) gets the row count. */
+static latch_rc
+write1(struct store *s, enum st_id id, int64_t *changes, const char *fmt, ...)
+{
+    va_list ap;
+    latch_rc rc;
+
+    va_start(ap, fmt);
+    rc = vrun1(s, true, id, LATCH_OK, NULL, NULL, changes, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* A write that must hit a row: NOT_FOUND when it changed none. */
+static latch_rc
+write_hit(struct store *s, enum st_id id, const char *fmt, ...)
+{
+    int64_t changes = 0;
+    va_list ap;
+    latch_rc rc;
+
+    va_start(ap, fmt);
+    rc = vrun1(s, true, id, LATCH_OK, NULL, NULL, &changes, fmt, ap);
+    va_end(ap);
+    if (rc == LATCH_OK && changes == 0)
+        rc = LATCH_E_NOT_FOUND;
+    return rc;
+}
+
+/* A write ... RETURNING in a transaction; its first row goes through read; no row: rc_none. */
+static latch_rc
+write_ret(struct store *s, enum st_id id, latch_rc rc_none, row_read_fn read, void *out,
+          const char *fmt, ...)
+{
+    va_list ap;
+    latch_rc rc;
+
+    va_start(ap, fmt);
+    rc = vrun1(s, true, id, rc_none, read, out, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Grows a list array so that index n is valid. */
+static void *
+grow(void *v, size_t *cap, size_t n, size_t elem)
+{
+    if (n < *cap)
+        return v;
+    *cap = *cap == 0 ? 8 : *cap * 2;
+    v = xrealloc(v, *cap * elem);
+    memset((char *)v + n * elem, 0, (*cap - n) * elem);
+    return v;
+}
+
+/* A list: rows mapped by read into elements of size elem. */
+struct list {
+    void *v;
+    size_t n, cap;
+};
+
+/*
+ * Runs statement id (in a transaction when write) and collects every row into l (owned by the
+ * caller, also on error: free the n elements read).
+ */
+static latch_rc
+vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem, struct list *l,
+      const char *fmt, va_list ap)
+{
+    const struct dialect *d = s->d;
+    struct db_conn *c = NULL;
+    struct db_params p;
+    latch_rc rc;
+    bool row = true;
+
+    if (!vparams(&p, fmt, ap))
+        return LATCH_E_INTERNAL;
+    rc = d->acquire(s->db, &c);
+    if (rc != LATCH_OK)
+        return rc;
+    if (write)
+        rc = d->begin(c);
+    if (rc == LATCH_OK)
+        rc = d->exec(c, id, &p);
+    while (rc == LATCH_OK) {
+        rc = d->next(c, &row);
+        if (rc != LATCH_OK || !row)
+            break;
+        l->v = grow(l->v, &l->cap, l->n, elem);
+        read(d, c, (char *)l->v + l->n * elem);
+        l->n++;
+    }
+    d->end(c);
+    if (rc == LATCH_OK && write)
+        rc = d->commit(c);
+    if (write && rc != LATCH_OK)
+        d->rollback(c);
+    d->release(c);
+    return rc;
+}
+
+static latch_rc
+list(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem, struct list *l,
+     const char *fmt, ...)
+{
+    va_list ap;
+    latch_rc rc;
+
+    va_start(ap, fmt);
+    rc = vlist(s, write, id, read, elem, l, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/*
+ * True if s is NULL or well-formed JSON (any value). The schema cannot check this itself:
+ * json_valid() in a CHECK is "unsafe" under trusted_schema=OFF in SQLite 3.40, and PostgreSQL
+ * keeps JSON as text (see store_pg.md).
+ */
+static bool
+json_ok(const char *s)
+{
+    json_t *j;
+
+    if (s == NULL)
+        return true;
+    j = json_loads(s, JSON_DECODE_ANY, NULL);
+    if (j == NULL)
+        return false;
+    json_decref(j);
+    return true;
+}
+
+/* ---- small row mappers ---- */
+
+static void
+read_i64(const struct dialect *d, struct db_conn *c, void *out)
+{
+    *(int64_t *)out = d->col_i64(c, 0);
+}
+
+static void
+read_int(const struct dialect *d, struct db_conn *c, void *out)
+{
+    *(int *)out = (int)d->col_i64(c, 0);
+}
+
+static void
+read_str(const struct dialect *d, struct db_conn *c, void *out)
+{
+    *(char **)out = d->col_str(c, 0);
 }
 
 /* ---- meta ---- */
@@ -117,19 +439,26 @@ store_backend(const struct store *s)
 latch_rc
 store_meta_get(struct store *s, const char *key, char **value_out)
 {
-    return s->ops->meta_get(s->impl, key, value_out);
+    *value_out = NULL;
+    if (key == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_META_GET, read_str, value_out, "t", key);
 }
 
 latch_rc
 store_meta_set(struct store *s, const char *key, const char *value)
 {
-    return s->ops->meta_set(s->impl, key, value);
+    if (key == NULL || value == NULL)
+        return LATCH_E_INVAL;
+    return write1(s, ST_META_SET, NULL, "tt", key, value);
 }
 
 latch_rc
 store_meta_add(struct store *s, const char *key, const char *value)
 {
-    return s->ops->meta_add(s->impl, key, value);
+    if (key == NULL || value == NULL)
+        return LATCH_E_INVAL;
+    return write1(s, ST_META_ADD, NULL, "tt", key, value);
 }
 
 /* ---- environments ---- */
@@ -146,28 +475,74 @@ store_env_clear(struct store_env *e)
     memset(e, 0, sizeof *e);
 }
 
+/* ENV_COLS */
+static void
+env_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_env *e = out;
+
+    memset(e, 0, sizeof *e);
+    e->id = d->col_i64(c, 0);
+    e->name = d->col_str(c, 1);
+    e->webhook_url = d->col_str(c, 2);
+    e->webhook_url_secondary = d->col_str(c, 3);
+    e->webhook_key_sealed = d->col_str(c, 4);
+    e->on_auth_creation = d->col_bool(c, 5);
+    e->on_auth_refresh_error = d->col_bool(c, 6);
+    e->created_at = d->col_i64(c, 7);
+}
+
 latch_rc
 store_env_create(struct store *s, const char *name, struct store_env *out)
 {
-    return s->ops->env_create(s->impl, name, out);
+    struct store_env e;
+    latch_rc rc;
+
+    memset(&e, 0, sizeof e);
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (name == NULL || name[0] == '\0')
+        return LATCH_E_INVAL;
+    rc = write_ret(s, ST_ENV_INSERT, LATCH_E_DB, env_read, &e, "ti", name, latch_now_ms());
+    if (rc == LATCH_OK && out != NULL)
+        *out = e;
+    else
+        store_env_clear(&e);
+    return rc;
 }
 
 latch_rc
 store_env_get(struct store *s, int64_t id, struct store_env *out)
 {
-    return s->ops->env_get(s->impl, id, out);
+    memset(out, 0, sizeof *out);
+    return read1(s, ST_ENV_GET, env_read, out, "i", id);
 }
 
 latch_rc
 store_env_get_by_name(struct store *s, const char *name, struct store_env *out)
 {
-    return s->ops->env_get_by_name(s->impl, name, out);
+    memset(out, 0, sizeof *out);
+    if (name == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_ENV_GET_NAME, env_read, out, "t", name);
 }
 
 latch_rc
 store_env_list(struct store *s, struct store_env **out, size_t *n)
 {
-    return s->ops->env_list(s->impl, out, n);
+    struct list l = {NULL, 0, 0};
+    latch_rc rc;
+
+    *out = NULL;
+    *n = 0;
+    rc = list(s, false, ST_ENV_LIST, env_read, sizeof **out, &l, "");
+    if (rc != LATCH_OK) {
+        store_env_list_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return LATCH_OK;
 }
 
 void
@@ -183,7 +558,11 @@ store_env_list_free(struct store_env *v, size_t n)
 latch_rc
 store_env_update_webhooks(struct store *s, const struct store_env *e)
 {
-    return s->ops->env_update_webhooks(s->impl, e);
+    if (e == NULL)
+        return LATCH_E_INVAL;
+    return write_hit(s, ST_ENV_UPDATE, "itttBB", e->id, e->webhook_url, e->webhook_url_secondary,
+                     e->webhook_key_sealed, (int)e->on_auth_creation,
+                     (int)e->on_auth_refresh_error);
 }
 
 /* ---- API keys ---- */
@@ -191,25 +570,31 @@ store_env_update_webhooks(struct store *s, const struct store_env *e)
 latch_rc
 store_apikey_add(struct store *s, int64_t env_id, const unsigned char hash[32], const char *label)
 {
-    return s->ops->apikey_add(s->impl, env_id, hash, label);
+    if (hash == NULL)
+        return LATCH_E_INVAL;
+    return write1(s, ST_KEY_ADD, NULL, "ihti", env_id, hash, label, latch_now_ms());
 }
 
 latch_rc
 store_apikey_lookup(struct store *s, const unsigned char hash[32], int64_t *env_id)
 {
-    return s->ops->apikey_lookup(s->impl, hash, env_id);
+    *env_id = 0;
+    if (hash == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_KEY_LOOKUP, read_i64, env_id, "h", hash);
 }
 
 latch_rc
 store_apikey_revoke_all(struct store *s, int64_t env_id)
 {
-    return s->ops->apikey_revoke_all(s->impl, env_id);
+    return write1(s, ST_KEY_REVOKE, NULL, "ii", env_id, latch_now_ms());
 }
 
 latch_rc
 store_apikey_count(struct store *s, int64_t env_id, int64_t *n)
 {
-    return s->ops->apikey_count(s->impl, env_id, n);
+    *n = 0;
+    return read1(s, ST_KEY_COUNT, read_i64, n, "i", env_id);
 }
 
 /* ---- integrations ---- */
@@ -227,23 +612,76 @@ store_integration_clear(struct store_integration *i)
     memset(i, 0, sizeof *i);
 }
 
+/* INT_COLS */
+static void
+int_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_integration *i = out;
+
+    memset(i, 0, sizeof *i);
+    i->id = d->col_i64(c, 0);
+    i->env_id = d->col_i64(c, 1);
+    i->unique_key = d->col_str(c, 2);
+    i->provider = d->col_str(c, 3);
+    i->display_name = d->col_str(c, 4);
+    i->oauth_scopes = d->col_str(c, 5);
+    i->forward_webhooks = d->col_bool(c, 6);
+    i->custom_json = d->col_str(c, 7);
+    i->created_at = d->col_i64(c, 8);
+    i->updated_at = d->col_i64(c, 9);
+}
+
+static bool
+int_ok(const struct store_integration *i)
+{
+    return i != NULL && i->unique_key != NULL && i->provider != NULL && json_ok(i->custom_json);
+}
+
 latch_rc
 store_integration_create(struct store *s, struct store_integration *i)
 {
-    return s->ops->integration_create(s->impl, i);
+    int64_t now = latch_now_ms(), id = 0;
+    latch_rc rc;
+
+    if (!int_ok(i))
+        return LATCH_E_INVAL;
+    rc = write_ret(s, ST_INT_INSERT, LATCH_E_DB, read_i64, &id, "ittttBti", i->env_id,
+                   i->unique_key, i->provider, i->display_name, i->oauth_scopes,
+                   (int)i->forward_webhooks, i->custom_json, now);
+    if (rc == LATCH_OK) {
+        i->id = id;
+        i->created_at = now;
+        i->updated_at = now;
+    }
+    return rc;
 }
 
 latch_rc
 store_integration_get(struct store *s, int64_t env_id, const char *unique_key,
                       struct store_integration *out)
 {
-    return s->ops->integration_get(s->impl, env_id, unique_key, out);
+    memset(out, 0, sizeof *out);
+    if (unique_key == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_INT_GET, int_read, out, "it", env_id, unique_key);
 }
 
 latch_rc
 store_integration_list(struct store *s, int64_t env_id, struct store_integration **out, size_t *n)
 {
-    return s->ops->integration_list(s->impl, env_id, out, n);
+    struct list l = {NULL, 0, 0};
+    latch_rc rc;
+
+    *out = NULL;
+    *n = 0;
+    rc = list(s, false, ST_INT_LIST, int_read, sizeof **out, &l, "i", env_id);
+    if (rc != LATCH_OK) {
+        store_integration_list_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return LATCH_OK;
 }
 
 void
@@ -256,16 +694,78 @@ store_integration_list_free(struct store_integration *v, size_t n)
     free(v);
 }
 
+/* Runs a statement whose rows are not needed on c; *changes (may be NULL) gets the row count. */
+static latch_rc
+q_cmd(const struct dialect *d, struct db_conn *c, enum st_id id, int64_t *changes, const char *fmt,
+      ...)
+{
+    struct db_params p;
+    va_list ap;
+    latch_rc rc;
+    bool ok;
+
+    if (changes != NULL)
+        *changes = 0;
+    va_start(ap, fmt);
+    ok = vparams(&p, fmt, ap);
+    va_end(ap);
+    if (!ok)
+        return LATCH_E_INTERNAL;
+    rc = d->exec(c, id, &p);
+    if (rc != LATCH_OK)
+        return rc;
+    if (changes != NULL)
+        *changes = d->changes(c);
+    else
+        (void)d->changes(c);
+    d->end(c);
+    return LATCH_OK;
+}
+
 latch_rc
 store_integration_update(struct store *s, struct store_integration *i)
 {
-    return s->ops->integration_update(s->impl, i);
+    const struct dialect *d = s->d;
+    struct db_conn *c = NULL;
+    int64_t now = latch_now_ms(), changes = 0;
+    latch_rc rc;
+
+    if (!int_ok(i))
+        return LATCH_E_INVAL;
+    rc = d->acquire(s->db, &c);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = d->begin(c);
+    if (rc != LATCH_OK)
+        goto out;
+    /* Renaming unique_key cascades to connections.provider_config_key (ON UPDATE CASCADE). */
+    rc = q_cmd(d, c, ST_INT_UPDATE, &changes, "iittttBti", i->id, i->env_id, i->unique_key,
+               i->provider, i->display_name, i->oauth_scopes, (int)i->forward_webhooks,
+               i->custom_json, now);
+    if (rc == LATCH_OK && changes == 0)
+        rc = LATCH_E_NOT_FOUND;
+    if (rc != LATCH_OK)
+        goto out;
+    /* connections.provider is a copy of the integration's provider: keep it in step. */
+    rc = q_cmd(d, c, ST_CONN_SET_PROVIDER, NULL, "itt", i->env_id, i->unique_key, i->provider);
+    if (rc == LATCH_OK)
+        rc = d->commit(c);
+out:
+    if (rc != LATCH_OK)
+        d->rollback(c);
+    d->release(c);
+    if (rc == LATCH_OK)
+        i->updated_at = now;
+    return rc;
 }
 
 latch_rc
 store_integration_delete(struct store *s, int64_t env_id, const char *unique_key)
 {
-    return s->ops->integration_delete(s->impl, env_id, unique_key);
+    if (unique_key == NULL)
+        return LATCH_E_INVAL;
+    /* Its connections go with it (ON DELETE CASCADE). */
+    return write_hit(s, ST_INT_DELETE, "it", env_id, unique_key);
 }
 
 /* ---- connections ---- */
@@ -293,31 +793,258 @@ store_connection_clear(struct store_connection *c)
     memset(c, 0, sizeof *c);
 }
 
+/* CONN_COLS */
+static void
+conn_read(const struct dialect *d, struct db_conn *k, void *out)
+{
+    struct store_connection *c = out;
+
+    memset(c, 0, sizeof *c);
+    c->id = d->col_i64(k, 0);
+    c->env_id = d->col_i64(k, 1);
+    c->uid = d->col_str(k, 2);
+    c->connection_id = d->col_str(k, 3);
+    c->provider_config_key = d->col_str(k, 4);
+    c->provider = d->col_str(k, 5);
+    c->credentials_sealed = d->col_str(k, 6);
+    c->connection_config_json = d->col_str(k, 7);
+    c->metadata_json = d->col_str(k, 8);
+    c->tags_json = d->col_str(k, 9);
+    c->end_user_json = d->col_str(k, 10);
+    c->webhook_url_override = d->col_str(k, 11);
+    c->expires_at = d->col_i64(k, 12);
+    c->created_at = d->col_i64(k, 13);
+    c->updated_at = d->col_i64(k, 14);
+    c->last_fetched_at = d->col_i64(k, 15);
+    c->last_refresh_success = d->col_i64(k, 16);
+    c->last_refresh_failure = d->col_i64(k, 17);
+    c->next_refresh_at = d->col_i64(k, 18);
+    c->refresh_attempts = (int)d->col_i64(k, 19);
+    c->needs_reauth = d->col_bool(k, 20);
+    c->auth_error_json = d->col_str(k, 21);
+    c->version = d->col_i64(k, 22);
+}
+
+/*
+ * Insert, or replace by (env_id, provider_config_key, connection_id), in one transaction:
+ * 1. read the integration's provider (it must exist; postgres: FOR KEY SHARE);
+ * 2. INSERT ... ON CONFLICT (key) DO NOTHING RETURNING id;
+ * 3. no row: the key exists (on postgres possibly inserted a moment ago by another node), so
+ *    lock it (postgres: FOR UPDATE), check the uid, and replace;
+ * 4. read the stored row back.
+ */
 latch_rc
 store_connection_upsert(struct store *s, struct store_connection *c, bool *created)
 {
-    return s->ops->connection_upsert(s->impl, c, created);
+    const struct dialect *d = s->d;
+    struct db_conn *k = NULL;
+    struct store_connection got;
+    int64_t now = latch_now_ms(), id = 0;
+    char *provider = NULL;
+    latch_rc rc;
+    bool row = false, is_new = false;
+
+    memset(&got, 0, sizeof got);
+    if (created != NULL)
+        *created = false;
+    if (c == NULL || c->uid == NULL || c->connection_id == NULL || c->provider_config_key == NULL)
+        return LATCH_E_INVAL;
+    if (!json_ok(c->connection_config_json) || !json_ok(c->metadata_json) ||
+        !json_ok(c->tags_json) || !json_ok(c->end_user_json))
+        return LATCH_E_INVAL;
+    rc = d->acquire(s->db, &k);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = d->begin(k);
+    if (rc != LATCH_OK)
+        goto out;
+
+    /* The integration must exist; it also supplies provider when the caller has none. */
+    rc = q_exec(d, k, ST_INT_PROVIDER, "it", c->env_id, c->provider_config_key);
+    if (rc == LATCH_OK)
+        rc = q_row(d, k, LATCH_E_NOT_FOUND);
+    if (rc != LATCH_OK)
+        goto out;
+    provider = c->provider != NULL ? xstrdup(c->provider) : d->col_str(k, 0);
+    d->end(k);
+
+    /* Insert, or learn that the key exists. */
+    rc = q_exec(d, k, ST_CONN_INSERT, "ittttttttttii", c->env_id, c->uid, c->connection_id,
+                c->provider_config_key, provider, c->credentials_sealed, c->connection_config_json,
+                c->metadata_json, c->tags_json, c->end_user_json, c->webhook_url_override,
+                c->expires_at, now);
+    if (rc == LATCH_OK)
+        rc = d->next(k, &row);
+    if (rc != LATCH_OK)
+        goto out;
+    if (row) {
+        id = d->col_i64(k, 0);
+        is_new = true;
+    }
+    rc = q_finish(d, k);
+    if (rc != LATCH_OK)
+        goto out;
+
+    if (!is_new) {
+        const char *uid;
+        int64_t changes = 0;
+
+        rc = q_exec(d, k, ST_CONN_LOCK, "itt", c->env_id, c->provider_config_key, c->connection_id);
+        if (rc == LATCH_OK) /* deleted between our insert and our lock: caller retries */
+            rc = q_row(d, k, LATCH_E_CONFLICT);
+        if (rc != LATCH_OK)
+            goto out;
+        id = d->col_i64(k, 0);
+        uid = d->col_text(k, 1);
+        if (uid == NULL || strcmp(uid, c->uid) != 0) {
+            /* The caller sealed for another uid: writing would make the row unreadable. */
+            rc = LATCH_E_CONFLICT;
+            goto out;
+        }
+        d->end(k);
+        rc = q_cmd(d, k, ST_CONN_REPLACE, &changes, "itttitttti", id, c->provider,
+                   c->credentials_sealed, c->connection_config_json, c->expires_at,
+                   c->metadata_json, c->tags_json, c->end_user_json, c->webhook_url_override, now);
+        if (rc == LATCH_OK && changes != 1)
+            rc = LATCH_E_DB;
+        if (rc != LATCH_OK)
+            goto out;
+    }
+
+    rc = q_exec(d, k, ST_CONN_GET_ROW, "i", id);
+    if (rc == LATCH_OK)
+        rc = q_row(d, k, LATCH_E_DB);
+    if (rc != LATCH_OK)
+        goto out;
+    conn_read(d, k, &got);
+    d->end(k);
+    rc = d->commit(k);
+out:
+    d->end(k);
+    if (rc != LATCH_OK)
+        d->rollback(k);
+    d->release(k);
+    free(provider);
+    if (rc == LATCH_OK) {
+        store_connection_clear(c);
+        *c = got;
+        if (created != NULL)
+            *created = is_new;
+    } else {
+        store_connection_clear(&got);
+    }
+    return rc;
 }
 
 latch_rc
 store_connection_get(struct store *s, int64_t env_id, const char *provider_config_key,
                      const char *connection_id, struct store_connection *out)
 {
-    return s->ops->connection_get(s->impl, env_id, provider_config_key, connection_id, out);
+    memset(out, 0, sizeof *out);
+    if (provider_config_key == NULL || connection_id == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_CONN_GET, conn_read, out, "itt", env_id, provider_config_key, connection_id);
 }
 
 latch_rc
 store_connection_get_by_id(struct store *s, int64_t env_id, int64_t id,
                            struct store_connection *out)
 {
-    return s->ops->connection_get_by_id(s->impl, env_id, id, out);
+    memset(out, 0, sizeof *out);
+    return read1(s, ST_CONN_GET_ENV_ID, conn_read, out, "ii", env_id, id);
+}
+
+/* Builds the JSON parameters of the list filter; owned strings (free) or NULL = no filter. */
+static latch_rc
+filter_json(const struct store_conn_filter *f, char **keys_out, char **tags_out)
+{
+    json_t *a = NULL;
+    latch_rc rc = LATCH_OK;
+
+    *keys_out = NULL;
+    *tags_out = NULL;
+    if (f->n_integration_keys > 0) {
+        if (f->integration_keys == NULL || f->n_integration_keys > STORE_MAX_FILTER_KEYS)
+            return LATCH_E_INVAL;
+        a = json_array();
+        for (size_t i = 0; i < f->n_integration_keys; i++) {
+            json_t *s = f->integration_keys[i] != NULL ? json_string(f->integration_keys[i]) : NULL;
+
+            if (s == NULL || json_array_append_new(a, s) != 0) {
+                rc = LATCH_E_INVAL;
+                goto out;
+            }
+        }
+        *keys_out = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+        a = NULL;
+        if (*keys_out == NULL) {
+            rc = LATCH_E_NOMEM;
+            goto out;
+        }
+    }
+    if (f->n_tags > 0) {
+        if (f->tag_keys == NULL || f->tag_values == NULL || f->n_tags > STORE_MAX_FILTER_TAGS) {
+            rc = LATCH_E_INVAL;
+            goto out;
+        }
+        a = json_array();
+        for (size_t i = 0; i < f->n_tags; i++) {
+            json_t *pair;
+
+            if (f->tag_keys[i] == NULL || f->tag_values[i] == NULL) {
+                rc = LATCH_E_INVAL;
+                goto out;
+            }
+            /* json_pack rejects invalid UTF-8 (returns NULL). */
+            pair = json_pack("[ss]", f->tag_keys[i], f->tag_values[i]);
+            if (pair == NULL || json_array_append_new(a, pair) != 0) {
+                rc = LATCH_E_INVAL;
+                goto out;
+            }
+        }
+        *tags_out = json_dumps(a, JSON_COMPACT);
+        if (*tags_out == NULL)
+            rc = LATCH_E_NOMEM;
+    }
+out:
+    json_decref(a);
+    if (rc != LATCH_OK) {
+        free(*keys_out);
+        free(*tags_out);
+        *keys_out = NULL;
+        *tags_out = NULL;
+    }
+    return rc;
 }
 
 latch_rc
 store_connection_list(struct store *s, int64_t env_id, const struct store_conn_filter *f,
                       struct store_connection **out, size_t *n)
 {
-    return s->ops->connection_list(s->impl, env_id, f, out, n);
+    struct list l = {NULL, 0, 0};
+    char *keys = NULL, *tags = NULL;
+    latch_rc rc;
+
+    *out = NULL;
+    *n = 0;
+    if (f == NULL || f->limit < 1 || f->limit > LATCH_MAX_LIST_LIMIT || f->offset < 0)
+        return LATCH_E_INVAL;
+    rc = filter_json(f, &keys, &tags);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = list(s, false, ST_CONN_LIST, conn_read, sizeof **out, &l, "ittttttii", env_id,
+              f->connection_id, f->search, f->end_user_id, f->end_user_org_id, keys, tags, f->limit,
+              f->offset);
+    free(keys);
+    free(tags);
+    if (rc != LATCH_OK) {
+        store_connection_list_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return LATCH_OK;
 }
 
 void
@@ -334,49 +1061,142 @@ latch_rc
 store_connection_delete(struct store *s, int64_t env_id, const char *provider_config_key,
                         const char *connection_id)
 {
-    return s->ops->connection_delete(s->impl, env_id, provider_config_key, connection_id);
+    if (provider_config_key == NULL || connection_id == NULL)
+        return LATCH_E_INVAL;
+    return write_hit(s, ST_CONN_DELETE, "itt", env_id, provider_config_key, connection_id);
 }
 
 latch_rc
 store_connection_set_metadata(struct store *s, int64_t id, const char *metadata_json)
 {
-    return s->ops->connection_set_metadata(s->impl, id, metadata_json);
+    if (!json_ok(metadata_json))
+        return LATCH_E_INVAL;
+    return write_hit(s, ST_CONN_SET_META, "iti", id, metadata_json, latch_now_ms());
 }
 
 latch_rc
 store_connection_patch(struct store *s, int64_t id, const char *tags_json,
                        const char *end_user_json, const char *webhook_url_override)
 {
-    return s->ops->connection_patch(s->impl, id, tags_json, end_user_json, webhook_url_override);
+    if (!json_ok(tags_json) || !json_ok(end_user_json))
+        return LATCH_E_INVAL;
+    return write_hit(s, ST_CONN_PATCH, "ittti", id, tags_json, end_user_json, webhook_url_override,
+                     latch_now_ms());
 }
 
+/* A gone row changes nothing (postgres: a row deleted meanwhile fails the FK): NOT_FOUND. */
 latch_rc
 store_connection_touch(struct store *s, int64_t id, int64_t last_fetched_at)
 {
-    return s->ops->connection_touch(s->impl, id, last_fetched_at);
+    return write_hit(s, ST_CONN_TOUCH, "ii", id, last_fetched_at);
 }
 
 latch_rc
 store_connection_touch_many(struct store *s, const int64_t *ids, size_t n, int64_t last_fetched_at)
 {
+    const struct dialect *d = s->d;
+    struct db_conn *c = NULL;
+    latch_rc rc;
+
     if (n == 0)
         return LATCH_OK;
     if (ids == NULL || n > LATCH_STORE_TOUCH_BATCH)
         return LATCH_E_INVAL;
-    return s->ops->connection_touch_many(s->impl, ids, n, last_fetched_at);
+    if (d->touch_many != NULL)
+        return d->touch_many(s->db, ids, n, last_fetched_at);
+    rc = d->acquire(s->db, &c);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = d->begin(c);
+    for (size_t i = 0; i < n && rc == LATCH_OK; i++)
+        rc = q_cmd(d, c, ST_CONN_TOUCH, NULL, "ii", ids[i], last_fetched_at);
+    if (rc == LATCH_OK)
+        rc = d->commit(c);
+    else
+        d->rollback(c);
+    d->release(c);
+    return rc;
+}
+
+/*
+ * Runs a guarded UPDATE (optionally RETURNING one int64 into *ret) in a transaction; when it
+ * changes no row, tells NOT_FOUND (row gone) from CONFLICT (guard failed) in the same
+ * transaction.
+ */
+static latch_rc
+guarded_update(struct store *s, int64_t id, enum st_id sid, int64_t *ret, const char *fmt, ...)
+{
+    const struct dialect *d = s->d;
+    struct db_conn *c = NULL;
+    struct db_params p;
+    va_list ap;
+    latch_rc rc;
+    bool ok, row = false, hit = false;
+
+    va_start(ap, fmt);
+    ok = vparams(&p, fmt, ap);
+    va_end(ap);
+    if (!ok)
+        return LATCH_E_INTERNAL;
+    rc = d->acquire(s->db, &c);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = d->begin(c);
+    if (rc == LATCH_OK)
+        rc = d->exec(c, sid, &p);
+    if (rc != LATCH_OK)
+        goto out;
+    if (ret != NULL) {
+        rc = d->next(c, &row);
+        hit = rc == LATCH_OK && row;
+        if (hit)
+            *ret = d->col_i64(c, 0);
+        if (rc == LATCH_OK)
+            rc = q_finish(d, c);
+    } else {
+        hit = d->changes(c) > 0;
+    }
+    d->end(c);
+    if (rc != LATCH_OK)
+        goto out;
+    if (!hit) {
+        rc = q_exec(d, c, ST_CONN_EXISTS, "i", id);
+        if (rc == LATCH_OK)
+            rc = d->next(c, &row);
+        if (rc == LATCH_OK)
+            rc = row ? LATCH_E_CONFLICT : LATCH_E_NOT_FOUND;
+        goto out;
+    }
+    rc = d->commit(c);
+out:
+    d->end(c);
+    if (rc != LATCH_OK)
+        d->rollback(c);
+    d->release(c);
+    return rc;
 }
 
 latch_rc
 store_connection_lease(struct store *s, int64_t id, const char *owner, int64_t ttl_ms,
                        int64_t *version_out)
 {
-    return s->ops->connection_lease(s->impl, id, owner, ttl_ms, version_out);
+    int64_t now = latch_now_ms(), version = 0;
+    latch_rc rc;
+
+    if (owner == NULL || owner[0] == '\0' || ttl_ms <= 0)
+        return LATCH_E_INVAL;
+    rc = guarded_update(s, id, ST_CONN_LEASE, &version, "itii", id, owner, now + ttl_ms, now);
+    if (rc == LATCH_OK && version_out != NULL)
+        *version_out = version;
+    return rc;
 }
 
 latch_rc
 store_connection_lease_release(struct store *s, int64_t id, const char *owner)
 {
-    return s->ops->connection_lease_release(s->impl, id, owner);
+    if (owner == NULL)
+        return LATCH_E_INVAL;
+    return guarded_update(s, id, ST_CONN_RELEASE, NULL, "it", id, owner);
 }
 
 latch_rc
@@ -384,8 +1204,16 @@ store_connection_refresh_done(struct store *s, int64_t id, const char *owner,
                               int64_t expected_version, const char *credentials_sealed,
                               int64_t expires_at, int64_t *new_version)
 {
-    return s->ops->connection_refresh_done(s->impl, id, owner, expected_version, credentials_sealed,
-                                           expires_at, new_version);
+    int64_t version = 0;
+    latch_rc rc;
+
+    if (owner == NULL || credentials_sealed == NULL)
+        return LATCH_E_INVAL;
+    rc = guarded_update(s, id, ST_CONN_DONE, &version, "iittii", id, expected_version, owner,
+                        credentials_sealed, expires_at, latch_now_ms());
+    if (rc == LATCH_OK && new_version != NULL)
+        *new_version = version;
+    return rc;
 }
 
 latch_rc
@@ -393,16 +1221,59 @@ store_connection_refresh_failed(struct store *s, int64_t id, const char *owner,
                                 const char *auth_error_json, int64_t next_refresh_at,
                                 bool needs_reauth)
 {
-    return s->ops->connection_refresh_failed(s->impl, id, owner, auth_error_json, next_refresh_at,
-                                             needs_reauth);
+    if (owner == NULL || !json_ok(auth_error_json))
+        return LATCH_E_INVAL;
+    return guarded_update(s, id, ST_CONN_FAILED, NULL, "ittiBi", id, owner, auth_error_json,
+                          next_refresh_at, (int)needs_reauth, latch_now_ms());
+}
+
+struct due_row {
+    int64_t id, env_id;
+};
+
+static void
+due_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct due_row *r = out;
+
+    r->id = d->col_i64(c, 0);
+    r->env_id = d->col_i64(c, 1);
 }
 
 latch_rc
 store_connection_due_for_refresh(struct store *s, int64_t before, int64_t used_since, size_t max,
                                  int64_t **ids_out, int64_t **env_ids_out, size_t *n)
 {
-    return s->ops->connection_due_for_refresh(s->impl, before, used_since, max, ids_out,
-                                              env_ids_out, n);
+    struct list l = {NULL, 0, 0};
+    struct due_row *v;
+    int64_t *ids, *envs;
+    latch_rc rc;
+
+    *ids_out = NULL;
+    *env_ids_out = NULL;
+    *n = 0;
+    if (max == 0)
+        return LATCH_OK;
+    if (max > LATCH_MAX_LIST_LIMIT)
+        max = LATCH_MAX_LIST_LIMIT;
+    rc = list(s, false, ST_CONN_DUE, due_read, sizeof *v, &l, "iiii", before, used_since,
+              latch_now_ms(), (int64_t)max);
+    v = l.v;
+    if (rc != LATCH_OK || l.n == 0) {
+        free(v);
+        return rc;
+    }
+    ids = xcalloc(l.n, sizeof *ids);
+    envs = xcalloc(l.n, sizeof *envs);
+    for (size_t i = 0; i < l.n; i++) {
+        ids[i] = v[i].id;
+        envs[i] = v[i].env_id;
+    }
+    free(v);
+    *ids_out = ids;
+    *env_ids_out = envs;
+    *n = l.n;
+    return LATCH_OK;
 }
 
 /* ---- connect sessions ---- */
@@ -421,34 +1292,82 @@ store_session_clear(struct store_session *x)
     memset(x, 0, sizeof *x);
 }
 
+/* SESS_COLS */
+static void
+sess_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_session *x = out;
+
+    memset(x, 0, sizeof *x);
+    x->id = d->col_i64(c, 0);
+    x->env_id = d->col_i64(c, 1);
+    (void)d->col_hash(c, 2, x->token_hash);
+    x->end_user_json = d->col_str(c, 3);
+    x->organization_json = d->col_str(c, 4);
+    x->allowed_integrations_json = d->col_str(c, 5);
+    x->config_defaults_json = d->col_str(c, 6);
+    x->tags_json = d->col_str(c, 7);
+    x->webhook_url_override = d->col_str(c, 8);
+    x->connection_row_id = d->col_i64(c, 9);
+    x->expires_at = d->col_i64(c, 10);
+    x->attempts = (int)d->col_i64(c, 11);
+    x->created_at = d->col_i64(c, 12);
+}
+
 latch_rc
 store_session_create(struct store *s, struct store_session *x)
 {
-    return s->ops->session_create(s->impl, x);
+    int64_t id = 0, created;
+    latch_rc rc;
+
+    if (x == NULL || !json_ok(x->end_user_json) || !json_ok(x->organization_json) ||
+        !json_ok(x->allowed_integrations_json) || !json_ok(x->config_defaults_json) ||
+        !json_ok(x->tags_json))
+        return LATCH_E_INVAL;
+    created = x->created_at != 0 ? x->created_at : latch_now_ms();
+    rc = write_ret(s, ST_SESS_INSERT, LATCH_E_DB, read_i64, &id, "ihttttttiiii", x->env_id,
+                   x->token_hash, x->end_user_json, x->organization_json,
+                   x->allowed_integrations_json, x->config_defaults_json, x->tags_json,
+                   x->webhook_url_override, x->connection_row_id, x->expires_at,
+                   (int64_t)x->attempts, created);
+    if (rc == LATCH_OK) {
+        x->id = id;
+        x->created_at = created;
+    }
+    return rc;
 }
 
 latch_rc
 store_session_get_by_hash(struct store *s, const unsigned char hash[32], struct store_session *out)
 {
-    return s->ops->session_get_by_hash(s->impl, hash, out);
+    memset(out, 0, sizeof *out);
+    if (hash == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_SESS_GET, sess_read, out, "h", hash);
 }
 
 latch_rc
 store_session_bump_attempts(struct store *s, int64_t id, int *attempts)
 {
-    return s->ops->session_bump_attempts(s->impl, id, attempts);
+    latch_rc rc;
+    int n = 0;
+
+    rc = write_ret(s, ST_SESS_BUMP, LATCH_E_NOT_FOUND, read_int, &n, "i", id);
+    if (rc == LATCH_OK && attempts != NULL)
+        *attempts = n;
+    return rc;
 }
 
 latch_rc
 store_session_delete(struct store *s, int64_t id)
 {
-    return s->ops->session_delete(s->impl, id);
+    return write_hit(s, ST_SESS_DELETE, "i", id);
 }
 
 latch_rc
 store_session_purge_expired(struct store *s, int64_t now)
 {
-    return s->ops->session_purge_expired(s->impl, now);
+    return write1(s, ST_SESS_PURGE, NULL, "i", now);
 }
 
 /* ---- webhook outbox ---- */
@@ -463,18 +1382,63 @@ store_webhook_clear(struct store_webhook *w)
     memset(w, 0, sizeof *w);
 }
 
+/* WH_COLS */
+static void
+wh_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_webhook *w = out;
+
+    memset(w, 0, sizeof *w);
+    w->id = d->col_i64(c, 0);
+    w->env_id = d->col_i64(c, 1);
+    w->url = d->col_str(c, 2);
+    w->body = d->col_str(c, 3);
+    w->attempts = (int)d->col_i64(c, 4);
+    w->next_attempt_at = d->col_i64(c, 5);
+    w->created_at = d->col_i64(c, 6);
+}
+
 latch_rc
 store_webhook_enqueue(struct store *s, int64_t env_id, const char *url, const char *body,
                       int64_t *id_out)
 {
-    return s->ops->webhook_enqueue(s->impl, env_id, url, body, id_out);
+    int64_t id = 0;
+    latch_rc rc;
+
+    if (url == NULL || body == NULL)
+        return LATCH_E_INVAL;
+    rc = write_ret(s, ST_WH_INSERT, LATCH_E_DB, read_i64, &id, "itti", env_id, url, body,
+                   latch_now_ms());
+    if (rc == LATCH_OK && id_out != NULL)
+        *id_out = id;
+    return rc;
 }
 
 latch_rc
 store_webhook_claim(struct store *s, const char *owner, int64_t now, int64_t lease_ms, size_t max,
                     struct store_webhook **out, size_t *n)
 {
-    return s->ops->webhook_claim(s->impl, owner, now, lease_ms, max, out, n);
+    struct list l = {NULL, 0, 0};
+    latch_rc rc;
+
+    *out = NULL;
+    *n = 0;
+    if (owner == NULL || owner[0] == '\0' || lease_ms <= 0)
+        return LATCH_E_INVAL;
+    if (max == 0)
+        return LATCH_OK;
+    if (max > LATCH_MAX_LIST_LIMIT)
+        max = LATCH_MAX_LIST_LIMIT;
+    /* One write transaction: the claim UPDATE ... RETURNING (postgres: SKIP LOCKED). */
+    rc = list(s, true, ST_WH_CLAIM, wh_read, sizeof **out, &l, "tiii", owner, now, lease_ms,
+              (int64_t)max);
+    if (rc != LATCH_OK) {
+        store_webhook_list_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return LATCH_OK;
 }
 
 void
@@ -490,32 +1454,184 @@ store_webhook_list_free(struct store_webhook *v, size_t n)
 latch_rc
 store_webhook_done(struct store *s, int64_t id)
 {
-    return s->ops->webhook_done(s->impl, id);
+    return write_hit(s, ST_WH_DONE, "i", id);
 }
 
 latch_rc
 store_webhook_retry(struct store *s, int64_t id, int64_t next_attempt_at, const char *last_error,
                     bool give_up)
 {
-    return s->ops->webhook_retry(s->impl, id, next_attempt_at, last_error, give_up);
+    return write_hit(s, ST_WH_RETRY, "iitB", id, next_attempt_at, last_error, (int)give_up);
 }
 
 latch_rc
 store_webhook_pending_count(struct store *s, int64_t *n)
 {
-    return s->ops->webhook_pending_count(s->impl, n);
+    *n = 0;
+    return read1(s, ST_WH_PENDING, read_i64, n, "");
 }
 
-/* ---- rotation and integrity ---- */
+/* ---- key rotation ---- */
+
+struct rs_item {
+    int64_t id;     /* connections / environments row id */
+    char *row;      /* uid, id as text, or meta key */
+    char *sealed;   /* current value */
+    char *resealed; /* from fn, or NULL */
+};
+
+/* A sealed column: scan reads (key, row, sealed) after a cursor, cas swaps one value. */
+struct rs_source {
+    const char *table;
+    const char *column; /* as used in the AAD */
+    enum st_id scan;
+    enum st_id cas;
+    bool by_key; /* keyed by text (meta) rather than by id */
+};
+
+static const struct rs_source rs_sources[] = {
+    {"connections", "credentials", ST_RS_CONN_SCAN, ST_RS_CONN_CAS, false},
+    {"environments", "webhook_key", ST_RS_ENV_SCAN, ST_RS_ENV_CAS, false},
+    {"meta", "value", ST_RS_META_SCAN, ST_RS_META_CAS, true},
+};
+
+static void
+rs_items_free(struct rs_item *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].row);
+        free(v[i].sealed);
+        free(v[i].resealed);
+        memset(&v[i], 0, sizeof v[i]);
+    }
+}
+
+/* Reads the next batch after the cursor (*last_id or *last_key) without holding a transaction. */
+static latch_rc
+rs_scan(const struct dialect *d, struct db_conn *c, const struct rs_source *src, int64_t *last_id,
+        char **last_key, struct rs_item *v, size_t *n)
+{
+    latch_rc rc;
+    bool row = true;
+
+    *n = 0;
+    if (src->by_key)
+        rc = q_exec(d, c, src->scan, "ti", *last_key != NULL ? *last_key : "",
+                    (int64_t)STORE_RESEAL_BATCH);
+    else
+        rc = q_exec(d, c, src->scan, "ii", *last_id, (int64_t)STORE_RESEAL_BATCH);
+    while (rc == LATCH_OK && *n < STORE_RESEAL_BATCH) {
+        struct rs_item *it = &v[*n];
+
+        rc = d->next(c, &row);
+        if (rc != LATCH_OK || !row)
+            break;
+        if (src->scan == ST_RS_CONN_SCAN) {
+            it->id = d->col_i64(c, 0);
+            it->row = d->col_str(c, 1);
+            it->sealed = d->col_str(c, 2);
+        } else if (src->scan == ST_RS_ENV_SCAN) {
+            it->id = d->col_i64(c, 0);
+            it->row = xasprintf("%" PRId64, it->id);
+            it->sealed = d->col_str(c, 1);
+        } else {
+            it->row = d->col_str(c, 0);
+            it->sealed = d->col_str(c, 1);
+        }
+        (*n)++;
+    }
+    d->end(c);
+    if (rc == LATCH_OK && *n > 0) {
+        *last_id = v[*n - 1].id;
+        free(*last_key);
+        *last_key = xstrdup(v[*n - 1].row);
+    }
+    return rc;
+}
 
 latch_rc
 store_reseal_all(struct store *s, store_reseal_fn fn, void *ud, size_t *rewritten)
 {
-    return s->ops->reseal_all(s->impl, fn, ud, rewritten);
-}
+    const struct dialect *d = s->d;
+    struct db_conn *c = NULL;
+    struct rs_item *v;
+    size_t count = 0;
+    latch_rc rc, first_fn_err = LATCH_OK;
 
-latch_rc
-store_integrity_check(struct store *s, struct latch_err *err)
-{
-    return s->ops->integrity_check(s->impl, err);
+    if (rewritten != NULL)
+        *rewritten = 0;
+    if (fn == NULL)
+        return LATCH_E_INVAL;
+    v = xcalloc(STORE_RESEAL_BATCH, sizeof *v);
+    rc = d->acquire(s->db, &c);
+    if (rc != LATCH_OK) {
+        free(v);
+        return rc;
+    }
+    for (size_t k = 0; k < sizeof rs_sources / sizeof rs_sources[0] && rc == LATCH_OK; k++) {
+        const struct rs_source *src = &rs_sources[k];
+        int64_t last_id = 0;
+        char *last_key = NULL;
+
+        for (;;) {
+            size_t n = 0, todo = 0;
+
+            rc = rs_scan(d, c, src, &last_id, &last_key, v, &n);
+            if (rc != LATCH_OK || n == 0)
+                break;
+            /* Crypto happens here, outside any transaction: the server keeps writing. */
+            for (size_t i = 0; i < n; i++) {
+                struct store_sealed_ref ref = {src->table, v[i].row, src->column, v[i].sealed};
+                latch_rc frc;
+
+                if (v[i].row == NULL || v[i].sealed == NULL)
+                    continue;
+                frc = fn(&ref, &v[i].resealed, ud);
+                if (frc != LATCH_OK) {
+                    /* Keep going so every good row moves to the new key; report the failure. */
+                    if (first_fn_err == LATCH_OK)
+                        first_fn_err = frc;
+                    free(v[i].resealed);
+                    v[i].resealed = NULL;
+                    continue;
+                }
+                if (v[i].resealed != NULL)
+                    todo++;
+            }
+            if (todo > 0) {
+                /* One short write transaction per batch; compare-and-swap per row. */
+                rc = d->begin(c);
+                for (size_t i = 0; i < n && rc == LATCH_OK; i++) {
+                    int64_t changes = 0;
+
+                    if (v[i].resealed == NULL)
+                        continue;
+                    if (src->by_key)
+                        rc = q_cmd(d, c, src->cas, &changes, "ttt", v[i].row, v[i].resealed,
+                                   v[i].sealed);
+                    else
+                        rc = q_cmd(d, c, src->cas, &changes, "itt", v[i].id, v[i].resealed,
+                                   v[i].sealed);
+                    if (rc == LATCH_OK && changes > 0)
+                        count++;
+                }
+                if (rc == LATCH_OK)
+                    rc = d->commit(c);
+                else
+                    d->rollback(c);
+            }
+            rs_items_free(v, n);
+            if (rc != LATCH_OK || n < STORE_RESEAL_BATCH)
+                break;
+        }
+        free(last_key);
+    }
+    d->rollback(c);
+    d->release(c);
+    free(v);
+    if (rc == LATCH_OK)
+        rc = first_fn_err;
+    if (rewritten != NULL)
+        *rewritten = count;
+    return rc;
 }

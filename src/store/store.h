@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 
 struct store;
 

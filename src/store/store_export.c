@@ -10,7 +10,7 @@
 
 #include <jansson.h>
 
-#include "store/store_backend.h"
+#include "store/dialect.h"
 #include "util/buf.h"
 #include "util/xalloc.h"
 #include "util/str.h"
@@ -254,7 +254,7 @@ store_export(struct store *s, FILE *out, struct latch_err *err)
     rc = head != NULL ? write_line(out, head) : LATCH_E_NOMEM;
     json_decref(head);
     for (size_t i = 0; i < store_ntables && rc == LATCH_OK; i++) {
-        rc = s->ops->raw_scan(s->impl, &store_tables[i], export_row, &x);
+        rc = s->d->raw_scan(s->db, &store_tables[i], export_row, &x);
         if (rc != LATCH_OK)
             latch_err_set(err, "export: table %s: %s", store_tables[i].name, latch_strerror(rc));
     }
@@ -440,7 +440,7 @@ store_import(struct store *s, FILE *in, struct latch_err *err)
         rc = LATCH_E_INVAL;
         goto out;
     }
-    rc = s->ops->raw_import(s->impl, import_next, &x, err);
+    rc = s->d->raw_import(s->db, import_next, &x, err);
     if (rc == LATCH_OK && !x.ended)
         rc = LATCH_E_INTERNAL;
 out:

@@ -22,7 +22,7 @@
 
 #include <stdio.h>
 
-#include "core/rc.h"
+#include "util/rc.h"
 #include "store/store.h"
 
 /* Version of the dump format (the "latch_export" field). */

@@ -1,5 +1,5 @@
 /*
- * store_pg.c - the PostgreSQL backend of store.h (see docs/internals/store_pg.md).
+ * store_pg.c - the PostgreSQL dialect of the store (see dialect.h, docs/internals/store_pg.md).
  *
  * Threads: a bounded pool (STORE_PG_POOL_SIZE) of PGconn, mutex + condvar; an operation takes a
  * connection, runs, gives it back, so a PGconn is only ever used by one thread at a time.
@@ -13,13 +13,14 @@
  * Writes run in BEGIN ... COMMIT (READ COMMITTED); the cross-node primitives (lease, version
  * check, outbox claim, CAS) are single guarded UPDATEs, which PostgreSQL re-checks against the
  * newest row version, so two nodes never both win. Bound values are never logged.
+ * Ownership: pg_open returns an owned struct pg_store (pg_close frees it); pool slots belong to
+ * the pool and are lent by pg_acquire until pg_release.
  */
-#include "store/store_backend.h"
+#include "store/dialect.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,6 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
-#include "core/latch_limits.h"
 #include "core/log.h"
 #include "util/clock.h"
 #include "util/buf.h"
@@ -53,87 +53,17 @@
 #define STORE_PG_TOUCH_TRIES 3
 /* Session advisory lock key serialising migrations across nodes ("latchmig"). */
 #define STORE_PG_MIGRATE_LOCK "7809644905012013415"
-/* Rows per batch for reseal and raw scans. */
-#define STORE_RESEAL_BATCH 100
+/* Rows per batch for raw scans. */
 #define STORE_RAW_BATCH 500
-/* Bounds on list filters (integration keys, tag pairs) bound as one JSON array each. */
-#define STORE_MAX_FILTER_KEYS 100
-#define STORE_MAX_FILTER_TAGS 64
 /* Parameters of one statement. */
-#define PG_MAX_PARAMS 16
+#define PG_MAX_PARAMS DB_MAX_PARAMS
 /* Columns of one raw (export/import) row: the widest table, connections, has 25. */
 #define PG_MAX_RAW_COLS 32
 /* Longest dynamic SQL text (raw import/scan; identifiers from store_tables only). */
 #define PG_MAX_RAW_SQL 2048
 
-/* ---- statements ---- */
+/* ---- statements (column lists and OVERRIDE_EXPR: dialect.h) ---- */
 
-enum st_id {
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_META_GET,
-    ST_META_SET,
-    ST_META_ADD,
-    ST_ENV_INSERT,
-    ST_ENV_GET,
-    ST_ENV_GET_NAME,
-    ST_ENV_LIST,
-    ST_ENV_UPDATE,
-    ST_KEY_ADD,
-    ST_KEY_LOOKUP,
-    ST_KEY_REVOKE,
-    ST_KEY_COUNT,
-    ST_INT_INSERT,
-    ST_INT_GET,
-    ST_INT_LIST,
-    ST_INT_UPDATE,
-    ST_INT_DELETE,
-    ST_INT_PROVIDER,
-    ST_CONN_INSERT,
-    ST_CONN_LOCK,
-    ST_CONN_REPLACE,
-    ST_CONN_GET,
-    ST_CONN_GET_ENV_ID,
-    ST_CONN_GET_ROW,
-    ST_CONN_LIST,
-    ST_CONN_DELETE,
-    ST_CONN_SET_META,
-    ST_CONN_PATCH,
-    ST_CONN_TOUCH,
-    ST_CONN_TOUCH_MANY,
-    ST_CONN_SET_PROVIDER,
-    ST_CONN_EXISTS,
-    ST_CONN_LEASE,
-    ST_CONN_RELEASE,
-    ST_CONN_DONE,
-    ST_CONN_FAILED,
-    ST_CONN_DUE,
-    ST_SESS_INSERT,
-    ST_SESS_GET,
-    ST_SESS_BUMP,
-    ST_SESS_DELETE,
-    ST_SESS_PURGE,
-    ST_WH_INSERT,
-    ST_WH_CLAIM,
-    ST_WH_DONE,
-    ST_WH_RETRY,
-    ST_WH_PENDING,
-    ST_RS_CONN_SCAN,
-    ST_RS_CONN_CAS,
-    ST_RS_ENV_SCAN,
-    ST_RS_ENV_CAS,
-    ST_RS_META_SCAN,
-    ST_RS_META_CAS,
-    ST__COUNT
-};
-
-#define ENV_COLS                                                                                   \
-    "id, name, webhook_url, webhook_url_secondary, webhook_key_sealed, on_auth_creation, "         \
-    "on_auth_refresh_error, created_at"
-#define INT_COLS                                                                                   \
-    "id, env_id, unique_key, provider, display_name, oauth_scopes, forward_webhooks, "             \
-    "custom_json, created_at, updated_at"
 /*
  * The effective last_fetched_at of connections row T (a table name or alias): touches go to the
  * narrow connection_activity table (migration 2), creation/import values stay in the row.
@@ -144,22 +74,26 @@ enum st_id {
     "WHERE a.conn_id = " T ".id))"
 /* The effective last_fetched_at of connections alias c. */
 #define C_FETCHED FETCHED_EXPR("c")
-/* CRED is the credentials column expression: the column itself, or NULL for lists. */
-#define CONN_COLS(CRED)                                                                            \
-    "c.id, c.env_id, c.uid, c.connection_id, c.provider_config_key, c.provider, " CRED ", "        \
-    "c.connection_config_json, c.metadata_json, c.tags_json, c.end_user_json, "                    \
-    "c.webhook_url_override, c.expires_at, c.created_at, c.updated_at, " C_FETCHED ", "            \
-    "c.last_refresh_success, c.last_refresh_failure, c.next_refresh_at, c.refresh_attempts, "      \
-    "c.needs_reauth, c.auth_error_json, c.version"
-#define SESS_COLS                                                                                  \
-    "id, env_id, token_hash, end_user_json, organization_json, allowed_integrations_json, "        \
-    "config_defaults_json, tags_json, webhook_url_override, connection_row_id, expires_at, "       \
-    "attempts, created_at"
-/* webhook_url_override: NULL leaves it, '' clears it, anything else sets it (parameter P). */
-#define OVERRIDE_EXPR(P)                                                                           \
-    "CASE WHEN " P " IS NULL THEN webhook_url_override WHEN " P " = '' THEN NULL ELSE " P " END"
-/* Case-insensitive substring test of a text expression against $3. */
-#define SEARCH_IN(E) "strpos(lower(" E "), lower($3::text)) > 0"
+
+/* Connection rows: with credentials (reads) or without (lists). */
+#define CONN_SELECT "SELECT " CONN_COLS("c.credentials_sealed", C_FETCHED) " FROM connections c "
+#define CONN_LIST_SELECT "SELECT " CONN_COLS("NULL", C_FETCHED) " FROM connections c "
+#define OVERRIDE_4 OVERRIDE_EXPR("$4::text")
+#define OVERRIDE_9 OVERRIDE_EXPR("$9::text")
+/* The list filter (parameters: see ST_CONN_LIST). */
+#define CONN_LIST_WHERE                                                                            \
+    "WHERE c.env_id = $1::bigint AND ($2::text IS NULL OR c.connection_id = $2::text) "            \
+    "AND ($3::text IS NULL OR strpos(lower(c.connection_id), lower($3::text)) > 0 "                \
+    "  OR strpos(lower(c.end_user_json::jsonb ->> 'id'), lower($3::text)) > 0 "                    \
+    "  OR strpos(lower(c.end_user_json::jsonb ->> 'email'), lower($3::text)) > 0 "                 \
+    "  OR strpos(lower(c.end_user_json::jsonb ->> 'display_name'), lower($3::text)) > 0 "          \
+    "  OR strpos(lower(c.end_user_json::jsonb #>> '{organization,id}'), lower($3::text)) > 0) "    \
+    "AND ($4::text IS NULL OR (c.end_user_json::jsonb ->> 'id') = $4::text) "                      \
+    "AND ($5::text IS NULL OR (c.end_user_json::jsonb #>> '{organization,id}') = $5::text) "       \
+    "AND ($6::jsonb IS NULL OR c.provider_config_key = "                                           \
+    "  ANY (ARRAY(SELECT jsonb_array_elements_text($6::jsonb)))) "                                 \
+    "AND ($7::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_array_elements($7::jsonb) f "       \
+    "  WHERE NOT (c.tags_json::jsonb @> jsonb_build_object(f ->> 0, f ->> 1)))) "
 
 static const char *const st_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN",
@@ -204,10 +138,8 @@ static const char *const st_sql[ST__COUNT] = {
                         "WHERE env_id = $1::bigint AND unique_key = $2::text FOR KEY SHARE",
     /* Insert unless the key exists (then no row comes back and the caller replaces). */
     [ST_CONN_INSERT] =
-        "INSERT INTO connections(env_id, uid, connection_id, provider_config_key, "
-        "provider, "
-        "credentials_sealed, connection_config_json, metadata_json, tags_json, "
-        "end_user_json, "
+        "INSERT INTO connections(env_id, uid, connection_id, provider_config_key, provider, "
+        "credentials_sealed, connection_config_json, metadata_json, tags_json, end_user_json, "
         "webhook_url_override, expires_at, created_at, updated_at) "
         "VALUES ($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, "
         "COALESCE($7::text, '{}'), $8::text, COALESCE($9::text, '{}'), $10::text, "
@@ -220,125 +152,28 @@ static const char *const st_sql[ST__COUNT] = {
         "credentials_sealed = $3::text, connection_config_json = COALESCE($4::text, '{}'), "
         "expires_at = $5::bigint, metadata_json = COALESCE($6::text, metadata_json), "
         "tags_json = COALESCE($7::text, tags_json), "
-        "end_user_json = COALESCE($8::text, end_user_json), "
-        "webhook_url_override = " OVERRIDE_EXPR(
-            "$9::text") ", next_refresh_at = 0, "
-                        "refresh_attempts = 0, needs_reauth = false, auth_error_json = "
-                        "NULL, "
-                        "version = version + 1, updated_at = $10::bigint WHERE id = "
-                        "$1::bigint",
-    [ST_CONN_GET] = "SELECT " CONN_COLS("c.credentials_sealed") " FROM connections c "
-                                                                "WHERE c.env_id = $1::bigint AND "
-                                                                "c.provider_config_key = $2::text "
-                                                                "AND c.connection_id = $3::text",
-    [ST_CONN_GET_ENV_ID] = "SELECT " CONN_COLS(
-        "c.credentials_sealed") " FROM connections c "
-                                "WHERE c.env_id = $1::bigint AND c.id = $2::bigint",
-    [ST_CONN_GET_ROW] = "SELECT " CONN_COLS("c.credentials_sealed") " FROM connections c "
-                                                                    "WHERE c.id = $1::bigint",
+        "end_user_json = COALESCE($8::text, end_user_json), webhook_url_override = " OVERRIDE_9 ", "
+        "next_refresh_at = 0, refresh_attempts = 0, needs_reauth = false, auth_error_json = NULL, "
+        "version = version + 1, updated_at = $10::bigint WHERE id = $1::bigint",
+    [ST_CONN_GET] = CONN_SELECT "WHERE c.env_id = $1::bigint AND c.provider_config_key = $2::text "
+                                "AND c.connection_id = $3::text",
+    [ST_CONN_GET_ENV_ID] = CONN_SELECT "WHERE c.env_id = $1::bigint AND c.id = $2::bigint",
+    [ST_CONN_GET_ROW] = CONN_SELECT "WHERE c.id = $1::bigint",
     /*
      * $1 env, $2 connection_id, $3 search, $4 end user id, $5 end user org id,
      * $6 JSON array of integration keys, $7 JSON array of [key, value] tag pairs (all must
      * match, as JSON strings), $8 limit, $9 offset. A NULL parameter disables its filter.
      */
-    [ST_CONN_LIST] = "SELECT " CONN_COLS(
-        "NULL") " FROM connections c WHERE c.env_id = $1::bigint "
-                "AND ($2::text IS NULL OR c.connection_id = $2::text) "
-                "AND ($3::text IS NULL OR " SEARCH_IN(
-                    "c.connection_id") " "
-                                       "  OR " SEARCH_IN(
-                                           "c.end_user_json::jsonb ->> "
-                                           "'id'") " "
-                                                   "  OR " SEARCH_IN(
-                                                       "c.end_user_json::"
-                                                       "jsonb ->> "
-                                                       "'email'") " "
-                                                                  "  "
-                                                                  "OR"
-                                                                  " " SEARCH_IN(
-                                                                      "c."
-                                                                      "en"
-                                                                      "d_"
-                                                                      "us"
-                                                                      "er"
-                                                                      "_j"
-                                                                      "so"
-                                                                      "n:"
-                                                                      ":j"
-                                                                      "so"
-                                                                      "nb"
-                                                                      " -"
-                                                                      ">>"
-                                                                      " '"
-                                                                      "di"
-                                                                      "sp"
-                                                                      "la"
-                                                                      "y_"
-                                                                      "na"
-                                                                      "me"
-                                                                      "'") " "
-                                                                           "  OR " SEARCH_IN(
-                                                                               "c.end_user_json::"
-                                                                               "jsonb #>> "
-                                                                               "'{organization,id}"
-                                                                               "'") ") "
-                                                                                    "AND ($4::text "
-                                                                                    "IS NULL OR "
-                                                                                    "(c.end_user_"
-                                                                                    "json::jsonb "
-                                                                                    "->> 'id') = "
-                                                                                    "$4::text) "
-                                                                                    "AND ($5::text "
-                                                                                    "IS NULL OR "
-                                                                                    "(c.end_user_"
-                                                                                    "json::jsonb "
-                                                                                    "#>> "
-                                                                                    "'{"
-                                                                                    "organization,"
-                                                                                    "id}') = "
-                                                                                    "$5::text) "
-                                                                                    "AND "
-                                                                                    "($6::jsonb IS "
-                                                                                    "NULL OR "
-                                                                                    "c.provider_"
-                                                                                    "config_key = "
-                                                                                    "  ANY "
-                                                                                    "(ARRAY(SELECT "
-                                                                                    "jsonb_array_"
-                                                                                    "elements_text("
-                                                                                    "$6::jsonb)))) "
-                                                                                    "AND "
-                                                                                    "($7::jsonb IS "
-                                                                                    "NULL OR NOT "
-                                                                                    "EXISTS "
-                                                                                    "(SELECT 1 "
-                                                                                    "FROM "
-                                                                                    "jsonb_array_"
-                                                                                    "elements($7::"
-                                                                                    "jsonb) f "
-                                                                                    "  WHERE NOT "
-                                                                                    "(c.tags_json::"
-                                                                                    "jsonb @> "
-                                                                                    "jsonb_build_"
-                                                                                    "object(f ->> "
-                                                                                    "0, f ->> "
-                                                                                    "1)))) "
-                                                                                    "ORDER BY "
-                                                                                    "c.created_at "
-                                                                                    "DESC, c.id "
-                                                                                    "DESC LIMIT "
-                                                                                    "$8::bigint "
-                                                                                    "OFFSET "
-                                                                                    "$9::bigint",
+    [ST_CONN_LIST] = CONN_LIST_SELECT CONN_LIST_WHERE
+    "ORDER BY c.created_at DESC, c.id DESC LIMIT $8::bigint OFFSET $9::bigint",
     [ST_CONN_DELETE] = "DELETE FROM connections WHERE env_id = $1::bigint "
                        "AND provider_config_key = $2::text AND connection_id = $3::text",
     [ST_CONN_SET_META] = "UPDATE connections SET metadata_json = $2::text, updated_at = $3::bigint "
                          "WHERE id = $1::bigint",
     [ST_CONN_PATCH] = "UPDATE connections SET tags_json = COALESCE($2::text, tags_json), "
                       "end_user_json = COALESCE($3::text, end_user_json), "
-                      "webhook_url_override = " OVERRIDE_EXPR(
-                          "$4::text") ", "
-                                      "updated_at = $5::bigint WHERE id = $1::bigint",
+                      "webhook_url_override = " OVERRIDE_4 ", updated_at = $5::bigint "
+                      "WHERE id = $1::bigint",
     /*
      * Touches write only the narrow activity row. Gone connections are skipped; one deleted
      * after the statement's snapshot fails the foreign key (23503, retried by the caller).
@@ -403,7 +238,7 @@ static const char *const st_sql[ST__COUNT] = {
                     "AND next_attempt_at <= $2::bigint AND (claim_owner IS NULL OR claim_until <= "
                     "$2::bigint) "
                     "ORDER BY next_attempt_at, id LIMIT $4::bigint FOR UPDATE SKIP LOCKED) "
-                    "RETURNING id, env_id, url, body, attempts, next_attempt_at, created_at",
+                    "RETURNING " WH_COLS,
     [ST_WH_DONE] = "DELETE FROM webhook_outbox WHERE id = $1::bigint",
     [ST_WH_RETRY] = "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $3::text, "
                     "state = CASE WHEN $4::boolean THEN 'dead' ELSE 'pending' END, "
@@ -428,12 +263,18 @@ static const char *const st_sql[ST__COUNT] = {
 
 /* ---- connection pool ---- */
 
-struct pg_conn {
+struct pg_store;
+
+/* A pool slot with its cursor. */
+struct db_conn {
     PGconn *pg; /* NULL: not connected (reconnects on next use) */
     bool prepared[ST__COUNT];
-    bool reused; /* connected before this acquisition (may be stale) */
-    unsigned nq; /* statements sent during this acquisition */
-    struct pg_conn *next;
+    bool reused;        /* connected before this acquisition (may be stale) */
+    unsigned nq;        /* statements sent during this acquisition */
+    struct pg_store *q; /* the pool it belongs to */
+    PGresult *res;      /* the open cursor's result, or NULL */
+    int row;            /* the cursor's current row (-1 before the first) */
+    struct db_conn *next;
 };
 
 struct pg_store {
@@ -442,7 +283,7 @@ struct pg_store {
     char *val[16];
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct pg_conn *idle; /* LIFO of connections not in use */
+    struct db_conn *idle; /* LIFO of connections not in use */
     size_t nconns;        /* slots created, idle or in use */
     int64_t retry_after;  /* no new connect before this (ms, monotonic); under mu */
 };
@@ -506,7 +347,7 @@ pg_fail(PGconn *pg, const PGresult *res, const char *op)
 
 /* Closes the session of c (the slot stays in the pool and reconnects on next use). */
 static void
-conn_drop(struct pg_conn *c)
+conn_drop(struct db_conn *c)
 {
     if (c->pg != NULL)
         PQfinish(c->pg);
@@ -583,7 +424,7 @@ session_open(struct pg_store *q, PGconn **out, struct latch_err *err)
 
 /* Makes sure c has a live session (fail fast while the server is known to be down). */
 static latch_rc
-conn_ensure(struct pg_store *q, struct pg_conn *c)
+conn_ensure(struct pg_store *q, struct db_conn *c)
 {
     struct latch_err err;
     int64_t now;
@@ -613,9 +454,9 @@ conn_ensure(struct pg_store *q, struct pg_conn *c)
 }
 
 static latch_rc
-conn_acquire(struct pg_store *q, struct pg_conn **out)
+conn_acquire(struct pg_store *q, struct db_conn **out)
 {
-    struct pg_conn *c = NULL;
+    struct db_conn *c = NULL;
     struct timespec deadline;
     int w = 0;
 
@@ -640,12 +481,15 @@ conn_acquire(struct pg_store *q, struct pg_conn **out)
     }
     c->reused = c->pg != NULL;
     c->nq = 0;
+    c->q = q;
+    c->res = NULL;
+    c->row = -1;
     *out = c;
     return LATCH_OK;
 }
 
 static void
-conn_release(struct pg_store *q, struct pg_conn *c)
+conn_release(struct pg_store *q, struct db_conn *c)
 {
     if (c == NULL)
         return;
@@ -669,38 +513,38 @@ conn_release(struct pg_store *q, struct pg_conn *c)
 /* ---- statement helpers ---- */
 
 /*
- * Fills p from fmt: 't' const char * (NULL = SQL NULL), 'i' int64_t, 'B' int as boolean,
- * 'h' const unsigned char * of 32 bytes (binary bytea). Text values are borrowed.
+ * Fills pp from p: 't' text (NULL = SQL NULL), 'i' int64 (decimal), 'B' boolean, 'h' 32 bytes
+ * (binary bytea). Text values are borrowed.
  */
 static bool
-pset(struct pg_params *p, const char *fmt, va_list ap)
+pset(struct pg_params *pp, const struct db_params *p)
 {
-    memset(p, 0, sizeof *p);
-    for (const char *f = fmt; *f != '\0'; f++) {
-        int k = p->n;
+    memset(pp, 0, sizeof *pp);
+    if (p->n > PG_MAX_PARAMS)
+        return false;
+    for (int k = 0; k < p->n; k++) {
+        const struct db_val *v = &p->v[k];
 
-        if (k >= PG_MAX_PARAMS)
-            return false;
-        switch (*f) {
+        switch (v->type) {
         case 't':
-            p->v[k] = va_arg(ap, const char *);
+            pp->v[k] = v->s;
             break;
         case 'i':
-            (void)snprintf(p->num[k], sizeof p->num[k], "%" PRId64, va_arg(ap, int64_t));
-            p->v[k] = p->num[k];
+            (void)snprintf(pp->num[k], sizeof pp->num[k], "%" PRId64, v->i);
+            pp->v[k] = pp->num[k];
             break;
         case 'B':
-            p->v[k] = va_arg(ap, int) != 0 ? "true" : "false";
+            pp->v[k] = v->i != 0 ? "true" : "false";
             break;
         case 'h':
-            p->v[k] = (const char *)va_arg(ap, const unsigned char *);
-            p->len[k] = 32;
-            p->fmt[k] = 1;
+            pp->v[k] = (const char *)v->h;
+            pp->len[k] = 32;
+            pp->fmt[k] = 1;
             break;
         default:
             return false;
         }
-        p->n++;
+        pp->n++;
     }
     return true;
 }
@@ -712,13 +556,15 @@ pset(struct pg_params *p, const char *fmt, va_list ap)
  * that statement cannot have run (it is BEGIN or a read).
  */
 static latch_rc
-q_run(struct pg_store *q, struct pg_conn *c, enum st_id id, PGresult **res,
+q_run(struct pg_store *q, struct db_conn *c, enum st_id id, PGresult **res,
       const struct pg_params *p)
 {
     char name[16];
     latch_rc rc = LATCH_OK;
 
     *res = NULL;
+    if (st_sql[id] == NULL)
+        return LATCH_E_INTERNAL; /* not a statement of this dialect */
     (void)snprintf(name, sizeof name, "l%d", (int)id);
     for (int attempt = 0;; attempt++) {
         PGresult *r = NULL;
@@ -763,62 +609,10 @@ q_run(struct pg_store *q, struct pg_conn *c, enum st_id id, PGresult **res,
     return rc;
 }
 
-static latch_rc
-q_exec(struct pg_store *q, struct pg_conn *c, enum st_id id, PGresult **res, const char *fmt, ...)
-{
-    struct pg_params p;
-    va_list ap;
-    bool ok;
-
-    va_start(ap, fmt);
-    ok = pset(&p, fmt, ap);
-    va_end(ap);
-    if (!ok) {
-        *res = NULL;
-        return LATCH_E_INTERNAL;
-    }
-    return q_run(q, c, id, res, &p);
-}
-
-/* Runs a statement whose rows are not needed; *changes (may be NULL) gets the row count. */
-static latch_rc
-q_cmd(struct pg_store *q, struct pg_conn *c, enum st_id id, int64_t *changes, const char *fmt, ...)
-{
-    struct pg_params p;
-    PGresult *r = NULL;
-    va_list ap;
-    latch_rc rc;
-    bool ok;
-
-    va_start(ap, fmt);
-    ok = pset(&p, fmt, ap);
-    va_end(ap);
-    if (!ok)
-        return LATCH_E_INTERNAL;
-    rc = q_run(q, c, id, &r, &p);
-    if (rc == LATCH_OK && changes != NULL)
-        *changes = strtoll(PQcmdTuples(r), NULL, 10);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-tx_begin(struct pg_store *q, struct pg_conn *c)
-{
-    return q_cmd(q, c, ST_BEGIN, NULL, "");
-}
-
-static latch_rc
-tx_commit(struct pg_store *q, struct pg_conn *c)
-{
-    return q_cmd(q, c, ST_COMMIT, NULL, "");
-}
-
 /* Rolls back an open transaction (no-op otherwise); a failure drops the session. */
 static void
-tx_rollback(struct pg_store *q, struct pg_conn *c)
+tx_rollback(struct db_conn *c)
 {
-    (void)q;
     if (c == NULL || c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK)
         return;
     if (PQtransactionStatus(c->pg) == PQTRANS_IDLE)
@@ -830,54 +624,6 @@ tx_rollback(struct pg_store *q, struct pg_conn *c)
             conn_drop(c);
         PQclear(r);
     }
-}
-
-/*
- * One statement on a pooled connection: reads run alone; writes (write = true) run in
- * BEGIN ... COMMIT. *res (may be NULL) gets the result, *changes the affected row count.
- */
-static latch_rc
-run1(struct pg_store *q, bool write, enum st_id id, PGresult **res, int64_t *changes,
-     const char *fmt, ...)
-{
-    struct pg_conn *c = NULL;
-    struct pg_params p;
-    PGresult *r = NULL;
-    va_list ap;
-    latch_rc rc;
-    bool ok;
-
-    if (res != NULL)
-        *res = NULL;
-    if (changes != NULL)
-        *changes = 0;
-    va_start(ap, fmt);
-    ok = pset(&p, fmt, ap);
-    va_end(ap);
-    if (!ok)
-        return LATCH_E_INTERNAL;
-    rc = conn_acquire(q, &c);
-    if (rc != LATCH_OK)
-        return rc;
-    if (write)
-        rc = tx_begin(q, c);
-    if (rc == LATCH_OK)
-        rc = q_run(q, c, id, &r, &p);
-    if (rc == LATCH_OK && write)
-        rc = tx_commit(q, c);
-    tx_rollback(q, c);
-    conn_release(q, c);
-    if (rc != LATCH_OK) {
-        PQclear(r);
-        return rc;
-    }
-    if (changes != NULL)
-        *changes = strtoll(PQcmdTuples(r), NULL, 10);
-    if (res != NULL)
-        *res = r;
-    else
-        PQclear(r);
-    return LATCH_OK;
 }
 
 static char *
@@ -924,19 +670,142 @@ col_hash(const PGresult *r, int row, int col, unsigned char h[32])
     return true;
 }
 
-/* True if s is NULL or well-formed JSON (same check as the SQLite backend). */
-static bool
-json_ok(const char *s)
-{
-    json_t *j;
+/* ---- the cursor: the whole result of the last statement (text format) ---- */
 
-    if (s == NULL)
-        return true;
-    j = json_loads(s, JSON_DECODE_ANY, NULL);
-    if (j == NULL)
-        return false;
-    json_decref(j);
-    return true;
+static void
+pg_end(struct db_conn *c)
+{
+    if (c == NULL)
+        return;
+    PQclear(c->res);
+    c->res = NULL;
+    c->row = -1;
+}
+
+static latch_rc
+pg_exec(struct db_conn *c, enum st_id id, const struct db_params *p)
+{
+    struct pg_params pp;
+
+    pg_end(c);
+    if (!pset(&pp, p))
+        return LATCH_E_INTERNAL;
+    return q_run(c->q, c, id, &c->res, &pp);
+}
+
+static latch_rc
+pg_next(struct db_conn *c, bool *row)
+{
+    *row = false;
+    if (c->res == NULL || c->row + 1 >= PQntuples(c->res))
+        return LATCH_OK;
+    c->row++;
+    *row = true;
+    return LATCH_OK;
+}
+
+static int64_t
+pg_changes(struct db_conn *c)
+{
+    if (c->res == NULL)
+        return 0;
+    return strtoll(PQcmdTuples(c->res), NULL, 10);
+}
+
+static bool
+pg_col_null(struct db_conn *c, int col)
+{
+    return PQgetisnull(c->res, c->row, col) != 0;
+}
+
+static int64_t
+pg_col_i64(struct db_conn *c, int col)
+{
+    return col_i64(c->res, c->row, col);
+}
+
+static bool
+pg_col_bool(struct db_conn *c, int col)
+{
+    return col_bool(c->res, c->row, col);
+}
+
+static const char *
+pg_col_text(struct db_conn *c, int col)
+{
+    if (PQgetisnull(c->res, c->row, col))
+        return NULL;
+    return PQgetvalue(c->res, c->row, col);
+}
+
+static char *
+pg_col_str(struct db_conn *c, int col)
+{
+    return col_str(c->res, c->row, col);
+}
+
+static bool
+pg_col_hash(struct db_conn *c, int col, unsigned char h[32])
+{
+    return col_hash(c->res, c->row, col, h);
+}
+
+/* Runs a parameterless statement of this dialect (BEGIN, COMMIT). */
+static latch_rc
+q_run0(struct db_conn *c, enum st_id id)
+{
+    struct db_params p = {0};
+    latch_rc rc = pg_exec(c, id, &p);
+
+    pg_end(c);
+    return rc;
+}
+
+static latch_rc
+pg_begin(struct db_conn *c)
+{
+    return q_run0(c, ST_BEGIN);
+}
+
+static latch_rc
+pg_commit(struct db_conn *c)
+{
+    return q_run0(c, ST_COMMIT);
+}
+
+static void
+pg_rollback(struct db_conn *c)
+{
+    pg_end(c);
+    tx_rollback(c);
+}
+
+static latch_rc
+pg_acquire(void *db, struct db_conn **out)
+{
+    return conn_acquire(db, out);
+}
+
+static void
+pg_release(struct db_conn *c)
+{
+    if (c == NULL)
+        return;
+    pg_end(c);
+    conn_release(c->q, c);
+}
+
+/* A pooled connection with a live session, for the utility operations (migrate, import...). */
+static latch_rc
+acquire_live(struct pg_store *q, struct db_conn **out, struct latch_err *err)
+{
+    latch_rc rc = conn_acquire(q, out);
+
+    if (rc == LATCH_OK)
+        rc = conn_ensure(q, *out);
+    if (rc != LATCH_OK)
+        latch_err_set(err, "store: cannot open a postgres connection");
+    return rc;
 }
 
 /* ---- open / close ---- */
@@ -945,7 +814,7 @@ static void
 pg_close(void *impl)
 {
     struct pg_store *q = impl;
-    struct pg_conn *c, *next;
+    struct db_conn *c, *next;
     size_t closed = 0;
 
     if (q == NULL)
@@ -1008,7 +877,7 @@ static latch_rc
 pg_open(const char *target, void **impl_out, struct latch_err *err)
 {
     struct pg_store *q = NULL;
-    struct pg_conn *c = NULL;
+    struct db_conn *c = NULL;
     PQconninfoOption *opts = NULL;
     char *perr = NULL;
     const char *host = NULL, *hostaddr = NULL;
@@ -1119,18 +988,14 @@ static latch_rc
 pg_migrate(void *impl, struct latch_err *err)
 {
     struct pg_store *q = impl;
-    struct pg_conn *c = NULL;
+    struct db_conn *c = NULL;
     bool locked = false;
     latch_rc rc;
     int cur = -1;
 
-    rc = conn_acquire(q, &c);
-    if (rc == LATCH_OK)
-        rc = conn_ensure(q, c);
-    if (rc != LATCH_OK) {
-        latch_err_set(err, "store: cannot open a postgres connection");
+    rc = acquire_live(q, &c, err);
+    if (rc != LATCH_OK)
         goto out;
-    }
     /*
      * Several nodes may start together: a session advisory lock serialises them, and the
      * losers find the work done. Released explicitly (or by the session ending).
@@ -1198,7 +1063,7 @@ out:
     if (c != NULL && c->pg != NULL) {
         struct latch_err ignored;
 
-        tx_rollback(q, c);
+        tx_rollback(c);
         if (locked && c->pg != NULL &&
             exec_plain(c->pg, "SELECT pg_advisory_unlock(" STORE_PG_MIGRATE_LOCK ")",
                        "migrate unlock", &ignored) != LATCH_OK)
@@ -1212,7 +1077,7 @@ static int
 pg_schema_version(void *impl)
 {
     struct pg_store *q = impl;
-    struct pg_conn *c = NULL;
+    struct db_conn *c = NULL;
     int v = -1;
 
     if (conn_acquire(q, &c) != LATCH_OK)
@@ -1223,671 +1088,34 @@ pg_schema_version(void *impl)
     return v;
 }
 
-/* ---- meta ---- */
+/* ---- bulk touch ---- */
 
+/* One touch_many statement in its own transaction. */
 static latch_rc
-pg_meta_get(void *impl, const char *key, char **value_out)
+touch_many_once(struct pg_store *q, const char *arr, int64_t last_fetched_at)
 {
-    PGresult *r = NULL;
+    struct db_params p = {2, {{'t', 0, arr, NULL}, {'i', last_fetched_at, NULL, NULL}}};
+    struct db_conn *c = NULL;
     latch_rc rc;
 
-    *value_out = NULL;
-    if (key == NULL)
-        return LATCH_E_INVAL;
-    rc = run1(impl, false, ST_META_GET, &r, NULL, "t", key);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK)
-        *value_out = col_str(r, 0, 0);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_meta_set(void *impl, const char *key, const char *value)
-{
-    if (key == NULL || value == NULL)
-        return LATCH_E_INVAL;
-    return run1(impl, true, ST_META_SET, NULL, NULL, "tt", key, value);
-}
-
-static latch_rc
-pg_meta_add(void *impl, const char *key, const char *value)
-{
-    if (key == NULL || value == NULL)
-        return LATCH_E_INVAL;
-    return run1(impl, true, ST_META_ADD, NULL, NULL, "tt", key, value);
-}
-
-/* ---- environments ---- */
-
-static void
-env_read(const PGresult *r, int i, struct store_env *e)
-{
-    memset(e, 0, sizeof *e);
-    e->id = col_i64(r, i, 0);
-    e->name = col_str(r, i, 1);
-    e->webhook_url = col_str(r, i, 2);
-    e->webhook_url_secondary = col_str(r, i, 3);
-    e->webhook_key_sealed = col_str(r, i, 4);
-    e->on_auth_creation = col_bool(r, i, 5);
-    e->on_auth_refresh_error = col_bool(r, i, 6);
-    e->created_at = col_i64(r, i, 7);
-}
-
-static latch_rc
-pg_env_create(void *impl, const char *name, struct store_env *out)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    if (out != NULL)
-        memset(out, 0, sizeof *out);
-    if (name == NULL || name[0] == '\0')
-        return LATCH_E_INVAL;
-    rc = run1(impl, true, ST_ENV_INSERT, &r, NULL, "ti", name, latch_now_ms());
-    if (rc == LATCH_OK && PQntuples(r) != 1)
-        rc = LATCH_E_DB;
-    if (rc == LATCH_OK && out != NULL)
-        env_read(r, 0, out);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_env_get(void *impl, int64_t id, struct store_env *out)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    memset(out, 0, sizeof *out);
-    rc = run1(impl, false, ST_ENV_GET, &r, NULL, "i", id);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK)
-        env_read(r, 0, out);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_env_get_by_name(void *impl, const char *name, struct store_env *out)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    memset(out, 0, sizeof *out);
-    if (name == NULL)
-        return LATCH_E_INVAL;
-    rc = run1(impl, false, ST_ENV_GET_NAME, &r, NULL, "t", name);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK)
-        env_read(r, 0, out);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_env_list(void *impl, struct store_env **out, size_t *n)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-    int rows;
-
-    *out = NULL;
-    *n = 0;
-    rc = run1(impl, false, ST_ENV_LIST, &r, NULL, "");
-    if (rc != LATCH_OK)
-        return rc;
-    rows = PQntuples(r);
-    if (rows > 0) {
-        *out = xcalloc((size_t)rows, sizeof **out);
-        for (int i = 0; i < rows; i++)
-            env_read(r, i, &(*out)[i]);
-        *n = (size_t)rows;
-    }
-    PQclear(r);
-    return LATCH_OK;
-}
-
-static latch_rc
-pg_env_update_webhooks(void *impl, const struct store_env *e)
-{
-    int64_t changes = 0;
-    latch_rc rc;
-
-    if (e == NULL)
-        return LATCH_E_INVAL;
-    rc = run1(impl, true, ST_ENV_UPDATE, NULL, &changes, "itttBB", e->id, e->webhook_url,
-              e->webhook_url_secondary, e->webhook_key_sealed, (int)e->on_auth_creation,
-              (int)e->on_auth_refresh_error);
-    if (rc == LATCH_OK && changes == 0)
-        rc = LATCH_E_NOT_FOUND;
-    return rc;
-}
-
-/* ---- API keys ---- */
-
-static latch_rc
-pg_apikey_add(void *impl, int64_t env_id, const unsigned char hash[32], const char *label)
-{
-    if (hash == NULL)
-        return LATCH_E_INVAL;
-    return run1(impl, true, ST_KEY_ADD, NULL, NULL, "ihti", env_id, hash, label, latch_now_ms());
-}
-
-static latch_rc
-pg_apikey_lookup(void *impl, const unsigned char hash[32], int64_t *env_id)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    *env_id = 0;
-    if (hash == NULL)
-        return LATCH_E_INVAL;
-    rc = run1(impl, false, ST_KEY_LOOKUP, &r, NULL, "h", hash);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK)
-        *env_id = col_i64(r, 0, 0);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_apikey_revoke_all(void *impl, int64_t env_id)
-{
-    return run1(impl, true, ST_KEY_REVOKE, NULL, NULL, "ii", env_id, latch_now_ms());
-}
-
-/* SELECT count(*)-style statement: one int64 in row 0 column 0. */
-static latch_rc
-read_count(struct pg_store *q, enum st_id id, int64_t *n, const char *fmt, int64_t a)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    *n = 0;
-    if (fmt[0] == 'i')
-        rc = run1(q, false, id, &r, NULL, "i", a);
-    else
-        rc = run1(q, false, id, &r, NULL, "");
-    if (rc == LATCH_OK && PQntuples(r) != 1)
-        rc = LATCH_E_DB;
-    if (rc == LATCH_OK)
-        *n = col_i64(r, 0, 0);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_apikey_count(void *impl, int64_t env_id, int64_t *n)
-{
-    return read_count(impl, ST_KEY_COUNT, n, "i", env_id);
-}
-
-/* ---- integrations ---- */
-
-static void
-int_read(const PGresult *r, int row, struct store_integration *i)
-{
-    memset(i, 0, sizeof *i);
-    i->id = col_i64(r, row, 0);
-    i->env_id = col_i64(r, row, 1);
-    i->unique_key = col_str(r, row, 2);
-    i->provider = col_str(r, row, 3);
-    i->display_name = col_str(r, row, 4);
-    i->oauth_scopes = col_str(r, row, 5);
-    i->forward_webhooks = col_bool(r, row, 6);
-    i->custom_json = col_str(r, row, 7);
-    i->created_at = col_i64(r, row, 8);
-    i->updated_at = col_i64(r, row, 9);
-}
-
-static latch_rc
-pg_integration_create(void *impl, struct store_integration *i)
-{
-    PGresult *r = NULL;
-    int64_t now = latch_now_ms();
-    latch_rc rc;
-
-    if (i == NULL || i->unique_key == NULL || i->provider == NULL || !json_ok(i->custom_json))
-        return LATCH_E_INVAL;
-    rc =
-        run1(impl, true, ST_INT_INSERT, &r, NULL, "ittttBti", i->env_id, i->unique_key, i->provider,
-             i->display_name, i->oauth_scopes, (int)i->forward_webhooks, i->custom_json, now);
-    if (rc == LATCH_OK && PQntuples(r) != 1)
-        rc = LATCH_E_DB;
-    if (rc == LATCH_OK) {
-        i->id = col_i64(r, 0, 0);
-        i->created_at = now;
-        i->updated_at = now;
-    }
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_integration_get(void *impl, int64_t env_id, const char *unique_key,
-                   struct store_integration *out)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    memset(out, 0, sizeof *out);
-    if (unique_key == NULL)
-        return LATCH_E_INVAL;
-    rc = run1(impl, false, ST_INT_GET, &r, NULL, "it", env_id, unique_key);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK)
-        int_read(r, 0, out);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_integration_list(void *impl, int64_t env_id, struct store_integration **out, size_t *n)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-    int rows;
-
-    *out = NULL;
-    *n = 0;
-    rc = run1(impl, false, ST_INT_LIST, &r, NULL, "i", env_id);
-    if (rc != LATCH_OK)
-        return rc;
-    rows = PQntuples(r);
-    if (rows > 0) {
-        *out = xcalloc((size_t)rows, sizeof **out);
-        for (int i = 0; i < rows; i++)
-            int_read(r, i, &(*out)[i]);
-        *n = (size_t)rows;
-    }
-    PQclear(r);
-    return LATCH_OK;
-}
-
-static latch_rc
-pg_integration_update(void *impl, struct store_integration *i)
-{
-    struct pg_store *q = impl;
-    struct pg_conn *c = NULL;
-    int64_t now = latch_now_ms(), changes = 0;
-    latch_rc rc;
-
-    if (i == NULL || i->unique_key == NULL || i->provider == NULL || !json_ok(i->custom_json))
-        return LATCH_E_INVAL;
     rc = conn_acquire(q, &c);
     if (rc != LATCH_OK)
         return rc;
-    rc = tx_begin(q, c);
-    if (rc != LATCH_OK)
-        goto out;
-    /* Renaming unique_key cascades to connections.provider_config_key (ON UPDATE CASCADE). */
-    rc = q_cmd(q, c, ST_INT_UPDATE, &changes, "iittttBti", i->id, i->env_id, i->unique_key,
-               i->provider, i->display_name, i->oauth_scopes, (int)i->forward_webhooks,
-               i->custom_json, now);
-    if (rc == LATCH_OK && changes == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc != LATCH_OK)
-        goto out;
-    /* connections.provider is a copy of the integration's provider: keep it in step. */
-    rc = q_cmd(q, c, ST_CONN_SET_PROVIDER, NULL, "itt", i->env_id, i->unique_key, i->provider);
+    rc = pg_begin(c);
     if (rc == LATCH_OK)
-        rc = tx_commit(q, c);
-out:
-    tx_rollback(q, c);
-    conn_release(q, c);
+        rc = pg_exec(c, ST_CONN_TOUCH_MANY, &p);
+    pg_end(c);
     if (rc == LATCH_OK)
-        i->updated_at = now;
+        rc = pg_commit(c);
+    if (rc != LATCH_OK)
+        pg_rollback(c);
+    pg_release(c);
     return rc;
-}
-
-static latch_rc
-pg_integration_delete(void *impl, int64_t env_id, const char *unique_key)
-{
-    int64_t changes = 0;
-    latch_rc rc;
-
-    if (unique_key == NULL)
-        return LATCH_E_INVAL;
-    /* Its connections go with it (ON DELETE CASCADE). */
-    rc = run1(impl, true, ST_INT_DELETE, NULL, &changes, "it", env_id, unique_key);
-    if (rc == LATCH_OK && changes == 0)
-        rc = LATCH_E_NOT_FOUND;
-    return rc;
-}
-
-/* ---- connections ---- */
-
-static void
-conn_read(const PGresult *r, int i, struct store_connection *c)
-{
-    memset(c, 0, sizeof *c);
-    c->id = col_i64(r, i, 0);
-    c->env_id = col_i64(r, i, 1);
-    c->uid = col_str(r, i, 2);
-    c->connection_id = col_str(r, i, 3);
-    c->provider_config_key = col_str(r, i, 4);
-    c->provider = col_str(r, i, 5);
-    c->credentials_sealed = col_str(r, i, 6);
-    c->connection_config_json = col_str(r, i, 7);
-    c->metadata_json = col_str(r, i, 8);
-    c->tags_json = col_str(r, i, 9);
-    c->end_user_json = col_str(r, i, 10);
-    c->webhook_url_override = col_str(r, i, 11);
-    c->expires_at = col_i64(r, i, 12);
-    c->created_at = col_i64(r, i, 13);
-    c->updated_at = col_i64(r, i, 14);
-    c->last_fetched_at = col_i64(r, i, 15);
-    c->last_refresh_success = col_i64(r, i, 16);
-    c->last_refresh_failure = col_i64(r, i, 17);
-    c->next_refresh_at = col_i64(r, i, 18);
-    c->refresh_attempts = (int)col_i64(r, i, 19);
-    c->needs_reauth = col_bool(r, i, 20);
-    c->auth_error_json = col_str(r, i, 21);
-    c->version = col_i64(r, i, 22);
-}
-
-static latch_rc
-pg_connection_upsert(void *impl, struct store_connection *c, bool *created)
-{
-    struct pg_store *q = impl;
-    struct pg_conn *k = NULL;
-    struct store_connection got;
-    PGresult *r = NULL;
-    int64_t now = latch_now_ms(), id = 0;
-    char *provider = NULL;
-    latch_rc rc;
-    bool is_new = false;
-
-    memset(&got, 0, sizeof got);
-    if (created != NULL)
-        *created = false;
-    if (c == NULL || c->uid == NULL || c->connection_id == NULL || c->provider_config_key == NULL)
-        return LATCH_E_INVAL;
-    if (!json_ok(c->connection_config_json) || !json_ok(c->metadata_json) ||
-        !json_ok(c->tags_json) || !json_ok(c->end_user_json))
-        return LATCH_E_INVAL;
-    rc = conn_acquire(q, &k);
-    if (rc != LATCH_OK)
-        return rc;
-    rc = tx_begin(q, k);
-    if (rc != LATCH_OK)
-        goto out;
-
-    /* The integration must exist; it also supplies provider when the caller has none. */
-    rc = q_exec(q, k, ST_INT_PROVIDER, &r, "it", c->env_id, c->provider_config_key);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc != LATCH_OK)
-        goto out;
-    provider = c->provider != NULL ? xstrdup(c->provider) : col_str(r, 0, 0);
-    PQclear(r);
-    r = NULL;
-
-    /* Insert, or learn that the key exists (a concurrent insert on another node included). */
-    rc = q_exec(q, k, ST_CONN_INSERT, &r, "ittttttttttii", c->env_id, c->uid, c->connection_id,
-                c->provider_config_key, provider, c->credentials_sealed, c->connection_config_json,
-                c->metadata_json, c->tags_json, c->end_user_json, c->webhook_url_override,
-                c->expires_at, now);
-    if (rc != LATCH_OK)
-        goto out;
-    if (PQntuples(r) == 1) {
-        id = col_i64(r, 0, 0);
-        is_new = true;
-    }
-    PQclear(r);
-    r = NULL;
-
-    if (!is_new) {
-        int64_t changes = 0;
-
-        rc = q_exec(q, k, ST_CONN_LOCK, &r, "itt", c->env_id, c->provider_config_key,
-                    c->connection_id);
-        if (rc == LATCH_OK && PQntuples(r) == 0)
-            rc = LATCH_E_CONFLICT; /* deleted between our insert and our lock: caller retries */
-        if (rc != LATCH_OK)
-            goto out;
-        id = col_i64(r, 0, 0);
-        if (PQgetisnull(r, 0, 1) || strcmp(PQgetvalue(r, 0, 1), c->uid) != 0) {
-            /* The caller sealed for another uid: writing would make the row unreadable. */
-            rc = LATCH_E_CONFLICT;
-            goto out;
-        }
-        PQclear(r);
-        r = NULL;
-        rc = q_cmd(q, k, ST_CONN_REPLACE, &changes, "itttitttti", id, c->provider,
-                   c->credentials_sealed, c->connection_config_json, c->expires_at,
-                   c->metadata_json, c->tags_json, c->end_user_json, c->webhook_url_override, now);
-        if (rc == LATCH_OK && changes != 1)
-            rc = LATCH_E_DB;
-        if (rc != LATCH_OK)
-            goto out;
-    }
-
-    rc = q_exec(q, k, ST_CONN_GET_ROW, &r, "i", id);
-    if (rc == LATCH_OK && PQntuples(r) != 1)
-        rc = LATCH_E_DB;
-    if (rc != LATCH_OK)
-        goto out;
-    conn_read(r, 0, &got);
-    rc = tx_commit(q, k);
-out:
-    PQclear(r);
-    tx_rollback(q, k);
-    conn_release(q, k);
-    free(provider);
-    if (rc == LATCH_OK) {
-        store_connection_clear(c);
-        *c = got;
-        if (created != NULL)
-            *created = is_new;
-    } else {
-        store_connection_clear(&got);
-    }
-    return rc;
-}
-
-static latch_rc
-conn_get1(struct pg_store *q, enum st_id id, struct store_connection *out, const char *fmt,
-          int64_t a, int64_t b, const char *s1, const char *s2)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    if (fmt[1] == 't')
-        rc = run1(q, false, id, &r, NULL, "itt", a, s1, s2);
-    else
-        rc = run1(q, false, id, &r, NULL, "ii", a, b);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK)
-        conn_read(r, 0, out);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_connection_get(void *impl, int64_t env_id, const char *provider_config_key,
-                  const char *connection_id, struct store_connection *out)
-{
-    memset(out, 0, sizeof *out);
-    if (provider_config_key == NULL || connection_id == NULL)
-        return LATCH_E_INVAL;
-    return conn_get1(impl, ST_CONN_GET, out, "itt", env_id, 0, provider_config_key, connection_id);
-}
-
-static latch_rc
-pg_connection_get_by_id(void *impl, int64_t env_id, int64_t id, struct store_connection *out)
-{
-    memset(out, 0, sizeof *out);
-    return conn_get1(impl, ST_CONN_GET_ENV_ID, out, "ii", env_id, id, NULL, NULL);
-}
-
-/* Builds the JSON parameters of the list filter; owned strings (free) or NULL = no filter. */
-static latch_rc
-filter_json(const struct store_conn_filter *f, char **keys_out, char **tags_out)
-{
-    json_t *a = NULL;
-    latch_rc rc = LATCH_OK;
-
-    *keys_out = NULL;
-    *tags_out = NULL;
-    if (f->n_integration_keys > 0) {
-        if (f->integration_keys == NULL || f->n_integration_keys > STORE_MAX_FILTER_KEYS)
-            return LATCH_E_INVAL;
-        a = json_array();
-        for (size_t i = 0; i < f->n_integration_keys; i++) {
-            json_t *s = f->integration_keys[i] != NULL ? json_string(f->integration_keys[i]) : NULL;
-
-            if (s == NULL || json_array_append_new(a, s) != 0) {
-                rc = LATCH_E_INVAL;
-                goto out;
-            }
-        }
-        *keys_out = json_dumps(a, JSON_COMPACT);
-        json_decref(a);
-        a = NULL;
-        if (*keys_out == NULL) {
-            rc = LATCH_E_NOMEM;
-            goto out;
-        }
-    }
-    if (f->n_tags > 0) {
-        if (f->tag_keys == NULL || f->tag_values == NULL || f->n_tags > STORE_MAX_FILTER_TAGS) {
-            rc = LATCH_E_INVAL;
-            goto out;
-        }
-        a = json_array();
-        for (size_t i = 0; i < f->n_tags; i++) {
-            json_t *pair;
-
-            if (f->tag_keys[i] == NULL || f->tag_values[i] == NULL) {
-                rc = LATCH_E_INVAL;
-                goto out;
-            }
-            /* json_pack rejects invalid UTF-8 (returns NULL). */
-            pair = json_pack("[ss]", f->tag_keys[i], f->tag_values[i]);
-            if (pair == NULL || json_array_append_new(a, pair) != 0) {
-                rc = LATCH_E_INVAL;
-                goto out;
-            }
-        }
-        *tags_out = json_dumps(a, JSON_COMPACT);
-        if (*tags_out == NULL)
-            rc = LATCH_E_NOMEM;
-    }
-out:
-    json_decref(a);
-    if (rc != LATCH_OK) {
-        free(*keys_out);
-        free(*tags_out);
-        *keys_out = NULL;
-        *tags_out = NULL;
-    }
-    return rc;
-}
-
-static latch_rc
-pg_connection_list(void *impl, int64_t env_id, const struct store_conn_filter *f,
-                   struct store_connection **out, size_t *n)
-{
-    PGresult *r = NULL;
-    char *keys = NULL, *tags = NULL;
-    latch_rc rc;
-    int rows;
-
-    *out = NULL;
-    *n = 0;
-    if (f == NULL || f->limit < 1 || f->limit > LATCH_MAX_LIST_LIMIT || f->offset < 0)
-        return LATCH_E_INVAL;
-    rc = filter_json(f, &keys, &tags);
-    if (rc != LATCH_OK)
-        return rc;
-    rc = run1(impl, false, ST_CONN_LIST, &r, NULL, "ittttttii", env_id, f->connection_id, f->search,
-              f->end_user_id, f->end_user_org_id, keys, tags, f->limit, f->offset);
-    free(keys);
-    free(tags);
-    if (rc != LATCH_OK)
-        return rc;
-    rows = PQntuples(r);
-    if (rows > 0) {
-        *out = xcalloc((size_t)rows, sizeof **out);
-        for (int i = 0; i < rows; i++)
-            conn_read(r, i, &(*out)[i]);
-        *n = (size_t)rows;
-    }
-    PQclear(r);
-    return LATCH_OK;
-}
-
-/* A write that must hit one row: NOT_FOUND when it changed none. */
-static latch_rc
-write_hit(struct pg_store *q, enum st_id id, const char *fmt, int64_t a, int64_t b, const char *s1,
-          const char *s2, const char *s3)
-{
-    int64_t changes = 0;
-    latch_rc rc;
-
-    if (strcmp(fmt, "itt") == 0)
-        rc = run1(q, true, id, NULL, &changes, fmt, a, s1, s2);
-    else if (strcmp(fmt, "iti") == 0)
-        rc = run1(q, true, id, NULL, &changes, fmt, a, s1, b);
-    else if (strcmp(fmt, "ittti") == 0)
-        rc = run1(q, true, id, NULL, &changes, fmt, a, s1, s2, s3, b);
-    else if (strcmp(fmt, "ii") == 0)
-        rc = run1(q, true, id, NULL, &changes, fmt, a, b);
-    else if (strcmp(fmt, "i") == 0)
-        rc = run1(q, true, id, NULL, &changes, fmt, a);
-    else
-        return LATCH_E_INTERNAL;
-    if (rc == LATCH_OK && changes == 0)
-        rc = LATCH_E_NOT_FOUND;
-    return rc;
-}
-
-static latch_rc
-pg_connection_delete(void *impl, int64_t env_id, const char *provider_config_key,
-                     const char *connection_id)
-{
-    if (provider_config_key == NULL || connection_id == NULL)
-        return LATCH_E_INVAL;
-    return write_hit(impl, ST_CONN_DELETE, "itt", env_id, 0, provider_config_key, connection_id,
-                     NULL);
-}
-
-static latch_rc
-pg_connection_set_metadata(void *impl, int64_t id, const char *metadata_json)
-{
-    if (!json_ok(metadata_json))
-        return LATCH_E_INVAL;
-    return write_hit(impl, ST_CONN_SET_META, "iti", id, latch_now_ms(), metadata_json, NULL, NULL);
-}
-
-static latch_rc
-pg_connection_patch(void *impl, int64_t id, const char *tags_json, const char *end_user_json,
-                    const char *webhook_url_override)
-{
-    if (!json_ok(tags_json) || !json_ok(end_user_json))
-        return LATCH_E_INVAL;
-    return write_hit(impl, ST_CONN_PATCH, "ittti", id, latch_now_ms(), tags_json, end_user_json,
-                     webhook_url_override);
-}
-
-/* A foreign-key failure (the row was deleted meanwhile) is NOT_FOUND too. */
-static latch_rc
-pg_connection_touch(void *impl, int64_t id, int64_t last_fetched_at)
-{
-    return write_hit(impl, ST_CONN_TOUCH, "ii", id, last_fetched_at, NULL, NULL, NULL);
 }
 
 /* One statement with the ids as an array literal ({1,2,3}: digits and commas only). */
 static latch_rc
-pg_connection_touch_many(void *impl, const int64_t *ids, size_t n, int64_t last_fetched_at)
+pg_touch_many(void *db, const int64_t *ids, size_t n, int64_t last_fetched_at)
 {
     struct buf arr;
     char num[24];
@@ -1907,482 +1135,8 @@ pg_connection_touch_many(void *impl, const int64_t *ids, size_t n, int64_t last_
      */
     rc = LATCH_E_NOT_FOUND;
     for (int attempt = 0; attempt < STORE_PG_TOUCH_TRIES && rc == LATCH_E_NOT_FOUND; attempt++)
-        rc = run1(impl, true, ST_CONN_TOUCH_MANY, NULL, NULL, "ti", arr.data, last_fetched_at);
+        rc = touch_many_once(db, arr.data, last_fetched_at);
     buf_free(&arr);
-    return rc;
-}
-
-/*
- * Runs a guarded UPDATE (optionally RETURNING one int64 into *ret) in a transaction; when it
- * changes no row, tells NOT_FOUND (row gone) from CONFLICT (guard failed).
- */
-static latch_rc
-guarded_update(struct pg_store *q, int64_t id, enum st_id sid, int64_t *ret, const char *fmt, ...)
-{
-    struct pg_conn *c = NULL;
-    struct pg_params p;
-    PGresult *r = NULL;
-    va_list ap;
-    latch_rc rc;
-    bool ok, hit = false;
-
-    va_start(ap, fmt);
-    ok = pset(&p, fmt, ap);
-    va_end(ap);
-    if (!ok)
-        return LATCH_E_INTERNAL;
-    rc = conn_acquire(q, &c);
-    if (rc != LATCH_OK)
-        return rc;
-    rc = tx_begin(q, c);
-    if (rc == LATCH_OK)
-        rc = q_run(q, c, sid, &r, &p);
-    if (rc != LATCH_OK)
-        goto out;
-    if (ret != NULL) {
-        hit = PQntuples(r) > 0;
-        if (hit)
-            *ret = col_i64(r, 0, 0);
-    } else {
-        hit = strtoll(PQcmdTuples(r), NULL, 10) > 0;
-    }
-    PQclear(r);
-    r = NULL;
-    if (!hit) {
-        rc = q_exec(q, c, ST_CONN_EXISTS, &r, "i", id);
-        if (rc == LATCH_OK)
-            rc = PQntuples(r) > 0 ? LATCH_E_CONFLICT : LATCH_E_NOT_FOUND;
-        goto out;
-    }
-    rc = tx_commit(q, c);
-out:
-    PQclear(r);
-    tx_rollback(q, c);
-    conn_release(q, c);
-    return rc;
-}
-
-static latch_rc
-pg_connection_lease(void *impl, int64_t id, const char *owner, int64_t ttl_ms, int64_t *version_out)
-{
-    int64_t now = latch_now_ms(), version = 0;
-    latch_rc rc;
-
-    if (owner == NULL || owner[0] == '\0' || ttl_ms <= 0)
-        return LATCH_E_INVAL;
-    rc = guarded_update(impl, id, ST_CONN_LEASE, &version, "itii", id, owner, now + ttl_ms, now);
-    if (rc == LATCH_OK && version_out != NULL)
-        *version_out = version;
-    return rc;
-}
-
-static latch_rc
-pg_connection_lease_release(void *impl, int64_t id, const char *owner)
-{
-    if (owner == NULL)
-        return LATCH_E_INVAL;
-    return guarded_update(impl, id, ST_CONN_RELEASE, NULL, "it", id, owner);
-}
-
-static latch_rc
-pg_connection_refresh_done(void *impl, int64_t id, const char *owner, int64_t expected_version,
-                           const char *credentials_sealed, int64_t expires_at, int64_t *new_version)
-{
-    int64_t version = 0;
-    latch_rc rc;
-
-    if (owner == NULL || credentials_sealed == NULL)
-        return LATCH_E_INVAL;
-    rc = guarded_update(impl, id, ST_CONN_DONE, &version, "iittii", id, expected_version, owner,
-                        credentials_sealed, expires_at, latch_now_ms());
-    if (rc == LATCH_OK && new_version != NULL)
-        *new_version = version;
-    return rc;
-}
-
-static latch_rc
-pg_connection_refresh_failed(void *impl, int64_t id, const char *owner, const char *auth_error_json,
-                             int64_t next_refresh_at, bool needs_reauth)
-{
-    if (owner == NULL || !json_ok(auth_error_json))
-        return LATCH_E_INVAL;
-    return guarded_update(impl, id, ST_CONN_FAILED, NULL, "ittiBi", id, owner, auth_error_json,
-                          next_refresh_at, (int)needs_reauth, latch_now_ms());
-}
-
-static latch_rc
-pg_connection_due_for_refresh(void *impl, int64_t before, int64_t used_since, size_t max,
-                              int64_t **ids_out, int64_t **env_ids_out, size_t *n)
-{
-    PGresult *r = NULL;
-    int64_t *ids, *envs;
-    latch_rc rc;
-    int rows;
-
-    *ids_out = NULL;
-    *env_ids_out = NULL;
-    *n = 0;
-    if (max == 0)
-        return LATCH_OK;
-    if (max > LATCH_MAX_LIST_LIMIT)
-        max = LATCH_MAX_LIST_LIMIT;
-    rc = run1(impl, false, ST_CONN_DUE, &r, NULL, "iiii", before, used_since, latch_now_ms(),
-              (int64_t)max);
-    if (rc != LATCH_OK)
-        return rc;
-    rows = PQntuples(r);
-    if (rows > 0) {
-        ids = xcalloc((size_t)rows, sizeof *ids);
-        envs = xcalloc((size_t)rows, sizeof *envs);
-        for (int i = 0; i < rows; i++) {
-            ids[i] = col_i64(r, i, 0);
-            envs[i] = col_i64(r, i, 1);
-        }
-        *ids_out = ids;
-        *env_ids_out = envs;
-        *n = (size_t)rows;
-    }
-    PQclear(r);
-    return LATCH_OK;
-}
-
-/* ---- connect sessions ---- */
-
-static void
-sess_read(const PGresult *r, int i, struct store_session *x)
-{
-    memset(x, 0, sizeof *x);
-    x->id = col_i64(r, i, 0);
-    x->env_id = col_i64(r, i, 1);
-    (void)col_hash(r, i, 2, x->token_hash);
-    x->end_user_json = col_str(r, i, 3);
-    x->organization_json = col_str(r, i, 4);
-    x->allowed_integrations_json = col_str(r, i, 5);
-    x->config_defaults_json = col_str(r, i, 6);
-    x->tags_json = col_str(r, i, 7);
-    x->webhook_url_override = col_str(r, i, 8);
-    x->connection_row_id = col_i64(r, i, 9);
-    x->expires_at = col_i64(r, i, 10);
-    x->attempts = (int)col_i64(r, i, 11);
-    x->created_at = col_i64(r, i, 12);
-}
-
-static latch_rc
-pg_session_create(void *impl, struct store_session *x)
-{
-    PGresult *r = NULL;
-    int64_t created;
-    latch_rc rc;
-
-    if (x == NULL || !json_ok(x->end_user_json) || !json_ok(x->organization_json) ||
-        !json_ok(x->allowed_integrations_json) || !json_ok(x->config_defaults_json) ||
-        !json_ok(x->tags_json))
-        return LATCH_E_INVAL;
-    created = x->created_at != 0 ? x->created_at : latch_now_ms();
-    rc = run1(impl, true, ST_SESS_INSERT, &r, NULL, "ihttttttiiii", x->env_id, x->token_hash,
-              x->end_user_json, x->organization_json, x->allowed_integrations_json,
-              x->config_defaults_json, x->tags_json, x->webhook_url_override, x->connection_row_id,
-              x->expires_at, (int64_t)x->attempts, created);
-    if (rc == LATCH_OK && PQntuples(r) != 1)
-        rc = LATCH_E_DB;
-    if (rc == LATCH_OK) {
-        x->id = col_i64(r, 0, 0);
-        x->created_at = created;
-    }
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_session_get_by_hash(void *impl, const unsigned char hash[32], struct store_session *out)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    memset(out, 0, sizeof *out);
-    if (hash == NULL)
-        return LATCH_E_INVAL;
-    rc = run1(impl, false, ST_SESS_GET, &r, NULL, "h", hash);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK)
-        sess_read(r, 0, out);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_session_bump_attempts(void *impl, int64_t id, int *attempts)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    rc = run1(impl, true, ST_SESS_BUMP, &r, NULL, "i", id);
-    if (rc == LATCH_OK && PQntuples(r) == 0)
-        rc = LATCH_E_NOT_FOUND;
-    if (rc == LATCH_OK && attempts != NULL)
-        *attempts = (int)col_i64(r, 0, 0);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_session_delete(void *impl, int64_t id)
-{
-    return write_hit(impl, ST_SESS_DELETE, "i", id, 0, NULL, NULL, NULL);
-}
-
-static latch_rc
-pg_session_purge_expired(void *impl, int64_t now)
-{
-    return run1(impl, true, ST_SESS_PURGE, NULL, NULL, "i", now);
-}
-
-/* ---- webhook outbox ---- */
-
-static latch_rc
-pg_webhook_enqueue(void *impl, int64_t env_id, const char *url, const char *body, int64_t *id_out)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-
-    if (url == NULL || body == NULL)
-        return LATCH_E_INVAL;
-    rc = run1(impl, true, ST_WH_INSERT, &r, NULL, "itti", env_id, url, body, latch_now_ms());
-    if (rc == LATCH_OK && PQntuples(r) != 1)
-        rc = LATCH_E_DB;
-    if (rc == LATCH_OK && id_out != NULL)
-        *id_out = col_i64(r, 0, 0);
-    PQclear(r);
-    return rc;
-}
-
-static latch_rc
-pg_webhook_claim(void *impl, const char *owner, int64_t now, int64_t lease_ms, size_t max,
-                 struct store_webhook **out, size_t *n)
-{
-    PGresult *r = NULL;
-    struct store_webhook *v;
-    latch_rc rc;
-    int rows;
-
-    *out = NULL;
-    *n = 0;
-    if (owner == NULL || owner[0] == '\0' || lease_ms <= 0)
-        return LATCH_E_INVAL;
-    if (max == 0)
-        return LATCH_OK;
-    if (max > LATCH_MAX_LIST_LIMIT)
-        max = LATCH_MAX_LIST_LIMIT;
-    rc = run1(impl, true, ST_WH_CLAIM, &r, NULL, "tiii", owner, now, lease_ms, (int64_t)max);
-    if (rc != LATCH_OK)
-        return rc;
-    rows = PQntuples(r);
-    if (rows > 0) {
-        v = xcalloc((size_t)rows, sizeof *v);
-        for (int i = 0; i < rows; i++) {
-            v[i].id = col_i64(r, i, 0);
-            v[i].env_id = col_i64(r, i, 1);
-            v[i].url = col_str(r, i, 2);
-            v[i].body = col_str(r, i, 3);
-            v[i].attempts = (int)col_i64(r, i, 4);
-            v[i].next_attempt_at = col_i64(r, i, 5);
-            v[i].created_at = col_i64(r, i, 6);
-        }
-        *out = v;
-        *n = (size_t)rows;
-    }
-    PQclear(r);
-    return LATCH_OK;
-}
-
-static latch_rc
-pg_webhook_done(void *impl, int64_t id)
-{
-    return write_hit(impl, ST_WH_DONE, "i", id, 0, NULL, NULL, NULL);
-}
-
-static latch_rc
-pg_webhook_retry(void *impl, int64_t id, int64_t next_attempt_at, const char *last_error,
-                 bool give_up)
-{
-    int64_t changes = 0;
-    latch_rc rc;
-
-    rc = run1(impl, true, ST_WH_RETRY, NULL, &changes, "iitB", id, next_attempt_at, last_error,
-              (int)give_up);
-    if (rc == LATCH_OK && changes == 0)
-        rc = LATCH_E_NOT_FOUND;
-    return rc;
-}
-
-static latch_rc
-pg_webhook_pending_count(void *impl, int64_t *n)
-{
-    return read_count(impl, ST_WH_PENDING, n, "", 0);
-}
-
-/* ---- key rotation ---- */
-
-struct rs_item {
-    int64_t id;     /* connections / environments row id */
-    char *row;      /* uid, id as text, or meta key */
-    char *sealed;   /* current value */
-    char *resealed; /* from fn, or NULL */
-};
-
-struct rs_source {
-    const char *table;
-    const char *column; /* as used in the AAD */
-    enum st_id scan;
-    enum st_id cas;
-};
-
-static const struct rs_source rs_sources[] = {
-    {"connections", "credentials", ST_RS_CONN_SCAN, ST_RS_CONN_CAS},
-    {"environments", "webhook_key", ST_RS_ENV_SCAN, ST_RS_ENV_CAS},
-    {"meta", "value", ST_RS_META_SCAN, ST_RS_META_CAS},
-};
-
-static void
-rs_items_free(struct rs_item *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(v[i].row);
-        free(v[i].sealed);
-        free(v[i].resealed);
-        memset(&v[i], 0, sizeof v[i]);
-    }
-}
-
-/* Reads the next batch after the cursor (*last_id or *last_key) without holding a transaction. */
-static latch_rc
-rs_scan(struct pg_store *q, struct pg_conn *c, const struct rs_source *src, int64_t *last_id,
-        char **last_key, struct rs_item *v, size_t *n)
-{
-    PGresult *r = NULL;
-    latch_rc rc;
-    int rows;
-
-    *n = 0;
-    if (src->scan == ST_RS_META_SCAN)
-        rc = q_exec(q, c, src->scan, &r, "ti", *last_key != NULL ? *last_key : "",
-                    (int64_t)STORE_RESEAL_BATCH);
-    else
-        rc = q_exec(q, c, src->scan, &r, "ii", *last_id, (int64_t)STORE_RESEAL_BATCH);
-    if (rc != LATCH_OK)
-        return rc;
-    rows = PQntuples(r);
-    for (int i = 0; i < rows && *n < STORE_RESEAL_BATCH; i++) {
-        struct rs_item *it = &v[*n];
-
-        if (src->scan == ST_RS_CONN_SCAN) {
-            it->id = col_i64(r, i, 0);
-            it->row = col_str(r, i, 1);
-            it->sealed = col_str(r, i, 2);
-        } else if (src->scan == ST_RS_ENV_SCAN) {
-            it->id = col_i64(r, i, 0);
-            it->row = xasprintf("%" PRId64, it->id);
-            it->sealed = col_str(r, i, 1);
-        } else {
-            it->row = col_str(r, i, 0);
-            it->sealed = col_str(r, i, 1);
-        }
-        (*n)++;
-    }
-    PQclear(r);
-    if (*n > 0) {
-        *last_id = v[*n - 1].id;
-        free(*last_key);
-        *last_key = xstrdup(v[*n - 1].row);
-    }
-    return LATCH_OK;
-}
-
-static latch_rc
-pg_reseal_all(void *impl, store_reseal_fn fn, void *ud, size_t *rewritten)
-{
-    struct pg_store *q = impl;
-    struct pg_conn *c = NULL;
-    struct rs_item *v;
-    size_t count = 0;
-    latch_rc rc, first_fn_err = LATCH_OK;
-
-    if (rewritten != NULL)
-        *rewritten = 0;
-    if (fn == NULL)
-        return LATCH_E_INVAL;
-    v = xcalloc(STORE_RESEAL_BATCH, sizeof *v);
-    rc = conn_acquire(q, &c);
-    if (rc != LATCH_OK) {
-        free(v);
-        return rc;
-    }
-    for (size_t s = 0; s < sizeof rs_sources / sizeof rs_sources[0] && rc == LATCH_OK; s++) {
-        const struct rs_source *src = &rs_sources[s];
-        int64_t last_id = 0;
-        char *last_key = NULL;
-
-        for (;;) {
-            size_t n = 0, todo = 0;
-
-            rc = rs_scan(q, c, src, &last_id, &last_key, v, &n);
-            if (rc != LATCH_OK || n == 0)
-                break;
-            /* Crypto happens here, outside any transaction: the other nodes keep writing. */
-            for (size_t i = 0; i < n; i++) {
-                struct store_sealed_ref ref = {src->table, v[i].row, src->column, v[i].sealed};
-                latch_rc frc;
-
-                if (v[i].row == NULL || v[i].sealed == NULL)
-                    continue;
-                frc = fn(&ref, &v[i].resealed, ud);
-                if (frc != LATCH_OK) {
-                    /* Keep going so every good row moves to the new key; report the failure. */
-                    if (first_fn_err == LATCH_OK)
-                        first_fn_err = frc;
-                    free(v[i].resealed);
-                    v[i].resealed = NULL;
-                    continue;
-                }
-                if (v[i].resealed != NULL)
-                    todo++;
-            }
-            if (todo > 0) {
-                /* One short write transaction per batch; compare-and-swap per row. */
-                rc = tx_begin(q, c);
-                for (size_t i = 0; i < n && rc == LATCH_OK; i++) {
-                    int64_t changes = 0;
-
-                    if (v[i].resealed == NULL)
-                        continue;
-                    if (src->cas == ST_RS_META_CAS)
-                        rc = q_cmd(q, c, src->cas, &changes, "ttt", v[i].row, v[i].resealed,
-                                   v[i].sealed);
-                    else
-                        rc = q_cmd(q, c, src->cas, &changes, "itt", v[i].id, v[i].resealed,
-                                   v[i].sealed);
-                    if (rc == LATCH_OK && changes > 0)
-                        count++;
-                }
-                if (rc == LATCH_OK)
-                    rc = tx_commit(q, c);
-                else
-                    tx_rollback(q, c);
-            }
-            rs_items_free(v, n);
-            if (rc != LATCH_OK || n < STORE_RESEAL_BATCH)
-                break;
-        }
-        free(last_key);
-    }
-    tx_rollback(q, c);
-    conn_release(q, c);
-    free(v);
-    if (rc == LATCH_OK)
-        rc = first_fn_err;
-    if (rewritten != NULL)
-        *rewritten = count;
     return rc;
 }
 
@@ -2392,17 +1146,13 @@ static latch_rc
 pg_integrity_check(void *impl, struct latch_err *err)
 {
     struct pg_store *q = impl;
-    struct pg_conn *c = NULL;
+    struct db_conn *c = NULL;
     latch_rc rc;
     int v = -1;
 
-    rc = conn_acquire(q, &c);
-    if (rc == LATCH_OK)
-        rc = conn_ensure(q, c);
-    if (rc != LATCH_OK) {
-        latch_err_set(err, "store: cannot open a postgres connection");
+    rc = acquire_live(q, &c, err);
+    if (rc != LATCH_OK)
         goto out;
-    }
     rc = exec_plain(c->pg, "SELECT 1", "integrity_check", err);
     if (rc != LATCH_OK)
         goto out;
@@ -2427,7 +1177,7 @@ static latch_rc
 pg_raw_scan(void *impl, const struct store_table *t, store_raw_scan_fn fn, void *ud)
 {
     struct pg_store *q = impl;
-    struct pg_conn *c = NULL;
+    struct db_conn *c = NULL;
     struct buf sql;
     PGresult *r = NULL;
     char *last = NULL;
@@ -2565,7 +1315,7 @@ static latch_rc
 pg_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *err)
 {
     struct pg_store *q = impl;
-    struct pg_conn *c = NULL;
+    struct db_conn *c = NULL;
     struct buf sql;
     PGresult *r = NULL;
     bool prepared[32];
@@ -2573,13 +1323,9 @@ pg_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *er
 
     memset(prepared, 0, sizeof prepared);
     buf_init(&sql, PG_MAX_RAW_SQL);
-    rc = conn_acquire(q, &c);
-    if (rc == LATCH_OK)
-        rc = conn_ensure(q, c);
-    if (rc != LATCH_OK) {
-        latch_err_set(err, "store: cannot open a postgres connection");
+    rc = acquire_live(q, &c, err);
+    if (rc != LATCH_OK)
         goto out;
-    }
     /* Prepared names below are per import; start from a clean session (no stale cache). */
     rc = exec_plain(c->pg, "BEGIN", "import", err);
     if (rc != LATCH_OK)
@@ -2672,7 +1418,7 @@ pg_raw_import(void *impl, store_raw_next_fn next, void *ud, struct latch_err *er
 out:
     PQclear(r);
     if (c != NULL && c->pg != NULL) {
-        tx_rollback(q, c);
+        tx_rollback(c);
         /* The import's prepared statements are not in c->prepared: end the session cleanly. */
         conn_drop(c);
     }
@@ -2681,55 +1427,29 @@ out:
     return rc;
 }
 
-const struct store_ops store_pg_ops = {
+const struct dialect store_pg_dialect = {
     .name = "postgres",
     .open = pg_open,
     .close = pg_close,
     .migrate = pg_migrate,
     .schema_version = pg_schema_version,
-    .meta_get = pg_meta_get,
-    .meta_set = pg_meta_set,
-    .meta_add = pg_meta_add,
-    .env_create = pg_env_create,
-    .env_get = pg_env_get,
-    .env_get_by_name = pg_env_get_by_name,
-    .env_list = pg_env_list,
-    .env_update_webhooks = pg_env_update_webhooks,
-    .apikey_add = pg_apikey_add,
-    .apikey_lookup = pg_apikey_lookup,
-    .apikey_revoke_all = pg_apikey_revoke_all,
-    .apikey_count = pg_apikey_count,
-    .integration_create = pg_integration_create,
-    .integration_get = pg_integration_get,
-    .integration_list = pg_integration_list,
-    .integration_update = pg_integration_update,
-    .integration_delete = pg_integration_delete,
-    .connection_upsert = pg_connection_upsert,
-    .connection_get = pg_connection_get,
-    .connection_get_by_id = pg_connection_get_by_id,
-    .connection_list = pg_connection_list,
-    .connection_delete = pg_connection_delete,
-    .connection_set_metadata = pg_connection_set_metadata,
-    .connection_patch = pg_connection_patch,
-    .connection_touch = pg_connection_touch,
-    .connection_touch_many = pg_connection_touch_many,
-    .connection_lease = pg_connection_lease,
-    .connection_lease_release = pg_connection_lease_release,
-    .connection_refresh_done = pg_connection_refresh_done,
-    .connection_refresh_failed = pg_connection_refresh_failed,
-    .connection_due_for_refresh = pg_connection_due_for_refresh,
-    .session_create = pg_session_create,
-    .session_get_by_hash = pg_session_get_by_hash,
-    .session_bump_attempts = pg_session_bump_attempts,
-    .session_delete = pg_session_delete,
-    .session_purge_expired = pg_session_purge_expired,
-    .webhook_enqueue = pg_webhook_enqueue,
-    .webhook_claim = pg_webhook_claim,
-    .webhook_done = pg_webhook_done,
-    .webhook_retry = pg_webhook_retry,
-    .webhook_pending_count = pg_webhook_pending_count,
-    .reseal_all = pg_reseal_all,
     .integrity_check = pg_integrity_check,
+    .touch_many = pg_touch_many,
     .raw_scan = pg_raw_scan,
     .raw_import = pg_raw_import,
+    .acquire = pg_acquire,
+    .release = pg_release,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .exec = pg_exec,
+    .next = pg_next,
+    .changes = pg_changes,
+    .end = pg_end,
+    .col_null = pg_col_null,
+    .col_i64 = pg_col_i64,
+    .col_bool = pg_col_bool,
+    .col_text = pg_col_text,
+    .col_str = pg_col_str,
+    .col_hash = pg_col_hash,
 };

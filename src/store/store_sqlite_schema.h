@@ -8,9 +8,9 @@
  *
  * Conventions: STRICT tables; times are INTEGER ms since the epoch (0 = none); booleans are
  * INTEGER 0/1; JSON columns are TEXT; secret columns end in _sealed (vault envelopes, never
- * plaintext); hashes are 32-byte BLOBs. JSON is validated by store_sqlite.c before writing, not by
- * CHECK (json_valid(...)): SQLite 3.40 treats json_valid in the schema as unsafe under
- * trusted_schema=OFF, and we keep trusted_schema off.
+ * plaintext); hashes are 32-byte BLOBs. JSON is validated by the row layer (store.c) before
+ * writing, not by CHECK (json_valid(...)): SQLite 3.40 treats json_valid in the schema as unsafe
+ * under trusted_schema=OFF, and we keep trusted_schema off.
  */
 #ifndef LATCH_STORE_SQLITE_SCHEMA_H
 #define LATCH_STORE_SQLITE_SCHEMA_H

@@ -19,6 +19,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { startStack, api } from './lib/stack.mjs';
 import { seededRandom } from './lib/load.mjs';
+import { exchange, rawRequest as rawBytes } from './lib/raw.mjs';
 
 const TOTAL = Number(process.env.HOSTILE_REQUESTS || 100000);
 const CONCURRENCY = Number(process.env.HOSTILE_CONCURRENCY || 32);
@@ -438,7 +439,8 @@ function nextRequest() {
 // ---- setup ----
 
 before(async () => {
-  const env = { LATCH_LOG_LEVEL: 'warn', LATCH_TOKEN_TIMEOUT_MS: '3000', LATCH_PROXY_TIMEOUT_MS: '3000', LATCH_CONNECTION_TIMEOUT_S: '5' };
+  const env = { LATCH_LOG_LEVEL: 'warn', LATCH_TOKEN_TIMEOUT_MS: '3000', LATCH_PROXY_TIMEOUT_MS: '3000', LATCH_CONNECTION_TIMEOUT_S: '5',
+    LATCH_HEADER_TIMEOUT_S: '3', LATCH_BODY_TIMEOUT_S: '4' };
   if (process.env.MALLOC_ARENA_MAX) env.MALLOC_ARENA_MAX = process.env.MALLOC_ARENA_MAX; // RSS experiments
   s = await startStack({ env });
   let r = await s.api('POST', '/integrations', { provider: PCK, unique_key: 'hostile-int' });
@@ -612,4 +614,89 @@ test(`${TOTAL} malformed and mutated requests: no 5xx, no crash, no restart, bou
   assert.ok(r.status === 200 || r.status === 404 || (r.status === 400 && r.json?.error?.code === 'unknown_provider_config'), `${r.status} ${r.text}`);
   const l = await s.api('GET', '/connections');
   assert.equal(l.status, 200);
+});
+
+// ---- 5. slow, half-closed and smuggling clients, all at once ----
+
+test('slow senders, half-closed senders and smuggling shapes: no 5xx, nothing held past its deadline, /health answered throughout', { timeout: 120000 }, async () => {
+  const port = s.latch.port;
+  const authH = { authorization: `Bearer ${s.secretKey}`, 'content-type': 'application/json' };
+  const body = JSON.stringify({ end_user: { id: 'u-hostile' } });
+  const problems = [];
+  // slow senders: heads and bodies one byte every 500 ms (never idle; deadlines 3 s / 4 s)
+  const trickle = (bytes, fast) => new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1' });
+    const t0 = Date.now();
+    let i = 0;
+    let iv = null;
+    const got = [];
+    const end = (how) => { clearInterval(iv); sock.destroy(); resolve({ how, ms: Date.now() - t0, bytes: Buffer.concat(got) }); };
+    sock.on('data', (c) => got.push(c));
+    sock.on('error', () => end('closed'));
+    sock.on('close', () => end('closed'));
+    sock.on('connect', () => {
+      sock.write(bytes.subarray(0, fast));
+      i = fast;
+      iv = setInterval(() => {
+        if (i >= bytes.length || Date.now() - t0 > 15000) { end('still-open'); return; }
+        sock.write(bytes.subarray(i, i + 1));
+        i++;
+      }, 500);
+    });
+  });
+  const slowHead = rawBytes('GET', '/connections', { ...authH, 'x-pad': 'p'.repeat(100) });
+  const slowBodyReq = rawBytes('POST', '/connect/sessions', { ...authH, 'content-length': String(body.length + 100) }, body.padEnd(body.length + 100));
+  const slow = [
+    ...Array.from({ length: 6 }, () => trickle(slowHead, 0).then((r) => ({ ...r, kind: 'slow-head', limit: 3000 }))),
+    ...Array.from({ length: 6 }, () => trickle(slowBodyReq, slowBodyReq.indexOf('\r\n\r\n') + 4).then((r) => ({ ...r, kind: 'slow-body', limit: 4000 }))),
+  ];
+  // half-closed senders: incomplete requests, EOF 300 ms later
+  const halfShapes = [
+    rawBytes('POST', '/connect/sessions', { ...authH, 'content-length': String(body.length + 40) }, body),
+    rawBytes('POST', '/integrations', { 'content-type': 'application/json', 'content-length': '5000' }, '{"pro'),
+    rawBytes('POST', '/connect/sessions', { ...authH, 'transfer-encoding': 'chunked' }, `${body.length.toString(16)}\r\n${body}\r\n`),
+    rawBytes('GET', '/health', { 'x-half': 'incomplete' }).subarray(0, 30),
+  ];
+  const half = halfShapes.flatMap((req) => Array.from({ length: 4 }, () => exchange(port, req, { halfClose: true, halfCloseAfterMs: 300, timeoutMs: 8000 })
+    .then((r) => ({ ...r, kind: 'half-closed', limit: 0 }))));
+  // smuggling shapes: 400 and a close, the trailing request never answered
+  const smuggle = [
+    { 'content-length': [String(body.length), '0'] },
+    { 'content-length': String(body.length), 'transfer-encoding': 'chunked' },
+    { 'transfer-encoding': 'chunked', 'content-length': '0' },
+    { 'transfer-encoding': ['chunked', 'identity'] },
+    { 'transfer-encoding': 'xchunked' },
+  ].map((h) => exchange(port, Buffer.concat([rawBytes('POST', '/connect/sessions', { ...authH, ...h }, body), rawBytes('GET', '/health')]), { timeoutMs: 5000 })
+    .then((r) => ({ ...r, kind: 'smuggle', limit: 0 })));
+  // /health from another client address, every 300 ms while all that runs
+  let probing = true;
+  const probes = [];
+  const prober = (async () => {
+    while (probing) {
+      const t0 = Date.now();
+      const h = await exchange(port, rawBytes('GET', '/health', { connection: 'close' }), { localAddress: '127.0.0.2', timeoutMs: 3000 });
+      probes.push({ status: h.responses[0]?.status ?? h.how, ms: Date.now() - t0 });
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  })();
+  const all = await Promise.all([...slow, ...half, ...smuggle]);
+  probing = false;
+  await prober;
+  for (const r of all) {
+    const statuses = r.responses ? r.responses.map((x) => x.status) : [];
+    if (r.kind.startsWith('slow')) {
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(r.bytes.toString('latin1'));
+      if (m && Number(m[1]) >= 500) problems.push(`${r.kind}: ${m[1]}`);
+    }
+    if (statuses.some((x) => x >= 500)) problems.push(`${r.kind}: ${statuses}`);
+    if (r.how !== 'closed') problems.push(`${r.kind}: ${r.how} after ${r.ms} ms`);
+    // deadline + 3 s of margin for a loaded machine; half-closed: well below the 5 s idle timeout
+    else if (r.limit > 0 && r.ms > r.limit + 3000) problems.push(`${r.kind}: closed after ${r.ms} ms (deadline ${r.limit} ms)`);
+    else if (r.kind === 'half-closed' && r.ms > 3000) problems.push(`half-closed: closed after ${r.ms} ms`);
+    if (r.kind === 'smuggle' && (statuses.length !== 1 || statuses[0] !== 400)) problems.push(`smuggle: answers ${statuses}`);
+  }
+  const badProbes = probes.filter((p) => p.status !== 200);
+  assert.deepEqual(problems, []);
+  assert.ok(probes.length >= 5, `only ${probes.length} /health probes`);
+  assert.deepEqual(badProbes, [], `/health from 127.0.0.2 failed: ${JSON.stringify(badProbes.slice(0, 5))}`);
 });

@@ -87,6 +87,9 @@ export async function startLatch({ dir, env = {}, port } = {}) {
       LATCH_DATABASE_URL: path.join(dir, 'latch.db'),
       LATCH_KEY_FILE: path.join(dir, 'latch.key'),
       LATCH_LOG_LEVEL: 'debug',
+      // every test client is 127.0.0.1, as every client is the proxy's address behind a reverse
+      // proxy: no per-address connection limit unless a test asks for one
+      LATCH_MAX_CONNECTIONS_PER_IP: '0',
       ...env,
     },
     stdio: ['ignore', log, log],
