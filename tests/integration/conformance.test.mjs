@@ -402,8 +402,8 @@ test('every linkable API_KEY / BASIC / TWO_STEP / OAUTH2_CC provider links throu
   for (const [reason, keys] of [...reasons.entries()].sort((a, b) => b[1].length - a[1].length)) lines.push(`  ${keys.length} × ${reason}: ${keys.join(', ')}`);
   const report = lines.join('\n');
   console.log(report);
-  fs.mkdirSync(path.join(BUILD, 'artifacts'), { recursive: true });
-  fs.writeFileSync(path.join(BUILD, 'artifacts', 'conformance.txt'), `${report}\n`);
+  fs.mkdirSync(path.join(BUILD, 'test-artifacts'), { recursive: true });
+  fs.writeFileSync(path.join(BUILD, 'test-artifacts', 'conformance.txt'), `${report}\n`);
   assert.ok(linkable.length > 0, 'latch marks no provider of these modes linkable');
   assert.deepEqual(failures.map((p) => `${p.key}: ${results.get(p.key).reason}`), []);
 });
