@@ -2,12 +2,14 @@
  * catalog.h - the provider catalogue, loaded from a Nango-format providers.yaml with libyaml into
  * immutable structs.
  *
- * latch embeds its own catalogue (providers/providers.yaml); LATCH_PROVIDERS_FILE loads another,
- * and the full upstream file of @nangohq/providers must load. Every `pattern:` is compiled with
- * PCRE2 (UTF, match/depth limits) at load. In latch's own catalogue (catalog_load_buffer /
- * catalog_load_default) a bad pattern is a load error; in an operator file (catalog_load_file) it
- * is logged and that field then refuses every value (upstream 0.71.10 has one such pattern).
- * Aliases/anchors are rejected and the node count is capped (no billion laughs).
+ * latch embeds Nango's catalogue (@nangohq/providers, fetched at build time) with its own
+ * overlay (providers/providers.yaml) merged over it; LATCH_PROVIDERS_FILE loads another file
+ * instead. `alias:` entries are resolved at load (the alias's own keys over its target's), and
+ * each provider's linkability (catalog_provider.linkable) is computed once, at load. Every
+ * `pattern:` is compiled with PCRE2 (UTF, match/depth limits) at load. In latch's own catalogue
+ * (catalog_load_buffer / catalog_load_default) a bad pattern is a load error; in an operator file
+ * (catalog_load_file) it is logged and that field then refuses every value (upstream 0.71.10 has
+ * one such pattern). Aliases/anchors are rejected and the node count is capped (no billion laughs).
  *
  * Ownership: struct catalog owns every provider and string in it; all pointers returned are
  * borrowed for the catalogue's lifetime. Threads: after load, everything is read-only and
@@ -81,14 +83,57 @@ struct catalog_provider {
     const struct catalog_field *credentials;
     size_t n_credentials;
     const char *json; /* the whole entry as compact JSON (for GET /providers/:name) */
+    /* token requests beyond OAUTH2_CC's basics (TWO_STEP, variants) */
+    const struct catalog_kv *token_headers;
+    size_t n_token_headers;
+    const char *token_request_method;      /* NULL = POST */
+    const char *token_response_token;      /* field path, NULL = access_token */
+    const char *token_response_expiration; /* field path, NULL = expires_in */
+    const char *token_expiration_strategy; /* "expireIn" (default) or "expireAt" */
+    long long token_expires_in_ms;         /* fixed token lifetime, -1 = unset */
+    const char *expires_in_unit;           /* NULL (seconds) or "milliseconds" */
+    /* proxy.verification: the request that proves new credentials work */
+    const char *verification_method; /* NULL = GET */
+    const char *const *verification_endpoints;
+    size_t n_verification_endpoints;
+    const struct catalog_kv *verification_headers;
+    size_t n_verification_headers;
+    const char *verification_base_url_override;
+    const char *verification_data; /* compact JSON body, or NULL */
+    /* steps Nango runs around a connection that latch does not */
+    const char *post_connection_script;
+    const char *credentials_verification_script;
+    /* computed at load: can this latch link it? */
+    bool linkable;
+    const char *unlinkable_reason; /* for people; NULL when linkable */
 };
+
+/* The auth modes latch links (what catalog_provider.linkable is computed against). */
+bool catalog_mode_linkable(const char *auth_mode);
+/* A provider's name for people: display_name, else its key. */
+const char *catalog_display_name(const struct catalog_provider *p);
+/* Where this catalogue came from and under which licence, for `latch version` and logs. */
+const char *catalog_origin(const struct catalog *c);
 
 /* Loads YAML text; name is used in error messages. */
 latch_rc catalog_load_buffer(const char *yaml, size_t len, const char *name, struct catalog **out,
                              struct latch_err *err);
 latch_rc catalog_load_file(const char *path, struct catalog **out, struct latch_err *err);
-/* latch's own catalogue, embedded at build time. */
+/*
+ * The built-in catalogue: Nango's @nangohq/providers file embedded at build time (when the build
+ * fetched it) with latch's own providers/providers.yaml merged over it (overlay entries replace
+ * upstream entries of the same name), aliases resolved. Without the upstream file: latch's own.
+ */
 latch_rc catalog_load_default(struct catalog **out, struct latch_err *err);
+/*
+ * Loads base (may be NULL: overlay alone) with overlay merged over it. Patterns of base fail
+ * closed (logged), patterns of an overlay-only load fail the load. origin is copied.
+ */
+latch_rc catalog_load_layers(const char *base, size_t base_len, const char *base_name,
+                             const char *overlay, size_t overlay_len, const char *overlay_name,
+                             const char *origin, struct catalog **out, struct latch_err *err);
+/* What the built-in catalogue is made of (set by the build: cmake/upstream_catalog.cmake). */
+const char *catalog_builtin_origin(void);
 void catalog_free(struct catalog *c);
 
 size_t catalog_count(const struct catalog *c);
