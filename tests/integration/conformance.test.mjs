@@ -231,10 +231,13 @@ async function linkOne(plan) {
           const plain = `Basic ${Buffer.from(`${id}:${sec}`).toString('base64')}`;
           if (hit.headers.authorization !== plain && !th.authorization) problems.push(`token request: Authorization ${hit.headers.authorization}, want Basic client credentials`);
           if (body && body.client_secret !== undefined) problems.push('token request: client_secret in the body although token_request_auth_method is basic');
+        } else if (entry.token_request_auth_method === 'custom') {
+          // Nango: client_id/client_secret sent as username/password in the body
+          if (body && (body.username !== id || body.password !== sec)) problems.push(`token request: custom auth wants username/password in the body (${Object.keys(body).join(',')})`);
         } else if (body && (body.client_id !== id || body.client_secret !== sec)) {
           problems.push(`token request: client_id/client_secret not in the body (${Object.keys(body).join(',')})`);
         }
-        if (body && !entry.token_params?.grant_type && body.grant_type !== 'client_credentials') problems.push(`token request: grant_type ${body.grant_type}`);
+        // (Nango adds no grant_type of its own: token_params carry it, checked above)
       }
       checkHeaders('token request', hit, th, problems);
       checkNotInUrl('token request', hit, plan, new Set(), problems);
