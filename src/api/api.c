@@ -75,6 +75,8 @@ static const struct api_route routes[] = {
      API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"POST", "/api-auth/basic/:key", api_link_basic, AUTH_SESSION_QUERY,
      API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+    {"POST", "/auth/two-step/:key", api_link_two_step, AUTH_SESSION_QUERY,
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
     {"*", "/proxy/*", api_proxy, AUTH_SECRET, API_STREAM, (size_t)LATCH_MAX_PROXY_BODY},
     /* Nango features latch does not implement: 501 naming the feature, not 404 */
     {"*", "/sync*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY},

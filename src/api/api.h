@@ -179,6 +179,7 @@ void api_connect_session_delete(struct api_ctx *c);
 void api_oauth2_cc(struct api_ctx *c);
 void api_link_api_key(struct api_ctx *c);
 void api_link_basic(struct api_ctx *c);
+void api_link_two_step(struct api_ctx *c);
 void api_proxy(struct api_ctx *c);
 
 #endif

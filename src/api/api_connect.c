@@ -433,7 +433,8 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
 {
     char msg[400];
 
-    (void)snprintf(msg, sizeof msg, "Failed to fetch client credentials token: %s", res->message);
+    (void)snprintf(msg, sizeof msg, "Failed to fetch %s token: %s",
+                   j->creds != NULL ? "the" : "client credentials", res->message);
     link_answer_failure(j, status_for(res->outcome), "client_credentials_fetch_error", msg,
                         res->reason);
 }
@@ -684,6 +685,32 @@ link_target(struct link_job *j)
     return true;
 }
 
+/*
+ * The token exchange of OAUTH2_CC (client_id/secret) and TWO_STEP (j->creds), answered by
+ * link_done; j is the exchange's (freed on failure here).
+ */
+static void
+link_exchange(struct link_job *j)
+{
+    struct api_ctx *c = j->c;
+    struct oauth_cc_input in;
+    struct oauth_cc_result res_err;
+
+    memset(&in, 0, sizeof in);
+    in.provider = j->p;
+    in.connection_config = j->cfg;
+    in.client_id = j->client_id;
+    in.client_secret = j->client_secret;
+    in.credentials = j->creds;
+    /* defer first: the exchange may complete (and resume) before this thread goes on */
+    api_defer(c);
+    if (oauth_cc_exchange(c->deps->oauth_cc, &in, link_done, j, &res_err) != LATCH_OK) {
+        link_fail(j, &res_err);
+        api_resume(c);
+        link_job_free(j);
+    }
+}
+
 void
 api_oauth2_cc(struct api_ctx *c)
 {
@@ -692,8 +719,6 @@ api_oauth2_cc(struct api_ctx *c)
     json_t *sec_v = json_object_get(b, "client_secret");
     struct link_job *j = NULL;
     json_t *errs;
-    struct oauth_cc_input in;
-    struct oauth_cc_result res_err;
 
     if (!json_is_object(b) || !json_is_string(id_v) || json_string_length(id_v) == 0) {
         api_error(c, 400, "missing_client_id", "Missing param 'oauth_client_id'.");
@@ -720,17 +745,78 @@ api_oauth2_cc(struct api_ctx *c)
         goto out;
     j->client_id = xstrdup(json_string_value(id_v));
     j->client_secret = xstrdup(json_string_value(sec_v));
-    in.provider = j->p;
-    in.connection_config = j->cfg;
-    in.client_id = j->client_id;
-    in.client_secret = j->client_secret;
-    /* defer first: the exchange may complete (and resume) before this thread goes on */
-    api_defer(c);
-    if (oauth_cc_exchange(c->deps->oauth_cc, &in, link_done, j, &res_err) != LATCH_OK) {
-        link_fail(j, &res_err);
-        api_resume(c);
-        goto out;
+    link_exchange(j);
+    j = NULL; /* owned by the exchange now */
+out:
+    if (j != NULL)
+        link_job_free(j);
+}
+
+/*
+ * POST /auth/two-step/:key (TWO_STEP): @nangohq/frontend sends the credentials object itself
+ * ({type:"TWO_STEP", <field>: value, ...}). Every field the definition declares for the user is
+ * checked (required unless optional; pattern, format, where it lands) before the templated token
+ * request (oauth_cc with the user's fields), then the same storing step as the other modes.
+ */
+void
+api_link_two_step(struct api_ctx *c)
+{
+    json_t *b = c->body;
+    struct link_job *j = NULL;
+    json_t *errs, *creds;
+    const char *k;
+    json_t *v;
+
+    if (!json_is_object(b)) {
+        api_error(c, 400, "invalid_body", "The body must be a JSON object.");
+        return;
     }
+    creds = json_object();
+    json_object_foreach(b, k, v)
+    {
+        if (strcmp(k, "type") == 0 || json_is_null(v))
+            continue;
+        if (!json_is_string(v) || strlen(k) > 64 ||
+            json_string_length(v) > LATCH_MAX_CLIENT_SECRET_LEN ||
+            strlen(json_string_value(v)) != json_string_length(v)) {
+            creds_free(creds);
+            api_error(c, 400, "invalid_credentials", "A credential is not text or is too long.");
+            return;
+        }
+        json_object_set(creds, k, v);
+    }
+    j = link_begin(c, "TWO_STEP");
+    if (j == NULL) {
+        creds_free(creds);
+        return;
+    }
+    j->creds = creds;
+    errs = json_array();
+    for (size_t i = 0; i < j->p->n_credentials; i++) {
+        const struct catalog_field *f = &j->p->credentials[i];
+        const char *val = json_string_value(json_object_get(creds, f->name));
+
+        if (f->hidden || f->automated) {
+            json_object_del(creds, f->name); /* hidden defaults come from the definition */
+            continue;
+        }
+        (void)credential_ok(j->p, f->name, val != NULL ? val : "", errs);
+    }
+    /* undeclared fields never shape a request: keep only what the definition names */
+    {
+        void *tmp;
+
+        json_object_foreach_safe(creds, tmp, k, v)
+        {
+            if (catalog_find_field(j->p->credentials, j->p->n_credentials, k) == NULL)
+                json_object_del(creds, k);
+        }
+    }
+    if (!credentials_answer(c, errs) || !link_target(j))
+        goto out;
+    j->client_id = xstrdup("");
+    j->client_secret = xstrdup("");
+    link_exchange(j);
     j = NULL; /* owned by the exchange now */
 out:
     if (j != NULL)
@@ -844,7 +930,13 @@ link_with_verification(struct api_ctx *c, const char *mode)
             k1 = fu->default_value;
         if ((k2 == NULL || k2[0] == '\0') && fp != NULL && fp->default_value != NULL)
             k2 = fp->default_value;
-        if (k1 == NULL || k1[0] == '\0') {
+        /*
+         * Nango takes any string, an empty one too (affinity's username is hidden with default
+         * ""; entries without a credentials section declare none): required only when declared
+         * as a field the user fills in.
+         */
+        if ((k1 == NULL || k1[0] == '\0') && fu != NULL && !fu->hidden && !fu->optional &&
+            !fu->automated && fu->default_value == NULL) {
             const char *const path[] = {"credentials", "username", NULL};
             char msg[200];
 
@@ -853,7 +945,8 @@ link_with_verification(struct api_ctx *c, const char *mode)
                                                                            : "The user name");
             api_issue(errs, "invalid_type", msg, path);
         } else {
-            (void)credential_ok(j->p, "username", k1, errs);
+            if (k1 != NULL && k1[0] != '\0')
+                (void)credential_ok(j->p, "username", k1, errs);
             (void)credential_ok(j->p, "password", k2 ? k2 : "", errs);
         }
         j->creds = json_pack("{s:s, s:s, s:s}", "type", "BASIC", "username", k1 ? k1 : "",

@@ -89,6 +89,8 @@ struct proxy {
     bool up_curl_waiting;
     /* credentials on the request (the provider's templates) and target */
     struct proxy_auth auth;
+    bool accept_plain; /* the "accept" header is the caller's plain Accept (yields to the
+                          provider's) */
     json_t *cfg;
     char *url;
     bool refreshed_once;
@@ -304,6 +306,15 @@ hop_by_hop(const char *n)
 
     for (size_t i = 0; hop[i] != NULL; i++)
         if (strcasecmp(n, hop[i]) == 0)
+            return true;
+    return false;
+}
+
+static bool
+has_header(const struct proxy *px, const char *name)
+{
+    for (size_t i = 0; i < px->nh; i++)
+        if (strcasecmp(px->hnames[i], name) == 0)
             return true;
     return false;
 }
@@ -698,8 +709,16 @@ start_attempt(struct proxy *px)
         return;
     }
     h = xcalloc(px->nh + px->auth.n_headers + 1, sizeof *h);
-    for (size_t i = 0; i < px->nh; i++)
+    /*
+     * A plain Accept (an HTTP client's default, not a Nango-Proxy-Accept) yields to
+     * the provider's own Accept template, as Nango forwards only Nango-Proxy- headers.
+     */
+    for (size_t i = 0; i < px->nh; i++) {
+        if (px->accept_plain && strcasecmp(px->hnames[i], "accept") == 0 &&
+            proxy_auth_has_header(&px->auth, "accept"))
+            continue;
         h[nh++] = (struct outbound_header){px->hnames[i], px->hvalues[i]};
+    }
     /*
      * The provider's own headers (proxy.headers templates, the mode's Authorization): a header
      * the caller set wins, except Authorization, which is always the connection's.
@@ -708,7 +727,8 @@ start_attempt(struct proxy *px)
         bool set_by_caller = false;
 
         for (size_t k = 0; k < px->nh; k++)
-            if (strcasecmp(px->hnames[k], px->auth.names[i]) == 0)
+            if (strcasecmp(px->hnames[k], px->auth.names[i]) == 0 &&
+                !(px->accept_plain && strcasecmp(px->hnames[k], "accept") == 0))
                 set_by_caller = true;
         if (!set_by_caller || strcasecmp(px->auth.names[i], "authorization") == 0)
             h[nh++] = (struct outbound_header){px->auth.names[i], px->auth.values[i]};
@@ -1085,8 +1105,10 @@ api_proxy(struct api_ctx *c)
     if (v != NULL && v[0] != '\0')
         add_header(px, "content-type", v);
     v = http_req_header(c->req, "Accept");
-    if (v != NULL && v[0] != '\0')
+    if (v != NULL && v[0] != '\0' && !has_header(px, "accept")) {
         add_header(px, "accept", v);
+        px->accept_plain = true;
+    }
 
     v = http_req_header(c->req, "Content-Length");
     if (v != NULL) {

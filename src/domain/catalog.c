@@ -798,6 +798,7 @@ build_provider(struct loader *l, struct catalog_provider *p, const char *name, c
                       &p->n_credentials);
     if (rc != LATCH_OK)
         return rc;
+    catalog_compute_lands(p);
     dump = json_dumps(e, JSON_COMPACT);
     if (dump == NULL)
         return lfail(l, LATCH_E_INTERNAL, "cannot serialise the entry as JSON");
@@ -973,6 +974,25 @@ load(const char *yaml, size_t len, const char *name, bool strict, struct catalog
     return build_catalog(root, name, strict, NULL, origin, out, err);
 }
 
+/*
+ * dst[key] = src deep-merged over dst[key]: objects merge member by member (so upstream's
+ * proxy.verification survives an overlay entry that refines zendesk-api-key's fields); arrays and
+ * scalars of src replace. Depth is bounded by the YAML loader's nesting limit.
+ */
+static void
+deep_merge(json_t *dst, const char *key, json_t *src)
+{
+    json_t *d = json_object_get(dst, key);
+    const char *k;
+    json_t *v;
+
+    if (!json_is_object(d) || !json_is_object(src)) {
+        json_object_set(dst, key, src);
+        return;
+    }
+    json_object_foreach(src, k, v) deep_merge(d, k, v);
+}
+
 latch_rc
 catalog_load_layers(const char *base, size_t base_len, const char *base_name, const char *overlay,
                     size_t overlay_len, const char *overlay_name, const char *origin,
@@ -1006,8 +1026,13 @@ catalog_load_layers(const char *base, size_t base_len, const char *base_name, co
         json_decref(over);
         return rc;
     }
-    /* overlay entries replace upstream entries of the same name, whole */
-    json_object_update(root, over);
+    /* overlay entries are deep-merged over upstream entries of the same name */
+    {
+        const char *k;
+        json_t *e;
+
+        json_object_foreach(over, k, e) deep_merge(root, k, e);
+    }
     rc = resolve_aliases(root, base_name, err);
     if (rc == LATCH_OK)
         rc = build_catalog(root, base_name, false, over, origin, out, err);

@@ -50,7 +50,22 @@ struct catalog_field {
     const char *doc_section;
     const char *prefix;
     const char *suffix;
-    void *re_; /* compiled pattern (private) */
+    unsigned lands; /* CATALOG_LANDS_*: where the provider's URL templates put the value */
+    void *re_;      /* compiled pattern (private) */
+};
+
+/*
+ * Where a field's value lands in the provider's URL templates (proxy.base_url, token_url,
+ * proxy.verification base_url_override and endpoints), computed at load time. A value that
+ * lands in a host or a path must have that shape whatever the field's pattern says
+ * (catalog_field_validate): it can then never move a request to another host or path.
+ */
+enum {
+    CATALOG_LANDS_HOST = 1 << 0, /* inside the host ("${x}.zendesk.com"): DNS labels */
+    CATALOG_LANDS_HOSTPATH =
+        1 << 1,                 /* the whole authority ("https://${x}/..."): host[:port][/seg...] */
+    CATALOG_LANDS_URL = 1 << 2, /* the whole base ("${x}/api"): http(s)://host[:port][/seg...] */
+    CATALOG_LANDS_PATH = 1 << 3, /* inside the path: one segment, never '.' or '..' */
 };
 
 struct catalog_provider {
@@ -109,6 +124,9 @@ struct catalog_provider {
 };
 
 /* The auth modes latch links (what catalog_provider.linkable is computed against). */
+/* Computes lands for every field of p from its URL templates (the loader calls it). */
+void catalog_compute_lands(struct catalog_provider *p);
+
 bool catalog_mode_linkable(const char *auth_mode);
 /* A provider's name for people: display_name, else its key. */
 const char *catalog_display_name(const struct catalog_provider *p);
@@ -121,8 +139,9 @@ latch_rc catalog_load_buffer(const char *yaml, size_t len, const char *name, str
 latch_rc catalog_load_file(const char *path, struct catalog **out, struct latch_err *err);
 /*
  * The built-in catalogue: Nango's @nangohq/providers file embedded at build time (when the build
- * fetched it) with latch's own providers/providers.yaml merged over it (overlay entries replace
- * upstream entries of the same name), aliases resolved. Without the upstream file: latch's own.
+ * fetched it) with latch's own providers/providers.yaml deep-merged over it (an overlay entry
+ * overrides upstream's of the same name key by key: objects merge, lists and scalars replace),
+ * aliases resolved. Without the upstream file: latch's own.
  */
 latch_rc catalog_load_default(struct catalog **out, struct latch_err *err);
 /*
@@ -151,5 +170,12 @@ const struct catalog_field *catalog_find_field(const struct catalog_field *field
  */
 latch_rc catalog_field_validate(const struct catalog_field *f, const char *value,
                                 struct latch_err *err);
+/*
+ * Only what keeps a request where the definition puts it: no control characters (a header),
+ * and the shape of where the value lands in a URL (CATALOG_LANDS_*). For imported credentials,
+ * which Nango takes without checking them against the field's pattern.
+ */
+latch_rc catalog_field_validate_place(const struct catalog_field *f, const char *value,
+                                      struct latch_err *err);
 
 #endif

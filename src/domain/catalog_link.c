@@ -20,8 +20,9 @@
 
 #include "domain/catalog.h"
 #include "domain/tmpl.h"
+#include "net/netpolicy.h"
 
-static const char *const linkable_modes[] = {"OAUTH2_CC", "API_KEY", "BASIC", NULL};
+static const char *const linkable_modes[] = {"OAUTH2_CC", "API_KEY", "BASIC", "TWO_STEP", NULL};
 
 bool
 catalog_mode_linkable(const char *auth_mode)
@@ -49,7 +50,9 @@ config_suppliable(const struct catalog_provider *p, const char *name)
 
     if (f == NULL)
         return strcmp(name, "oauth_scopes") == 0;
-    return !f->automated || f->default_value != NULL;
+    /* automated (a script fills it) or hidden (the user never sees it): only a non-empty default */
+    return !(f->automated || f->hidden) ||
+           (f->default_value != NULL && f->default_value[0] != '\0');
 }
 
 static bool
@@ -123,6 +126,70 @@ kv_ok(const struct catalog_provider *p, const struct catalog_kv *kv, size_t n, c
     return true;
 }
 
+/* A field the user fills in whose definition no value can satisfy: false, with the reason. */
+static bool
+fields_satisfiable(const struct catalog_field *fs, size_t n, char *reason, size_t reason_size)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct catalog_field *f = &fs[i];
+        const char *t = f->title != NULL && f->title[0] != '\0' ? f->title : f->name;
+        struct latch_err err;
+
+        if (f->hidden || f->automated)
+            continue;
+        if (f->pattern != NULL && f->re_ == NULL) {
+            (void)snprintf(reason, reason_size,
+                           "Nango's pattern for %.60s is not a valid regular expression, so no "
+                           "value could be checked.",
+                           t);
+            return false;
+        }
+        if ((f->lands & (CATALOG_LANDS_HOSTPATH | CATALOG_LANDS_URL)) != 0 && f->n_enum == 0) {
+            /* a host of its own: some plain host name must pass the field's own pattern */
+            const char *const probes[] = {f->example, "example.com", "host.example.com",
+                                          "https://example.com", "https://host.example.com"};
+            bool any = false;
+
+            for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++) {
+                if (probes[k] == NULL)
+                    continue;
+                latch_err_clear(&err);
+                if (catalog_field_validate(f, probes[k], &err) == LATCH_OK) {
+                    any = true;
+                    break;
+                }
+            }
+            if (!any) {
+                (void)snprintf(reason, reason_size,
+                               "No host name satisfies Nango's definition of %.60s: its pattern "
+                               "and the provider's URL template contradict each other.",
+                               t);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* A fixed base URL must name a host latch may reach (not a placeholder such as my-private-api). */
+static bool
+fixed_base_ok(const struct catalog_provider *p, char *reason, size_t reason_size)
+{
+    char host[256];
+    struct latch_err err;
+
+    if (tmpl_has_placeholders(p->proxy_base_url))
+        return true;
+    latch_err_clear(&err);
+    if (netpolicy_url_host(p->proxy_base_url, true, host, sizeof host, &err) == LATCH_OK &&
+        netpolicy_check_hostname(host, &err) == LATCH_OK)
+        return true;
+    (void)snprintf(reason, reason_size,
+                   "Its base URL %.80s is a placeholder, not a public host name (%.100s).",
+                   p->proxy_base_url, err.msg);
+    return false;
+}
+
 bool
 catalog_assess_linkable(const struct catalog_provider *p, char *reason, size_t reason_size)
 {
@@ -189,7 +256,11 @@ catalog_assess_linkable(const struct catalog_provider *p, char *reason, size_t r
         (void)snprintf(reason, reason_size, "It has no proxy base URL to send requests to.");
         return false;
     }
-    if (!template_ok(p, p->proxy_base_url, "proxy.base_url", reason, reason_size))
+    if (!template_ok(p, p->proxy_base_url, "proxy.base_url", reason, reason_size) ||
+        !fixed_base_ok(p, reason, reason_size))
+        return false;
+    if (!fields_satisfiable(p->connection_config, p->n_connection_config, reason, reason_size) ||
+        !fields_satisfiable(p->credentials, p->n_credentials, reason, reason_size))
         return false;
     if (token_mode && !template_ok(p, p->token_url, "token_url", reason, reason_size))
         return false;

@@ -84,6 +84,11 @@ cred_value(struct pa_ctx *x, const char *key)
         x->bad = true;
         return NULL;
     }
+    /* a credential the URL templates use (telegram's bot${apiKey}) must fit its place there */
+    if (f != NULL && f->lands != 0 && catalog_field_validate(f, v, &x->err) != LATCH_OK) {
+        x->bad = true;
+        return NULL;
+    }
     return v;
 }
 
@@ -149,6 +154,16 @@ proxy_auth_clear(struct proxy_auth *a)
         free(a->query);
     }
     memset(a, 0, sizeof *a);
+}
+
+/* Nango's TWO_STEP: no default Bearer when a proxy header carries ${accessToken} itself. */
+static bool
+uses_access_token(const struct catalog_provider *p)
+{
+    for (size_t i = 0; i < p->n_proxy_headers; i++)
+        if (strstr(p->proxy_headers[i].value, "${accessToken}") != NULL)
+            return true;
+    return false;
 }
 
 static bool
@@ -225,7 +240,8 @@ build_base(struct pa_ctx *x, bool allow_http, struct proxy_auth *out, struct lat
     latch_rc rc;
     bool whole = is_whole_variable(x->p->proxy_base_url);
 
-    rc = eval(x, x->p->proxy_base_url, whole ? 0 : TMPL_URL_ENCODE, base, sizeof base, err);
+    rc = eval(x, x->p->proxy_base_url, whole ? 0 : TMPL_URL_ENCODE | TMPL_URL_RAW_AUTHORITY, base,
+              sizeof base, err);
     if (rc != LATCH_OK)
         return rc;
     if (whole && (!proxy_auth_header_value_ok(base) || strpbrk(base, " ?#\\") != NULL)) {
@@ -289,7 +305,7 @@ proxy_auth_build(const struct catalog_provider *p, const json_t *cfg, const json
         free(enc);
         rc = add_header(out, "Authorization", v, err);
     } else if (rc == LATCH_OK && !have_auth &&
-               (mode_is(p, "OAUTH2_CC") || mode_is(p, "TWO_STEP"))) {
+               (mode_is(p, "OAUTH2_CC") || (mode_is(p, "TWO_STEP") && !uses_access_token(p)))) {
         const char *t = pa_lookup("accessToken", &x);
 
         if (t == NULL) {
@@ -324,4 +340,13 @@ out:
     if (rc != LATCH_OK)
         proxy_auth_clear(out);
     return rc;
+}
+
+bool
+proxy_auth_has_header(const struct proxy_auth *a, const char *name)
+{
+    for (size_t i = 0; i < a->n_headers; i++)
+        if (strcasecmp(a->names[i], name) == 0)
+            return true;
+    return false;
 }

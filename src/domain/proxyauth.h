@@ -45,6 +45,9 @@ latch_rc proxy_auth_build(const struct catalog_provider *p, const json_t *cfg, c
                           bool allow_http, struct proxy_auth *out, struct latch_err *err);
 void proxy_auth_clear(struct proxy_auth *a);
 
+/* True if a has a header of that name (case-insensitive). */
+bool proxy_auth_has_header(const struct proxy_auth *a, const char *name);
+
 /*
  * Evaluates one template of p (an endpoint path, a verification header) with the same inputs
  * and checks; flags as tmpl_eval. out_size bounds the result.

@@ -130,6 +130,16 @@ verify_classify(const struct catalog_provider *p, const struct outbound_resp *re
     }
 }
 
+/* True if one of hdrs[0..n) is called name (case-insensitive). */
+static bool
+hdrs_have(const struct outbound_header *hdrs, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(hdrs[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 static void
 job_finish(void *ud)
 {
@@ -184,8 +194,8 @@ verify_start(const struct verify_opts *o, const struct catalog_provider *p, cons
     }
     base[0] = '\0';
     if (p->verification_base_url_override != NULL) {
-        rc = proxy_auth_eval(p, cfg, creds, p->verification_base_url_override, 0, base, sizeof base,
-                             &err);
+        rc = proxy_auth_eval(p, cfg, creds, p->verification_base_url_override,
+                             TMPL_URL_ENCODE | TMPL_URL_RAW_AUTHORITY, base, sizeof base, &err);
         if (rc != LATCH_OK) {
             set(now, VERIFY_INVALID_INPUT, true, "invalid_input", err.msg);
             proxy_auth_clear(&pa);
@@ -222,7 +232,9 @@ verify_start(const struct verify_opts *o, const struct catalog_provider *p, cons
         if (!overridden)
             hdrs[nh++] = (struct outbound_header){pa.names[i], pa.values[i]};
     }
-    for (size_t k = 0; k < p->n_verification_headers && nhv < PROXY_AUTH_MAX_HEADERS; k++) {
+    for (size_t k = 0; k < p->n_verification_headers && nhv < PROXY_AUTH_MAX_HEADERS &&
+                       nh < PROXY_AUTH_MAX_HEADERS + 2;
+         k++) {
         if (proxy_auth_eval(p, cfg, creds, p->verification_headers[k].value, 0, vh, sizeof vh,
                             &err) != LATCH_OK ||
             !proxy_auth_header_value_ok(vh))
@@ -232,7 +244,9 @@ verify_start(const struct verify_opts *o, const struct catalog_provider *p, cons
         nhv++;
     }
     explicit_bzero(vh, sizeof vh);
-    hdrs[nh++] = (struct outbound_header){"Accept", "application/json"};
+    /* the provider's own Accept / Content-Type (proxy.headers, verification.headers) win */
+    if (!hdrs_have(hdrs, nh, "accept"))
+        hdrs[nh++] = (struct outbound_header){"Accept", "application/json"};
     memset(&req, 0, sizeof req);
     req.method = p->verification_method != NULL ? p->verification_method : "GET";
     req.url = url;
@@ -241,7 +255,8 @@ verify_start(const struct verify_opts *o, const struct catalog_provider *p, cons
     if (p->verification_data != NULL && strcmp(req.method, "GET") != 0) {
         req.body = p->verification_data;
         req.body_len = strlen(p->verification_data);
-        hdrs[nh++] = (struct outbound_header){"Content-Type", "application/json"};
+        if (!hdrs_have(hdrs, nh, "content-type"))
+            hdrs[nh++] = (struct outbound_header){"Content-Type", "application/json"};
         req.n_headers = nh;
     }
     req.timeout_ms = o->timeout_ms;

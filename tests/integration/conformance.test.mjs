@@ -122,10 +122,24 @@ function checkQuery(what, rec, want, problems) {
   }
 }
 
-/** A secret may only travel where the entry puts it: not in a URL unless proxy.query says so. */
+/** Credentials the entry's own URL templates put in a URL (algolia's /1/keys/${apiKey}, twilio's
+ *  /Accounts/${credentials.username}/...): Nango sends them there, so they may appear. */
+function urlCredentials(entry) {
+  const urls = [entry.proxy?.base_url, entry.token_url, entry.proxy?.verification?.base_url_override,
+    ...(entry.proxy?.verification?.endpoints || [])].filter((x) => typeof x === 'string');
+  const names = new Set();
+  for (const u of urls) {
+    for (const m of u.matchAll(/\$\{(?:credentials\.)?(\w+)\}/g)) names.add(m[1]);
+  }
+  return names;
+}
+
+/** A secret may only travel where the entry puts it: not in a URL unless proxy.query or a URL
+ *  template of the entry says so. */
 function checkNotInUrl(what, rec, plan, allowed, problems) {
+  const inUrl = urlCredentials(plan.entry);
   for (const [name, v] of Object.entries(plan.values.credentials)) {
-    if (!v || v.length < 8 || allowed.has(v)) continue;
+    if (!v || v.length < 8 || allowed.has(v) || inUrl.has(name)) continue;
     if (rec.url.includes(v) || rec.url.includes(encodeURIComponent(v))) problems.push(`${what}: credential ${name} appears in the URL ${short(rec.url, 120)}`);
   }
 }
@@ -198,7 +212,12 @@ async function linkOne(plan) {
       if (!hit) problems.push(`verification: no ${v.method} ${v.url.href} upstream (saw ${linkReqs.map((q) => `${q.method} ${q.host}${q.path}`).join(', ') || 'nothing'})`);
       else {
         if (hit.method !== v.method) problems.push(`verification: method ${hit.method}, want ${v.method}`);
-        checkHeaders('verification', hit, auth.headers, problems);
+        // Nango's testConnectionCredentials passes verification.headers as the proxy call's own
+        // headers, which override proxy.headers (buildProxyHeaders: { ...headers, ...config.headers })
+        const vh = {};
+        for (const [k, x] of Object.entries(v.headers)) { const y = interp(String(x), templateCtx(values)); if (y !== null) vh[k.toLowerCase()] = y; }
+        const want = Object.fromEntries(Object.entries(auth.headers).map(([k, x]) => [k.toLowerCase(), x]));
+        checkHeaders('verification', hit, { ...want, ...vh }, problems);
         checkQuery('verification', hit, { ...Object.fromEntries(v.url.searchParams), ...auth.query }, problems);
         checkNotInUrl('verification', hit, plan, new Set(Object.values(auth.query)), problems);
       }
@@ -267,9 +286,10 @@ async function linkOne(plan) {
   return problems.length ? { ok: false, reason: problems.join('; ') } : { ok: true };
 }
 
-// latch takes at most 64 LATCH_RESOLVE entries (src/net/destpolicy.c, DESTPOLICY_MAX_PINS): the
-// providers run in batches of hosts, latch restarted on the same database with each batch pinned.
-const MAX_PINS = 60;
+// latch takes at most 4096 LATCH_RESOLVE entries in 256 KiB (src/net/destpolicy.c,
+// DESTPOLICY_MAX_PINS): the whole catalogue's hosts fit in one batch; batching (latch restarted on
+// the same database with each batch pinned) stays for a catalogue that outgrows it.
+const MAX_PINS = 4000;
 let latchDir;
 let restarts = 0;
 async function pinHosts(hosts) {

@@ -40,7 +40,9 @@ function inputs(entry) {
     for (const alt of u.split(/\s*\|\|\s*/)) {
       const authorityEnd = alt.replace(/^https?:\/\//, '').search(/\//);
       const prefix = alt.match(/^https?:\/\//)?.[0].length ?? 0;
+      const queryAt = alt.search(/[?#]/); // a value after '?' is a percent-encoded query value
       for (const m of alt.matchAll(/\$\{(connectionConfig|credentials)\.(\w+)\}/g)) {
+        if (queryAt >= 0 && m.index > queryAt) continue;
         const inHost = authorityEnd < 0 || m.index < prefix + authorityEnd || m.index === 0;
         add(m[1] === 'connectionConfig' ? 'connection_config' : 'credentials', m[2], inHost ? 'host' : 'path');
       }

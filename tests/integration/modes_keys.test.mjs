@@ -102,7 +102,10 @@ test('API_KEY: verified link, rejected key in words, templates on the proxied re
   assert.deepEqual(got.json.credentials, { type: 'API_KEY', apiKey: 'ITG.good-key' });
 });
 
-test('BASIC: templated Authorization, no verification defined is said, hostile subdomain refused', async () => {
+// zendesk-api-key: latch's overlay is deep-merged over Nango's entry, so Nango's
+// proxy.verification survives (issue 12 f); "no verification defined" is covered per provider by
+// conformance.test.mjs.
+test('BASIC: templated Authorization, verified with Nango\'s own verification, hostile subdomain refused', async () => {
   const sess = await s.createSession();
   const n = seen.length;
   for (const evil of ['evil.com/', 'acme.evil.com', 'acme\r\nx: y', 'a@b', '../x']) {
@@ -112,8 +115,11 @@ test('BASIC: templated Authorization, no verification defined is said, hostile s
   assert.equal(seen.length, n, 'no upstream request for hostile values');
   const ok = await link(sess.token, '/api-auth/basic/', 'zendesk-api-key', { subdomain: 'acme' }, { username: 'me@acme.com', password: 'Tok3n' });
   assert.equal(ok.status, 200, ok.text);
-  assert.equal(ok.json.latch.verified, false);
-  assert.equal(ok.json.latch.verification, 'none defined');
+  assert.equal(ok.json.latch.verified, true, ok.text);
+  assert.equal(ok.json.latch.verification, '/api/v2/users.json?per_page=1&page=1');
+  const ver = seen.at(-1);
+  assert.equal(ver.host, 'acme.zendesk.com');
+  assert.equal(ver.headers.authorization, `Basic ${Buffer.from('me@acme.com/token:Tok3n').toString('base64')}`);
   const pr = await proxy(ok.json.connectionId, 'zendesk-api-key', '/api/v2/users/me.json');
   assert.equal(pr.status, 200, pr.text);
   const last = seen.at(-1);

@@ -1,6 +1,7 @@
 // The provider catalogue as the tests see it, read independently of latch: Nango's pinned
 // providers.yaml (build/upstream/providers.yaml, fetched by scripts/fetch-upstream-providers)
-// merged with latch's overlay (providers/providers.yaml, whose entries win), aliases resolved.
+// deep-merged with latch's overlay (providers/providers.yaml: objects merge key by key, lists and
+// values of the overlay replace; as src/domain/catalog.c), aliases resolved.
 //
 // Also the test oracle for an entry:
 //   - genValues(entry, seed): credential and connection_config values that satisfy the entry's
@@ -29,10 +30,19 @@ export function loadCatalog() {
   }
   const upstream = YAML.parse(fs.readFileSync(UPSTREAM_FILE, 'utf8'));
   const overlay = YAML.parse(fs.readFileSync(OVERLAY_FILE, 'utf8')) || {};
-  const raw = { ...upstream, ...overlay };
+  const raw = { ...upstream };
+  for (const [k, e] of Object.entries(overlay)) raw[k] = deepMerge(upstream[k], e);
   const merged = {};
   for (const key of Object.keys(raw)) merged[key] = resolveAlias(raw, key);
   return { upstream, overlay, merged };
+}
+
+function deepMerge(a, b) {
+  const obj = (x) => x && typeof x === 'object' && !Array.isArray(x);
+  if (!obj(a) || !obj(b)) return b;
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = deepMerge(a[k], v);
+  return out;
 }
 
 function resolveAlias(raw, key, seen = new Set()) {
@@ -233,11 +243,13 @@ export function genValues(entry, { seed, tag }) {
       let v;
       const role = sec === 'connection_config' ? hostRole(entry, name) : null;
       // a field that ends up in a host name: a clean DNS name, unique per provider
-      const cands = role === 'host' ? [`${tag}.conformance.example.com`, tag]
+      const host = `${tag}.conformance.example.com`;
+      const cands = role === 'host' ? [host, tag, ...withHost(def.example, host, false)]
         : role === 'label' ? [tag]
-          : role === 'url' ? [`https://${tag}.conformance.example.com`, `${tag}.conformance.example.com`] : [];
+          : role === 'tail' ? [host, tag]
+            : role === 'url' ? [`https://${host}`, host, ...withHost(def.example, host, true)] : [];
       if (/^port$/i.test(name)) cands.unshift('443');
-      if (!def.enum && !(def.format && def.format !== 'hostname')) v = cands.find((c) => { try { return !def.pattern || new RegExp(def.pattern).test(c); } catch { return false; } });
+      if (!def.enum && !(def.format && !['hostname', 'uri', 'url'].includes(def.format))) v = cands.find((c) => { try { return !def.pattern || new RegExp(def.pattern).test(c); } catch { return false; } });
       if (v === undefined && sec === 'connection_config' && !def.pattern && !def.enum && !def.format && HOSTISH.test(name)) v = tag;
       if (v === undefined) v = genField(def, { rnd, name, tag, secret: sec === 'credentials' });
       sent[name] = v;
@@ -257,6 +269,14 @@ export function genValues(entry, { seed, tag }) {
   return out;
 }
 
+/** The entry's example with its host replaced by host (aws-scim's https://scim.../x/scim/v2). */
+function withHost(example, host, scheme) {
+  if (typeof example !== 'string') return [];
+  const m = /^(https?:\/\/)?([A-Za-z0-9.-]+)(:\d+)?(\/.*)?$/.exec(example);
+  if (!m) return [];
+  return [`${scheme ? (m[1] || 'https://') : ''}${host}${m[3] || ''}${m[4] || ''}`];
+}
+
 /** How a connection_config field is used in the entry's URL templates: host, label, url or null. */
 function hostRole(entry, name) {
   const urls = [entry.proxy?.base_url, entry.token_url, entry.proxy?.verification?.base_url_override].filter((x) => typeof x === 'string');
@@ -269,7 +289,8 @@ function hostRole(entry, name) {
       const after = alt.slice(i + ph.length);
       if (i === 0) return 'url';
       if (/^https?:\/\/$/.test(before)) return /^[.-]/.test(after) ? 'label' : 'host';
-      if (/^https?:\/\/[^/]*$/.test(before)) return 'label';
+      // the end of the host (https://rest.${x}): a DNS name of its own, the TLD included
+      if (/^https?:\/\/[^/]*$/.test(before)) return /^([/?#]|$)/.test(after) ? 'tail' : 'label';
     }
   }
   return null;
