@@ -347,7 +347,9 @@ struct link_job {
     bool existing;
     char *client_id;
     char *client_secret;
-    json_t *creds; /* API_KEY/BASIC: the credentials being verified (creds_free) */
+    json_t *creds; /* API_KEY/BASIC: the credentials being verified; TWO_STEP: the user's fields */
+    json_t *token_creds; /* OAUTH2_CC/TWO_STEP: the new token's credentials, being verified */
+    int64_t expires_at;  /* of token_creds */
 };
 
 static void
@@ -362,6 +364,7 @@ link_job_free(struct link_job *j)
         free(j->client_secret);
     }
     creds_free(j->creds);
+    creds_free(j->token_creds);
     free(j);
 }
 
@@ -501,17 +504,40 @@ out:
     store_connection_clear(&conn);
 }
 
+static void verified(struct verify_result *r, void *ud);
+static void verified_async(struct verify_result *r, void *ud);
+
+/*
+ * Worker thread: the token exchange of a link is done. With a proxy.verification the new token
+ * is tried on it first (as Nango's testConnectionCredentials), so "verified" means the provider
+ * accepted it; without one the token exchange itself is the verification.
+ */
 static void
 link_done(struct oauth_cc_result *res, void *ud)
 {
     struct link_job *j = ud;
+    struct api_ctx *c = j->c;
 
-    if (res->outcome != OCC_OK)
+    if (res->outcome != OCC_OK) {
         link_fail(j, res);
-    else
+    } else if (j->p->n_verification_endpoints > 0) {
+        struct verify_opts vo;
+        struct verify_result now;
+
+        j->token_creds = json_deep_copy(res->creds);
+        j->expires_at = res->expires_at;
+        vo.outbound = c->deps->outbound;
+        vo.worker = c->deps->worker;
+        vo.allow_http = c->deps->cfg->allow_http;
+        vo.timeout_ms = c->deps->cfg->token_timeout_ms;
+        if (verify_start(&vo, j->p, j->cfg, j->token_creds, verified_async, j, &now))
+            return; /* verified_async answers and frees j */
+        verified(&now, j);
+    } else {
         link_store(j, res->creds, res->expires_at,
                    json_pack("{s:b, s:s}", "verified", 1, "verification", "token request"));
-    api_resume(j->c);
+    }
+    api_resume(c);
     link_job_free(j);
 }
 
@@ -851,7 +877,10 @@ verified(struct verify_result *r, void *ud)
 
         if (r->outcome == VERIFY_NONE)
             json_object_set_new(ext, "message", json_string(r->message));
-        link_store(j, j->creds, 0, ext);
+        if (j->token_creds != NULL)
+            link_store(j, j->token_creds, j->expires_at, ext);
+        else
+            link_store(j, j->creds, 0, ext);
     } else {
         link_answer_failure(j, verify_status(r), "connection_test_failed", r->message, r->reason);
     }

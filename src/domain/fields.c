@@ -452,6 +452,28 @@ catalog_compute_lands(struct catalog_provider *p)
         lands_scan(p, p->verification_endpoints[i], true);
 }
 
+/*
+ * prefix/suffix are what the form shows around the input ("https://" acme ".zendesk.com"): a
+ * value that repeats one (a pasted whole address) would be doubled in the URL, so it is refused
+ * with words that say what to type.
+ */
+static bool
+affixes_ok(const struct catalog_field *f, const char *title, const char *v, size_t n,
+           struct latch_err *err)
+{
+    size_t pl = f->prefix != NULL ? strlen(f->prefix) : 0;
+    size_t sl = f->suffix != NULL ? strlen(f->suffix) : 0;
+
+    if ((pl > 0 && n >= pl && strncasecmp(v, f->prefix, pl) == 0) ||
+        (sl > 0 && n >= sl && strcasecmp(v + n - sl, f->suffix) == 0)) {
+        latch_err_set(
+            err, "%s: enter only the part between \"%s\" and \"%s\", not the whole address", title,
+            f->prefix != NULL ? f->prefix : "", f->suffix != NULL ? f->suffix : "");
+        return false;
+    }
+    return true;
+}
+
 latch_rc
 catalog_field_validate(const struct catalog_field *f, const char *value, struct latch_err *err)
 {
@@ -543,6 +565,8 @@ catalog_field_validate(const struct catalog_field *f, const char *value, struct 
             return LATCH_E_INVAL;
         }
     }
+    if (!affixes_ok(f, title, value, n, err))
+        return LATCH_E_INVAL;
     if (f->lands != 0)
         return lands_validate(f, title, value, n, err);
     return LATCH_OK;

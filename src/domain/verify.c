@@ -74,12 +74,23 @@ what_creds(const struct catalog_provider *p)
     return "credentials";
 }
 
+/* The provider's own connect guide (docs_connect, else setup_guide_url, else docs), or NULL. */
+static const char *
+guide(const struct catalog_provider *p)
+{
+    if (p->docs_connect != NULL && p->docs_connect[0] != '\0')
+        return p->docs_connect;
+    if (p->setup_guide_url != NULL && p->setup_guide_url[0] != '\0')
+        return p->setup_guide_url;
+    return p->docs != NULL && p->docs[0] != '\0' ? p->docs : NULL;
+}
+
 void
 verify_classify(const struct catalog_provider *p, const struct outbound_resp *resp,
                 struct verify_result *r)
 {
     const char *dn = catalog_display_name(p);
-    char msg[400], fields[160];
+    char msg[640], fields[160];
 
     r->status = resp->status;
     if (resp->rc == LATCH_E_TIMEOUT) {
@@ -107,8 +118,9 @@ verify_classify(const struct catalog_provider *p, const struct outbound_resp *re
     if (resp->status == 401 || resp->status == 403) {
         (void)snprintf(msg, sizeof msg,
                        "%s rejected the %s (HTTP %ld): the key was rejected. Check that you "
-                       "copied it completely and that it is still active, then try again.",
-                       dn, what_creds(p), resp->status);
+                       "copied it completely and that it is still active, then try again.%s%s",
+                       dn, what_creds(p), resp->status, guide(p) ? " Setup guide: " : "",
+                       guide(p) ? guide(p) : "");
         set(r, VERIFY_REJECTED, true, "rejected", msg);
         return;
     }
@@ -116,8 +128,8 @@ verify_classify(const struct catalog_provider *p, const struct outbound_resp *re
         config_titles(p, fields, sizeof fields);
         (void)snprintf(msg, sizeof msg,
                        "%s answered 404 Not Found: check the subdomain/host (%s) of your "
-                       "account, then try again.",
-                       dn, fields);
+                       "account, then try again.%s%s",
+                       dn, fields, guide(p) ? " Setup guide: " : "", guide(p) ? guide(p) : "");
         set(r, VERIFY_NOT_FOUND, true, "not_found", msg);
         return;
     }

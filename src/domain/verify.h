@@ -43,7 +43,7 @@ struct verify_result {
     long status;
     char endpoint[256]; /* the endpoint called (template text, no secret) or "none defined" */
     char reason[32];    /* verified, none, rejected, not_found, upstream_error, timeout, ... */
-    char message[400];  /* for people; never a secret */
+    char message[640];  /* for people; never a secret */
 };
 
 struct verify_opts {
