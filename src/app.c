@@ -193,6 +193,16 @@ app_open_data(struct app *a, const struct config *cfg, bool create_key_file, str
         rc = catalog_load_default(&a->catalog, err);
     if (rc != LATCH_OK)
         return rc;
+    {
+        size_t linkable = 0;
+        char q[400];
+
+        for (size_t i = 0; i < catalog_count(a->catalog); i++)
+            linkable += catalog_at(a->catalog, i)->linkable ? 1 : 0;
+        log_info("provider catalogue loaded", "providers=%zu linkable=%zu origin=%s",
+                 catalog_count(a->catalog), linkable,
+                 log_quote(q, sizeof q, catalog_origin(a->catalog)));
+    }
     rc = store_env_get_by_name(a->store, "dev", &dev);
     if (rc == LATCH_E_NOT_FOUND) {
         rc = app_create_env(a, "dev", NULL, err);

@@ -15,6 +15,7 @@
 
 #include "app.h"
 #include "core/config.h"
+#include "domain/catalog.h"
 #include "net/http_server.h"
 #include "core/log.h"
 #include "store/store.h"
@@ -407,7 +408,10 @@ main(int argc, char **argv)
         strcmp(argv[1], "-h") == 0)
         return usage(stdout);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
-        printf("latch %s\n", LATCH_VERSION);
+        printf("latch %s\n"
+               "provider catalogue: %s\n"
+               "  (LATCH_PROVIDERS_FILE replaces it with a file of your own)\n",
+               LATCH_VERSION, catalog_builtin_origin());
         return 0;
     }
     if (strcmp(argv[1], "serve") == 0 && wants_help(argc, argv)) {

@@ -343,7 +343,10 @@
       applyTheme();
       $('watermark').hidden = !(state.settings && state.settings.showWatermark !== false);
 
-      let list = Array.isArray(ints && ints.data) ? ints.data.filter((i) => i && typeof i.unique_key === 'string') : [];
+      // latch's extension: an integration whose provider this latch cannot link is never offered
+      let list = Array.isArray(ints && ints.data)
+        ? ints.data.filter((i) => i && typeof i.unique_key === 'string' && !(i.latch && i.latch.linkable === false))
+        : [];
       const allowed = state.session.allowed_integrations;
       if (Array.isArray(allowed) && allowed.length > 0) list = list.filter((i) => allowed.includes(i.unique_key));
       state.integrations = list;
@@ -455,7 +458,7 @@
     }
     state.provider = provider;
     const mode = AUTH_MODES[provider.auth_mode];
-    if (!mode) {
+    if (!mode || (provider.latch && provider.latch.linkable === false)) {
       showFatal('Can\u2019t connect here', displayName(integration, provider) + ' can\u2019t be connected from this page. Contact the person who sent you this link.');
       return;
     }

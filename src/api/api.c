@@ -19,6 +19,8 @@
 /* the message of every 503 caused by a store failure */
 #define STORE_UNAVAILABLE_MSG "The store is unavailable. Try again."
 
+static void api_not_implemented(struct api_ctx *c);
+
 static const struct api_route routes[] = {
     {"GET", "/health", api_health, AUTH_NONE, 0, 0, NULL},
     /* before "/ui": that one tolerates a '/' */
@@ -73,6 +75,22 @@ static const struct api_route routes[] = {
      API_NO_QUERY | API_OFFLOAD, 0, "connect_session.delete"},
     {"POST", "/oauth2/auth/:key", api_oauth2_cc, AUTH_SESSION_QUERY, API_JSON_BODY | API_OFFLOAD,
      LATCH_MAX_JSON_BODY, "link"},
+    {"POST", "/api-auth/api-key/:key", api_link_api_key, AUTH_SESSION_QUERY,
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "link"},
+    {"POST", "/api-auth/basic/:key", api_link_basic, AUTH_SESSION_QUERY,
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "link"},
+    {"POST", "/auth/two-step/:key", api_link_two_step, AUTH_SESSION_QUERY,
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "link"},
+    /* Nango features latch does not implement: 501 naming the feature, not 404 */
+    {"*", "/sync*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY, NULL},
+    {"*", "/records*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY, NULL},
+    {"*", "/action/*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY, NULL},
+    {"*", "/scripts/*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY, NULL},
+    {"*", "/environment-variables*", api_not_implemented, AUTH_SECRET, API_JSON_BODY,
+     LATCH_MAX_JSON_BODY, NULL},
+    {"*", "/flow/*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY, NULL},
+    {"*", "/functions*", api_not_implemented, AUTH_SECRET, API_JSON_BODY, LATCH_MAX_JSON_BODY,
+     NULL},
     /* latch extension: the operations log (docs/api.md); Nango has no /latch prefix */
     {"GET", "/latch/operations", api_operations_list, AUTH_SECRET, 0, 0, NULL},
     {"GET", "/latch/operations/:id", api_operation_get, AUTH_SECRET, API_NO_QUERY, 0, NULL},
@@ -83,6 +101,36 @@ static const struct api_route routes[] = {
 static const char *const json_prefixes[] = {
     "/providers", "/integrations", "/connection", "/connect", "/environment", NULL,
 };
+
+/* Routes of Nango's API for features latch does not run (syncs, records, actions, ...). */
+static void
+api_not_implemented(struct api_ctx *c)
+{
+    static const struct {
+        const char *prefix;
+        const char *feature;
+    } features[] = {
+        {"/sync", "Syncs"},
+        {"/records", "Records (the data of syncs)"},
+        {"/action/", "Actions"},
+        {"/scripts/", "The scripts configuration (syncs and actions)"},
+        {"/environment-variables", "Environment variables"},
+        {"/flow/", "Functions (flows)"},
+        {"/functions", "Functions"},
+    };
+    const char *path = http_req_path(c->req);
+    const char *feature = "This feature";
+    char msg[300];
+
+    for (size_t i = 0; i < sizeof features / sizeof features[0]; i++)
+        if (strncmp(path, features[i].prefix, strlen(features[i].prefix)) == 0)
+            feature = features[i].feature;
+    (void)snprintf(msg, sizeof msg,
+                   "%s are not implemented by latch: it links accounts, keeps their tokens fresh "
+                   "and proxies requests (see docs/api.md).",
+                   feature);
+    api_error(c, 501, "not_implemented", msg);
+}
 
 /*
  * Matches path against pattern; captures ":name" segments and a trailing "*" into c.

@@ -20,6 +20,7 @@
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/oauth_cc.h"
+#include "domain/verify.h"
 #include "util/json.h"
 #include "util/str.h"
 #include "util/timefmt.h"
@@ -328,7 +329,13 @@ api_connect_session_delete(struct api_ctx *c)
     http_resp_bytes(c->req, 204, "application/json", "", 0, true);
 }
 
-/* ---- POST /oauth2/auth/:providerConfigKey ---- */
+/* ---- the link calls of @nangohq/frontend ---- */
+/*
+ * POST /oauth2/auth/:key (OAUTH2_CC), /api-auth/api-key/:key (API_KEY), /api-auth/basic/:key
+ * (BASIC): one preparation (link_begin: integration, mode, session rules, connection config,
+ * link_target: which connection, attempts), then the mode's own step (token exchange or
+ * verification request), then one storing step (link_store) with the same webhooks and answer.
+ */
 
 struct link_job {
     struct api_ctx *c;
@@ -340,6 +347,9 @@ struct link_job {
     bool existing;
     char *client_id;
     char *client_secret;
+    json_t *creds; /* API_KEY/BASIC: the credentials being verified; TWO_STEP: the user's fields */
+    json_t *token_creds; /* OAUTH2_CC/TWO_STEP: the new token's credentials, being verified */
+    int64_t expires_at;  /* of token_creds */
 };
 
 static void
@@ -353,6 +363,8 @@ link_job_free(struct link_job *j)
         explicit_bzero(j->client_secret, strlen(j->client_secret));
         free(j->client_secret);
     }
+    creds_free(j->creds);
+    creds_free(j->token_creds);
     free(j);
 }
 
@@ -402,23 +414,23 @@ status_for(enum oauth_cc_outcome o)
     }
 }
 
+/* A failed link: the auth failure webhook, then the error answer. */
 static void
-link_fail(struct link_job *j, struct oauth_cc_result *res)
+link_answer_failure(struct link_job *j, unsigned status, const char *code, const char *message,
+                    const char *reason)
 {
     struct api_ctx *c = j->c;
-    char msg[400];
 
-    (void)snprintf(msg, sizeof msg, "Failed to fetch client credentials token: %s", res->message);
-    (void)webhook_auth_failure(
-        c->deps->webhook, api_env(c), j->integ.unique_key, j->integ.provider, j->connection_id,
-        c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
-        "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
-    http_req_log_kv(c->req, "reason", res->reason);
-    api_op_error(c, "client_credentials_fetch_error");
-    api_op_detail(c, "reason", json_string(res->reason));
-    api_reply(c, status_for(res->outcome),
-              json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "client_credentials_fetch_error",
-                        "message", msg, "reason", res->reason));
+    (void)webhook_auth_failure(c->deps->webhook, api_env(c), j->integ.unique_key, j->integ.provider,
+                               j->connection_id, c->session.end_user_json, c->session.tags_json,
+                               j->existing ? "override" : "creation", code, message,
+                               c->session.webhook_url_override);
+    http_req_log_kv(c->req, "reason", reason);
+    api_op_error(c, code);
+    api_op_detail(c, "reason", json_string(reason));
+    api_reply(c, status,
+              json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", message, "reason",
+                        reason));
 }
 
 static void
@@ -481,19 +493,29 @@ user_params_declared(struct api_ctx *c, const struct catalog_provider *p, json_t
 }
 
 static void
-link_done(struct oauth_cc_result *res, void *ud)
+link_fail(struct link_job *j, struct oauth_cc_result *res)
 {
-    struct link_job *j = ud;
+    char msg[400];
+
+    (void)snprintf(msg, sizeof msg, "Failed to fetch %s token: %s",
+                   j->creds != NULL ? "the" : "client credentials", res->message);
+    link_answer_failure(j, status_for(res->outcome), "client_credentials_fetch_error", msg,
+                        res->reason);
+}
+
+/*
+ * Stores the linked connection (creds borrowed, sealed here), sends the auth webhook and
+ * answers {providerConfigKey, connectionId, latch} (latch stolen: latch's extension).
+ */
+static void
+link_store(struct link_job *j, const json_t *creds, int64_t expires_at, json_t *latch)
+{
     struct api_ctx *c = j->c;
     struct store_connection conn;
     bool created = false;
     latch_rc rc;
 
     memset(&conn, 0, sizeof conn);
-    if (res->outcome != OCC_OK) {
-        link_fail(j, res);
-        goto out;
-    }
     conn.env_id = c->env_id;
     conn.uid = xstrdup(j->uid);
     conn.connection_id = xstrdup(j->connection_id);
@@ -502,12 +524,12 @@ link_done(struct oauth_cc_result *res, void *ud)
     {
         struct creds_owner o = creds_owner_of(&conn);
 
-        rc = creds_seal(c->deps->vault, &o, res->creds, &conn.credentials_sealed);
+        rc = creds_seal(c->deps->vault, &o, creds, &conn.credentials_sealed);
     }
     if (rc != LATCH_OK)
         goto unavailable;
     conn.connection_config_json = latch_json_dump(j->cfg);
-    conn.expires_at = res->expires_at;
+    conn.expires_at = expires_at;
     if (!j->existing) {
         conn.tags_json = xstrdup(c->session.tags_json != NULL ? c->session.tags_json : "{}");
         conn.metadata_json = NULL;
@@ -538,28 +560,65 @@ link_done(struct oauth_cc_result *res, void *ud)
              api_env(c) ? api_env(c)->name : "?", j->integ.provider, (long long)conn.id,
              created ? "creation" : "override");
     api_reply(c, 200,
-              json_pack("{s:s, s:s}", "providerConfigKey", j->integ.unique_key, "connectionId",
-                        j->connection_id));
+              json_pack("{s:s, s:s, s:o}", "providerConfigKey", j->integ.unique_key, "connectionId",
+                        j->connection_id, "latch", latch));
+    latch = NULL;
     goto out;
 unavailable:
     api_store_unavailable(c);
 out:
+    json_decref(latch);
     store_connection_clear(&conn);
+}
+
+static void verified(struct verify_result *r, void *ud);
+static void verified_async(struct verify_result *r, void *ud);
+
+/*
+ * Worker thread: the token exchange of a link is done. With a proxy.verification the new token
+ * is tried on it first (as Nango's testConnectionCredentials), so "verified" means the provider
+ * accepted it; without one the token exchange itself is the verification.
+ */
+static void
+link_done(struct oauth_cc_result *res, void *ud)
+{
+    struct link_job *j = ud;
+    struct api_ctx *c = j->c;
+
+    if (res->outcome != OCC_OK) {
+        link_fail(j, res);
+    } else if (j->p->n_verification_endpoints > 0) {
+        struct verify_opts vo;
+        struct verify_result now;
+
+        j->token_creds = json_deep_copy(res->creds);
+        j->expires_at = res->expires_at;
+        vo.outbound = c->deps->outbound;
+        vo.worker = c->deps->worker;
+        vo.allow_http = c->deps->cfg->allow_http;
+        vo.timeout_ms = c->deps->cfg->token_timeout_ms;
+        if (verify_start(&vo, j->p, j->cfg, j->token_creds, verified_async, j, &now))
+            return; /* verified_async answers and frees j */
+        verified(&now, j);
+    } else {
+        link_store(j, res->creds, res->expires_at,
+                   json_pack("{s:b, s:s}", "verified", 1, "verification", "token request"));
+    }
     api_resume(c);
     link_job_free(j);
 }
 
 static bool
-credential_ok(struct api_ctx *c, const struct catalog_provider *p, const char *name,
-              const char *value, json_t *errs)
+credential_ok(const struct catalog_provider *p, const char *name, const char *value, json_t *errs)
 {
     const struct catalog_field *f = catalog_find_field(p->credentials, p->n_credentials, name);
     const char *const path[] = {"credentials", name, NULL};
     struct latch_err err;
 
-    (void)c;
     latch_err_clear(&err);
     if (f == NULL)
+        return true;
+    if ((value == NULL || value[0] == '\0') && f->default_value != NULL)
         return true;
     if (catalog_field_validate(f, value, &err) != LATCH_OK) {
         api_issue(errs, "invalid_string", err.msg[0] ? err.msg : "Invalid value", path);
@@ -568,60 +627,67 @@ credential_ok(struct api_ctx *c, const struct catalog_provider *p, const char *n
     return true;
 }
 
-void
-api_oauth2_cc(struct api_ctx *c)
+/* Answers the first credential issue of errs (taken) and returns false; true when none. */
+static bool
+credentials_answer(struct api_ctx *c, json_t *errs)
+{
+    const char *m;
+
+    if (json_array_size(errs) == 0) {
+        json_decref(errs);
+        return true;
+    }
+    m = json_string_value(json_object_get(json_array_get(errs, 0), "message"));
+    api_error_list(c, 400, "invalid_credentials", m ? m : "Invalid credentials", errs);
+    return false;
+}
+
+/*
+ * The checks every link call makes before its credentials are looked at: no connection_id in
+ * the query, the integration, its provider and mode, the session's allowed integrations, the
+ * connection config (params[...] then session defaults). NULL when answered.
+ */
+static struct link_job *
+link_begin(struct api_ctx *c, const char *mode)
 {
     const char *key = c->params[0];
-    json_t *b = c->body;
-    json_t *id_v = json_object_get(b, "client_id");
-    json_t *sec_v = json_object_get(b, "client_secret");
-    struct link_job *j = NULL;
+    struct link_job *j;
     struct params_probe pp = {NULL, false};
     json_t *errs = NULL, *cd = NULL, *defaults, *v;
-    struct oauth_cc_input in;
-    struct oauth_cc_result res_err;
-    int attempts = 0;
-    latch_rc rc;
 
-    if (!json_is_object(b) || !json_is_string(id_v) || json_string_length(id_v) == 0) {
-        api_error(c, 400, "missing_client_id", "Missing param 'oauth_client_id'.");
-        return;
-    }
-    if (!json_is_string(sec_v) || json_string_length(sec_v) == 0) {
-        api_error(c, 400, "missing_client_secret", "Missing param 'oauth_client_secret'.");
-        return;
-    }
-    if (json_string_length(id_v) > LATCH_MAX_CLIENT_ID_LEN ||
-        json_string_length(sec_v) > LATCH_MAX_CLIENT_SECRET_LEN ||
-        strlen(json_string_value(id_v)) != json_string_length(id_v) ||
-        strlen(json_string_value(sec_v)) != json_string_length(sec_v)) {
-        api_error(c, 400, "invalid_credentials", "The Client ID or Client Secret is too long.");
-        return;
-    }
     if (http_req_query(c->req, "connection_id") != NULL) {
-        errs = json_array();
         const char *const path[] = {"connection_id", NULL};
 
+        errs = json_array();
         api_issue(errs, "custom", "connection_id is forbidden when using session token", path);
         api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", errs);
-        return;
+        return NULL;
     }
     j = xcalloc(1, sizeof *j);
     j->c = c;
     if (store_integration_get(c->deps->store, c->env_id, key, &j->integ) != LATCH_OK) {
         api_error(c, 400, "unknown_provider_config",
                   "There is no Provider Configuration matching this key.");
-        goto out;
+        goto fail;
     }
     j->p = catalog_find(c->deps->catalog, j->integ.provider);
     if (j->p == NULL) {
         api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");
-        goto out;
+        goto fail;
     }
-    if (j->p->auth_mode == NULL || strcmp(j->p->auth_mode, "OAUTH2_CC") != 0) {
+    if (j->p->auth_mode == NULL || strcmp(j->p->auth_mode, mode) != 0) {
         api_error(c, 400, "invalid_auth_mode",
                   "Invalid auth mode. The provider does not support this auth mode.");
-        goto out;
+        goto fail;
+    }
+    if (!j->p->linkable) {
+        char msg[600];
+
+        (void)snprintf(msg, sizeof msg, "latch cannot link %.100s (auth mode %s): %.400s",
+                       catalog_display_name(j->p), mode,
+                       j->p->unlinkable_reason ? j->p->unlinkable_reason : "");
+        api_error(c, 400, "unsupported_auth_mode", msg);
+        goto fail;
     }
     if (c->session.allowed_integrations_json != NULL) {
         json_t *allowed = latch_json_col(c->session.allowed_integrations_json);
@@ -632,7 +698,7 @@ api_oauth2_cc(struct api_ctx *c)
         if (!ok) {
             api_error(c, 400, "integration_not_allowed",
                       "This integration is not allowed by the connect session.");
-            goto out;
+            goto fail;
         }
     }
     /* connection config: user params (declared keys only), integration scopes, session defaults */
@@ -641,11 +707,11 @@ api_oauth2_cc(struct api_ctx *c)
     if (pp.bad) {
         json_decref(pp.cfg);
         api_error(c, 400, "invalid_connection_config", "A connection parameter is invalid.");
-        goto out;
+        goto fail;
     }
     if (!user_params_declared(c, j->p, pp.cfg)) {
         json_decref(pp.cfg);
-        goto out;
+        goto fail;
     }
     /* the integration's scopes win over the user's, the session's over both */
     if (j->integ.oauth_scopes != NULL)
@@ -655,6 +721,7 @@ api_oauth2_cc(struct api_ctx *c)
     v = json_object_get(defaults, "connection_config");
     if (json_is_object(v))
         json_object_update(pp.cfg, v);
+    json_decref(cd);
     errs = json_array();
     j->cfg = apiv_connection_config(j->p, pp.cfg, "params", false, errs);
     json_decref(pp.cfg);
@@ -663,19 +730,24 @@ api_oauth2_cc(struct api_ctx *c)
 
         api_error_list(c, 400, "invalid_connection_config", m ? m : "Invalid connection config",
                        errs);
-        errs = NULL;
-        goto out;
+        goto fail;
     }
-    (void)credential_ok(c, j->p, "client_id", json_string_value(id_v), errs);
-    (void)credential_ok(c, j->p, "client_secret", json_string_value(sec_v), errs);
-    if (json_array_size(errs) > 0) {
-        const char *m = json_string_value(json_object_get(json_array_get(errs, 0), "message"));
+    json_decref(errs);
+    return j;
+fail:
+    link_job_free(j);
+    return NULL;
+}
 
-        api_error_list(c, 400, "invalid_credentials", m ? m : "Invalid credentials", errs);
-        errs = NULL;
-        goto out;
-    }
-    /* which connection: a reconnect session overrides its connection in place */
+/* Which connection (a reconnect session overrides its own), and the attempt budget. */
+static bool
+link_target(struct link_job *j)
+{
+    struct api_ctx *c = j->c;
+    const char *key = c->params[0];
+    int attempts = 0;
+    latch_rc rc;
+
     if (c->session.connection_row_id != 0) {
         struct store_connection old;
 
@@ -686,7 +758,7 @@ api_oauth2_cc(struct api_ctx *c)
             store_connection_clear(&old);
             api_error(c, 400, "invalid_connection",
                       "The connection this session was made to reconnect no longer exists.");
-            goto out;
+            return false;
         }
         j->connection_id = xstrdup(old.connection_id);
         latch_strlcpy(j->uid, old.uid, sizeof j->uid);
@@ -704,35 +776,318 @@ api_oauth2_cc(struct api_ctx *c)
     if (rc == LATCH_E_NOT_FOUND) {
         /* a concurrent link of this session succeeded and used it up */
         session_used(c);
-        goto out;
+        return false;
     }
     if (rc != LATCH_OK) {
         api_store_unavailable(c);
-        goto out;
+        return false;
     }
     if (attempts > LATCH_MAX_CONNECT_ATTEMPTS) {
         http_resp_header(c->req, "Retry-After", "60");
         api_error(c, 429, "too_many_attempts",
                   "Too many connection attempts with this session. Ask for a new connect link.");
-        goto out;
+        return false;
     }
-    j->client_id = xstrdup(json_string_value(id_v));
-    j->client_secret = xstrdup(json_string_value(sec_v));
+    return true;
+}
+
+/*
+ * The token exchange of OAUTH2_CC (client_id/secret) and TWO_STEP (j->creds), answered by
+ * link_done; j is the exchange's (freed on failure here).
+ */
+static void
+link_exchange(struct link_job *j)
+{
+    struct api_ctx *c = j->c;
+    struct oauth_cc_input in;
+    struct oauth_cc_result res_err;
+
+    memset(&in, 0, sizeof in);
     in.provider = j->p;
     in.connection_config = j->cfg;
     in.client_id = j->client_id;
     in.client_secret = j->client_secret;
+    in.credentials = j->creds;
     /* defer first: the exchange may complete (and resume) before this thread goes on */
     api_defer(c);
     if (oauth_cc_exchange(c->deps->oauth_cc, &in, link_done, j, &res_err) != LATCH_OK) {
         link_fail(j, &res_err);
         api_resume(c);
-        goto out;
+        link_job_free(j);
     }
+}
+
+void
+api_oauth2_cc(struct api_ctx *c)
+{
+    json_t *b = c->body;
+    json_t *id_v = json_object_get(b, "client_id");
+    json_t *sec_v = json_object_get(b, "client_secret");
+    struct link_job *j = NULL;
+    json_t *errs;
+
+    if (!json_is_object(b) || !json_is_string(id_v) || json_string_length(id_v) == 0) {
+        api_error(c, 400, "missing_client_id", "Missing param 'oauth_client_id'.");
+        return;
+    }
+    if (!json_is_string(sec_v) || json_string_length(sec_v) == 0) {
+        api_error(c, 400, "missing_client_secret", "Missing param 'oauth_client_secret'.");
+        return;
+    }
+    if (json_string_length(id_v) > LATCH_MAX_CLIENT_ID_LEN ||
+        json_string_length(sec_v) > LATCH_MAX_CLIENT_SECRET_LEN ||
+        strlen(json_string_value(id_v)) != json_string_length(id_v) ||
+        strlen(json_string_value(sec_v)) != json_string_length(sec_v)) {
+        api_error(c, 400, "invalid_credentials", "The Client ID or Client Secret is too long.");
+        return;
+    }
+    j = link_begin(c, "OAUTH2_CC");
+    if (j == NULL)
+        return;
+    errs = json_array();
+    (void)credential_ok(j->p, "client_id", json_string_value(id_v), errs);
+    (void)credential_ok(j->p, "client_secret", json_string_value(sec_v), errs);
+    if (!credentials_answer(c, errs) || !link_target(j))
+        goto out;
+    j->client_id = xstrdup(json_string_value(id_v));
+    j->client_secret = xstrdup(json_string_value(sec_v));
+    link_exchange(j);
     j = NULL; /* owned by the exchange now */
 out:
-    json_decref(errs);
-    json_decref(cd);
     if (j != NULL)
         link_job_free(j);
+}
+
+/*
+ * POST /auth/two-step/:key (TWO_STEP): @nangohq/frontend sends the credentials object itself
+ * ({type:"TWO_STEP", <field>: value, ...}). Every field the definition declares for the user is
+ * checked (required unless optional; pattern, format, where it lands) before the templated token
+ * request (oauth_cc with the user's fields), then the same storing step as the other modes.
+ */
+void
+api_link_two_step(struct api_ctx *c)
+{
+    json_t *b = c->body;
+    struct link_job *j = NULL;
+    json_t *errs, *creds;
+    const char *k;
+    json_t *v;
+
+    if (!json_is_object(b)) {
+        api_error(c, 400, "invalid_body", "The body must be a JSON object.");
+        return;
+    }
+    creds = json_object();
+    json_object_foreach(b, k, v)
+    {
+        if (strcmp(k, "type") == 0 || json_is_null(v))
+            continue;
+        if (!json_is_string(v) || strlen(k) > 64 ||
+            json_string_length(v) > LATCH_MAX_CLIENT_SECRET_LEN ||
+            strlen(json_string_value(v)) != json_string_length(v)) {
+            creds_free(creds);
+            api_error(c, 400, "invalid_credentials", "A credential is not text or is too long.");
+            return;
+        }
+        json_object_set(creds, k, v);
+    }
+    j = link_begin(c, "TWO_STEP");
+    if (j == NULL) {
+        creds_free(creds);
+        return;
+    }
+    j->creds = creds;
+    errs = json_array();
+    for (size_t i = 0; i < j->p->n_credentials; i++) {
+        const struct catalog_field *f = &j->p->credentials[i];
+        const char *val = json_string_value(json_object_get(creds, f->name));
+
+        if (f->hidden || f->automated) {
+            json_object_del(creds, f->name); /* hidden defaults come from the definition */
+            continue;
+        }
+        (void)credential_ok(j->p, f->name, val != NULL ? val : "", errs);
+    }
+    /* undeclared fields never shape a request: keep only what the definition names */
+    {
+        void *tmp;
+
+        json_object_foreach_safe(creds, tmp, k, v)
+        {
+            if (catalog_find_field(j->p->credentials, j->p->n_credentials, k) == NULL)
+                json_object_del(creds, k);
+        }
+    }
+    if (!credentials_answer(c, errs) || !link_target(j))
+        goto out;
+    j->client_id = xstrdup("");
+    j->client_secret = xstrdup("");
+    link_exchange(j);
+    j = NULL; /* owned by the exchange now */
+out:
+    if (j != NULL)
+        link_job_free(j);
+}
+
+/* ---- API_KEY and BASIC: verification, then the same storing step ---- */
+
+static unsigned
+verify_status(const struct verify_result *r)
+{
+    switch (r->outcome) {
+    case VERIFY_TIMEOUT:
+        return 504;
+    case VERIFY_UNREACHABLE:
+        return 502;
+    case VERIFY_UPSTREAM:
+        return r->terminal ? 400 : 502;
+    default:
+        return 400;
+    }
+}
+
+static void
+verified(struct verify_result *r, void *ud)
+{
+    struct link_job *j = ud;
+
+    if (r->outcome == VERIFY_OK || r->outcome == VERIFY_NONE) {
+        json_t *ext = json_pack("{s:b, s:s}", "verified", r->outcome == VERIFY_OK, "verification",
+                                r->endpoint);
+
+        if (r->outcome == VERIFY_NONE)
+            json_object_set_new(ext, "message", json_string(r->message));
+        if (j->token_creds != NULL)
+            link_store(j, j->token_creds, j->expires_at, ext);
+        else
+            link_store(j, j->creds, 0, ext);
+    } else {
+        link_answer_failure(j, verify_status(r), "connection_test_failed", r->message, r->reason);
+    }
+}
+
+static void
+verified_async(struct verify_result *r, void *ud)
+{
+    struct link_job *j = ud;
+    struct api_ctx *c = j->c;
+
+    verified(r, j);
+    api_resume(c);
+    link_job_free(j);
+}
+
+/* A body string member: NULL when absent; *bad when not a bounded NUL-free string. */
+static const char *
+body_string(json_t *b, const char *key, size_t max, bool *bad)
+{
+    json_t *v = json_object_get(b, key);
+
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v) || json_string_length(v) > max ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        *bad = true;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+static void
+link_with_verification(struct api_ctx *c, const char *mode)
+{
+    json_t *b = c->body;
+    struct link_job *j = NULL;
+    struct verify_opts vo;
+    struct verify_result now;
+    json_t *errs;
+    bool bad = false;
+    const char *k1, *k2 = NULL;
+
+    if (!json_is_object(b)) {
+        api_error(c, 400, "invalid_body", "The body must be a JSON object.");
+        return;
+    }
+    if (strcmp(mode, "API_KEY") == 0) {
+        k1 = body_string(b, "apiKey", LATCH_MAX_TOKEN_LEN, &bad);
+        if (!bad && (k1 == NULL || k1[0] == '\0')) {
+            api_error(c, 400, "missing_api_key", "Missing apiKey.");
+            return;
+        }
+    } else {
+        k1 = body_string(b, "username", LATCH_MAX_CLIENT_ID_LEN, &bad);
+        k2 = body_string(b, "password", LATCH_MAX_CLIENT_SECRET_LEN, &bad);
+    }
+    if (bad) {
+        api_error(c, 400, "invalid_credentials", "A credential is not text or is too long.");
+        return;
+    }
+    j = link_begin(c, mode);
+    if (j == NULL)
+        return;
+    errs = json_array();
+    if (strcmp(mode, "API_KEY") == 0) {
+        (void)credential_ok(j->p, "apiKey", k1, errs);
+        j->creds = json_pack("{s:s, s:s}", "type", "API_KEY", "apiKey", k1);
+    } else {
+        const struct catalog_field *fu =
+            catalog_find_field(j->p->credentials, j->p->n_credentials, "username");
+        const struct catalog_field *fp =
+            catalog_find_field(j->p->credentials, j->p->n_credentials, "password");
+
+        if ((k1 == NULL || k1[0] == '\0') && fu != NULL && fu->default_value != NULL)
+            k1 = fu->default_value;
+        if ((k2 == NULL || k2[0] == '\0') && fp != NULL && fp->default_value != NULL)
+            k2 = fp->default_value;
+        /*
+         * Nango takes any string, an empty one too (affinity's username is hidden with default
+         * ""; entries without a credentials section declare none): required only when declared
+         * as a field the user fills in.
+         */
+        if ((k1 == NULL || k1[0] == '\0') && fu != NULL && !fu->hidden && !fu->optional &&
+            !fu->automated && fu->default_value == NULL) {
+            const char *const path[] = {"credentials", "username", NULL};
+            char msg[200];
+
+            (void)snprintf(msg, sizeof msg, "%s is required",
+                           fu != NULL && fu->title != NULL && fu->title[0] ? fu->title
+                                                                           : "The user name");
+            api_issue(errs, "invalid_type", msg, path);
+        } else {
+            if (k1 != NULL && k1[0] != '\0')
+                (void)credential_ok(j->p, "username", k1, errs);
+            (void)credential_ok(j->p, "password", k2 ? k2 : "", errs);
+        }
+        j->creds = json_pack("{s:s, s:s, s:s}", "type", "BASIC", "username", k1 ? k1 : "",
+                             "password", k2 ? k2 : "");
+    }
+    if (!credentials_answer(c, errs) || !link_target(j))
+        goto out;
+    vo.outbound = c->deps->outbound;
+    vo.worker = c->deps->worker;
+    vo.allow_http = c->deps->cfg->allow_http;
+    vo.timeout_ms = c->deps->cfg->token_timeout_ms;
+    /* defer first: the verification may complete (and resume) before this thread goes on */
+    api_defer(c);
+    if (verify_start(&vo, j->p, j->cfg, j->creds, verified_async, j, &now)) {
+        j = NULL; /* owned by the verification now */
+        goto out;
+    }
+    verified(&now, j);
+    api_resume(c);
+out:
+    if (j != NULL)
+        link_job_free(j);
+}
+
+void
+api_link_api_key(struct api_ctx *c)
+{
+    link_with_verification(c, "API_KEY");
+}
+
+void
+api_link_basic(struct api_ctx *c)
+{
+    link_with_verification(c, "BASIC");
 }

@@ -11,6 +11,7 @@
 #include "api/api_format.h"
 #include "api/api_validate.h"
 #include "domain/catalog.h"
+#include "domain/proxyauth.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "domain/refresher.h"
@@ -746,6 +747,160 @@ api_legacy_metadata_update(struct api_ctx *c)
 
 /* ---- POST /connections (import) ---- */
 
+/* A string member within bounds; an issue at credentials.<k> otherwise (NULL). */
+static const char *
+import_string(json_t *v, const char *k, size_t max, bool required, json_t *errs)
+{
+    json_t *x = json_object_get(v, k);
+    const char *const p[] = {"credentials", k, NULL};
+
+    if (x == NULL && !required)
+        return "";
+    if (!json_is_string(x) || (required && json_string_length(x) < 1) ||
+        json_string_length(x) > max || strlen(json_string_value(x)) != json_string_length(x)) {
+        api_issue(errs, "invalid_type",
+                  x == NULL ? "Invalid input: expected string, received undefined"
+                            : "Invalid string length",
+                  p);
+        return NULL;
+    }
+    return json_string_value(x);
+}
+
+/* Nango's {type:"API_KEY", apiKey} and {type:"BASIC", username, password}. */
+static json_t *
+import_key_credentials(json_t *v, const char *type, json_t *errs)
+{
+    static const char *const api_key[] = {"type", "apiKey", NULL};
+    static const char *const basic[] = {"type", "username", "password", NULL};
+    const char *const path[] = {"credentials", NULL};
+    size_t before = json_array_size(errs);
+
+    if (strcmp(type, "API_KEY") == 0) {
+        const char *k;
+
+        api_strict_keys(v, api_key, path, errs);
+        k = import_string(v, "apiKey", LATCH_MAX_TOKEN_LEN, true, errs);
+        if (k == NULL || json_array_size(errs) > before)
+            return NULL;
+        return json_pack("{s:s, s:s}", "type", "API_KEY", "apiKey", k);
+    }
+    {
+        const char *u, *pw;
+
+        api_strict_keys(v, basic, path, errs);
+        u = import_string(v, "username", LATCH_MAX_CLIENT_ID_LEN, true, errs);
+        pw = import_string(v, "password", LATCH_MAX_CLIENT_SECRET_LEN, false, errs);
+        if (u == NULL || pw == NULL || json_array_size(errs) > before)
+            return NULL;
+        return json_pack("{s:s, s:s, s:s}", "type", "BASIC", "username", u, "password", pw);
+    }
+}
+
+/*
+ * Imported credentials go on requests as the provider's templates say: a value with a line break
+ * would split a header, one in a URL template could leave its host or path segment. Refused
+ * with an issue at credentials.<k> (patterns are not applied: Nango imports without them).
+ */
+static void
+import_credentials_placed(const struct catalog_provider *p, json_t *creds, json_t *errs)
+{
+    const char *k;
+    json_t *v;
+
+    json_object_foreach(creds, k, v)
+    {
+        const struct catalog_field *f = catalog_find_field(p->credentials, p->n_credentials, k);
+        const char *const path[] = {"credentials", k, NULL};
+        struct latch_err err;
+
+        if (!json_is_string(v) || strcmp(k, "type") == 0)
+            continue;
+        latch_err_clear(&err);
+        if (f != NULL) {
+            if (catalog_field_validate_place(f, json_string_value(v), &err) != LATCH_OK)
+                api_issue(errs, "invalid_string", err.msg, path);
+        } else if (!proxy_auth_header_value_ok(json_string_value(v))) {
+            api_issue(errs, "invalid_string",
+                      "The value must not contain control characters such as line breaks", path);
+        }
+    }
+}
+
+/* An expires_at of an imported token: ISO 8601 text or ms; an issue otherwise. */
+static void
+import_expires_at(json_t *v, json_t *errs, int64_t *expires_at)
+{
+    json_t *ea = json_object_get(v, "expires_at");
+
+    *expires_at = 0;
+    if (ea != NULL && !json_is_null(ea)) {
+        struct tm tm;
+        const char *s = json_string_value(ea), *r;
+
+        memset(&tm, 0, sizeof tm);
+        if (s != NULL && (r = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm)) != NULL) {
+            *expires_at = (int64_t)timegm(&tm) * 1000;
+            /* the milliseconds of an ISO 8601 date (JavaScript's toISOString) */
+            if (r[0] == '.' && r[1] >= '0' && r[1] <= '9') {
+                int64_t ms = 0, scale = 100;
+
+                for (r++; *r >= '0' && *r <= '9'; r++, scale /= 10)
+                    ms += scale > 0 ? (*r - '0') * scale : 0;
+                *expires_at += ms;
+            }
+        } else if (json_is_integer(ea)) {
+            *expires_at = json_integer_value(ea);
+        } else {
+            const char *const p[] = {"credentials", "expires_at", NULL};
+
+            api_issue(errs, "invalid_date", "Invalid date", p);
+        }
+    }
+}
+
+/*
+ * Nango's TwoStepCredentials: {type:"TWO_STEP", token, expires_at?, raw?, <field>: "..."}: the
+ * token is used until it expires, then the fields ask for a new one (the refresher).
+ */
+static json_t *
+import_two_step_credentials(json_t *v, json_t *errs, int64_t *expires_at)
+{
+    size_t before = json_array_size(errs);
+    const char *tok = import_string(v, "token", LATCH_MAX_TOKEN_LEN, true, errs);
+    json_t *out, *x;
+    const char *k;
+
+    import_expires_at(v, errs, expires_at);
+    out = json_object();
+    json_object_foreach(v, k, x)
+    {
+        const char *const p[] = {"credentials", k, NULL};
+
+        if (strcmp(k, "type") == 0 || strcmp(k, "token") == 0 || strcmp(k, "expires_at") == 0 ||
+            strcmp(k, "raw") == 0 || json_is_null(x))
+            continue;
+        if (!json_is_string(x) || strlen(k) > 64 ||
+            json_string_length(x) > LATCH_MAX_CLIENT_SECRET_LEN ||
+            strlen(json_string_value(x)) != json_string_length(x)) {
+            api_issue(errs, "invalid_type", "Expected a string", p);
+            continue;
+        }
+        json_object_set(out, k, x);
+    }
+    if (tok == NULL || json_array_size(errs) > before) {
+        creds_free(out);
+        return NULL;
+    }
+    json_object_set_new(out, "type", json_string("TWO_STEP"));
+    json_object_set_new(out, "token", json_string(tok));
+    if (*expires_at != 0)
+        json_object_set_new(out, "expires_at", api_time_json(*expires_at, false));
+    x = json_object_get(v, "raw");
+    json_object_set_new(out, "raw", json_is_object(x) ? json_deep_copy(x) : json_object());
+    return out;
+}
+
 static json_t *
 import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expires_at)
 {
@@ -761,13 +916,19 @@ import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expi
     const char *const path[] = {"credentials", NULL};
     size_t before = json_array_size(errs);
     const char *type;
-    json_t *out, *ea;
+    json_t *out;
 
     if (!json_is_object(v)) {
         api_issue(errs, "invalid_type", "Invalid input: expected object, received undefined", path);
         return NULL;
     }
     type = json_string_value(json_object_get(v, "type"));
+    if (type != NULL && auth_mode != NULL && strcmp(type, auth_mode) == 0 &&
+        (strcmp(type, "API_KEY") == 0 || strcmp(type, "BASIC") == 0))
+        return import_key_credentials(v, type, errs);
+    if (type != NULL && auth_mode != NULL && strcmp(type, auth_mode) == 0 &&
+        strcmp(type, "TWO_STEP") == 0)
+        return import_two_step_credentials(v, errs, expires_at);
     if (type == NULL || strcmp(type, "OAUTH2_CC") != 0 ||
         (auth_mode != NULL && strcmp(auth_mode, "OAUTH2_CC") != 0)) {
         const char *const p[] = {"credentials", "type", NULL};
@@ -802,23 +963,7 @@ import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expi
             }
         }
     }
-    *expires_at = 0;
-    ea = json_object_get(v, "expires_at");
-    if (ea != NULL && !json_is_null(ea)) {
-        struct tm tm;
-        const char *s = json_string_value(ea);
-
-        memset(&tm, 0, sizeof tm);
-        if (s != NULL && strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) != NULL) {
-            *expires_at = (int64_t)timegm(&tm) * 1000;
-        } else if (json_is_integer(ea)) {
-            *expires_at = json_integer_value(ea);
-        } else {
-            const char *const p[] = {"credentials", "expires_at", NULL};
-
-            api_issue(errs, "invalid_date", "Invalid date", p);
-        }
-    }
+    import_expires_at(v, errs, expires_at);
     if (json_array_size(errs) > before)
         return NULL;
     out = json_pack("{s:s, s:O, s:O, s:O}", "type", "OAUTH2_CC", "token",
@@ -899,6 +1044,8 @@ api_connection_create(struct api_ctx *c)
         return;
     }
     creds = import_credentials(json_object_get(b, "credentials"), p->auth_mode, errs, &expires_at);
+    if (creds != NULL)
+        import_credentials_placed(p, creds, errs);
     cfg = apiv_connection_config(p, json_object_get(b, "connection_config"), "connection_config",
                                  false, errs);
     v = json_object_get(b, "end_user");

@@ -35,6 +35,8 @@ api_integration_json(struct api_deps *a, const struct store_integration *i, bool
     free(logo);
     if (p != NULL && p->auth_mode != NULL)
         json_object_set_new(o, "auth_mode", json_string(p->auth_mode));
+    /* latch's extension, as on GET /providers: the Connect UI offers only what latch links */
+    json_object_set_new(o, "latch", json_pack("{s:b}", "linkable", p != NULL && p->linkable));
     if (i->oauth_scopes != NULL)
         json_object_set_new(o, "integration_config",
                             json_pack("{s:s}", "oauth_scopes", i->oauth_scopes));
@@ -239,6 +241,17 @@ api_integration_create(struct api_ctx *c)
     read_common(c, p, &i, errs);
     if (json_array_size(errs) > 0)
         goto out;
+    if (!p->linkable) {
+        char msg[640];
+
+        (void)snprintf(msg, sizeof msg, "latch cannot link %.100s (%.60s, auth mode %.40s): %.400s",
+                       catalog_display_name(p), p->name, p->auth_mode ? p->auth_mode : "none",
+                       p->unlinkable_reason ? p->unlinkable_reason : "");
+        json_decref(errs);
+        store_integration_clear(&i);
+        api_error(c, 400, "unsupported_auth_mode", msg);
+        return;
+    }
     i.env_id = c->env_id;
     i.unique_key = xstrdup(key);
     i.provider = xstrdup(provider);

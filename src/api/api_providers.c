@@ -25,6 +25,13 @@ api_provider_json(struct api_deps *a, const struct catalog_provider *p)
     logo = xasprintf("%s/ui/logo-%s.svg", a->cfg->public_url, p->name);
     json_object_set_new(o, "logo_url", json_string(logo));
     free(logo);
+    /* latch's extension (Nango's fields above are unchanged): can this latch link it? */
+    if (p->linkable)
+        json_object_set_new(o, "latch", json_pack("{s:b}", "linkable", 1));
+    else
+        json_object_set_new(o, "latch",
+                            json_pack("{s:b, s:s}", "linkable", 0, "reason",
+                                      p->unlinkable_reason ? p->unlinkable_reason : ""));
     return o;
 }
 

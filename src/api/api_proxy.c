@@ -27,6 +27,7 @@
 #include "api/api.h"
 #include "core/config.h"
 #include "domain/catalog.h"
+#include "domain/proxyauth.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/netpolicy.h"
@@ -86,8 +87,10 @@ struct proxy {
     bool up_eof;
     bool up_mhd_paused;
     bool up_curl_waiting;
-    /* token and target */
-    char *token;
+    /* credentials on the request (the provider's templates) and target */
+    struct proxy_auth auth;
+    bool accept_plain; /* the "accept" header is the caller's plain Accept (yields to the
+                          provider's) */
     json_t *cfg;
     char *url;
     bool refreshed_once;
@@ -238,10 +241,7 @@ proxy_unref(struct proxy *px)
     buf_free(&px->body);
     ring_free(&px->up);
     ring_free(&px->down);
-    if (px->token != NULL) {
-        explicit_bzero(px->token, strlen(px->token));
-        free(px->token);
-    }
+    proxy_auth_clear(&px->auth);
     json_decref(px->cfg);
     free(px->url);
     free(px->retry_after);
@@ -332,6 +332,15 @@ static void
 sandbox_upstream(struct http_req *req)
 {
     http_resp_header(req, "Content-Security-Policy", "sandbox");
+}
+
+static bool
+has_header(const struct proxy *px, const char *name)
+{
+    for (size_t i = 0; i < px->nh; i++)
+        if (strcasecmp(px->hnames[i], name) == 0)
+            return true;
+    return false;
 }
 
 static void
@@ -717,7 +726,6 @@ start_attempt(struct proxy *px)
     struct outbound_header *h;
     struct outbound_req rq;
     struct outbound_stream_cbs cbs = {on_headers, on_data, NULL, on_done};
-    char *auth;
     size_t nh = 0;
     int64_t left = px->deadline_ms - latch_now_ms();
     struct outbound_stream *st = NULL;
@@ -729,12 +737,31 @@ start_attempt(struct proxy *px)
         finish_plain(px, 504, "upstream_timeout", "The proxy timeout elapsed.", NULL);
         return;
     }
-    h = xcalloc(px->nh + 1, sizeof *h);
-    auth = xasprintf("Bearer %s", px->token);
-    for (size_t i = 0; i < px->nh; i++)
+    h = xcalloc(px->nh + px->auth.n_headers + 1, sizeof *h);
+    /*
+     * A plain Accept (an HTTP client's default, not a Nango-Proxy-Accept) yields to
+     * the provider's own Accept template, as Nango forwards only Nango-Proxy- headers.
+     */
+    for (size_t i = 0; i < px->nh; i++) {
+        if (px->accept_plain && strcasecmp(px->hnames[i], "accept") == 0 &&
+            proxy_auth_has_header(&px->auth, "accept"))
+            continue;
         h[nh++] = (struct outbound_header){px->hnames[i], px->hvalues[i]};
-    /* latch's Authorization wins over any provider template */
-    h[nh++] = (struct outbound_header){"Authorization", auth};
+    }
+    /*
+     * The provider's own headers (proxy.headers templates, the mode's Authorization): a header
+     * the caller set wins, except Authorization, which is always the connection's.
+     */
+    for (size_t i = 0; i < px->auth.n_headers; i++) {
+        bool set_by_caller = false;
+
+        for (size_t k = 0; k < px->nh; k++)
+            if (strcasecmp(px->hnames[k], px->auth.names[i]) == 0 &&
+                !(px->accept_plain && strcasecmp(px->hnames[k], "accept") == 0))
+                set_by_caller = true;
+        if (!set_by_caller || strcasecmp(px->auth.names[i], "authorization") == 0)
+            h[nh++] = (struct outbound_header){px->auth.names[i], px->auth.values[i]};
+    }
     memset(&rq, 0, sizeof rq);
     rq.method = px->method;
     rq.url = px->url;
@@ -765,8 +792,6 @@ start_attempt(struct proxy *px)
                                : px->body_mode == BODY_BUFFERED ? (long long)px->body.len
                                                                 : 0,
                                &cbs, px, &st);
-    explicit_bzero(auth, strlen(auth));
-    free(auth);
     free(h);
     if (rc != LATCH_OK) {
         proxy_unref(px);
@@ -810,34 +835,22 @@ start_attempt(struct proxy *px)
 
 /* ---- token and URL ---- */
 
-static const char *
-tmpl_lookup(const char *name, void *ud)
-{
-    struct proxy *px = ud;
-
-    if (strcmp(name, "accessToken") == 0 || strcmp(name, "access_token") == 0)
-        return px->token;
-    if (strncmp(name, "connectionConfig.", 17) == 0)
-        return json_string_value(json_object_get(px->cfg, name + 17));
-    return NULL;
-}
-
 static bool
 build_target(struct proxy *px, struct latch_err *err)
 {
     char base[LATCH_MAX_URL_LEN];
     char host[256];
     const char *ep = px->endpoint;
+    const char *q = px->auth.query;
     size_t bl;
 
     if (px->base_override != NULL) {
         latch_strlcpy(base, px->base_override, sizeof base);
-    } else if (px->provider->proxy_base_url == NULL) {
+    } else if (px->auth.base_url == NULL) {
         latch_err_set(err, "The provider has no proxy base URL.");
         return false;
-    } else if (tmpl_eval(px->provider->proxy_base_url, tmpl_lookup, px, TMPL_URL_ENCODE, base,
-                         sizeof base, err) != LATCH_OK) {
-        return false;
+    } else {
+        latch_strlcpy(base, px->auth.base_url, sizeof base);
     }
     if (netpolicy_url_host(base, px->deps->cfg->allow_http, host, sizeof host, err) != LATCH_OK ||
         netpolicy_check_hostname(host, err) != LATCH_OK)
@@ -864,7 +877,9 @@ build_target(struct proxy *px, struct latch_err *err)
     while (*ep == '/')
         ep++;
     free(px->url);
-    px->url = xasprintf("%s/%s", base, ep);
+    /* the provider's proxy.query (e.g. an API key parameter) joins the caller's query */
+    px->url = xasprintf("%s/%s%s%s", base, ep, q != NULL ? (strchr(ep, '?') ? "&" : "?") : "",
+                        q != NULL ? q : "");
     if (strlen(px->url) > 8000) {
         latch_err_set(err, "The upstream URL is too long.");
         return false;
@@ -876,8 +891,8 @@ static void
 token_ready(struct proxy *px, struct refresh_result *r)
 {
     struct latch_err err;
-    const char *tok;
-    bool go;
+    const char *mode;
+    bool token_mode, go;
 
     if (r->outcome == REFRESH_NOT_FOUND) {
         finish_plain(px, 404, "unknown_connection",
@@ -891,41 +906,27 @@ token_ready(struct proxy *px, struct refresh_result *r)
         finish_plain(px, status, code, msg, NULL);
         return;
     }
-    tok = json_string_value(json_object_get(r->creds, "token"));
-    if (tok == NULL)
-        tok = json_string_value(json_object_get(r->creds, "access_token"));
-    if (tok == NULL) {
+    mode = px->provider->auth_mode != NULL ? px->provider->auth_mode : "";
+    token_mode = strcmp(mode, "API_KEY") != 0 && strcmp(mode, "BASIC") != 0;
+    if (token_mode && json_string_value(json_object_get(r->creds, "token")) == NULL &&
+        json_string_value(json_object_get(r->creds, "access_token")) == NULL) {
         finish_plain(px, 424, "invalid_credentials", "The connection has no access token.", NULL);
         return;
     }
-    if (px->token != NULL) {
-        explicit_bzero(px->token, strlen(px->token));
-        free(px->token);
-    }
-    px->token = xstrdup(tok);
     json_decref(px->cfg);
     px->cfg = latch_json_col(r->conn.connection_config_json);
     latch_err_clear(&err);
-    if (!build_target(px, &err)) {
+    proxy_auth_clear(&px->auth);
+    /* every template input is validated here, before any socket (proxyauth.h) */
+    if (proxy_auth_build(px->provider, px->cfg, r->creds, px->deps->cfg->allow_http, &px->auth,
+                         &err) != LATCH_OK ||
+        !build_target(px, &err)) {
         finish_plain(px, 400, "invalid_proxy_target", err.msg, NULL);
         return;
     }
-    /* provider proxy.headers templates (dropped when they do not resolve) */
-    for (size_t i = 0; i < px->provider->n_proxy_headers; i++) {
-        char v[1024];
-        struct latch_err e2;
-        bool set_by_caller = false;
-
-        for (size_t k = 0; k < px->nh; k++)
-            if (strcasecmp(px->hnames[k], px->provider->proxy_headers[i].key) == 0)
-                set_by_caller = true;
-        if (set_by_caller || strcasecmp(px->provider->proxy_headers[i].key, "authorization") == 0)
-            continue;
-        if (tmpl_eval(px->provider->proxy_headers[i].value, tmpl_lookup, px, 0, v, sizeof v, &e2) ==
-                LATCH_OK &&
-            strpbrk(v, "\r\n") == NULL)
-            add_header(px, px->provider->proxy_headers[i].key, v);
-    }
+    /* a key or password has nothing to refresh: the provider's 401 goes to the caller as is */
+    if (!token_mode)
+        px->refreshed_once = true;
     pthread_mutex_lock(&px->mu);
     go = px->body_mode != BODY_BUFFERED || px->body_complete;
     if (!go)
@@ -1140,8 +1141,10 @@ api_proxy(struct api_ctx *c)
     if (v != NULL && v[0] != '\0')
         add_header(px, "content-type", v);
     v = http_req_header(c->req, "Accept");
-    if (v != NULL && v[0] != '\0')
+    if (v != NULL && v[0] != '\0' && !has_header(px, "accept")) {
         add_header(px, "accept", v);
+        px->accept_plain = true;
+    }
 
     v = http_req_header(c->req, "Content-Length");
     if (v != NULL) {

@@ -31,6 +31,7 @@
 #include <yaml.h>
 
 #include "core/latch_limits.h"
+#include "domain/catalog_link.h"
 #include "domain/fields.h"
 #include "core/log.h"
 #include "util/buf.h"
@@ -51,6 +52,12 @@
 
 extern const unsigned char catalog_default_yaml[];
 extern const size_t catalog_default_yaml_len;
+extern const unsigned char catalog_upstream_yaml[];
+extern const size_t catalog_upstream_yaml_len;
+extern const char catalog_source_text[];
+
+/* Longest alias chain followed (Nango's file needs 1). */
+#define CATALOG_MAX_ALIAS_DEPTH 8
 
 struct arena_chunk {
     struct arena_chunk *next;
@@ -67,6 +74,7 @@ struct catalog {
     const struct catalog_provider **by_name; /* sorted, for bsearch */
     pcre2_match_context *mctx;
     struct catalog_re *res;
+    const char *origin;
 };
 
 /* ---- arena ---------------------------------------------------------------------------- */
@@ -653,7 +661,7 @@ first_text(struct catalog *c, const json_t *v)
 static latch_rc
 build_proxy(struct loader *l, struct catalog_provider *p, const json_t *proxy)
 {
-    const json_t *retry, *codes;
+    const json_t *retry, *codes, *ver;
     size_t i;
     latch_rc rc;
 
@@ -679,6 +687,21 @@ build_proxy(struct loader *l, struct catalog_provider *p, const json_t *proxy)
 
         if (h == NULL || !fields_hostname_ok(h, strlen(h)))
             return lfail(l, LATCH_E_INVAL, "proxy.allowed_hosts[%zu] is not a host name", i);
+    }
+    ver = json_object_get(proxy, "verification");
+    if (json_is_object(ver)) {
+        p->verification_method = get_scalar(l->c, ver, "method");
+        p->verification_base_url_override = get_scalar(l->c, ver, "base_url_override");
+        rc = build_list(l, json_object_get(ver, "endpoints"), "proxy.verification.endpoints",
+                        &p->verification_endpoints, &p->n_verification_endpoints);
+        if (rc != LATCH_OK)
+            return rc;
+        rc = build_kv(l, json_object_get(ver, "headers"), "proxy.verification.headers",
+                      &p->verification_headers, &p->n_verification_headers);
+        if (rc != LATCH_OK)
+            return rc;
+        if (json_object_get(ver, "data") != NULL && !json_is_null(json_object_get(ver, "data")))
+            p->verification_data = text_of(l->c, json_object_get(ver, "data"));
     }
     retry = json_object_get(proxy, "retry");
     if (!json_is_object(retry))
@@ -715,6 +738,8 @@ static latch_rc
 build_provider(struct loader *l, struct catalog_provider *p, const char *name, const json_t *e)
 {
     char *dump;
+    const json_t *v;
+    char reason[400];
     latch_rc rc;
 
     memset(p, 0, sizeof *p);
@@ -735,6 +760,27 @@ build_provider(struct loader *l, struct catalog_provider *p, const char *name, c
                   &p->n_token_params);
     if (rc != LATCH_OK)
         return rc;
+    rc = build_kv(l, json_object_get(e, "token_headers"), "token_headers", &p->token_headers,
+                  &p->n_token_headers);
+    if (rc != LATCH_OK)
+        return rc;
+    p->token_request_method = get_scalar(l->c, e, "token_request_method");
+    p->expires_in_unit = get_scalar(l->c, e, "expires_in_unit");
+    p->post_connection_script = get_scalar(l->c, e, "post_connection_script");
+    p->credentials_verification_script = get_scalar(l->c, e, "credentials_verification_script");
+    p->token_expires_in_ms = -1;
+    v = json_object_get(e, "token_expires_in_ms");
+    if (json_is_integer(v) && json_integer_value(v) > 0 &&
+        json_integer_value(v) <= (json_int_t)CATALOG_MAX_SECONDS * 1000)
+        p->token_expires_in_ms = json_integer_value(v);
+    v = json_object_get(e, "token_response");
+    if (json_is_object(v)) {
+        p->token_response_token = get_scalar(l->c, v, "token");
+        if (p->token_response_token != NULL && p->token_response_token[0] == '\0')
+            p->token_response_token = NULL;
+        p->token_response_expiration = get_scalar(l->c, v, "token_expiration");
+        p->token_expiration_strategy = get_scalar(l->c, v, "token_expiration_strategy");
+    }
     rc = build_proxy(l, p, json_object_get(e, "proxy"));
     if (rc != LATCH_OK)
         return rc;
@@ -752,11 +798,15 @@ build_provider(struct loader *l, struct catalog_provider *p, const char *name, c
                       &p->n_credentials);
     if (rc != LATCH_OK)
         return rc;
+    catalog_compute_lands(p);
     dump = json_dumps(e, JSON_COMPACT);
     if (dump == NULL)
         return lfail(l, LATCH_E_INTERNAL, "cannot serialise the entry as JSON");
     p->json = arena_strndup(l->c, dump, strlen(dump));
     free(dump);
+    p->linkable = catalog_assess_linkable(p, reason, sizeof reason);
+    if (!p->linkable)
+        p->unlinkable_reason = arena_strndup(l->c, reason, strlen(reason));
     return LATCH_OK;
 }
 
@@ -769,22 +819,13 @@ cmp_provider(const void *a, const void *b)
     return strcmp((*pa)->name, (*pb)->name);
 }
 
+/* YAML text -> a mapping of provider entries (*root owned). */
 static latch_rc
-load(const char *yaml, size_t len, const char *name, bool strict, struct catalog **out,
-     struct latch_err *err)
+parse_root(const char *yaml, size_t len, const char *name, json_t **root, struct latch_err *err)
 {
-    struct catalog *c = NULL;
-    struct loader l;
-    const char *pname;
-    json_t *entry;
-    size_t i = 0, n;
     latch_rc rc;
 
-    if (out == NULL)
-        return LATCH_E_INVAL;
-    *out = NULL;
-    if (name == NULL)
-        name = "providers.yaml";
+    *root = NULL;
     if (yaml == NULL) {
         latch_err_set(err, "%s: no data", name);
         return LATCH_E_INVAL;
@@ -793,15 +834,84 @@ load(const char *yaml, size_t len, const char *name, bool strict, struct catalog
         latch_err_set(err, "%s: larger than %d bytes", name, LATCH_MAX_CATALOG_BYTES);
         return LATCH_E_TOO_LARGE;
     }
-    c = xcalloc(1, sizeof *c);
-    rc = yaml_to_json(yaml, len, name, &c->root, err);
+    rc = yaml_to_json(yaml, len, name, root, err);
     if (rc != LATCH_OK)
-        goto out;
-    if (!json_is_object(c->root)) {
+        return rc;
+    if (!json_is_object(*root)) {
         latch_err_set(err, "%s: the top level must be a mapping of provider names", name);
-        rc = LATCH_E_INVAL;
-        goto out;
+        json_decref(*root);
+        *root = NULL;
+        return LATCH_E_INVAL;
     }
+    return LATCH_OK;
+}
+
+/*
+ * Nango's `alias: other`: the entry is other's entry with the alias's own keys over it (a
+ * shallow merge, as Nango's getProvider does). Chains are followed up to
+ * CATALOG_MAX_ALIAS_DEPTH; a dangling or circular alias fails the load.
+ */
+static latch_rc
+resolve_aliases(json_t *root, const char *name, struct latch_err *err)
+{
+    for (int pass = 0; pass <= CATALOG_MAX_ALIAS_DEPTH; pass++) {
+        const char *key;
+        json_t *entry;
+        size_t pending = 0, done = 0;
+        json_t *keys = json_array();
+
+        json_object_foreach(root, key, entry) if (json_is_object(entry) &&
+                                                  json_object_get(entry, "alias") != NULL)
+            json_array_append_new(keys, json_string(key));
+        for (size_t i = 0; i < json_array_size(keys); i++) {
+            const char *k = json_string_value(json_array_get(keys, i));
+            json_t *e = json_object_get(root, k);
+            const char *target = json_string_value(json_object_get(e, "alias"));
+            json_t *base = target != NULL ? json_object_get(root, target) : NULL;
+            json_t *merged;
+
+            if (!json_is_object(base) || strcmp(target, k) == 0) {
+                latch_err_set(err, "%s: provider '%.60s': alias '%.60s' names no provider", name, k,
+                              target != NULL ? target : "(not text)");
+                json_decref(keys);
+                return LATCH_E_INVAL;
+            }
+            if (json_object_get(base, "alias") != NULL) {
+                pending++; /* its target first, in a later pass */
+                continue;
+            }
+            merged = json_deep_copy(base);
+            json_object_update(merged, e);
+            json_object_del(merged, "alias");
+            json_object_set_new(root, k, merged);
+            done++;
+        }
+        json_decref(keys);
+        if (pending == 0)
+            return LATCH_OK;
+        if (done == 0)
+            break;
+    }
+    latch_err_set(err, "%s: aliases nested too deeply or circular", name);
+    return LATCH_E_INVAL;
+}
+
+/*
+ * Builds the catalogue from a resolved root (stolen). Patterns fail the load when strict, or
+ * when the entry's name is in strict_names (latch's overlay); otherwise they fail closed.
+ */
+static latch_rc
+build_catalog(json_t *root, const char *name, bool strict, const json_t *strict_names,
+              const char *origin, struct catalog **out, struct latch_err *err)
+{
+    struct catalog *c = xcalloc(1, sizeof *c);
+    struct loader l;
+    const char *pname;
+    json_t *entry;
+    size_t i = 0, n;
+    latch_rc rc = LATCH_OK;
+
+    c->root = root;
     n = json_object_size(c->root);
     if (n > LATCH_MAX_PROVIDERS) {
         latch_err_set(err, "%s: more than %d providers", name, LATCH_MAX_PROVIDERS);
@@ -816,14 +926,15 @@ load(const char *yaml, size_t len, const char *name, bool strict, struct catalog
     (void)pcre2_set_match_limit(c->mctx, CATALOG_RE_MATCH_LIMIT);
     (void)pcre2_set_depth_limit(c->mctx, CATALOG_RE_DEPTH_LIMIT);
     (void)pcre2_set_heap_limit(c->mctx, CATALOG_RE_HEAP_LIMIT_KIB);
+    c->origin = arena_strndup(c, origin, strlen(origin));
     c->providers = arena_alloc(c, (n ? n : 1) * sizeof *c->providers);
     c->by_name = arena_alloc(c, (n ? n : 1) * sizeof(const struct catalog_provider *));
     l.c = c;
-    l.strict = strict;
     l.name = name;
     l.err = err;
     json_object_foreach(c->root, pname, entry)
     {
+        l.strict = strict || json_object_get(strict_names, pname) != NULL;
         rc = build_provider(&l, &c->providers[i], pname, entry);
         if (rc != LATCH_OK)
             goto out;
@@ -836,6 +947,98 @@ load(const char *yaml, size_t len, const char *name, bool strict, struct catalog
     c = NULL;
 out:
     catalog_free(c);
+    return rc;
+}
+
+static latch_rc
+load(const char *yaml, size_t len, const char *name, bool strict, struct catalog **out,
+     struct latch_err *err)
+{
+    json_t *root = NULL;
+    char origin[300];
+    latch_rc rc;
+
+    if (out == NULL)
+        return LATCH_E_INVAL;
+    *out = NULL;
+    if (name == NULL)
+        name = "providers.yaml";
+    rc = parse_root(yaml, len, name, &root, err);
+    if (rc == LATCH_OK)
+        rc = resolve_aliases(root, name, err);
+    if (rc != LATCH_OK) {
+        json_decref(root);
+        return rc;
+    }
+    (void)snprintf(origin, sizeof origin, "%s", name);
+    return build_catalog(root, name, strict, NULL, origin, out, err);
+}
+
+/*
+ * dst[key] = src deep-merged over dst[key]: objects merge member by member (so upstream's
+ * proxy.verification survives an overlay entry that refines zendesk-api-key's fields); arrays and
+ * scalars of src replace. Depth is bounded by the YAML loader's nesting limit.
+ */
+static void
+deep_merge(json_t *dst, const char *key, json_t *src)
+{
+    json_t *d = json_object_get(dst, key);
+    const char *k;
+    json_t *v;
+
+    if (!json_is_object(d) || !json_is_object(src)) {
+        json_object_set(dst, key, src);
+        return;
+    }
+    json_object_foreach(src, k, v) deep_merge(d, k, v);
+}
+
+latch_rc
+catalog_load_layers(const char *base, size_t base_len, const char *base_name, const char *overlay,
+                    size_t overlay_len, const char *overlay_name, const char *origin,
+                    struct catalog **out, struct latch_err *err)
+{
+    json_t *root = NULL, *over = NULL;
+    latch_rc rc;
+
+    if (out == NULL)
+        return LATCH_E_INVAL;
+    *out = NULL;
+    if (base_name == NULL)
+        base_name = "providers.yaml (upstream)";
+    if (overlay_name == NULL)
+        overlay_name = "providers.yaml";
+    if (origin == NULL)
+        origin = overlay_name;
+    rc = parse_root(overlay, overlay_len, overlay_name, &over, err);
+    if (rc != LATCH_OK)
+        return rc;
+    if (base == NULL || base_len == 0) {
+        rc = resolve_aliases(over, overlay_name, err);
+        if (rc != LATCH_OK) {
+            json_decref(over);
+            return rc;
+        }
+        return build_catalog(over, overlay_name, true, NULL, origin, out, err);
+    }
+    rc = parse_root(base, base_len, base_name, &root, err);
+    if (rc != LATCH_OK) {
+        json_decref(over);
+        return rc;
+    }
+    /* overlay entries are deep-merged over upstream entries of the same name */
+    {
+        const char *k;
+        json_t *e;
+
+        json_object_foreach(over, k, e) deep_merge(root, k, e);
+    }
+    rc = resolve_aliases(root, base_name, err);
+    if (rc == LATCH_OK)
+        rc = build_catalog(root, base_name, false, over, origin, out, err);
+    else
+        json_decref(root);
+    json_decref(over);
     return rc;
 }
 
@@ -891,8 +1094,30 @@ out:
 latch_rc
 catalog_load_default(struct catalog **out, struct latch_err *err)
 {
-    return catalog_load_buffer((const char *)catalog_default_yaml, catalog_default_yaml_len,
-                               "providers.yaml (built in)", out, err);
+    return catalog_load_layers((const char *)catalog_upstream_yaml, catalog_upstream_yaml_len,
+                               "@nangohq/providers providers.yaml (built in)",
+                               (const char *)catalog_default_yaml, catalog_default_yaml_len,
+                               "providers.yaml (built in)", catalog_source_text, out, err);
+}
+
+const char *
+catalog_builtin_origin(void)
+{
+    return catalog_source_text;
+}
+
+const char *
+catalog_origin(const struct catalog *c)
+{
+    return c != NULL && c->origin != NULL ? c->origin : "";
+}
+
+const char *
+catalog_display_name(const struct catalog_provider *p)
+{
+    if (p == NULL)
+        return "the provider";
+    return p->display_name != NULL && p->display_name[0] != '\0' ? p->display_name : p->name;
 }
 
 void

@@ -1,12 +1,16 @@
 /*
  * fields.c - validation of connection_config and credentials values against their catalogue
  * field (catalog_field_validate, declared in catalog.h): length, control characters, enum,
- * pattern (PCRE2 with the catalogue's ReDoS limits) and format (hostname, uuid, email, uri).
+ * pattern (PCRE2 with the catalogue's ReDoS limits) and format (hostname, uuid, email, uri),
+ * then the shape of the place the value lands in a URL template (catalog_compute_lands): a host
+ * part takes DNS labels, a path part one plain segment, whatever the field's own pattern allows.
  */
 #include "domain/fields.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "domain/catalog.h"
 
@@ -210,6 +214,266 @@ enum_error(const struct catalog_field *f, const char *title, struct latch_err *e
     return LATCH_E_INVAL;
 }
 
+/* ---- where a value lands in a URL template ---- */
+
+/* DNS labels of letters, digits, '-' and '_' joined by single dots (a host or a part of one). */
+static bool
+host_part_ok(const char *s, size_t n)
+{
+    size_t label = 0;
+
+    if (n == 0 || n > 253)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!is_alnum(s[i]) && s[i] != '-' && s[i] != '_')
+            return false;
+        if (++label > 63)
+            return false;
+    }
+    return label > 0;
+}
+
+/* One path segment: not empty, not "." or "..", nothing that ends or escapes a segment. */
+static bool
+segment_ok(const char *s, size_t n)
+{
+    if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+
+        if (ch <= 0x20 || ch == 0x7f || strchr("/\\?#%", ch) != NULL)
+            return false;
+    }
+    return true;
+}
+
+/* host[:port][/segment...], optionally one trailing '/'. */
+static bool
+hostpath_ok(const char *s, size_t n, bool trailing_slash)
+{
+    size_t h = 0, i;
+
+    while (h < n && s[h] != ':' && s[h] != '/')
+        h++;
+    if (!host_part_ok(s, h))
+        return false;
+    i = h;
+    if (i < n && s[i] == ':') {
+        size_t d = ++i;
+
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == d || i - d > 5)
+            return false;
+    }
+    while (i < n) {
+        size_t st;
+
+        if (s[i] != '/')
+            return false;
+        st = ++i;
+        while (i < n && s[i] != '/')
+            i++;
+        if (i == st && i == n && trailing_slash)
+            return true;
+        if (!segment_ok(s + st, i - st))
+            return false;
+    }
+    return true;
+}
+
+static latch_rc
+lands_validate(const struct catalog_field *f, const char *title, const char *v, size_t n,
+               struct latch_err *err)
+{
+    if ((f->lands & CATALOG_LANDS_URL) != 0) {
+        size_t sk = strncasecmp(v, "https://", 8) == 0  ? 8
+                    : strncasecmp(v, "http://", 7) == 0 ? 7
+                                                        : 0;
+
+        if (sk == 0 || !hostpath_ok(v + sk, n - sk, true)) {
+            latch_err_set(err,
+                          "%s must be an address such as https://host.example.com/path: a host "
+                          "name, an optional port and plain path segments",
+                          title);
+            return LATCH_E_INVAL;
+        }
+    }
+    if ((f->lands & CATALOG_LANDS_HOSTPATH) != 0 && !hostpath_ok(v, n, false)) {
+        latch_err_set(err,
+                      "%s must be a host name such as host.example.com, optionally with a port "
+                      "and plain path segments, with no scheme, '@', '?', '#' or '\\'",
+                      title);
+        return LATCH_E_INVAL;
+    }
+    if ((f->lands & CATALOG_LANDS_HOST) != 0 && !host_part_ok(v, n)) {
+        latch_err_set(err,
+                      "%s becomes part of the provider's host name: use only letters, digits, "
+                      "'-' and '.'",
+                      title);
+        return LATCH_E_INVAL;
+    }
+    if ((f->lands & CATALOG_LANDS_PATH) != 0 && !segment_ok(v, n)) {
+        latch_err_set(err,
+                      "%s becomes one segment of the provider's URL path: it must not contain "
+                      "'/', '\\', '?', '#', '%%' or spaces, nor be '.' or '..'",
+                      title);
+        return LATCH_E_INVAL;
+    }
+    return LATCH_OK;
+}
+
+static struct catalog_field *
+lands_field(struct catalog_provider *p, const char *name, size_t n)
+{
+    char key[128];
+    const char *fname = NULL;
+    const struct catalog_field *f;
+    bool cred = false;
+
+    if (n >= sizeof key)
+        return NULL;
+    memcpy(key, name, n);
+    key[n] = '\0';
+    if (strncmp(key, "connectionConfig.", 17) == 0) {
+        fname = key + 17;
+    } else if (strncmp(key, "credentials.", 12) == 0) {
+        fname = key + 12;
+        cred = true;
+    } else if (strcmp(key, "apiKey") == 0 || strcmp(key, "username") == 0 ||
+               strcmp(key, "password") == 0) {
+        fname = key;
+        cred = true;
+    } else {
+        return NULL;
+    }
+    f = cred ? catalog_find_field(p->credentials, p->n_credentials, fname)
+             : catalog_find_field(p->connection_config, p->n_connection_config, fname);
+    /* the fields live in the catalogue's arena: writable while the loader builds p */
+    return (struct catalog_field *)(uintptr_t)f;
+}
+
+/* Index of the '}' closing the "${" at t[i], or n when unbalanced. */
+static size_t
+placeholder_end(const char *t, size_t i, size_t n)
+{
+    int depth = 0;
+
+    for (; i < n; i++) {
+        if (t[i] == '$' && i + 1 < n && t[i + 1] == '{') {
+            depth++;
+            i++;
+        } else if (t[i] == '}' && --depth == 0) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* Marks the fields one alternative of a URL template uses; path_only for endpoint templates. */
+static void
+lands_scan_alt(struct catalog_provider *p, const char *t, size_t n, bool path_only)
+{
+    size_t auth = 0, auth_end = 0, path_end = n, i;
+    bool scheme = false;
+
+    if (!path_only) {
+        if (n >= 8 && strncasecmp(t, "https://", 8) == 0)
+            auth = 8;
+        else if (n >= 7 && strncasecmp(t, "http://", 7) == 0)
+            auth = 7;
+        scheme = auth > 0;
+        for (auth_end = auth; auth_end < n && !strchr("/?#", t[auth_end]); auth_end++)
+            if (t[auth_end] == '$' && auth_end + 1 < n && t[auth_end + 1] == '{')
+                auth_end = placeholder_end(t, auth_end, n);
+        if (auth_end > n)
+            auth_end = n;
+    }
+    for (i = auth_end; i < n && t[i] != '?' && t[i] != '#'; i++)
+        if (t[i] == '$' && i + 1 < n && t[i + 1] == '{')
+            i = placeholder_end(t, i, n);
+    path_end = i < n ? i : n;
+    for (i = 0; i + 1 < n; i++) {
+        struct catalog_field *f;
+        size_t e;
+
+        if (t[i] != '$' || t[i + 1] != '{')
+            continue;
+        e = placeholder_end(t, i, n);
+        if (e >= n)
+            return;
+        f = lands_field(p, t + i + 2, e - i - 2);
+        if (f != NULL) {
+            if (!path_only && !scheme && i == 0)
+                f->lands |= CATALOG_LANDS_URL;
+            else if (!path_only && i < auth_end)
+                f->lands |=
+                    i == auth && e + 1 == auth_end ? CATALOG_LANDS_HOSTPATH : CATALOG_LANDS_HOST;
+            else if (i < path_end)
+                f->lands |= CATALOG_LANDS_PATH;
+        }
+        i = e;
+    }
+}
+
+/* Every " || " alternative of a URL template. */
+static void
+lands_scan(struct catalog_provider *p, const char *t, bool path_only)
+{
+    while (t != NULL && *t != '\0') {
+        const char *bar = strstr(t, "||");
+        size_t n = bar != NULL ? (size_t)(bar - t) : strlen(t);
+
+        while (*t == ' ' && n > 0) {
+            t++;
+            n--;
+        }
+        while (n > 0 && t[n - 1] == ' ')
+            n--;
+        lands_scan_alt(p, t, n, path_only);
+        t = bar != NULL ? bar + 2 : NULL;
+    }
+}
+
+void
+catalog_compute_lands(struct catalog_provider *p)
+{
+    lands_scan(p, p->proxy_base_url, false);
+    lands_scan(p, p->token_url, false);
+    lands_scan(p, p->verification_base_url_override, false);
+    for (size_t i = 0; i < p->n_verification_endpoints; i++)
+        lands_scan(p, p->verification_endpoints[i], true);
+}
+
+/*
+ * prefix/suffix are what the form shows around the input ("https://" acme ".zendesk.com"): a
+ * value that repeats one (a pasted whole address) would be doubled in the URL, so it is refused
+ * with words that say what to type.
+ */
+static bool
+affixes_ok(const struct catalog_field *f, const char *title, const char *v, size_t n,
+           struct latch_err *err)
+{
+    size_t pl = f->prefix != NULL ? strlen(f->prefix) : 0;
+    size_t sl = f->suffix != NULL ? strlen(f->suffix) : 0;
+
+    if ((pl > 0 && n >= pl && strncasecmp(v, f->prefix, pl) == 0) ||
+        (sl > 0 && n >= sl && strcasecmp(v + n - sl, f->suffix) == 0)) {
+        latch_err_set(
+            err, "%s: enter only the part between \"%s\" and \"%s\", not the whole address", title,
+            f->prefix != NULL ? f->prefix : "", f->suffix != NULL ? f->suffix : "");
+        return false;
+    }
+    return true;
+}
+
 latch_rc
 catalog_field_validate(const struct catalog_field *f, const char *value, struct latch_err *err)
 {
@@ -301,5 +565,31 @@ catalog_field_validate(const struct catalog_field *f, const char *value, struct 
             return LATCH_E_INVAL;
         }
     }
+    if (!affixes_ok(f, title, value, n, err))
+        return LATCH_E_INVAL;
+    if (f->lands != 0)
+        return lands_validate(f, title, value, n, err);
     return LATCH_OK;
+}
+
+latch_rc
+catalog_field_validate_place(const struct catalog_field *f, const char *value,
+                             struct latch_err *err)
+{
+    const char *title = f->title != NULL && f->title[0] != '\0' ? f->title : f->name;
+    size_t n = strnlen(value, CATALOG_MAX_VALUE_LEN + 1);
+
+    if (n > CATALOG_MAX_VALUE_LEN && f->lands != 0) {
+        latch_err_set(err, "%s is too long (at most %d characters)", title, CATALOG_MAX_VALUE_LEN);
+        return LATCH_E_INVAL;
+    }
+    for (const unsigned char *s = (const unsigned char *)value; *s != '\0'; s++) {
+        if ((*s < 0x20 && *s != '\t') || *s == 0x7f) {
+            latch_err_set(err, "%s must not contain control characters such as line breaks", title);
+            return LATCH_E_INVAL;
+        }
+    }
+    if (n == 0 || f->lands == 0)
+        return LATCH_OK;
+    return lands_validate(f, title, value, n, err);
 }

@@ -4,9 +4,12 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "domain/catalog.h"
 #include "domain/creds.h"
+#include "domain/proxyauth.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/netpolicy.h"
@@ -24,19 +27,136 @@
 /* Largest token lifetime we believe (10 years); anything beyond is treated as garbage. */
 #define OCC_MAX_EXPIRES_IN_S (10LL * 365 * 24 * 3600)
 
+struct cfg_ctx {
+    const struct catalog_provider *p;
+    const struct oauth_cc_input *in;
+    bool url; /* the template is the token URL: values must fit where they land */
+    bool bad;
+    struct latch_err err;
+};
+
+/* ${credentials.x} (and the shorthands): the user's value, else the field's hidden default. */
+static const char *
+cred_lookup(struct cfg_ctx *x, const char *key)
+{
+    const struct catalog_field *f = catalog_find_field(x->p->credentials, x->p->n_credentials, key);
+    const char *v = json_string_value(json_object_get(x->in->credentials, key));
+
+    if (x->in->credentials == NULL) {
+        if (strcmp(key, "client_id") == 0)
+            v = x->in->client_id;
+        else if (strcmp(key, "client_secret") == 0)
+            v = x->in->client_secret;
+    }
+    if ((v == NULL || v[0] == '\0') && f != NULL && f->default_value != NULL)
+        return f->default_value;
+    if (v == NULL || v[0] == '\0')
+        return NULL;
+    if (f != NULL && x->url && catalog_field_validate_place(f, v, &x->err) != LATCH_OK) {
+        x->bad = true;
+        return NULL;
+    }
+    return v;
+}
+
 static const char *
 cfg_lookup(const char *name, void *ud)
 {
-    const json_t *cfg = ud;
+    struct cfg_ctx *x = ud;
     const char *key = name;
+    const struct catalog_field *f;
+    const char *v;
 
+    if (x->bad)
+        return NULL;
+    if (strncmp(name, "credentials.", 12) == 0)
+        return cred_lookup(x, name + 12);
+    if (strcmp(name, "apiKey") == 0 || strcmp(name, "username") == 0 ||
+        strcmp(name, "password") == 0)
+        return cred_lookup(x, name);
     if (strncmp(name, "connectionConfig.", 17) == 0)
         key = name + 17;
     else if (strncmp(name, "connection_config.", 18) == 0)
         key = name + 18;
     else
         return NULL;
-    return json_string_value(json_object_get(cfg, key));
+    v = json_string_value(json_object_get(x->in->connection_config, key));
+    if (v == NULL)
+        return NULL;
+    f = catalog_find_field(x->p->connection_config, x->p->n_connection_config, key);
+    if (f != NULL) {
+        /* pattern, enum, format and the shape of where it lands (host, path) */
+        if (catalog_field_validate(f, v, &x->err) != LATCH_OK) {
+            x->bad = true;
+            return NULL;
+        }
+    } else if (x->url && strpbrk(v, "/\\?#@%: \t\r\n") != NULL) {
+        /* an undeclared value (a token response's metadata) never adds a host or path part */
+        latch_err_set(&x->err, "The connection's %s cannot be placed in the token URL.", key);
+        x->bad = true;
+        return NULL;
+    }
+    return v;
+}
+
+/*
+ * Evaluates one template of the token request. *absent (when not NULL) is set instead of failing
+ * when a variable has no value: Nango leaves such a parameter or header out.
+ */
+static latch_rc
+cfg_eval(const struct oauth_cc_input *in, const char *tmpl, bool url, char *out, size_t out_size,
+         bool *absent, struct latch_err *err)
+{
+    struct cfg_ctx x = {in->provider, in, url, false, {{0}}};
+    latch_rc rc = tmpl_eval(tmpl, cfg_lookup, &x,
+                            url ? TMPL_URL_ENCODE | TMPL_URL_RAW_AUTHORITY : 0, out, out_size, err);
+
+    if (x.bad) {
+        latch_err_set(err, "%s", x.err.msg);
+        explicit_bzero(out, out_size);
+        return LATCH_E_INVAL;
+    }
+    if (absent != NULL) {
+        *absent = rc != LATCH_OK && strncmp(err->msg, "missing parameter", 17) == 0;
+        if (*absent)
+            return LATCH_OK;
+    }
+    return rc;
+}
+
+/* Evaluates every string leaf of a nested token parameter in place; absent ones are removed. */
+static latch_rc
+eval_object(const struct oauth_cc_input *in, json_t *obj, int depth, struct latch_err *err)
+{
+    const char *k;
+    json_t *v;
+    void *tmp;
+
+    if (depth > 8) {
+        latch_err_set(err, "A token parameter is nested too deeply.");
+        return LATCH_E_INVAL;
+    }
+    json_object_foreach_safe(obj, tmp, k, v)
+    {
+        latch_rc rc = LATCH_OK;
+
+        if (json_is_object(v)) {
+            rc = eval_object(in, v, depth + 1, err);
+        } else if (json_is_string(v)) {
+            char val[1024];
+            bool absent = false;
+
+            rc = cfg_eval(in, json_string_value(v), false, val, sizeof val, &absent, err);
+            if (rc == LATCH_OK && absent)
+                json_object_del(obj, k);
+            else if (rc == LATCH_OK)
+                json_object_set_new(obj, k, json_string(val));
+            explicit_bzero(val, sizeof val);
+        }
+        if (rc != LATCH_OK)
+            return rc;
+    }
+    return LATCH_OK;
 }
 
 void
@@ -51,6 +171,11 @@ oauth_cc_request_clear(struct oauth_cc_request *r)
     if (r->authorization != NULL) {
         explicit_bzero(r->authorization, strlen(r->authorization));
         free(r->authorization);
+    }
+    for (size_t i = 0; i < r->n_headers; i++) {
+        free(r->hnames[i]);
+        explicit_bzero(r->hvalues[i], strlen(r->hvalues[i]));
+        free(r->hvalues[i]);
     }
     memset(r, 0, sizeof *r);
 }
@@ -121,6 +246,9 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
     json_t *jbody = NULL;
     const char *method = p->token_request_auth_method;
     bool json_fmt = p->body_format != NULL && strcmp(p->body_format, "json") == 0;
+    bool two_step = p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
+    /* Nango's TWO_STEP bodies are JSON unless body_format says form */
+    bool form_fmt = p->body_format != NULL && strcmp(p->body_format, "form") == 0;
     const char *scopes = json_string_value(json_object_get(in->connection_config, "oauth_scopes"));
     latch_rc rc;
 
@@ -136,8 +264,7 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
         rc = LATCH_E_INVAL;
         goto out;
     }
-    rc = tmpl_eval(p->token_url, cfg_lookup, (void *)(uintptr_t)in->connection_config,
-                   TMPL_URL_ENCODE, url, sizeof url, err);
+    rc = cfg_eval(in, p->token_url, true, url, sizeof url, NULL, err);
     if (rc != LATCH_OK)
         goto out;
     rc = netpolicy_url_host(url, allow_http, host, sizeof host, err);
@@ -146,9 +273,43 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
     if (rc != LATCH_OK)
         goto out;
 
+    /* token_headers: evaluated first, a JSON content-type among them makes the body JSON */
+    for (size_t i = 0; i < p->n_token_headers && rc == LATCH_OK; i++) {
+        char val[2048];
+        bool absent = false;
+
+        rc = cfg_eval(in, p->token_headers[i].value, false, val, sizeof val, &absent, err);
+        if (rc != LATCH_OK || absent)
+            continue;
+        if (!proxy_auth_header_value_ok(val) || out->n_headers >= OCC_MAX_TOKEN_HEADERS) {
+            latch_err_set(err, "The token request header %s cannot be sent.",
+                          p->token_headers[i].key);
+            explicit_bzero(val, sizeof val);
+            rc = LATCH_E_INVAL;
+            break;
+        }
+        if (strcasecmp(p->token_headers[i].key, "content-type") == 0 && strstr(val, "json") != NULL)
+            json_fmt = true;
+        if (strcasecmp(p->token_headers[i].key, "content-type") == 0 &&
+            strstr(val, "x-www-form-urlencoded") != NULL)
+            json_fmt = false;
+        out->hnames[out->n_headers] = xstrdup(p->token_headers[i].key);
+        out->hvalues[out->n_headers] = xstrdup(val);
+        out->n_headers++;
+        explicit_bzero(val, sizeof val);
+    }
+    if (rc != LATCH_OK)
+        goto out;
+    if (two_step && !form_fmt)
+        json_fmt = true;
+    for (size_t i = 0; i < p->n_token_params; i++)
+        if (p->token_params[i].value != NULL && p->token_params[i].value[0] == '{')
+            json_fmt = true; /* a nested parameter object (tableau's credentials) */
     if (json_fmt)
         jbody = json_object();
-    if (method != NULL && strcmp(method, "basic") == 0) {
+    if (two_step) {
+        /* TWO_STEP: the body is token_params alone (they name the user's credentials) */
+    } else if (method != NULL && strcmp(method, "basic") == 0) {
         size_t n = strlen(in->client_id) + 1 + strlen(in->client_secret);
         char *pair = xmalloc(n + 1);
         size_t esz = b64_encoded_size(n);
@@ -181,10 +342,27 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
     for (size_t i = 0; i < p->n_token_params && rc == LATCH_OK; i++) {
         char val[1024];
 
-        rc = tmpl_eval(p->token_params[i].value, cfg_lookup,
-                       (void *)(uintptr_t)in->connection_config, 0, val, sizeof val, err);
+        bool absent = false;
+
+        if (json_fmt && p->token_params[i].value[0] == '{') {
+            json_t *obj = json_loads(p->token_params[i].value, 0, NULL);
+
+            rc = json_is_object(obj) ? eval_object(in, obj, 0, err) : LATCH_E_INVAL;
+            if (rc == LATCH_OK)
+                json_object_set(jbody, p->token_params[i].key, obj);
+            else if (!json_is_object(obj))
+                latch_err_set(err, "The token parameter %s is not valid JSON.",
+                              p->token_params[i].key);
+            creds_free(obj);
+            if (rc != LATCH_OK)
+                break;
+            continue;
+        }
+        rc = cfg_eval(in, p->token_params[i].value, false, val, sizeof val, &absent, err);
         if (rc != LATCH_OK)
             break;
+        if (absent)
+            continue;
         if (json_fmt)
             json_object_set_new(jbody, p->token_params[i].key, json_string(val));
         else
@@ -275,6 +453,86 @@ registered_error(const char *code)
     return NULL;
 }
 
+/* The value at a dotted path ("tokens.access.token") of a JSON object, or NULL. */
+static json_t *
+json_path(json_t *j, const char *path)
+{
+    char part[128];
+
+    while (j != NULL && path != NULL && *path != '\0') {
+        const char *dot = strchr(path, '.');
+        size_t n = dot != NULL ? (size_t)(dot - path) : strlen(path);
+
+        if (n == 0 || n >= sizeof part)
+            return NULL;
+        memcpy(part, path, n);
+        part[n] = '\0';
+        j = json_object_get(j, part);
+        path = dot != NULL ? dot + 1 : NULL;
+    }
+    return j;
+}
+
+/* A number as JSON integer, real or decimal string; false when none in 0..max. */
+static bool
+json_number(json_t *v, long long max, long long *out)
+{
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+
+        /* range-check before converting: a double outside long long is undefined behaviour */
+        if (!(d > 0 && d <= (double)max))
+            return false;
+        *out = (long long)d;
+    } else if (json_is_string(v)) {
+        const char *e = NULL;
+
+        *out = latch_strtonum(json_string_value(v), 0, max, &e);
+        if (e != NULL)
+            return false;
+    } else {
+        return false;
+    }
+    return *out > 0 && *out <= max;
+}
+
+/*
+ * When the token expires (ms since the epoch), from the provider's token_response: seconds (or
+ * milliseconds with expires_in_unit) to live, or with token_expiration_strategy expireAt a date
+ * (ISO 8601) or an epoch time; 0 when the answer says nothing usable.
+ */
+static int64_t
+token_expiry(const struct catalog_provider *p, json_t *j, int64_t now)
+{
+    json_t *v = json_path(j, p->token_response_expiration != NULL ? p->token_response_expiration
+                                                                  : "expires_in");
+    bool ms = p->expires_in_unit != NULL && strcmp(p->expires_in_unit, "milliseconds") == 0;
+    long long n;
+
+    if (p->token_expiration_strategy != NULL &&
+        strcmp(p->token_expiration_strategy, "expireAt") == 0) {
+        if (json_is_string(v)) {
+            struct tm tm;
+            const char *r;
+
+            memset(&tm, 0, sizeof tm);
+            r = strptime(json_string_value(v), "%Y-%m-%dT%H:%M:%S", &tm);
+            if (r == NULL)
+                r = strptime(json_string_value(v), "%Y-%m-%d %H:%M:%S", &tm);
+            if (r != NULL)
+                return (int64_t)timegm(&tm) * 1000;
+        }
+        if (json_number(v, 100000000000000LL, &n))
+            return n > 100000000000LL ? n : n * 1000; /* ms or s since the epoch */
+        return 0;
+    }
+    if (!json_number(v, ms ? OCC_MAX_EXPIRES_IN_S * 1000 : OCC_MAX_EXPIRES_IN_S, &n))
+        return 0;
+    return now + (ms ? n : n * 1000);
+}
+
 static int64_t
 parse_retry_after(const char *v)
 {
@@ -293,7 +551,6 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
 {
     json_t *j = NULL;
     const char *token;
-    json_t *ei;
     long long expires_in = default_expires_in_s;
     char msg[320];
 
@@ -301,8 +558,9 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     out->status = resp->status;
     out->retry_after_ms = parse_retry_after(resp->retry_after);
     if (resp->rc == LATCH_E_TIMEOUT) {
-        set_fail(out, OCC_TIMEOUT, false, "timeout",
-                 "NinjaOne did not answer in time. Try again in a moment.");
+        (void)snprintf(msg, sizeof msg, "%s did not answer in time. Try again in a moment.",
+                       catalog_display_name(in->provider));
+        set_fail(out, OCC_TIMEOUT, false, "timeout", msg);
         return;
     }
     if (resp->rc == LATCH_E_DENIED) {
@@ -328,11 +586,17 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         if (code != NULL &&
             (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0 ||
              strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
-            (void)snprintf(msg, sizeof msg,
-                           "The provider rejected the Client ID and Client Secret (%s). Check "
-                           "both values and that the instance (region) is where the app was "
-                           "created.",
-                           code);
+            if (in->credentials != NULL)
+                (void)snprintf(msg, sizeof msg,
+                               "%s rejected the credentials (%s). Check each value and the "
+                               "server or region they belong to.",
+                               catalog_display_name(in->provider), code);
+            else
+                (void)snprintf(msg, sizeof msg,
+                               "%s rejected the Client ID and Client Secret (%s). Check "
+                               "both values and that the instance (region) is where the app was "
+                               "created.",
+                               catalog_display_name(in->provider), code);
             set_fail(out, OCC_INVALID_CLIENT, true, "invalid_client", msg);
         } else if (code != NULL && strcmp(code, "invalid_scope") == 0) {
             const char *sc =
@@ -342,8 +606,9 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
             clean_copy(c_sc, sizeof c_sc, sc, 100);
             (void)snprintf(msg, sizeof msg,
                            "The client app is not allowed the requested scopes%s%s%s. Add them "
-                           "to the app (Administration > Apps > API) and try again.",
-                           sc ? " (" : "", sc ? c_sc : "", sc ? ")" : "");
+                           "to the app in %s and try again.",
+                           sc ? " (" : "", sc ? c_sc : "", sc ? ")" : "",
+                           catalog_display_name(in->provider));
             set_fail(out, OCC_INVALID_SCOPE, true, "invalid_scope", msg);
         } else {
             bool transient = resp->status >= 500 || resp->status == 429 || resp->status == 408;
@@ -356,43 +621,52 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         }
         goto out;
     }
-    token = json_string_value(json_object_get(j, "access_token"));
-    if (token == NULL)
-        token = json_string_value(json_object_get(json_object_get(j, "data"), "token"));
-    if (token == NULL)
-        token = json_string_value(json_object_get(j, "jwt"));
+    if (in->provider->token_response_token != NULL) {
+        token = json_string_value(json_path(j, in->provider->token_response_token));
+    } else {
+        token = json_string_value(json_object_get(j, "access_token"));
+        if (token == NULL)
+            token = json_string_value(json_object_get(json_object_get(j, "data"), "token"));
+        if (token == NULL)
+            token = json_string_value(json_object_get(j, "jwt"));
+    }
     if (!json_is_object(j) || token == NULL || token[0] == '\0' ||
         strlen(token) > LATCH_MAX_TOKEN_LEN) {
         set_fail(out, OCC_BAD_RESPONSE, false, "bad_response",
                  "The token endpoint answered, but not with a valid token response.");
         goto out;
     }
-    ei = json_object_get(j, "expires_in");
-    if (json_is_integer(ei)) {
-        expires_in = json_integer_value(ei);
-    } else if (json_is_real(ei)) {
-        double d = json_real_value(ei);
+    {
+        int64_t now = latch_now_ms();
 
-        /* range-check before converting: a double outside long long is undefined behaviour */
-        if (d > 0 && d <= (double)OCC_MAX_EXPIRES_IN_S)
-            expires_in = (long long)d;
-    } else if (json_is_string(ei)) {
-        const char *e = NULL;
-        long long v = latch_strtonum(json_string_value(ei), 0, OCC_MAX_EXPIRES_IN_S, &e);
-
-        if (e == NULL)
-            expires_in = v;
+        out->expires_at = token_expiry(in->provider, j, now);
+        if (out->expires_at <= now || out->expires_at > now + OCC_MAX_EXPIRES_IN_S * 1000)
+            out->expires_at = now + expires_in * 1000;
     }
-    if (expires_in <= 0 || expires_in > OCC_MAX_EXPIRES_IN_S)
-        expires_in = default_expires_in_s;
-    out->expires_at = latch_now_ms() + expires_in * 1000;
     {
         char when[40];
 
         latch_fmt_time(out->expires_at, false, when);
-        out->creds = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "type", "OAUTH2_CC", "token",
-                               token, "client_id", in->client_id, "client_secret",
-                               in->client_secret, "expires_at", when, "raw", j);
+        if (in->credentials != NULL) {
+            /* Nango's TwoStepCredentials: the user's fields, the token, expires_at, raw */
+            const char *k;
+            json_t *v;
+
+            out->creds = json_object();
+            json_object_foreach((json_t *)(uintptr_t)in->credentials, k, v)
+            {
+                if (json_is_string(v))
+                    json_object_set(out->creds, k, v);
+            }
+            json_object_set_new(out->creds, "type", json_string("TWO_STEP"));
+            json_object_set_new(out->creds, "token", json_string(token));
+            json_object_set_new(out->creds, "expires_at", json_string(when));
+            json_object_set(out->creds, "raw", j);
+        } else {
+            out->creds = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "type", "OAUTH2_CC", "token",
+                                   token, "client_id", in->client_id, "client_secret",
+                                   in->client_secret, "expires_at", when, "raw", j);
+        }
     }
     out->outcome = OCC_OK;
     latch_strlcpy(out->reason, "ok", sizeof out->reason);
@@ -426,6 +700,7 @@ struct exchange_job {
     json_t *cfg;
     char *client_id;
     char *client_secret;
+    json_t *credentials; /* TWO_STEP: a copy of the user's fields (creds_free), else NULL */
     const struct catalog_provider *provider;
     int default_expires_in_s;
     struct oauth_cc_result res;
@@ -443,6 +718,7 @@ exchange_finish(void *ud)
     free(j->client_id);
     explicit_bzero(j->client_secret, strlen(j->client_secret));
     free(j->client_secret);
+    creds_free(j->credentials);
     free(j);
 }
 
@@ -454,7 +730,8 @@ static void
 exchange_done(struct outbound_resp *resp, void *ud)
 {
     struct exchange_job *j = ud;
-    struct oauth_cc_input in = {j->provider, j->cfg, j->client_id, j->client_secret};
+    struct oauth_cc_input in = {j->provider, j->cfg, j->client_id, j->client_secret,
+                                j->credentials};
 
     oauth_cc_parse(resp, &in, j->default_expires_in_s, &j->res);
     log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
@@ -463,13 +740,22 @@ exchange_done(struct outbound_resp *resp, void *ud)
     worker_run(j->worker, exchange_finish, j);
 }
 
+static bool
+req_has_header(const struct oauth_cc_request *rq, const char *name)
+{
+    for (size_t i = 0; i < rq->n_headers; i++)
+        if (strcasecmp(rq->hnames[i], name) == 0)
+            return true;
+    return false;
+}
+
 latch_rc
 oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc_done_fn done,
                   void *ud, struct oauth_cc_result *res_err)
 {
     struct oauth_cc_request rq;
     struct latch_err err;
-    struct outbound_header hdrs[3];
+    struct outbound_header hdrs[3 + OCC_MAX_TOKEN_HEADERS];
     size_t nh = 0;
     struct outbound_req req;
     struct exchange_job *j;
@@ -482,10 +768,15 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
         set_fail(res_err, OCC_INVALID_INPUT, true, "invalid_input", err.msg);
         return rc;
     }
-    hdrs[nh++] = (struct outbound_header){"Content-Type", rq.content_type};
-    hdrs[nh++] = (struct outbound_header){"Accept", "application/json"};
-    if (rq.authorization != NULL)
+    /* the provider's token_headers win over latch's defaults of the same name */
+    if (!req_has_header(&rq, "content-type"))
+        hdrs[nh++] = (struct outbound_header){"Content-Type", rq.content_type};
+    if (!req_has_header(&rq, "accept"))
+        hdrs[nh++] = (struct outbound_header){"Accept", "application/json"};
+    if (rq.authorization != NULL && !req_has_header(&rq, "authorization"))
         hdrs[nh++] = (struct outbound_header){"Authorization", rq.authorization};
+    for (size_t i = 0; i < rq.n_headers; i++)
+        hdrs[nh++] = (struct outbound_header){rq.hnames[i], rq.hvalues[i]};
     memset(&req, 0, sizeof req);
     req.method = "POST";
     req.url = rq.url;
@@ -504,6 +795,7 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
     j->cfg = json_deep_copy(in->connection_config);
     j->client_id = xstrdup(in->client_id);
     j->client_secret = xstrdup(in->client_secret);
+    j->credentials = in->credentials != NULL ? json_deep_copy(in->credentials) : NULL;
     j->provider = in->provider;
     j->default_expires_in_s = in->provider->default_expires_in_s > 0
                                   ? in->provider->default_expires_in_s
@@ -515,6 +807,7 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
         free(j->client_id);
         explicit_bzero(j->client_secret, strlen(j->client_secret));
         free(j->client_secret);
+        creds_free(j->credentials);
         free(j);
         set_fail(res_err, rc == LATCH_E_BUSY ? OCC_UNREACHABLE : OCC_INVALID_INPUT,
                  rc != LATCH_E_BUSY, rc == LATCH_E_BUSY ? "busy" : "invalid_input",

@@ -1,7 +1,11 @@
 /*
- * oauth_cc.h - the OAuth2 client-credentials token exchange, exactly as a provider definition
- * says (token_url template, token_params, scope_separator, client auth in body or Basic,
- * body_format), used both when an account is linked and when its token is refreshed.
+ * oauth_cc.h - the token exchanges of OAUTH2_CC (client credentials) and TWO_STEP (a templated
+ * token request from the user's credentials), exactly as a provider definition says: token_url
+ * template, token_params, token_headers (${credentials.x}, hidden default values, base64(...)),
+ * scope_separator, client auth in body or Basic, body_format (form or json; json also when a
+ * token header says so), token_response paths (token, token_expiration as seconds, milliseconds
+ * with expires_in_unit, or a date with token_expiration_strategy expireAt). Used both when an
+ * account is linked and when its token is refreshed.
  *
  * oauth_cc_build validates everything and produces the request without touching the network;
  * oauth_cc_exchange runs it through outbound (curl thread) and classifies the outcome.
@@ -32,8 +36,9 @@ struct worker;
 struct oauth_cc_input {
     const struct catalog_provider *provider;
     const json_t *connection_config; /* borrowed object: instance, oauth_scopes, ... */
-    const char *client_id;
-    const char *client_secret;
+    const char *client_id;           /* OAUTH2_CC; "" for TWO_STEP */
+    const char *client_secret;       /* OAUTH2_CC; "" for TWO_STEP */
+    const json_t *credentials; /* TWO_STEP: the user's credential fields (borrowed); else NULL */
 };
 
 enum oauth_cc_outcome {
@@ -59,12 +64,18 @@ struct oauth_cc_result {
     char message[320];      /* human, actionable, never contains a secret */
 };
 
+#define OCC_MAX_TOKEN_HEADERS 16
+
 struct oauth_cc_request {
     char *url;
     char *body; /* owned; contains the secret: wiped by oauth_cc_request_clear */
     size_t body_len;
     char *content_type;  /* owned */
     char *authorization; /* owned "Basic ..." or NULL */
+    /* the provider's token_headers, evaluated (owned; values may hold secrets: wiped) */
+    char *hnames[OCC_MAX_TOKEN_HEADERS];
+    char *hvalues[OCC_MAX_TOKEN_HEADERS];
+    size_t n_headers;
 };
 void oauth_cc_request_clear(struct oauth_cc_request *r);
 

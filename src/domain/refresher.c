@@ -536,6 +536,7 @@ run_flight(struct flight *f)
     json_t *creds = NULL, *cfg = NULL;
     struct oauth_cc_result err_res;
     struct oauth_cc_input in;
+    bool two_step;
     struct refresh_result held;
     const struct catalog_provider *p;
     int64_t now = latch_now_ms();
@@ -568,14 +569,22 @@ run_flight(struct flight *f)
     store_connection_clear(&f->conn);
     f->conn = row;
     p = catalog_find(rf->o.catalog, row.provider);
+    if (p != NULL && p->auth_mode != NULL &&
+        (strcmp(p->auth_mode, "API_KEY") == 0 || strcmp(p->auth_mode, "BASIC") == 0)) {
+        /* a key or a password has no token to refresh: the stored one is the answer */
+        (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
+        finish_with_row(rf, f);
+        return;
+    }
     {
         struct creds_owner o = creds_owner_of(&row);
 
         rc = creds_open(rf->o.vault, &o, row.credentials_sealed, &creds);
     }
     cfg = latch_json_col(row.connection_config_json);
+    two_step = p != NULL && p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
     if (p == NULL || rc != LATCH_OK || !json_is_object(cfg) ||
-        json_string_value(json_object_get(creds, "client_id")) == NULL) {
+        (!two_step && json_string_value(json_object_get(creds, "client_id")) == NULL)) {
         struct refresh_result r;
 
         memset(&r, 0, sizeof r);
@@ -586,12 +595,20 @@ run_flight(struct flight *f)
         finish_flight(rf, f, &r);
         goto out;
     }
+    memset(&in, 0, sizeof in);
     in.provider = p;
     in.connection_config = cfg;
-    in.client_id = json_string_value(json_object_get(creds, "client_id"));
-    in.client_secret = json_string_value(json_object_get(creds, "client_secret"));
-    if (in.client_secret == NULL)
+    if (two_step) {
+        /* TWO_STEP: the same templated request from the stored fields (token etc. unused) */
+        in.client_id = "";
         in.client_secret = "";
+        in.credentials = creds;
+    } else {
+        in.client_id = json_string_value(json_object_get(creds, "client_id"));
+        in.client_secret = json_string_value(json_object_get(creds, "client_secret"));
+        if (in.client_secret == NULL)
+            in.client_secret = "";
+    }
     atomic_fetch_add(&rf->token_requests, 1);
     opslog_new_id(f->op_id);
     f->op_t0_us = latch_mono_us();

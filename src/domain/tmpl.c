@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/latch_limits.h"
 #include "util/b64.h"
@@ -35,6 +36,8 @@ struct tp {
     size_t out_size;
     size_t out_len;
     int depth;
+    bool raw_authority; /* TMPL_URL_RAW_AUTHORITY */
+    size_t alt_mark;    /* out_len where the current top-level alternative's output began */
     bool have_missing;
     char missing[TMPL_MAX_NAME + 1];
     struct latch_err *err;
@@ -73,13 +76,35 @@ at_placeholder(const struct tp *p)
     return at(p, 0, '$') && at(p, 1, '{');
 }
 
-/* encodeURIComponent keeps A-Z a-z 0-9 - _ . ! ~ * ' ( ) and escapes every other byte. */
+/*
+ * encodeURIComponent keeps A-Z a-z 0-9 - _ . ! ~ * ' ( ) and escapes every other byte; ':' is
+ * kept too (Nango substitutes values raw: telegram's bot${apiKey} has one): in a path or query it
+ * is plain data (RFC 3986), and a value that lands in a host was checked for that place first
+ * (catalog_field_validate: DNS labels only).
+ */
 static bool
 uri_unreserved(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
            c == '_' || c == '.' || c == '!' || c == '~' || c == '*' || c == '\'' || c == '(' ||
-           c == ')';
+           c == ')' || c == ':';
+}
+
+/*
+ * True for a top-level placeholder that begins its alternative's output or follows only its
+ * "http://" / "https://": with TMPL_URL_RAW_AUTHORITY its value (a whole base URL, or a
+ * host[:port][/path] such as adoxx-cc's "yourcompany.com:8000/ADOXX") goes in as is.
+ */
+static bool
+authority_start(const struct tp *p)
+{
+    const char *o = p->out + p->alt_mark;
+    size_t n = p->out_len - p->alt_mark;
+
+    if (!p->raw_authority || p->depth != 1)
+        return false;
+    return n == 0 || (n == 7 && strncasecmp(o, "http://", 7) == 0) ||
+           (n == 8 && strncasecmp(o, "https://", 8) == 0);
 }
 
 static latch_rc
@@ -261,7 +286,7 @@ parse_placeholder(struct tp *p, bool emit, bool encode, bool *ok)
                 memcpy(p->missing, name, name_len + 1);
             }
         } else {
-            rc = emit_bytes(p, v, strlen(v), encode);
+            rc = emit_bytes(p, v, strlen(v), encode && !authority_start(p));
             if (rc != LATCH_OK)
                 goto out;
         }
@@ -341,6 +366,8 @@ parse_template(struct tp *p, bool top, bool emit, bool encode, bool *resolved)
         bool ok = true;
         bool live = emit && !chosen;
 
+        if (top)
+            p->alt_mark = mark;
         rc = parse_alt(p, top, live, encode, &ok);
         if (rc != LATCH_OK)
             return rc;
@@ -390,6 +417,7 @@ tmpl_eval(const char *tmpl, tmpl_lookup_fn lookup, void *ud, unsigned flags, cha
     p.out = out;
     p.out_size = out_size;
     p.err = err;
+    p.raw_authority = (flags & TMPL_URL_RAW_AUTHORITY) != 0;
 
     rc = parse_template(&p, true, true, (flags & TMPL_URL_ENCODE) != 0, &resolved);
     if (rc != LATCH_OK)

@@ -27,7 +27,14 @@
 typedef const char *(*tmpl_lookup_fn)(const char *name, void *ud);
 
 enum {
-    TMPL_URL_ENCODE = 1 << 0, /* percent-encode substituted values (encodeURIComponent) */
+    TMPL_URL_ENCODE =
+        1 << 0, /* percent-encode substituted values (encodeURIComponent, keeping :) */
+    /*
+     * With TMPL_URL_ENCODE: a value that starts the URL or directly follows its http(s):// goes
+     * in unencoded (a whole base URL, a host[:port][/path]). Only for callers that validated such
+     * values for that place (catalog_field_validate with CATALOG_LANDS_URL / _HOSTPATH).
+     */
+    TMPL_URL_RAW_AUTHORITY = 1 << 1,
 };
 
 latch_rc tmpl_eval(const char *tmpl, tmpl_lookup_fn lookup, void *ud, unsigned flags, char *out,

@@ -25,9 +25,12 @@
 #include "util/str.h"
 #include "util/xalloc.h"
 
-/* LATCH_RESOLVE: text length, entries, addresses per entry. */
-#define DESTPOLICY_MAX_RESOLVE_LEN 4096
-#define DESTPOLICY_MAX_PINS 64
+/*
+ * LATCH_RESOLVE: text length, entries, addresses per entry. Large enough for a test that pins
+ * every host of the whole catalogue at once; the pin array grows as entries come (1.3 KiB each).
+ */
+#define DESTPOLICY_MAX_RESOLVE_LEN (256 * 1024)
+#define DESTPOLICY_MAX_PINS 4096
 #define DESTPOLICY_MAX_PIN_ADDRS 8
 /* LATCH_CA_FILE and the system bundle, each. */
 #define DESTPOLICY_MAX_CA_BYTES (8 * 1024 * 1024)
@@ -126,6 +129,7 @@ parse_resolve(struct destpolicy *ob, const char *spec, struct latch_err *err)
 {
     char *copy = NULL, *p;
     struct pin *cur = NULL;
+    size_t cap = 0;
     latch_rc rc = LATCH_E_INVAL;
 
     if (strlen(spec) > DESTPOLICY_MAX_RESOLVE_LEN) {
@@ -133,7 +137,6 @@ parse_resolve(struct destpolicy *ob, const char *spec, struct latch_err *err)
         goto out;
     }
     copy = xstrdup(spec);
-    ob->pins = xcalloc(DESTPOLICY_MAX_PINS, sizeof *ob->pins);
     p = copy;
     for (;;) {
         char *tok, *c1, *c2;
@@ -176,7 +179,12 @@ parse_resolve(struct destpolicy *ob, const char *spec, struct latch_err *err)
             latch_err_set(err, "LATCH_RESOLVE: more than %d entries", DESTPOLICY_MAX_PINS);
             goto out;
         }
+        if (ob->n_pins == cap) {
+            cap = cap == 0 ? 16 : cap * 2;
+            ob->pins = xrealloc(ob->pins, cap * sizeof *ob->pins);
+        }
         cur = &ob->pins[ob->n_pins];
+        memset(cur, 0, sizeof *cur);
         latch_strlcpy(cur->host, tok, sizeof cur->host);
         cur->port = (long)latch_strtonum(c1 + 1, 1, 65535, &errstr);
         if (errstr != NULL) {

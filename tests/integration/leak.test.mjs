@@ -254,3 +254,101 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
   assert.match(log, /lvl=debug/);
   assert.match(log, /oauth2\/auth/);
 });
+
+// ---- issue 12: every new kind of secret (API key, basic password, TWO_STEP credentials and the
+// token it gets, OAUTH2_CC client secret of a catalogue provider and its token) through linking,
+// rejected links, import, GET /connections and the proxy, at debug level: none in plaintext in the
+// log or the database files. The upstream is the generic fake at the real provider hosts.
+test('no secret of any new kind (API_KEY, BASIC, TWO_STEP, OAUTH2_CC) in logs or database files', { timeout: 180000 }, async () => {
+  const { startGenericUpstream } = await import('./lib/generic_upstream.mjs');
+  const { startLatch, tmpDir } = await import('./lib/stack.mjs');
+  const { randomUUID } = await import('node:crypto');
+  const sub = `leak${rand().slice(0, 6)}`;
+  const hosts = { itglue: 'api.itglue.com', freshdesk: `${sub}.freshdesk.com`, datto: 'pinotage-api.centrastage.net', halo: `${sub}.halo.example.com` };
+  const up = await startGenericUpstream({ hosts: Object.values(hosts) });
+  const key = randomUUID();
+  const dir = tmpDir('leak12-');
+  let latch = await startLatch({ dir, env: { LATCH_SECRET_KEY: key, LATCH_RESOLVE: up.resolveFor().join(','), LATCH_CA_FILE: up.tls.ca, LATCH_ALLOW_PRIVATE: 'true', LATCH_LOG_LEVEL: 'debug' } });
+  const c = (m, p, b, o) => api(latch.url, key, m, p, b, o);
+  const kinds = {
+    apiKey: `ITG.CANARYak${rand()}`, apiKeyWrong: `ITG.CANARYakw${rand()}`,
+    fdUser: `CANARYfduser${rand()}`, fdWrong: `CANARYfdwrong${rand()}`,
+    dattoUser: `CANARYDU${rand()}`.toUpperCase().replace(/[^A-Z0-9]/g, '').slice(0, 32).padEnd(32, 'Q'),
+    dattoPass: `CANARYDP${rand()}`.toUpperCase().replace(/[^A-Z0-9]/g, '').slice(0, 32).padEnd(32, 'Z'),
+    dattoToken: `CANARYdattotoken${rand()}`, haloSecret: `CANARYhalosecret${rand()}`, haloToken: `CANARYhalotoken${rand()}`,
+    impKey: `ITG.CANARYimpkey${rand()}`, impPass: `CANARYimppass${rand()}`, imp2sToken: `CANARYimp2s${rand()}`, impCcSecret: `CANARYimpcc${rand()}`,
+  };
+  const canaries = Object.values(kinds);
+  up.rule({ host: hosts.itglue, path: '/organizations' }, (q) => (q.headers['x-api-key'] === kinds.apiKey ? { status: 200, json: {} } : { status: 401, json: { error: `bad key ${q.headers['x-api-key']}` } }));
+  up.rule({ host: hosts.freshdesk, path: '/api/v2/settings/helpdesk' }, (q) => (q.headers.authorization === `Basic ${Buffer.from(`${kinds.fdUser}:X`).toString('base64')}` ? { status: 200, json: {} } : { status: 401, json: {} }));
+  up.rule({ host: hosts.datto, path: '/auth/oauth/token' }, () => ({ status: 200, json: { access_token: kinds.dattoToken, expires_in: 3600 } }));
+  up.rule({ host: hosts.halo, path: '/auth/token' }, () => ({ status: 200, json: { access_token: kinds.haloToken, expires_in: 3600, token_type: 'Bearer' } }));
+  try {
+    for (const p of ['itglue', 'freshdesk', 'datto-rmm-password-grant', 'halo-psa']) {
+      const r = await c('POST', '/integrations', { provider: p, unique_key: p });
+      assert.equal(r.status, 200, `${p}: ${r.text}`);
+    }
+    const sess = async () => (await c('POST', '/connect/sessions', { end_user: { id: 'leak12', email: 'l@example.com' } })).json.data.token;
+    const link = async (route, k, params, body) => {
+      const q = new URLSearchParams({ connect_session_token: await sess() });
+      for (const [a, b] of Object.entries(params)) q.set(`params[${a}]`, b);
+      return api(latch.url, null, 'POST', `/${route}/${k}?${q}`, body);
+    };
+    const ids = {};
+    let r = await link('api-auth/api-key', 'itglue', { subdomain: 'api' }, { apiKey: kinds.apiKeyWrong });
+    assert.ok(r.status >= 400, r.text);
+    for (const t of canaries) assert.ok(!r.text.includes(t), 'a rejected key is not echoed');
+    r = await link('api-auth/api-key', 'itglue', { subdomain: 'api' }, { apiKey: kinds.apiKey });
+    assert.equal(r.status, 200, r.text); ids.itglue = r.json.connectionId;
+    r = await link('api-auth/basic', 'freshdesk', { subdomain: sub }, { username: kinds.fdWrong });
+    assert.ok(r.status >= 400, r.text);
+    r = await link('api-auth/basic', 'freshdesk', { subdomain: sub }, { username: kinds.fdUser });
+    assert.equal(r.status, 200, r.text); ids.freshdesk = r.json.connectionId;
+    r = await link('auth/two-step', 'datto-rmm-password-grant', { platform: 'pinotage' }, { type: 'TWO_STEP', username: kinds.dattoUser, password: kinds.dattoPass });
+    assert.equal(r.status, 200, r.text); ids['datto-rmm-password-grant'] = r.json.connectionId;
+    r = await link('oauth2/auth', 'halo-psa', { hostname: hosts.halo }, { client_id: 'halo-client', client_secret: kinds.haloSecret });
+    assert.equal(r.status, 200, r.text); ids['halo-psa'] = r.json.connectionId;
+    const exp = new Date(Date.now() + 3600e3).toISOString();
+    for (const [p, id, cc, cred] of [
+      ['itglue', 'leak12-ak', { subdomain: 'api' }, { type: 'API_KEY', apiKey: kinds.impKey }],
+      ['freshdesk', 'leak12-basic', { subdomain: sub }, { type: 'BASIC', username: 'someone', password: kinds.impPass }],
+      ['datto-rmm-password-grant', 'leak12-2s', { platform: 'pinotage' }, { type: 'TWO_STEP', token: kinds.imp2sToken, expires_at: exp, username: kinds.dattoUser, password: kinds.dattoPass }],
+      ['halo-psa', 'leak12-cc', { hostname: hosts.halo }, { type: 'OAUTH2_CC', token: kinds.haloToken, expires_at: exp, client_id: 'cid', client_secret: kinds.impCcSecret }],
+    ]) {
+      r = await c('POST', '/connections', { provider_config_key: p, connection_id: id, connection_config: cc, credentials: cred });
+      assert.equal(r.status, 201, `${p} import: ${r.text}`);
+      ids[`${p}#imp`] = id;
+    }
+    for (const [k, id] of Object.entries(ids)) {
+      const p = k.replace(/#imp$/, '');
+      r = await c('GET', '/proxy/leak/probe', undefined, { headers: { 'connection-id': id, 'provider-config-key': p } });
+      assert.equal(r.status, 200, `${k}: ${r.text}`);
+      r = await c('GET', `/connections/${encodeURIComponent(id)}?provider_config_key=${p}`);
+      assert.equal(r.status, 200);
+      r = await c('GET', `/connections?connectionId=${encodeURIComponent(id)}`);
+      for (const t of canaries) assert.ok(!r.text.includes(t), 'no secret in a listing');
+    }
+    // the secrets did travel (so that "no copy" means something)
+    assert.ok(up.requests.some((q) => q.headers['x-api-key'] === kinds.apiKey));
+    assert.ok(up.requests.some((q) => q.body.includes(kinds.dattoPass)));
+    assert.ok(up.requests.some((q) => q.headers.authorization === `Bearer ${kinds.haloToken}`));
+    await latch.stop();
+    latch = null;
+    const found = [];
+    const forms = (v) => [v, encodeURIComponent(v), Buffer.from(v).toString('base64'), v.slice(0, 20), v.slice(-20)];
+    const basics = [`${kinds.fdUser}:X`, `${kinds.fdWrong}:X`, `someone:${kinds.impPass}`, `halo-client:${kinds.haloSecret}`, 'public-client:public'].map((x) => Buffer.from(x).toString('base64'));
+    const files = [path.join(dir, 'latch.log'), ...fs.readdirSync(dir).filter((f) => f.startsWith('latch.db')).map((f) => path.join(dir, f))];
+    for (const f of files) {
+      const b = fs.readFileSync(f);
+      for (const v of canaries) for (const n of forms(v)) if (b.indexOf(n) >= 0) found.push(`${path.basename(f)} contains ${n.slice(0, 14)}…`);
+      for (const n of basics.slice(0, 4)) if (b.indexOf(n) >= 0) found.push(`${path.basename(f)} contains a Basic header`);
+    }
+    assert.deepEqual(found, []);
+    const log = fs.readFileSync(path.join(dir, 'latch.log'), 'utf8');
+    assert.match(log, /lvl=debug/);
+    assert.match(log, /api-auth|two-step/, 'the log did record the link routes');
+  } finally {
+    await latch?.stop().catch(() => {});
+    await up.stop();
+  }
+});

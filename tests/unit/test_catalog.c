@@ -773,6 +773,77 @@ test_file_with_bad_pattern_fails_closed(void **state)
     catalog_free(c);
 }
 
+/* issue 12: a value is checked for the place it lands in the provider's URL templates. */
+static void
+test_values_fit_where_they_land(void **state)
+{
+    (void)state;
+    static const char yaml[] =
+        "p:\n"
+        "  auth_mode: OAUTH2_CC\n"
+        "  token_url: "
+        "https://${connectionConfig.tenant}.auth.example.com/${connectionConfig.ws}/t\n"
+        "  proxy:\n"
+        "    base_url: https://${connectionConfig.base}/api?q=${connectionConfig.q}\n"
+        "  connection_config:\n"
+        "    tenant: {type: string, title: Tenant}\n"
+        "    ws: {type: string, title: Workspace}\n"
+        "    base: {type: string, title: Base, prefix: 'https://', suffix: /api}\n"
+        "    q: {type: string, title: Q}\n"
+        "q:\n"
+        "  auth_mode: API_KEY\n"
+        "  proxy:\n"
+        "    base_url: ${connectionConfig.url}/v1\n"
+        "  connection_config:\n"
+        "    url: {type: string, title: URL}\n";
+    static const struct {
+        const char *prov, *field, *value;
+        bool ok;
+    } cases[] = {
+        {"p", "tenant", "acme", true},
+        {"p", "tenant", "acme.eu", true},
+        {"p", "tenant", "evil.com/", false},
+        {"p", "tenant", "x@evil.com", false},
+        {"p", "tenant", "evil.com#", false},
+        {"p", "tenant", "a..b", false},
+        {"p", "ws", "ws-1", true},
+        {"p", "ws", "..", false},
+        {"p", "ws", "../../../evil", false},
+        {"p", "ws", "a?x=1", false},
+        {"p", "ws", "%2e%2e", false},
+        {"p", "base", "host.example.com:8000/ADOXX", true},
+        {"p", "base", "host.example.com/", false},
+        {"p", "base", "a.b/../../evil.com", false},
+        {"p", "base", "h.example.com/x/..", false},
+        {"p", "base", "https://h.example.com", false}, /* repeats the prefix */
+        {"p", "base", "h.example.com/api", false},     /* repeats the suffix */
+        {"p", "q", "any/thing:here", true},            /* a query value: encoded */
+        {"q", "url", "https://h.example.com/base", true},
+        {"q", "url", "https://h.example.com/", true},
+        {"q", "url", "h.example.com", false},
+        {"q", "url", "https://user@h.example.com", false},
+        {"q", "url", "javascript:alert(1)", false},
+    };
+    struct catalog *c = expect_load_ok(yaml);
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct catalog_provider *pr = catalog_find(c, cases[i].prov);
+        const struct catalog_field *f;
+        struct latch_err err = {{0}};
+        latch_rc rc;
+
+        assert_non_null(pr);
+        f = catalog_find_field(pr->connection_config, pr->n_connection_config, cases[i].field);
+        assert_non_null(f);
+        rc = catalog_field_validate(f, cases[i].value, &err);
+        if ((rc == LATCH_OK) != cases[i].ok)
+            print_error("%s.%s = \"%s\": rc=%d (%s)\n", cases[i].prov, cases[i].field,
+                        cases[i].value, rc, err.msg);
+        assert_int_equal(rc == LATCH_OK, cases[i].ok);
+    }
+    catalog_free(c);
+}
+
 int
 main(void)
 {
@@ -792,6 +863,7 @@ main(void)
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_upstream_catalogue),
         cmocka_unit_test(test_file_with_bad_pattern_fails_closed),
+        cmocka_unit_test(test_values_fit_where_they_land),
     };
 
     return cmocka_run_group_tests_name("catalog", tests, NULL, NULL);
