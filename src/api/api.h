@@ -178,5 +178,7 @@ void api_connect_session_get(struct api_ctx *c);
 void api_connect_session_delete(struct api_ctx *c);
 void api_oauth2_cc(struct api_ctx *c);
 void api_proxy(struct api_ctx *c);
+void api_admin_page(struct api_ctx *c); /* api_admin.c */
+void api_admin_api(struct api_ctx *c);
 
 #endif
