@@ -1785,9 +1785,13 @@ test_pg_nodes_migrate_together(void **state)
     }
     s = open_migrated(url);
     assert_int_equal(store_schema_version(s), STORE_TEST_SCHEMA);
-    /* Exactly one recorded migration: the others waited on the lock and found it done. */
+    /*
+     * Each migration recorded once: the others waited on the lock and found it done. (Counted
+     * against the distinct versions, not a number: migration 3 may not exist on this branch.)
+     */
     assert_int_equal(pg_admin("multi", "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) "
-                                       "<> 2 THEN RAISE 'dup'; END IF; END $$"),
+                                       "<> (SELECT count(DISTINCT version) FROM "
+                                       "schema_migrations) THEN RAISE 'dup'; END IF; END $$"),
                      0);
     assert_int_equal(store_env_create(s, "dev", &e), LATCH_OK);
     store_env_clear(&e);
