@@ -12,6 +12,10 @@
 #include "net/http_server.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
+#include "core/metrics.h"
+#include "util/buf.h"
+#include "util/clock.h"
+#include "util/str.h"
 #include "net/outbound.h"
 #include "domain/oauth_cc.h"
 #include "domain/refresher.h"
@@ -20,6 +24,7 @@
 #include "core/ratelimit.h"
 #include "util/xalloc.h"
 #include "crypto/vault.h"
+#include "domain/opslog.h"
 #include "domain/webhook.h"
 #include "core/worker.h"
 
@@ -227,6 +232,123 @@ out:
     return rc;
 }
 
+/* ---- /metrics on its own bind address (LATCH_METRICS_BIND) ---- */
+
+static double
+g_webhook_depth(void *ud)
+{
+    int64_t n = 0;
+
+    (void)store_webhook_pending_count(((struct app *)ud)->store, &n);
+    return (double)n;
+}
+
+static double
+g_webhook_age(void *ud)
+{
+    int64_t t = 0;
+
+    if (store_webhook_oldest_pending(((struct app *)ud)->store, &t) != LATCH_OK || t == 0)
+        return 0;
+    return (double)(latch_now_ms() - t) / 1000.0;
+}
+
+static double
+g_ops_dropped(void *ud)
+{
+    (void)ud;
+    return (double)opslog_dropped();
+}
+
+static double
+g_ops_depth(void *ud)
+{
+    (void)ud;
+    return (double)opslog_depth();
+}
+
+static double
+g_ops_written(void *ud)
+{
+    (void)ud;
+    return (double)opslog_written();
+}
+
+static size_t
+metrics_body_limit(const char *method, const char *path, void *ud)
+{
+    (void)method;
+    (void)path;
+    (void)ud;
+    return 0;
+}
+
+static void
+metrics_dispatch(struct http_req *req, void *ud)
+{
+    struct buf b;
+    char *text;
+    size_t len = 0;
+
+    (void)ud;
+    http_req_set_route(req, "/metrics");
+    if (strcmp(http_req_path(req), "/metrics") != 0) {
+        http_resp_error(req, 404, "not_found", "Only /metrics is served here.");
+        return;
+    }
+    buf_init(&b, 16 * 1024 * 1024);
+    metrics_render(&b);
+    text = buf_steal(&b, &len);
+    http_resp_bytes(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, false);
+    free(text);
+}
+
+static latch_rc
+metrics_start(struct app *a, const struct config *cfg, struct latch_err *err)
+{
+    struct http_server_opts mo;
+    char host[256];
+    const char *colon = strrchr(cfg->metrics_bind, ':');
+    const char *e = NULL;
+    long long port;
+
+    if (colon == NULL || (size_t)(colon - cfg->metrics_bind) >= sizeof host) {
+        latch_err_set(err, "LATCH_METRICS_BIND must be host:port");
+        return LATCH_E_INVAL;
+    }
+    port = latch_strtonum(colon + 1, 0, 65535, &e);
+    if (e != NULL) {
+        latch_err_set(err, "LATCH_METRICS_BIND: bad port");
+        return LATCH_E_INVAL;
+    }
+    memcpy(host, cfg->metrics_bind, (size_t)(colon - cfg->metrics_bind));
+    host[colon - cfg->metrics_bind] = '\0';
+    metrics_gauge_fn("latch_webhook_queue_depth", "Webhooks waiting for delivery (pending rows)",
+                     g_webhook_depth, a);
+    metrics_gauge_fn("latch_webhook_queue_oldest_age_seconds",
+                     "Age of the oldest pending webhook (0 = none)", g_webhook_age, a);
+    metrics_gauge_fn("latch_ops_dropped_total",
+                     "Operations log rows dropped (queue full or store write failed)",
+                     g_ops_dropped, a);
+    metrics_gauge_fn("latch_ops_written_total", "Operations log rows written", g_ops_written, a);
+    metrics_gauge_fn("latch_ops_queue_depth", "Operations waiting for the log writer", g_ops_depth,
+                     a);
+    memset(&mo, 0, sizeof mo);
+    mo.bind_addr = host[0] != '\0' ? host : NULL;
+    mo.port = (uint16_t)port;
+    mo.threads = 1;
+    mo.conn_limit = 16;
+    mo.conn_timeout_s = 30;
+    mo.header_limit = LATCH_MAX_HEADER_BYTES;
+    mo.dispatch = metrics_dispatch;
+    mo.body_limit = metrics_body_limit;
+    mo.ud = a;
+    if (http_server_start(&mo, &a->metrics_http, err) != LATCH_OK)
+        return LATCH_E_UNAVAILABLE;
+    log_info("metrics listening", "addr=%s port=%u", host, http_server_port(a->metrics_http));
+    return LATCH_OK;
+}
+
 latch_rc
 app_start(struct app *a, const struct config *cfg, struct latch_err *err)
 {
@@ -237,6 +359,20 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     rc = app_open_data(a, cfg, true, err);
     if (rc != LATCH_OK)
         return rc;
+    if (cfg->ops_log) {
+        struct opslog_opts lo = {
+            .store = a->store,
+            .queue_max = (size_t)cfg->ops_queue,
+            .retention_ms = (int64_t)cfg->ops_retention_days * 86400 * 1000,
+            .max_rows = cfg->ops_max_rows,
+            .prune_interval_ms = (int64_t)cfg->ops_prune_interval_s * 1000,
+        };
+
+        if (opslog_start(&lo) != LATCH_OK) {
+            latch_err_set(err, "cannot start the operations log writer");
+            return LATCH_E_INTERNAL;
+        }
+    }
     memset(&oo, 0, sizeof oo);
     oo.resolve = cfg->resolve;
     oo.ca_file = cfg->ca_file;
@@ -248,6 +384,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     a->authcache = authcache_new();
     a->rl_env = ratelimit_new(cfg->rate_env, 2.0 * cfg->rate_env);
     a->rl_ip = ratelimit_new(cfg->rate_ip, 2.0 * cfg->rate_ip);
+    a->rl_auth_fail = ratelimit_new(cfg->rate_auth_fail, 2.0 * cfg->rate_auth_fail);
     rc = timer_start(&a->timer);
     if (rc == LATCH_OK)
         rc = worker_start(LATCH_WORKER_THREADS, LATCH_WORKER_MAX_JOBS, &a->worker);
@@ -268,6 +405,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
             .timeout_ms = cfg->webhook_timeout_ms,
             .max_attempts = cfg->webhook_max_attempts,
             .backoff_ms = cfg->webhook_backoff_ms,
+            .no_legacy_signature = !cfg->webhook_legacy_sig,
         };
 
         a->oauth_cc = oauth_cc_new(&co);
@@ -304,6 +442,7 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     ho.conn_limit = (unsigned)cfg->conn_limit;
     ho.conn_timeout_s = (unsigned)cfg->conn_timeout_s;
     ho.conn_limit_ip = (unsigned)cfg->conn_limit_ip;
+    ho.trusted_proxies = cfg->trusted_proxies;
     ho.header_timeout_s = (unsigned)cfg->header_timeout_s;
     ho.body_timeout_s = (unsigned)cfg->body_timeout_s;
     ho.header_limit = LATCH_MAX_HEADER_BYTES;
@@ -324,12 +463,16 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
         .worker = a->worker,
         .rl_env = a->rl_env,
         .rl_ip = a->rl_ip,
+        .rl_auth_fail = a->rl_auth_fail,
         .authcache = a->authcache,
     };
     ho.precheck = api_precheck;
     ho.body_budget = (size_t)cfg->body_budget_mb * 1024 * 1024;
     ho.ud = a->api;
-    return http_server_start(&ho, &a->http, err);
+    rc = http_server_start(&ho, &a->http, err);
+    if (rc == LATCH_OK && cfg->metrics_bind != NULL && cfg->metrics_bind[0] != '\0')
+        rc = metrics_start(a, cfg, err);
+    return rc;
 }
 
 void
@@ -340,6 +483,8 @@ app_stop(struct app *a)
      * must be answered within the HTTP server's grace period (10 s): give it half of that.
      */
     refresher_drain(a->refresher, APP_LEASE_DRAIN_MS);
+    http_server_stop(a->metrics_http);
+    a->metrics_http = NULL;
     http_server_stop(a->http);
     a->http = NULL;
     free(a->api); /* no request runs any more */
@@ -373,8 +518,11 @@ app_stop(struct app *a)
     a->rl_env = NULL;
     ratelimit_free(a->rl_ip);
     a->rl_ip = NULL;
+    ratelimit_free(a->rl_auth_fail);
+    a->rl_auth_fail = NULL;
     catalog_free(a->catalog);
     a->catalog = NULL;
+    opslog_stop(); /* after every emitter (requests, worker, webhook, refresher) is gone */
     store_close(a->store);
     a->store = NULL;
     vault_free(a->vault);

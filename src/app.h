@@ -38,10 +38,12 @@ struct app {
     struct webhook *webhook;
     struct refresher *refresher;
     struct http_server *http;
+    struct http_server *metrics_http; /* LATCH_METRICS_BIND, or NULL */
     struct timer *timer;
     struct worker *worker; /* store writes that follow an upstream answer, off the curl thread */
     struct ratelimit *rl_env;
     struct ratelimit *rl_ip;
+    struct ratelimit *rl_auth_fail;
     struct authcache *authcache;
     struct api_deps *api; /* the members the REST layer uses (owned; filled by app_start) */
     char node_id[33];     /* random per process: lease owner prefix */

@@ -24,6 +24,7 @@
 #include "util/xalloc.h"
 #include "crypto/pwhash.h"
 #include "crypto/vault.h"
+#include "domain/creds.h"
 
 static int
 usage(FILE *f)
@@ -158,6 +159,13 @@ reseal_cb(const struct store_sealed_ref *ref, char **new_sealed, void *ud)
     latch_rc rc;
 
     *new_sealed = NULL;
+    if (strcmp(ref->table, "connections") == 0) {
+        /* bound to their owner (domain/creds.h): legacy-AAD rows move to the owner binding too */
+        struct creds_owner o = {ref->env_id, ref->provider_config_key, ref->connection_id,
+                                ref->row};
+
+        return creds_reseal(v, &o, &o, ref->sealed, true, new_sealed);
+    }
     vault_primary_kid(v, primary);
     if (vault_envelope_kid(ref->sealed, kid) == LATCH_OK && strcmp(kid, primary) == 0)
         return LATCH_OK; /* already under the new key */

@@ -20,60 +20,67 @@
 #define STORE_UNAVAILABLE_MSG "The store is unavailable. Try again."
 
 static const struct api_route routes[] = {
-    {"GET", "/health", api_health, AUTH_NONE, 0, 0},
-    {"GET", "/ui/*", api_ui_asset, AUTH_NONE, 0, 0}, /* before "/ui": that one tolerates a '/' */
-    {"GET", "/ui", api_ui_asset, AUTH_NONE, 0, 0},
+    {"GET", "/health", api_health, AUTH_NONE, 0, 0, NULL},
+    /* before "/ui": that one tolerates a '/' */
+    {"GET", "/ui/*", api_ui_asset, AUTH_NONE, 0, 0, NULL},
+    {"GET", "/ui", api_ui_asset, AUTH_NONE, 0, 0, NULL},
     /* the dashboard: its own session cookie and CSRF (api_admin.c); the API route first */
-    {"*", "/admin/api/*", api_admin_api, AUTH_NONE, API_JSON_BODY | API_OFFLOAD, 64 * 1024},
-    {"GET", "/admin/*", api_admin_page, AUTH_NONE, 0, 0},
-    {"GET", "/admin", api_admin_page, AUTH_NONE, 0, 0},
-    {"GET", "/providers", api_providers_list, AUTH_SESSION_OR_SECRET, 0, 0},
-    {"GET", "/providers/:provider", api_provider_get, AUTH_SESSION_OR_SECRET, 0, 0},
-    {"GET", "/integrations", api_integrations_list, AUTH_SESSION_OR_SECRET, API_NO_QUERY, 0},
+    {"*", "/admin/api/*", api_admin_api, AUTH_NONE, API_JSON_BODY | API_OFFLOAD, 64 * 1024, NULL},
+    {"GET", "/admin/*", api_admin_page, AUTH_NONE, 0, 0, NULL},
+    {"GET", "/admin", api_admin_page, AUTH_NONE, 0, 0, NULL},
+    {"GET", "/providers", api_providers_list, AUTH_SESSION_OR_SECRET, 0, 0, NULL},
+    {"GET", "/providers/:provider", api_provider_get, AUTH_SESSION_OR_SECRET, 0, 0, NULL},
+    {"GET", "/integrations", api_integrations_list, AUTH_SESSION_OR_SECRET, API_NO_QUERY, 0, NULL},
     {"POST", "/integrations", api_integration_create, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
-    {"GET", "/integrations/:key", api_integration_get, AUTH_SECRET, 0, 0},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "integration.create"},
+    {"GET", "/integrations/:key", api_integration_get, AUTH_SECRET, 0, 0, NULL},
     {"PATCH", "/integrations/:key", api_integration_patch, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "integration.update"},
     {"DELETE", "/integrations/:key", api_integration_delete, AUTH_SECRET,
-     API_NO_QUERY | API_OFFLOAD, 0},
+     API_NO_QUERY | API_OFFLOAD, 0, "integration.delete"},
     {"POST", "/connections/metadata", api_metadata_set, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "metadata.set"},
     {"PATCH", "/connections/metadata", api_metadata_update, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
-    {"GET", "/connections", api_connections_list, AUTH_SECRET, 0, 0},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "metadata.update"},
+    {"GET", "/connections", api_connections_list, AUTH_SECRET, 0, 0, NULL},
     {"POST", "/connections", api_connection_create, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
-    {"GET", "/connections/:id", api_connection_get, AUTH_SECRET, 0, 0},
-    {"DELETE", "/connections/:id", api_connection_delete, AUTH_SECRET, API_OFFLOAD, 0},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "connection.create"},
+    {"GET", "/connections/:id", api_connection_get, AUTH_SECRET, 0, 0, NULL},
+    {"DELETE", "/connections/:id", api_connection_delete, AUTH_SECRET, API_OFFLOAD, 0,
+     "connection.delete"},
     {"PATCH", "/connections/:id", api_connection_patch, AUTH_SECRET, API_JSON_BODY | API_OFFLOAD,
-     LATCH_MAX_JSON_BODY},
+     LATCH_MAX_JSON_BODY, "connection.update"},
     /* deprecated singular aliases still used by older SDKs */
     {"POST", "/connection/metadata", api_metadata_set, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "metadata.set"},
     {"PATCH", "/connection/metadata", api_metadata_update, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
-    {"GET", "/connection", api_connections_list, AUTH_SECRET, 0, 0},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "metadata.update"},
+    {"GET", "/connection", api_connections_list, AUTH_SECRET, 0, 0, NULL},
     {"POST", "/connection", api_connection_create, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "connection.create"},
     {"POST", "/connection/:id/metadata", api_legacy_metadata_set, AUTH_SECRET,
-     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "metadata.set"},
     {"PATCH", "/connection/:id/metadata", api_legacy_metadata_update, AUTH_SECRET,
-     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
-    {"GET", "/connection/:id", api_connection_get, AUTH_SECRET, 0, 0},
-    {"DELETE", "/connection/:id", api_connection_delete, AUTH_SECRET, API_OFFLOAD, 0},
+     API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "metadata.update"},
+    {"GET", "/connection/:id", api_connection_get, AUTH_SECRET, 0, 0, NULL},
+    {"DELETE", "/connection/:id", api_connection_delete, AUTH_SECRET, API_OFFLOAD, 0,
+     "connection.delete"},
     {"PATCH", "/connection/:id", api_connection_patch, AUTH_SECRET, API_JSON_BODY | API_OFFLOAD,
-     LATCH_MAX_JSON_BODY},
+     LATCH_MAX_JSON_BODY, "connection.update"},
     {"POST", "/connect/sessions", api_connect_session_create, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "connect_session.create"},
     {"POST", "/connect/sessions/reconnect", api_connect_session_reconnect, AUTH_SECRET,
-     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY},
-    {"GET", "/connect/session", api_connect_session_get, AUTH_SESSION_HEADER, API_NO_QUERY, 0},
+     API_JSON_BODY | API_NO_QUERY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "connect_session.reconnect"},
+    {"GET", "/connect/session", api_connect_session_get, AUTH_SESSION_HEADER, API_NO_QUERY, 0,
+     NULL},
     {"DELETE", "/connect/session", api_connect_session_delete, AUTH_SESSION_HEADER,
-     API_NO_QUERY | API_OFFLOAD, 0},
+     API_NO_QUERY | API_OFFLOAD, 0, "connect_session.delete"},
     {"POST", "/oauth2/auth/:key", api_oauth2_cc, AUTH_SESSION_QUERY, API_JSON_BODY | API_OFFLOAD,
-     LATCH_MAX_JSON_BODY},
-    {"*", "/proxy/*", api_proxy, AUTH_SECRET, API_STREAM, (size_t)LATCH_MAX_PROXY_BODY},
+     LATCH_MAX_JSON_BODY, "link"},
+    /* latch extension: the operations log (docs/api.md); Nango has no /latch prefix */
+    {"GET", "/latch/operations", api_operations_list, AUTH_SECRET, 0, 0, NULL},
+    {"GET", "/latch/operations/:id", api_operation_get, AUTH_SECRET, API_NO_QUERY, 0, NULL},
+    {"*", "/proxy/*", api_proxy, AUTH_SECRET, API_STREAM, (size_t)LATCH_MAX_PROXY_BODY, "proxy"},
 };
 
 /* Prefixes where Nango rejects non-JSON content types (jsonContentTypeMiddleware). */
@@ -171,6 +178,7 @@ api_ctx_free(struct api_ctx *c)
 {
     if (c == NULL)
         return;
+    api_op_finish(c); /* the request is over: its operation goes to the log */
     store_env_clear(&c->env);
     store_session_clear(&c->session);
     if (c->body != NULL)
@@ -200,6 +208,7 @@ void
 api_error(struct api_ctx *c, unsigned status, const char *code, const char *message)
 {
     http_req_log_kv(c->req, "err", code);
+    api_op_error(c, code);
     http_resp_error(c->req, status, code, message);
 }
 
@@ -221,6 +230,7 @@ api_error_list(struct api_ctx *c, unsigned status, const char *code, const char 
     free(m);
     json_object_set_new(e, "errors", errors);
     http_req_log_kv(c->req, "err", code);
+    api_op_error(c, code);
     api_reply(c, status, json_pack("{s:o}", "error", e));
 }
 
@@ -461,14 +471,18 @@ api_dispatch(struct http_req *req, void *depsv)
     struct api_deps *deps = depsv;
     const char *method = http_req_method(req);
     const char *path = http_req_path(req);
-    struct api_ctx *c = xcalloc(1, sizeof *c);
+    struct api_ctx *c = http_req_app_data(req); /* api_precheck's, when it authenticated */
     const struct api_route *r;
     bool method_mismatch;
     const char *ct;
 
-    c->deps = deps;
-    c->req = req;
-    http_req_set_app_data(req, c, ctx_free_cb);
+    if (c == NULL) {
+        c = xcalloc(1, sizeof *c);
+        c->deps = deps;
+        c->req = req;
+        http_req_set_app_data(req, c, ctx_free_cb);
+    }
+    c->at_headers = false;
 
     r = route_find(method, path, c, &method_mismatch);
     if (r == NULL) {
@@ -478,6 +492,7 @@ api_dispatch(struct http_req *req, void *depsv)
             api_error(c, 404, "not_found", "Unknown route.");
         return;
     }
+    http_req_set_route(req, r->pattern);
     for (int i = 0; i < 4; i++) {
         if (c->params[i] != NULL && !latch_utf8_clean(c->params[i])) {
             api_error(c, 400, "invalid_uri_params",
@@ -508,14 +523,13 @@ api_dispatch(struct http_req *req, void *depsv)
         api_error_list(c, 400, "invalid_query_params", "Invalid query parameters", errs);
         return;
     }
-    /* browser-facing routes: per client IP, before the session lookup */
-    if ((r->auth == AUTH_SESSION_HEADER || r->auth == AUTH_SESSION_QUERY) &&
-        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
+    /*
+     * Failed authentications take from their own per-IP bucket (api_auth.c); requests with a
+     * valid connect session from the per-IP one, so bogus tokens cannot use up valid ones' budget.
+     */
+    if (!c->authenticated && !api_authenticate(c, r->auth))
         return;
-    if (!api_authenticate(c, r->auth))
-        return;
-    if (c->by_session && r->auth == AUTH_SESSION_OR_SECRET &&
-        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
+    if (c->by_session && api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
         return;
     if (c->env_id != 0 && !c->by_session) {
         char key[32];
@@ -524,6 +538,7 @@ api_dispatch(struct http_req *req, void *depsv)
         if (api_rate_limited(c, deps->rl_env, key))
             return;
     }
+    api_op_begin(c, r->op);
     if ((r->flags & API_JSON_BODY) && !parse_body(c))
         return;
     if (r->flags & API_OFFLOAD) {
@@ -542,11 +557,22 @@ api_precheck(struct http_req *req, void *deps)
 
     c->deps = deps;
     c->req = req;
+    c->at_headers = true;
     r = route_find(http_req_method(req), http_req_path(req), c, &method_mismatch);
     /* unknown routes and bodies on routes without one are refused later, without a body */
-    ok = r == NULL || r->auth == AUTH_NONE || api_authenticate(c, r->auth);
-    api_ctx_free(c);
-    return ok;
+    if (r == NULL || r->auth == AUTH_NONE) {
+        api_ctx_free(c);
+        return true;
+    }
+    ok = api_authenticate(c, r->auth);
+    if (!ok) {
+        api_ctx_free(c);
+        return false;
+    }
+    /* dispatch goes on with this context: the credentials are not checked twice */
+    c->authenticated = true;
+    http_req_set_app_data(req, c, ctx_free_cb);
+    return true;
 }
 
 void

@@ -51,6 +51,7 @@ struct api_deps {
     struct worker *worker;
     struct ratelimit *rl_env;
     struct ratelimit *rl_ip;
+    struct ratelimit *rl_auth_fail; /* failed authentications per client IP */
     struct authcache *authcache;
 };
 
@@ -65,9 +66,12 @@ struct api_ctx {
     bool env_loaded;
     struct store_session session; /* when authenticated by a connect session */
     bool by_session;
-    json_t *body;                         /* parsed JSON body (owned), NULL if none */
+    bool authenticated; /* api_precheck authenticated it already: dispatch does not again */
+    bool at_headers;    /* api_precheck: the answer cannot be delayed (no tarpit) */
+    json_t *body;       /* parsed JSON body (owned), NULL if none */
     void (*offloaded)(struct api_ctx *c); /* API_OFFLOAD: the handler the worker runs */
     _Atomic int holds; /* API_OFFLOAD: answers still owed (the handler + each api_defer) */
+    struct api_op *op; /* the operation this request records (api_ops.c), or NULL */
 };
 
 enum api_auth {
@@ -101,6 +105,7 @@ struct api_route {
     enum api_auth auth;
     unsigned flags;
     size_t body_limit;
+    const char *op; /* operations log: "link", "proxy", or a management "what"; NULL = none */
 };
 
 /* Glue for http_server_opts. */
@@ -180,5 +185,27 @@ void api_oauth2_cc(struct api_ctx *c);
 void api_proxy(struct api_ctx *c);
 void api_admin_page(struct api_ctx *c); /* api_admin.c */
 void api_admin_api(struct api_ctx *c);
+void api_operations_list(struct api_ctx *c);
+void api_operation_get(struct api_ctx *c);
+
+/*
+ * The request's operation (api_ops.c): begun by the router for routes with an op (the id goes
+ * out in X-Latch-Operation-Id), finished when the request is. Handlers add what they learn;
+ * every call is a no-op on a request without one. Never pass a secret or a body.
+ */
+struct api_op;
+void api_op_begin(struct api_ctx *c, const char *op);
+void api_op_conn(struct api_ctx *c, const char *integration, const char *provider,
+                 const char *connection_id);
+void api_op_error(struct api_ctx *c, const char *code);
+void api_op_detail(struct api_ctx *c, const char *key, json_t *value); /* value stolen */
+const char *api_op_id(const struct api_ctx *c);                        /* NULL if none */
+/* Proxy: method and endpoint path (the query is cut off: its values are not kept). */
+void api_op_target(struct api_ctx *c, const char *method, const char *endpoint);
+/* Proxy: the upstream answer that is passed on. */
+void api_op_upstream(struct api_ctx *c, long status, int retries, bool refreshed);
+void api_op_finish(struct api_ctx *c);
+/* /metrics: one upstream answer of provider (status 0: none), latency since t0_us. */
+void api_metrics_upstream(const char *provider, long status, uint64_t t0_us);
 
 #endif

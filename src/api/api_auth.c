@@ -120,6 +120,30 @@ authcache_put(struct api_deps *a, const unsigned char h[32], int64_t env_id)
     pthread_mutex_unlock(&ac->mu);
 }
 
+static void refuse_429(struct api_ctx *c, const struct ratelimit_verdict *v);
+
+/*
+ * Answers a failed authentication: 401, or 429 once the client has used up its bucket of failed
+ * authentications (LATCH_RATE_LIMIT_AUTH_FAIL). Only failures take from that bucket, and it is
+ * not the per-IP request bucket: a flood of bogus tokens slows down only itself, while requests
+ * with valid credentials from the same address (every end user behind one proxy) go on.
+ */
+static void
+auth_refuse(struct api_ctx *c, const char *code, const char *message)
+{
+    struct ratelimit_verdict v;
+
+    if (c->deps->rl_auth_fail != NULL) {
+        ratelimit_take(c->deps->rl_auth_fail, http_req_client_ip(c->req), &v);
+        if (!v.allowed) {
+            http_req_log_kv(c->req, "auth_fail", code);
+            refuse_429(c, &v);
+            return;
+        }
+    }
+    api_error(c, 401, code, message);
+}
+
 static bool
 auth_secret(struct api_ctx *c, const char *token)
 {
@@ -128,8 +152,8 @@ auth_secret(struct api_ctx *c, const char *token)
     latch_rc rc;
 
     if (!is_uuid_v4(token)) {
-        api_error(c, 401, "invalid_secret_key_format",
-                  "Authentication failed. The provided secret key is not a UUID v4.");
+        auth_refuse(c, "invalid_secret_key_format",
+                    "Authentication failed. The provided secret key is not a UUID v4.");
         return false;
     }
     vault_index_hash(c->deps->vault, token, h);
@@ -138,8 +162,8 @@ auth_secret(struct api_ctx *c, const char *token)
     if (rc == LATCH_OK)
         authcache_put(c->deps, h, env_id);
     if (rc == LATCH_E_NOT_FOUND) {
-        api_error(c, 401, "unknown_account",
-                  "Authentication failed. The provided secret key does not match any account.");
+        auth_refuse(c, "unknown_account",
+                    "Authentication failed. The provided secret key does not match any account.");
         return false;
     }
     if (rc != LATCH_OK) {
@@ -157,9 +181,9 @@ auth_session(struct api_ctx *c, const char *token)
     latch_rc rc;
 
     if (!is_session_token(token)) {
-        api_error(c, 401, "invalid_connect_session_token_format",
-                  "Authentication failed. The provided connect session token is not following "
-                  "correct format: nango_connect_session_RANDOM");
+        auth_refuse(c, "invalid_connect_session_token_format",
+                    "Authentication failed. The provided connect session token is not following "
+                    "correct format: nango_connect_session_RANDOM");
         return false;
     }
     vault_index_hash(c->deps->vault, token, h);
@@ -167,9 +191,9 @@ auth_session(struct api_ctx *c, const char *token)
     if (rc == LATCH_OK && c->session.expires_at <= latch_now_ms())
         rc = LATCH_E_NOT_FOUND;
     if (rc == LATCH_E_NOT_FOUND) {
-        api_error(c, 401, "unknown_connect_session_token",
-                  "Authentication failed. The provided connect session token does not match any "
-                  "account or has expired.");
+        auth_refuse(c, "unknown_connect_session_token",
+                    "Authentication failed. The provided connect session token does not match any "
+                    "account or has expired.");
         return false;
     }
     if (rc != LATCH_OK) {
@@ -193,44 +217,44 @@ api_authenticate(struct api_ctx *c, enum api_auth mode)
         tok = http_req_query(c->req, "connect_session_token");
         if (tok == NULL) {
             if (http_req_query(c->req, "public_key") != NULL) {
-                api_error(c, 401, "deprecated_authentication",
-                          "Public key authentication is deprecated. Please use connect session "
-                          "authentication instead.");
+                auth_refuse(c, "deprecated_authentication",
+                            "Public key authentication is deprecated. Please use connect session "
+                            "authentication instead.");
                 return false;
             }
-            api_error(c, 401, "missing_connect_session_token",
-                      "Authentication failed. The request is missing the connect_session_token "
-                      "query parameter.");
+            auth_refuse(c, "missing_connect_session_token",
+                        "Authentication failed. The request is missing the connect_session_token "
+                        "query parameter.");
             return false;
         }
         return auth_session(c, tok);
     }
     h = http_req_header(c->req, "Authorization");
     if (h == NULL || h[0] == '\0') {
-        api_error(c, 401, "missing_auth_header",
-                  "Authentication failed. The request is missing the Authorization header.");
+        auth_refuse(c, "missing_auth_header",
+                    "Authentication failed. The request is missing the Authorization header.");
         return false;
     }
     /* Nango: token = header.split('Bearer ').pop() */
     tok = strstr(h, "Bearer ");
     tok = tok != NULL ? tok + 7 : h;
     if (tok[0] == '\0' || strlen(tok) > 256) {
-        api_error(c, 401, "malformed_auth_header",
-                  "Authentication failed. The provided Authorization header is malformed.");
+        auth_refuse(c, "malformed_auth_header",
+                    "Authentication failed. The provided Authorization header is malformed.");
         return false;
     }
     if (strncmp(tok, CONNECT_TOKEN_PREFIX, strlen(CONNECT_TOKEN_PREFIX)) == 0) {
         if (mode == AUTH_SECRET) {
-            api_error(c, 401, "invalid_secret_key_format",
-                      "Authentication failed. The provided secret key is not a UUID v4.");
+            auth_refuse(c, "invalid_secret_key_format",
+                        "Authentication failed. The provided secret key is not a UUID v4.");
             return false;
         }
         return auth_session(c, tok);
     }
     if (mode == AUTH_SESSION_HEADER) {
-        api_error(c, 401, "invalid_connect_session_token_format",
-                  "Authentication failed. The provided connect session token is not following "
-                  "correct format: nango_connect_session_RANDOM");
+        auth_refuse(c, "invalid_connect_session_token_format",
+                    "Authentication failed. The provided connect session token is not following "
+                    "correct format: nango_connect_session_RANDOM");
         return false;
     }
     return auth_secret(c, tok);
@@ -244,6 +268,30 @@ static void
 resume_later(void *req)
 {
     http_req_resume(req);
+}
+
+/* The X-RateLimit-* headers, and when refused the 429 with Retry-After and the tarpit. */
+static void
+refuse_429(struct api_ctx *c, const struct ratelimit_verdict *v)
+{
+    char b[32];
+
+    (void)snprintf(b, sizeof b, "%u", v->retry_after_s);
+    http_resp_header(c->req, "Retry-After", b);
+    api_error(c, 429, "too_many_requests", "Too many requests. Retry after the Retry-After delay.");
+    /*
+     * Tarpit: the 429 leaves after LATCH_RATE_LIMIT_DELAY_MS. A client looping on its
+     * connections then sends at most one request per connection per delay, so an environment
+     * that floods latch pays in waiting, not in the CPU every other environment shares. The
+     * waiting request costs a suspended connection and a timer entry, both bounded. An answer
+     * at the headers (api_precheck) cannot wait; its connection is closed anyway.
+     */
+    if (c->deps->cfg->rate_delay_ms > 0 && c->deps->timer != NULL && !c->at_headers) {
+        http_req_suspend(c->req);
+        if (timer_after(c->deps->timer, c->deps->cfg->rate_delay_ms, resume_later, c->req) !=
+            LATCH_OK)
+            http_req_resume(c->req); /* timer full or stopping: answer now */
+    }
 }
 
 bool
@@ -263,20 +311,6 @@ api_rate_limited(struct api_ctx *c, struct ratelimit *rl, const char *key)
     http_resp_header(c->req, "X-RateLimit-Reset", b);
     if (v.allowed)
         return false;
-    (void)snprintf(b, sizeof b, "%u", v.retry_after_s);
-    http_resp_header(c->req, "Retry-After", b);
-    api_error(c, 429, "too_many_requests", "Too many requests. Retry after the Retry-After delay.");
-    /*
-     * Tarpit: the 429 leaves after LATCH_RATE_LIMIT_DELAY_MS. A client looping on its
-     * connections then sends at most one request per connection per delay, so an environment
-     * that floods latch pays in waiting, not in the CPU every other environment shares. The
-     * waiting request costs a suspended connection and a timer entry, both bounded.
-     */
-    if (c->deps->cfg->rate_delay_ms > 0 && c->deps->timer != NULL) {
-        http_req_suspend(c->req);
-        if (timer_after(c->deps->timer, c->deps->cfg->rate_delay_ms, resume_later, c->req) !=
-            LATCH_OK)
-            http_req_resume(c->req); /* timer full or stopping: answer now */
-    }
+    refuse_429(c, &v);
     return true;
 }

@@ -414,9 +414,70 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
         c->session.end_user_json, c->session.tags_json, j->existing ? "override" : "creation",
         "client_credentials_fetch_error", res->message, c->session.webhook_url_override);
     http_req_log_kv(c->req, "reason", res->reason);
+    api_op_error(c, "client_credentials_fetch_error");
+    api_op_detail(c, "reason", json_string(res->reason));
     api_reply(c, status_for(res->outcome),
               json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "client_credentials_fetch_error",
                         "message", msg, "reason", res->reason));
+}
+
+static void
+session_used(struct api_ctx *c)
+{
+    api_error(c, 409, "connect_session_used",
+              "This connect session has already linked an account. Ask for a new connect link.");
+}
+
+/*
+ * A connect session links one account, once: a successful link deletes it, before the
+ * connection is written. The delete is the claim: of two exchanges of one session that succeed
+ * together, only the one whose delete removed the row writes a connection; the other is
+ * answered 409 and its token is dropped. Reconnect sessions too. False when answered.
+ */
+static bool
+session_consume(struct api_ctx *c)
+{
+    latch_rc rc = store_session_delete(c->deps->store, c->session.id);
+
+    if (rc == LATCH_E_NOT_FOUND) {
+        session_used(c);
+        return false;
+    }
+    if (rc != LATCH_OK) {
+        api_store_unavailable(c);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The end user may set only the connection_config keys the provider declares (the Connect UI
+ * sends nothing else); anything else (oauth_scopes, a key a template might read) is refused
+ * with a 400 naming it. Keys set by the integration or the session are not checked here.
+ */
+static bool
+user_params_declared(struct api_ctx *c, const struct catalog_provider *p, json_t *user_cfg)
+{
+    const char *k;
+    json_t *v;
+
+    json_object_foreach(user_cfg, k, v)
+    {
+        if (catalog_find_field(p->connection_config, p->n_connection_config, k) == NULL) {
+            json_t *errs = json_array();
+            const char *const path[] = {"params", k, NULL};
+            char msg[160];
+
+            (void)v;
+            (void)snprintf(msg, sizeof msg,
+                           "Unknown connection parameter '%s': the provider does not declare it.",
+                           k);
+            api_issue(errs, "unrecognized_keys", msg, path);
+            api_error_list(c, 400, "invalid_connection_config", msg, errs);
+            return false;
+        }
+    }
+    return true;
 }
 
 static void
@@ -438,7 +499,11 @@ link_done(struct oauth_cc_result *res, void *ud)
     conn.connection_id = xstrdup(j->connection_id);
     conn.provider_config_key = xstrdup(j->integ.unique_key);
     conn.provider = xstrdup(j->integ.provider);
-    rc = creds_seal(c->deps->vault, j->uid, res->creds, &conn.credentials_sealed);
+    {
+        struct creds_owner o = creds_owner_of(&conn);
+
+        rc = creds_seal(c->deps->vault, &o, res->creds, &conn.credentials_sealed);
+    }
     if (rc != LATCH_OK)
         goto unavailable;
     conn.connection_config_json = latch_json_dump(j->cfg);
@@ -462,6 +527,8 @@ link_done(struct oauth_cc_result *res, void *ud)
     }
     if (c->session.webhook_url_override != NULL)
         conn.webhook_url_override = xstrdup(c->session.webhook_url_override);
+    if (!session_consume(c))
+        goto out;
     rc = store_connection_upsert(c->deps->store, &conn, &created);
     if (rc != LATCH_OK)
         goto unavailable;
@@ -514,6 +581,7 @@ api_oauth2_cc(struct api_ctx *c)
     struct oauth_cc_input in;
     struct oauth_cc_result res_err;
     int attempts = 0;
+    latch_rc rc;
 
     if (!json_is_object(b) || !json_is_string(id_v) || json_string_length(id_v) == 0) {
         api_error(c, 400, "missing_client_id", "Missing param 'oauth_client_id'.");
@@ -567,7 +635,7 @@ api_oauth2_cc(struct api_ctx *c)
             goto out;
         }
     }
-    /* connection config: user params, then session defaults (session wins) */
+    /* connection config: user params (declared keys only), integration scopes, session defaults */
     pp.cfg = json_object();
     http_req_query_foreach(c->req, params_cb, &pp);
     if (pp.bad) {
@@ -575,13 +643,18 @@ api_oauth2_cc(struct api_ctx *c)
         api_error(c, 400, "invalid_connection_config", "A connection parameter is invalid.");
         goto out;
     }
+    if (!user_params_declared(c, j->p, pp.cfg)) {
+        json_decref(pp.cfg);
+        goto out;
+    }
+    /* the integration's scopes win over the user's, the session's over both */
+    if (j->integ.oauth_scopes != NULL)
+        json_object_set_new(pp.cfg, "oauth_scopes", json_string(j->integ.oauth_scopes));
     cd = latch_json_col(c->session.config_defaults_json);
     defaults = json_object_get(json_object_get(cd, "defaults"), key);
     v = json_object_get(defaults, "connection_config");
     if (json_is_object(v))
         json_object_update(pp.cfg, v);
-    if (j->integ.oauth_scopes != NULL && json_object_get(pp.cfg, "oauth_scopes") == NULL)
-        json_object_set_new(pp.cfg, "oauth_scopes", json_string(j->integ.oauth_scopes));
     errs = json_array();
     j->cfg = apiv_connection_config(j->p, pp.cfg, "params", false, errs);
     json_decref(pp.cfg);
@@ -626,7 +699,14 @@ api_oauth2_cc(struct api_ctx *c)
         j->connection_id = xstrdup(id);
         vault_uuid_v4(j->uid);
     }
-    if (store_session_bump_attempts(c->deps->store, c->session.id, &attempts) != LATCH_OK) {
+    api_op_conn(c, j->integ.unique_key, j->integ.provider, j->connection_id);
+    rc = store_session_bump_attempts(c->deps->store, c->session.id, &attempts);
+    if (rc == LATCH_E_NOT_FOUND) {
+        /* a concurrent link of this session succeeded and used it up */
+        session_used(c);
+        goto out;
+    }
+    if (rc != LATCH_OK) {
         api_store_unavailable(c);
         goto out;
     }

@@ -347,6 +347,8 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
     const char *code, *msg;
     unsigned status;
 
+    if (r->op_id[0] != '\0') /* this read waited for a token request: quote its operation */
+        http_resp_header(c->req, "X-Latch-Operation-Id", r->op_id);
     if (r->outcome == REFRESH_OK) {
         json_t *creds = r->creds;
 
@@ -936,8 +938,12 @@ api_connection_create(struct api_ctx *c)
     conn.connection_id = xstrdup(cid);
     conn.provider_config_key = xstrdup(pck);
     conn.provider = xstrdup(integ.provider);
-    if (creds_seal(c->deps->vault, uid, creds, &conn.credentials_sealed) != LATCH_OK)
-        goto unavailable;
+    {
+        struct creds_owner o = creds_owner_of(&conn);
+
+        if (creds_seal(c->deps->vault, &o, creds, &conn.credentials_sealed) != LATCH_OK)
+            goto unavailable;
+    }
     conn.connection_config_json = latch_json_dump(cfg);
     v = json_object_get(b, "metadata");
     conn.metadata_json = latch_json_dump(json_is_object(v) ? v : json_object_get(b, "__none__"));

@@ -12,6 +12,7 @@
 #include "api/api_format.h"
 #include "core/config.h"
 #include "domain/catalog.h"
+#include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "util/json.h"
 #include "util/xalloc.h"
@@ -342,7 +343,8 @@ api_integration_patch(struct api_ctx *c)
     read_common(c, catalog_find(c->deps->catalog, i.provider), &i, errs);
     if (json_array_size(errs) > 0)
         goto out;
-    rc = store_integration_update(c->deps->store, &i);
+    /* a new unique_key re-seals its connections' credentials (bound to it) in the same write */
+    rc = store_integration_update(c->deps->store, &i, creds_rebind_cb, c->deps->vault);
 out:
     answer_write(c, rc, &i, errs);
 }

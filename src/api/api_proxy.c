@@ -277,6 +277,7 @@ finish_plain(struct proxy *px, unsigned status, const char *code, const char *me
     pthread_mutex_unlock(&px->mu);
     if (req == NULL)
         return;
+    api_op_error(px->c, code);
     e = json_pack("{s:s, s:s}", "code", code, "message", message);
     if (reason != NULL)
         json_object_set_new(e, "reason", json_string(reason));
@@ -308,6 +309,29 @@ hop_by_hop(const char *n)
         if (strcasecmp(n, hop[i]) == 0)
             return true;
     return false;
+}
+
+/*
+ * Upstream response headers that would act on latch's own origin, where the proxied response is
+ * served: cookies (set for latch's host) and Clear-Site-Data (would wipe the Connect UI's state).
+ */
+static bool
+acts_on_origin(const char *n)
+{
+    return strcasecmp(n, "set-cookie") == 0 || strcasecmp(n, "set-cookie2") == 0 ||
+           strcasecmp(n, "clear-site-data") == 0;
+}
+
+/*
+ * Upstream bytes are served from latch's origin: a sandboxed document gets a unique opaque
+ * origin and runs no script, so an upstream HTML page can never act as latch (read the Connect
+ * UI's storage, call the API with the browser's session). Added to upstream's own CSP, if any:
+ * a browser enforces both.
+ */
+static void
+sandbox_upstream(struct http_req *req)
+{
+    http_resp_header(req, "Content-Security-Policy", "sandbox");
 }
 
 static void
@@ -433,6 +457,7 @@ on_headers(void *ud, long status, char **names, char **values, size_t n)
     const char *cl;
     long long total = -1;
 
+    api_metrics_upstream(px->provider->name, status, http_req_start_us(px->c->req));
     pthread_mutex_lock(&px->mu);
     px->status = status;
     free(px->retry_after);
@@ -460,11 +485,14 @@ on_headers(void *ud, long status, char **names, char **values, size_t n)
     pthread_mutex_unlock(&px->mu);
     if (req == NULL)
         return;
+    api_op_upstream(px->c, status, px->attempt - 1, px->refreshed_once);
     for (size_t i = 0; i < n; i++) {
-        if (hop_by_hop(names[i]) || strncasecmp(names[i], "access-control-", 15) == 0)
+        if (hop_by_hop(names[i]) || strncasecmp(names[i], "access-control-", 15) == 0 ||
+            acts_on_origin(names[i]))
             continue;
         http_resp_header(req, names[i], values[i]);
     }
+    sandbox_upstream(req);
     cl = find_header(names, values, n, "content-length");
     if (cl != NULL) {
         const char *e = NULL;
@@ -649,6 +677,7 @@ on_done(void *ud, latch_rc rc, const char *error)
             px->mhd_done = true;
             pthread_mutex_unlock(&px->mu);
             if (req != NULL) {
+                sandbox_upstream(req);
                 http_resp_bytes(req, 401, px->capture_type ? px->capture_type : "application/json",
                                 body, px->capture.len, false);
                 http_req_resume(req);
@@ -823,6 +852,11 @@ build_target(struct proxy *px, struct latch_err *err)
             latch_err_set(err, "Base-Url-Override host %s is not allowed for this provider.", host);
             return false;
         }
+        if (!netpolicy_url_default_port(base)) {
+            /* allowed_hosts names hosts, not services: another port is another server */
+            latch_err_set(err, "Base-Url-Override must use the default port of its scheme.");
+            return false;
+        }
     }
     bl = strlen(base);
     while (bl > 0 && base[bl - 1] == '/')
@@ -920,8 +954,8 @@ refresh_job(void *ud)
     struct proxy *px = ud;
     struct refresh_result now;
 
-    if (refresher_get_fresh(px->deps->refresher, px->env_id, px->pck, px->cid, true, token_cb, px,
-                            &now)) {
+    if (refresher_get_fresh(px->deps->refresher, px->env_id, px->pck, px->cid, REFRESH_FORCE_401,
+                            token_cb, px, &now)) {
         token_ready(px, &now);
         refresh_result_clear(&now);
     }
@@ -1083,6 +1117,7 @@ api_proxy(struct api_ctx *c)
         goto fail;
     }
     px->endpoint = xstrdup(target + 6);
+    api_op_target(c, px->method, px->endpoint);
 
     memset(&integ, 0, sizeof integ);
     if (store_integration_get(c->deps->store, c->env_id, pck, &integ) != LATCH_OK) {
@@ -1091,6 +1126,7 @@ api_proxy(struct api_ctx *c)
         goto fail;
     }
     px->provider = catalog_find(c->deps->catalog, integ.provider);
+    api_op_conn(c, integ.unique_key, integ.provider, cid); /* names of a known integration */
     store_integration_clear(&integ);
     if (px->provider == NULL) {
         api_error(c, 404, "unknown_provider_template", "The integration's provider is unknown.");

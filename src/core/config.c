@@ -80,6 +80,9 @@ static const struct cfg_def defs[] = {
      "honour Base-Url-Override (limited to hosts the provider allows)"},
     {"LATCH_WEBHOOK_TIMEOUT_MS", CFG_INT, OFF(webhook_timeout_ms), "20000", 100, 120000, false,
      "webhook delivery timeout"},
+    {"LATCH_WEBHOOK_LEGACY_SIGNATURE", CFG_BOOL, OFF(webhook_legacy_sig), "true", 0, 0, false,
+     "also sign webhooks with Nango's legacy X-Nango-Signature, SHA-256(key||body), which is "
+     "open to length extension; set false once receivers check X-Nango-Hmac-Sha256"},
     {"LATCH_WEBHOOK_MAX_ATTEMPTS", CFG_INT, OFF(webhook_max_attempts), "8", 1, 100, false,
      "webhook delivery attempts before giving up"},
     {"LATCH_WEBHOOK_BACKOFF_MS", CFG_INT, OFF(webhook_backoff_ms), "3000", 10, 3600000, false,
@@ -94,8 +97,26 @@ static const struct cfg_def defs[] = {
      "requests per second per environment, bursts of twice that (0 = off)"},
     {"LATCH_RATE_LIMIT_IP", CFG_INT, OFF(rate_ip), "100", 0, 10000000, false,
      "requests per second per client IP on the Connect UI routes, bursts of twice that (0 = off)"},
+    {"LATCH_RATE_LIMIT_AUTH_FAIL", CFG_INT, OFF(rate_auth_fail), "10", 0, 10000000, false,
+     "failed authentications per second per client IP, bursts of twice that; past it 429 instead "
+     "of 401 (0 = off). A bucket of its own: bogus tokens never use up valid ones' budget"},
+    {"LATCH_TRUSTED_PROXIES", CFG_STR, OFF(trusted_proxies), NULL, 0, 0, false,
+     "reverse proxies (addresses or CIDR blocks, comma separated) whose X-Forwarded-For names "
+     "the client for rate limits and logs; the client is the right-most untrusted entry"},
     {"LATCH_RATE_LIMIT_DELAY_MS", CFG_INT, OFF(rate_delay_ms), "250", 0, 5000, false,
      "a 429 is answered after this delay, so a flooding client slows itself down (0 = at once)"},
+    {"LATCH_OPS_LOG", CFG_BOOL, OFF(ops_log), "true", 0, 0, false,
+     "record the operations log (links, refreshes, proxy calls, webhooks, management)"},
+    {"LATCH_OPS_RETENTION_DAYS", CFG_INT, OFF(ops_retention_days), "30", 1, 3650, false,
+     "operations older than this are pruned"},
+    {"LATCH_OPS_MAX_ROWS", CFG_INT, OFF(ops_max_rows), "1000000", 10, 1000000000, false,
+     "at most this many operations are kept (the oldest are pruned)"},
+    {"LATCH_OPS_QUEUE", CFG_INT, OFF(ops_queue), "10000", 16, 1000000, false,
+     "operations waiting for the background writer; past it new ones are dropped and counted"},
+    {"LATCH_OPS_PRUNE_INTERVAL_S", CFG_INT, OFF(ops_prune_interval_s), "10", 1, 86400, false,
+     "how often retention runs (in small batches, on the writer thread)"},
+    {"LATCH_METRICS_BIND", CFG_STR, OFF(metrics_bind), NULL, 0, 0, false,
+     "serve Prometheus /metrics on this separate host:port, e.g. 127.0.0.1:9464 (unset = off)"},
 };
 
 static bool

@@ -46,9 +46,18 @@ struct config {
                                */
     int refresh_lease_ms;     /* LATCH_REFRESH_LEASE_MS */
     bool background_refresh;  /* LATCH_BACKGROUND_REFRESH */
+    bool webhook_legacy_sig;  /* LATCH_WEBHOOK_LEGACY_SIGNATURE: send X-Nango-Signature */
     int rate_env;             /* LATCH_RATE_LIMIT_ENV: requests/s per environment (0 = off) */
     int rate_ip;              /* LATCH_RATE_LIMIT_IP: requests/s per client IP on public routes */
+    int rate_auth_fail;       /* LATCH_RATE_LIMIT_AUTH_FAIL: failed authentications/s per IP */
+    char *trusted_proxies;    /* LATCH_TRUSTED_PROXIES: who may set X-Forwarded-For */
     int rate_delay_ms;        /* LATCH_RATE_LIMIT_DELAY_MS: 429s are answered this much later */
+    bool ops_log;             /* LATCH_OPS_LOG: record the operations log */
+    int ops_retention_days;   /* LATCH_OPS_RETENTION_DAYS */
+    int ops_max_rows;         /* LATCH_OPS_MAX_ROWS */
+    int ops_queue;            /* LATCH_OPS_QUEUE: operations waiting for the writer */
+    int ops_prune_interval_s; /* LATCH_OPS_PRUNE_INTERVAL_S */
+    char *metrics_bind;       /* LATCH_METRICS_BIND: host:port of /metrics (unset = off) */
 };
 
 /* Reads the environment; LATCH_E_INVAL with a message naming the variable on bad values. */

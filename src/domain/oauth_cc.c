@@ -252,30 +252,27 @@ clean_copy(char *dst, size_t dsz, const char *s, size_t n)
 }
 
 /*
- * A hostile or buggy token endpoint may echo the client secret in its error text: remove every
- * occurrence before the text is truncated, so no piece of it reaches a message, log or webhook.
- * Returns owned (NULL for NULL).
+ * The error codes of RFC 6749 (5.2 token endpoint, 4.1.2.1 authorization endpoint). Upstream
+ * text reaches API errors, webhooks, the outbox and the connection's stored error only as one of
+ * these codes: a token endpoint may quote the request it got (the client secret, form-encoded,
+ * JSON-escaped or in a Basic header) in error_description or even in error, and no redaction
+ * can know every encoding, so no other upstream text is kept. NULL if code is not one of them.
  */
-static char *
-redact_secret(const char *text, const char *secret)
+static const char *
+registered_error(const char *code)
 {
-    struct buf b;
-    size_t sl = secret != NULL ? strlen(secret) : 0;
-    const char *p = text;
+    static const char *const codes[] = {
+        "invalid_request",        "invalid_client",
+        "invalid_grant",          "unauthorized_client",
+        "invalid_scope",          "access_denied",
+        "unsupported_grant_type", "unsupported_response_type",
+        "server_error",           "temporarily_unavailable",
+    };
 
-    if (text == NULL)
-        return NULL;
-    buf_init(&b, 64 * 1024);
-    while (*p != '\0') {
-        if (sl >= 4 && strncmp(p, secret, sl) == 0) {
-            (void)buf_puts(&b, "[redacted]");
-            p += sl;
-        } else {
-            (void)buf_append(&b, p, 1);
-            p++;
-        }
-    }
-    return buf_steal(&b, NULL);
+    for (size_t i = 0; code != NULL && i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(code, codes[i]) == 0)
+            return codes[i];
+    return NULL;
 }
 
 static int64_t
@@ -326,15 +323,8 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     if (resp->body != NULL && resp->body_len > 0)
         j = json_loadb(resp->body, resp->body_len, 0, NULL);
     if (resp->status < 200 || resp->status >= 300) {
-        char *code_r =
-            redact_secret(json_string_value(json_object_get(j, "error")), in->client_secret);
-        char *desc_r = redact_secret(json_string_value(json_object_get(j, "error_description")),
-                                     in->client_secret);
-        const char *code = code_r, *desc = desc_r;
-        char c_code[64], c_desc[160];
+        const char *code = registered_error(json_string_value(json_object_get(j, "error")));
 
-        clean_copy(c_code, sizeof c_code, code, 60);
-        clean_copy(c_desc, sizeof c_desc, desc, 150);
         if (code != NULL &&
             (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0 ||
              strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
@@ -342,7 +332,7 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
                            "The provider rejected the Client ID and Client Secret (%s). Check "
                            "both values and that the instance (region) is where the app was "
                            "created.",
-                           c_code);
+                           code);
             set_fail(out, OCC_INVALID_CLIENT, true, "invalid_client", msg);
         } else if (code != NULL && strcmp(code, "invalid_scope") == 0) {
             const char *sc =
@@ -358,17 +348,12 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         } else {
             bool transient = resp->status >= 500 || resp->status == 429 || resp->status == 408;
 
-            (void)snprintf(msg, sizeof msg, "The token endpoint answered HTTP %ld%s%s%s%s.",
-                           resp->status, code ? ": " : "", code ? c_code : "", desc ? " - " : "",
-                           desc ? c_desc : "");
+            /* error_description and any unregistered code are upstream free text: dropped */
+            (void)snprintf(msg, sizeof msg, "The token endpoint answered HTTP %ld%s%s.%s",
+                           resp->status, code ? ": " : "", code ? code : "",
+                           transient ? " Try again in a moment." : "");
             set_fail(out, OCC_UPSTREAM, !transient, "upstream_error", msg);
         }
-        if (code_r != NULL)
-            explicit_bzero(code_r, strlen(code_r));
-        if (desc_r != NULL)
-            explicit_bzero(desc_r, strlen(desc_r));
-        free(code_r);
-        free(desc_r);
         goto out;
     }
     token = json_string_value(json_object_get(j, "access_token"));

@@ -13,9 +13,11 @@
 
 #include "domain/catalog.h"
 #include "domain/creds.h"
+#include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "domain/oauth_cc.h"
+#include "domain/opslog.h"
 #include "util/json.h"
 #include "util/str.h"
 #include "util/xalloc.h"
@@ -52,6 +54,9 @@ struct flight {
     int64_t lease_version;
     int64_t lease_deadline; /* give up waiting for a foreign lease after this */
     bool force;
+    int why; /* operations log: 0 expiry, 1 forced, REFRESH_FORCE_401 */
+    char op_id[OPSLOG_ID_LEN];
+    uint64_t op_t0_us;
     bool waiting_lease;
     char owner[64];
     struct store_connection conn; /* row as seen when the lease was taken */
@@ -187,22 +192,51 @@ is_fresh(struct refresher *rf, const struct store_connection *c, int64_t now)
     return c->expires_at == 0 || c->expires_at - now >= margin_ms(rf, c);
 }
 
+/*
+ * Moves a row sealed under the legacy AAD (uid only) to its owner binding, once, on first read.
+ * Compare-and-swap: a token written meanwhile (a refresh) wins and is left alone.
+ */
+static void
+reseal_legacy(struct refresher *rf, const struct store_connection *c)
+{
+    struct creds_owner o = creds_owner_of(c);
+    char *sealed = NULL;
+    latch_rc rc;
+
+    rc = creds_reseal(rf->o.vault, &o, &o, c->credentials_sealed, false, &sealed);
+    if (rc == LATCH_OK)
+        rc = store_connection_reseal(rf->o.store, c->id, c->credentials_sealed, sealed);
+    free(sealed);
+    if (rc == LATCH_OK)
+        log_info("credentials bound to their owner", "conn_row=%lld", (long long)c->id);
+    else if (rc != LATCH_E_CONFLICT && rc != LATCH_E_NOT_FOUND)
+        log_warn("re-sealing legacy credentials failed", "conn_row=%lld rc=%s", (long long)c->id,
+                 latch_strerror(rc));
+}
+
 /* Fills r with the row and its opened credentials (REFRESH_OK). */
 static void
 answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh_result *r)
 {
+    struct creds_owner o;
+    bool legacy = false;
     latch_rc rc;
 
     memset(r, 0, sizeof *r);
     conn_copy(&r->conn, c);
-    rc = creds_open(rf->o.vault, c->uid, c->credentials_sealed, &r->creds);
+    o = creds_owner_of(c);
+    rc = creds_open_ex(rf->o.vault, &o, c->credentials_sealed, &r->creds, &legacy);
     if (rc != LATCH_OK) {
+        /* a known key that does not authenticate: tampered, or moved to another owner */
         log_error("credentials do not decrypt", "conn_row=%lld rc=%s", (long long)c->id,
                   latch_strerror(rc));
         set_err(r, REFRESH_CREDS_UNREADABLE,
-                "The stored credentials could not be decrypted with the configured keys.");
+                "The stored credentials could not be decrypted with the configured keys for "
+                "this connection (unknown key, or the row was altered or moved).");
         return;
     }
+    if (legacy)
+        reseal_legacy(rf, c);
     r->outcome = REFRESH_OK;
 }
 
@@ -262,6 +296,7 @@ finish_flight(struct refresher *rf, struct flight *f, const struct refresh_resul
         memset(&r, 0, sizeof r);
         r.outcome = proto->outcome;
         latch_strlcpy(r.message, proto->message, sizeof r.message);
+        latch_strlcpy(r.op_id, f->op_id, sizeof r.op_id);
         if (proto->conn.uid != NULL)
             conn_copy(&r.conn, &proto->conn);
         if (proto->creds != NULL)
@@ -314,6 +349,100 @@ backoff_ms(struct refresher *rf, int attempts, int64_t retry_after_ms)
     return b;
 }
 
+static bool
+same_binding(const struct store_connection *a, const struct store_connection *b)
+{
+    return a->env_id == b->env_id && strcmp(a->provider_config_key, b->provider_config_key) == 0 &&
+           strcmp(a->connection_id, b->connection_id) == 0;
+}
+
+/*
+ * Our refresh_done lost (LATCH_E_CONFLICT). If that is because the integration was renamed while
+ * the token request was in flight (the rename re-sealed the row for the new key and released our
+ * lease, store_integration_update) and no other token was written since (same version), take the
+ * lease again and store our token sealed for the new key: it is not lost, and it stays readable.
+ * Anything else keeps the conflict: the newer token wins.
+ */
+static latch_rc
+done_after_rename(struct refresher *rf, struct flight *f, const struct oauth_cc_result *res,
+                  int64_t *newv)
+{
+    latch_rc rc = LATCH_E_CONFLICT;
+
+    for (int tries = 0; tries < 3 && rc == LATCH_E_CONFLICT; tries++) {
+        struct store_connection row;
+        struct creds_owner o;
+        char *sealed = NULL;
+        int64_t v = 0;
+
+        memset(&row, 0, sizeof row);
+        rc = store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row);
+        if (rc != LATCH_OK)
+            return rc;
+        if (row.version != f->lease_version || same_binding(&row, &f->conn)) {
+            store_connection_clear(&row);
+            return LATCH_E_CONFLICT;
+        }
+        rc = store_connection_lease(rf->o.store, f->conn_id, f->owner, rf->o.lease_ms, &v);
+        if (rc == LATCH_OK && v != f->lease_version) {
+            (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
+            rc = LATCH_E_CONFLICT;
+        }
+        if (rc != LATCH_OK) {
+            store_connection_clear(&row);
+            return rc;
+        }
+        store_connection_clear(&f->conn);
+        f->conn = row;
+        o = creds_owner_of(&f->conn);
+        rc = creds_seal(rf->o.vault, &o, res->creds, &sealed);
+        if (rc == LATCH_OK)
+            rc = store_connection_refresh_done(rf->o.store, f->conn_id, f->owner, f->lease_version,
+                                               sealed, res->expires_at, newv);
+        else
+            (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
+        free(sealed);
+    }
+    return rc;
+}
+
+/* The operations log row of a token request (ids, codes and timings only). */
+static void
+record_refresh(struct flight *f, const struct oauth_cc_result *res)
+{
+    static const char *const why[] = {"expiry", "forced", "401"};
+    struct store_op op;
+    json_t *d = json_pack("{s:s}", "why", why[f->why >= 0 && f->why <= 2 ? f->why : 1]);
+
+    if (res->outcome != OCC_OK) {
+        json_object_set_new(d, "reason", json_string(res->reason));
+        json_object_set_new(d, "terminal", json_boolean(res->terminal));
+    }
+    {
+        char l[96];
+
+        metrics_add(
+            MF_REFRESHES,
+            metrics_labels(l, sizeof l, "outcome", res->outcome == OCC_OK ? "success" : "failure",
+                           "why", why[f->why >= 0 && f->why <= 2 ? f->why : 1], (const char *)NULL),
+            1);
+    }
+    memset(&op, 0, sizeof op);
+    op.id = f->op_id;
+    op.env_id = f->env_id;
+    op.kind = (char *)(uintptr_t) "refresh";
+    op.success = res->outcome == OCC_OK;
+    op.error = res->outcome == OCC_OK ? NULL : (char *)(uintptr_t) "refresh_failed";
+    op.integration = f->conn.provider_config_key;
+    op.provider = f->conn.provider;
+    op.connection_id = f->conn.connection_id;
+    op.duration_ms = (int64_t)((latch_mono_us() - f->op_t0_us) / 1000);
+    op.detail_json = latch_json_dump(d);
+    (void)opslog_emit(&op);
+    free(op.detail_json);
+    json_decref(d);
+}
+
 static void
 on_exchange(struct oauth_cc_result *res, void *ud)
 {
@@ -324,15 +453,20 @@ on_exchange(struct oauth_cc_result *res, void *ud)
     latch_rc rc;
 
     memset(&r, 0, sizeof r);
+    record_refresh(f, res);
     if (res->outcome == OCC_OK) {
         char *sealed = NULL;
         int64_t newv = 0;
 
-        rc = creds_seal(rf->o.vault, f->conn.uid, res->creds, &sealed);
+        struct creds_owner o = creds_owner_of(&f->conn);
+
+        rc = creds_seal(rf->o.vault, &o, res->creds, &sealed);
         if (rc == LATCH_OK)
             rc = store_connection_refresh_done(rf->o.store, f->conn_id, f->owner, f->lease_version,
                                                sealed, res->expires_at, &newv);
         free(sealed);
+        if (rc == LATCH_E_CONFLICT)
+            rc = done_after_rename(rf, f, res, &newv);
         if (rc == LATCH_OK) {
             log_info("token refreshed", "conn_row=%lld version=%lld", (long long)f->conn_id,
                      (long long)newv);
@@ -434,7 +568,11 @@ run_flight(struct flight *f)
     store_connection_clear(&f->conn);
     f->conn = row;
     p = catalog_find(rf->o.catalog, row.provider);
-    rc = creds_open(rf->o.vault, row.uid, row.credentials_sealed, &creds);
+    {
+        struct creds_owner o = creds_owner_of(&row);
+
+        rc = creds_open(rf->o.vault, &o, row.credentials_sealed, &creds);
+    }
     cfg = latch_json_col(row.connection_config_json);
     if (p == NULL || rc != LATCH_OK || !json_is_object(cfg) ||
         json_string_value(json_object_get(creds, "client_id")) == NULL) {
@@ -455,6 +593,8 @@ run_flight(struct flight *f)
     if (in.client_secret == NULL)
         in.client_secret = "";
     atomic_fetch_add(&rf->token_requests, 1);
+    opslog_new_id(f->op_id);
+    f->op_t0_us = latch_mono_us();
     rc = oauth_cc_exchange(rf->o.oauth_cc, &in, on_exchange, f, &err_res);
     if (rc != LATCH_OK)
         on_exchange(&err_res, f); /* classified failure, same path */
@@ -531,7 +671,7 @@ lease_job(void *ud)
 
 bool
 refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
-                    const char *connection_id, bool force, refresher_done_fn done, void *ud,
+                    const char *connection_id, int force, refresher_done_fn done, void *ud,
                     struct refresh_result *now_out)
 {
     struct store_connection c;
@@ -587,7 +727,8 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     f->conn_id = c.id;
     f->env_id = env_id;
     f->observed_version = c.version;
-    f->force = force;
+    f->force = force != 0;
+    f->why = force;
     f->lease_deadline = now + 2LL * rf->o.lease_ms;
     (void)snprintf(f->owner, sizeof f->owner, "%s:%llu", rf->node_id,
                    (unsigned long long)atomic_fetch_add(&rf->seq, 1));

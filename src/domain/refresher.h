@@ -67,6 +67,7 @@ struct refresh_result {
     char message[320]; /* outcome != REFRESH_OK: what happened, for people ("" = nothing to add) */
     struct store_connection conn; /* the row (owned; cleared by refresh_result_clear) */
     json_t *creds;                /* opened credentials (owned) */
+    char op_id[27]; /* the refresh operation (operations log) when a token request was made */
 };
 void refresh_result_clear(struct refresh_result *r);
 
@@ -92,8 +93,11 @@ void refresher_stop(struct refresher *r);
  * Returns true if *now holds the answer (done is not called); false if done will be called
  * later exactly once (it owns *r until it returns).
  */
+/* force: 0 (false) = only when needed, 1 (true) = forced, REFRESH_FORCE_401 = forced after the
+ * upstream answered 401 (the operations log records why). */
+#define REFRESH_FORCE_401 2
 bool refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
-                         const char *connection_id, bool force, refresher_done_fn done, void *ud,
+                         const char *connection_id, int force, refresher_done_fn done, void *ud,
                          struct refresh_result *now);
 
 /* Counters (tests/metrics). */

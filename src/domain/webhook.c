@@ -1,3 +1,4 @@
+#include "domain/opslog.h"
 #include "domain/webhook.h"
 
 #include <pthread.h>
@@ -9,6 +10,7 @@
 #include <jansson.h>
 
 #include "domain/catalog.h"
+#include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "net/outbound.h"
@@ -37,6 +39,7 @@ struct delivery {
     struct webhook *w;
     int64_t id;
     int attempts;
+    struct opslog_webhook op; /* the operations log row of this attempt */
 };
 
 static json_t *
@@ -208,6 +211,8 @@ delivered(struct outbound_resp *resp, void *ud)
         (void)store_webhook_done(w->o.store, d->id);
         log_info("webhook delivered", "id=%lld status=%ld attempt=%d", (long long)d->id,
                  resp->status, d->attempts + 1);
+        opslog_webhook_end(&d->op, resp->status, NULL, d->attempts + 1, 0);
+        metrics_add(MF_WEBHOOK_DELIVERIES, "outcome=\"success\"", 1);
     } else {
         char why[300];
         int64_t delay = w->o.backoff_ms;
@@ -220,6 +225,10 @@ delivered(struct outbound_resp *resp, void *ud)
         else
             (void)snprintf(why, sizeof why, "HTTP %ld", resp->status);
         (void)store_webhook_retry(w->o.store, d->id, latch_now_ms() + delay, why, give_up);
+        opslog_webhook_end(&d->op, resp->status,
+                           resp->rc == LATCH_OK ? NULL : latch_strerror(resp->rc), d->attempts + 1,
+                           give_up ? 0 : latch_now_ms() + delay);
+        metrics_add(MF_WEBHOOK_DELIVERIES, "outcome=\"failure\"", 1);
         log_warn("webhook delivery failed", "id=%lld attempt=%d give_up=%d status=%ld",
                  (long long)d->id, d->attempts + 1, give_up ? 1 : 0, resp->status);
     }
@@ -232,6 +241,24 @@ delivered(struct outbound_resp *resp, void *ud)
     free(d);
 }
 
+/*
+ * Nango's legacy X-Nango-Signature: hex SHA-256(key || body). A plain hash of secret || message
+ * is open to length extension (who saw one signed body can sign that body plus a suffix), so
+ * LATCH_WEBHOOK_LEGACY_SIGNATURE=false drops it; X-Nango-Hmac-Sha256 is the one to check.
+ */
+static void
+legacy_signature(const unsigned char *key, size_t klen, const char *body, char sig[65])
+{
+    size_t blen = strlen(body);
+    char *cat = xmalloc(klen + blen + 1);
+
+    memcpy(cat, key, klen);
+    memcpy(cat + klen, body, blen + 1);
+    vault_sha256_hex(cat, klen + blen, sig);
+    explicit_bzero(cat, klen);
+    free(cat);
+}
+
 static void
 send_one(struct webhook *w, const struct store_webhook *row)
 {
@@ -239,7 +266,7 @@ send_one(struct webhook *w, const struct store_webhook *row)
     unsigned char *key = NULL;
     size_t klen = 0;
     char hmac[65], sig[65];
-    char *aad = NULL, *cat = NULL;
+    char *aad = NULL;
     struct outbound_header h[4];
     struct outbound_req req;
     struct delivery *d;
@@ -261,20 +288,18 @@ send_one(struct webhook *w, const struct store_webhook *row)
         goto out;
     }
     vault_hmac_sha256_hex(key, klen, row->body, strlen(row->body), hmac);
-    cat = xmalloc(klen + strlen(row->body) + 1);
-    memcpy(cat, key, klen);
-    memcpy(cat + klen, row->body, strlen(row->body) + 1);
-    vault_sha256_hex(cat, klen + strlen(row->body), sig);
-    explicit_bzero(cat, klen);
     h[0] = (struct outbound_header){"Content-Type", "application/json"};
     h[1] = (struct outbound_header){"X-Nango-Hmac-Sha256", hmac};
-    h[2] = (struct outbound_header){"X-Nango-Signature", sig};
-    h[3] = (struct outbound_header){"User-Agent", "latch/" LATCH_VERSION};
+    h[2] = (struct outbound_header){"User-Agent", "latch/" LATCH_VERSION};
     memset(&req, 0, sizeof req);
+    req.n_headers = 3;
+    if (!w->o.no_legacy_signature) {
+        legacy_signature(key, klen, row->body, sig);
+        h[req.n_headers++] = (struct outbound_header){"X-Nango-Signature", sig};
+    }
     req.method = "POST";
     req.url = row->url;
     req.headers = h;
-    req.n_headers = 4;
     req.body = row->body;
     req.body_len = strlen(row->body);
     req.timeout_ms = w->o.timeout_ms;
@@ -283,6 +308,7 @@ send_one(struct webhook *w, const struct store_webhook *row)
     d->w = w;
     d->id = row->id;
     d->attempts = row->attempts;
+    opslog_webhook_begin(&d->op, row->env_id, row->body);
     pthread_mutex_lock(&w->mu);
     w->in_flight++;
     pthread_mutex_unlock(&w->mu);
@@ -298,7 +324,6 @@ send_one(struct webhook *w, const struct store_webhook *row)
 out:
     if (key != NULL)
         vault_plain_free(key, klen);
-    free(cat);
     free(aad);
     store_env_clear(&env);
 }

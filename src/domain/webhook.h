@@ -36,6 +36,7 @@ struct webhook_opts {
     int timeout_ms;                /* per delivery */
     int max_attempts;              /* deliveries of one row before giving up */
     int backoff_ms;                /* first retry delay; doubles */
+    bool no_legacy_signature;      /* omit X-Nango-Signature (SHA-256(key||body)) */
 };
 
 latch_rc webhook_start(const struct webhook_opts *o, struct webhook **out);

@@ -29,8 +29,10 @@
 #include <microhttpd.h>
 #include <openssl/rand.h>
 
+#include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
+#include "net/trustproxy.h"
 #include "util/buf.h"
 #include "util/str.h"
 #include "util/xalloc.h"
@@ -121,6 +123,7 @@ struct http_req {
     char *raw_target;
     char id[HTTP_REQ_ID_MAX + 1];
     char ip[INET6_ADDRSTRLEN];
+    const char *route; /* static route pattern for metrics (http_req_set_route), or NULL */
     uint64_t start_us;
     struct kv *hdrs;
     size_t n_hdrs;
@@ -166,6 +169,7 @@ struct http_server {
     http_stream_body_fn stream_body;
     http_precheck_fn precheck;
     void *ud;
+    struct trustproxy *trust;   /* peers whose X-Forwarded-For is believed; NULL = none */
     size_t body_budget;         /* 0 = unlimited */
     atomic_size_t body_charged; /* bytes reserved by buffered bodies now */
 
@@ -508,6 +512,37 @@ collect_kv(void *cls, enum MHD_ValueKind kind, const char *key, const char *valu
     return MHD_YES;
 }
 
+static bool
+xff_join(const char *name, const char *value, void *ud)
+{
+    struct buf *b = ud;
+
+    if (strcasecmp(name, "X-Forwarded-For") == 0)
+        (void)buf_printf(b, "%s%s", b->len > 0 ? "," : "", value);
+    return true;
+}
+
+/*
+ * Behind a trusted reverse proxy the client is named by X-Forwarded-For (trustproxy.h); the
+ * socket peer goes to the log line as peer=. Per-IP connection limits stay on the peer (MHD).
+ */
+static void
+req_forwarded_client(struct http_req *r)
+{
+    struct buf xff;
+    char peer[sizeof r->ip];
+
+    buf_init(&xff, LATCH_MAX_HEADER_BYTES);
+    http_req_headers_foreach(r, xff_join, &xff);
+    if (xff.len > 0) {
+        latch_strlcpy(peer, r->ip, sizeof peer);
+        trustproxy_client(r->srv->trust, peer, xff.data, r->ip, sizeof r->ip);
+        if (strcmp(peer, r->ip) != 0)
+            http_req_log_kv(r, "peer", peer);
+    }
+    buf_free(&xff);
+}
+
 static void
 req_fill(struct http_req *r, const char *url, const char *method)
 {
@@ -534,6 +569,8 @@ req_fill(struct http_req *r, const char *url, const char *method)
     rid = http_req_header(r, "X-Request-Id");
     if (req_id_sane(rid))
         latch_strlcpy(r->id, rid, sizeof r->id);
+    if (r->srv->trust != NULL)
+        req_forwarded_client(r);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1249,8 +1286,8 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
         (announced > 0 || http_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)) {
         bool go_on = s->precheck(r, s->ud);
 
-        http_req_set_app_data(r, NULL, NULL);
         if (!go_on) {
+            http_req_set_app_data(r, NULL, NULL);
             r->close_conn = true;
             return queue_pending(r); /* the body is never read */
         }
@@ -1478,6 +1515,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 
         cs = xcalloc(1, sizeof *cs);
+        metrics_conn_add(1);
         cs->fd = ci != NULL ? ci->connect_fd : MHD_INVALID_SOCKET;
         cs->phase = PH_IDLE;
         cs->deadline_us = now_us() + s->header_timeout_us;
@@ -1509,6 +1547,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
     }
     if (cs->cur != NULL) /* dropped by MHD without its completion callback */
         req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
+    metrics_conn_add(-1);
     free(cs);
 }
 
@@ -1564,19 +1603,40 @@ token_safe(const char *s)
     return true;
 }
 
+/* Request count and latency by route pattern (never the raw path: bounded labels). */
+static void
+record_metrics(const struct http_req *r, uint64_t dur_us)
+{
+    static const char *const methods[] = {"GET",    "POST",    "PUT",  "PATCH",
+                                          "DELETE", "OPTIONS", "HEAD", NULL};
+    const char *m = "other";
+    char status[8], labels[256];
+
+    for (size_t i = 0; methods[i] != NULL; i++)
+        if (r->method != NULL && strcmp(r->method, methods[i]) == 0)
+            m = methods[i];
+    (void)snprintf(status, sizeof status, "%u", r->sent_status);
+    metrics_labels(labels, sizeof labels, "route", r->route != NULL ? r->route : "unmatched",
+                   "method", m, "status", status, (const char *)NULL);
+    metrics_add(MF_HTTP_REQUESTS, labels, 1);
+    metrics_observe_us(MF_HTTP_DURATION, labels, dur_us);
+}
+
 /* Pool thread, at completion; takes r->mu (the application may still add log pairs). */
 static void
 log_request(struct http_req *r, enum MHD_RequestTerminationCode toe)
 {
     char qpath[512], qmethod[64], term[32];
     const char *tn = term_name(toe);
-    double dur_ms = (double)(now_us() - r->start_us) / 1000.0;
+    uint64_t dur_us = now_us() - r->start_us;
+    double dur_ms = (double)dur_us / 1000.0;
 
     log_quote(qpath, sizeof qpath, r->path != NULL ? r->path : "");
     if (token_safe(r->method))
         latch_strlcpy(qmethod, r->method, sizeof qmethod);
     else
         log_quote(qmethod, sizeof qmethod, r->method != NULL ? r->method : "");
+    record_metrics(r, dur_us);
     term[0] = '\0';
     if (tn != NULL)
         (void)snprintf(term, sizeof term, " term=%s", tn);
@@ -1715,6 +1775,7 @@ server_free(struct http_server *s)
     pthread_mutex_destroy(&s->conn_mu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    trustproxy_free(s->trust);
     free(s);
 }
 
@@ -1776,6 +1837,10 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         header_limit = HTTP_MIN_HEADER_LIMIT;
 
     s = xcalloc(1, sizeof *s);
+    if (trustproxy_parse(o->trusted_proxies, &s->trust, err) != LATCH_OK) {
+        free(s);
+        return LATCH_E_INVAL;
+    }
     s->dispatch = o->dispatch;
     s->body_limit = o->body_limit;
     s->stream_body = o->stream_body;
@@ -2005,6 +2070,30 @@ uint64_t
 http_req_start_us(const struct http_req *r)
 {
     return r->start_us;
+}
+
+unsigned
+http_req_status(const struct http_req *r)
+{
+    return r->sent_status;
+}
+
+uint64_t
+http_req_bytes_in(const struct http_req *r)
+{
+    return r->bytes_in;
+}
+
+uint64_t
+http_req_bytes_out(const struct http_req *r)
+{
+    return r->bytes_out;
+}
+
+void
+http_req_set_route(struct http_req *r, const char *pattern)
+{
+    r->route = pattern;
 }
 
 void

@@ -44,7 +44,8 @@ typedef bool (*http_stream_body_fn)(const char *method, const char *path, void *
  * Optional check at the headers of a request that announces a body, before any of it is read
  * (credentials): return true to go on, or set an error response (http_resp_*) and return false;
  * the response is then sent at once, the body is never read and the connection is closed.
- * Request accessors work; app data set here is dropped before dispatch.
+ * Request accessors work. App data set here is dropped when the check fails and kept for
+ * dispatch when it passes (so dispatch need not redo the work, e.g. the authentication).
  */
 typedef bool (*http_precheck_fn)(struct http_req *req, void *ud);
 
@@ -55,6 +56,11 @@ struct http_server_opts {
     unsigned conn_limit;     /* max concurrent connections */
     unsigned conn_timeout_s; /* idle keep-alive timeout */
     unsigned conn_limit_ip;  /* max concurrent connections per client address; 0 = conn_limit */
+    /*
+     * Addresses/CIDR blocks of reverse proxies whose X-Forwarded-For names the client
+     * (trustproxy.h); http_req_client_ip() then gives that client. NULL = trust no one.
+     */
+    const char *trusted_proxies;
     /*
      * Deadlines MHD's idle timeout cannot give (it restarts at every byte): the request head
      * must be complete within header_timeout_s of the connection's start (of the previous
@@ -109,6 +115,13 @@ const char *http_req_id(const struct http_req *r);
 const char *http_req_client_ip(const struct http_req *r);
 /* Monotonic start time in microseconds. */
 uint64_t http_req_start_us(const struct http_req *r);
+/* The status sent (0 before a response was queued, or when the client went away first). */
+unsigned http_req_status(const struct http_req *r);
+/* Body bytes received and response bytes sent so far. */
+uint64_t http_req_bytes_in(const struct http_req *r);
+uint64_t http_req_bytes_out(const struct http_req *r);
+/* The route pattern of the request, for metrics labels (static string; default "unmatched"). */
+void http_req_set_route(struct http_req *r, const char *pattern);
 
 /* A per-request slot for the application (e.g. router captures, auth context). Freed with fn. */
 void http_req_set_app_data(struct http_req *r, void *data, void (*free_fn)(void *));

@@ -394,3 +394,27 @@ out:
     curl_url_cleanup(u);
     return rc;
 }
+
+bool
+netpolicy_url_default_port(const char *url)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *port = NULL;
+    bool ok = false;
+    CURLUcode uc;
+
+    if (u == NULL || url == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK)
+        goto out;
+    uc = curl_url_get(u, CURLUPART_PORT, &port, 0);
+    if (uc == CURLUE_NO_PORT)
+        ok = true;
+    else if (uc == CURLUE_OK)
+        ok = (strcmp(scheme, "https") == 0 && strcmp(port, "443") == 0) ||
+             (strcmp(scheme, "http") == 0 && strcmp(port, "80") == 0);
+out:
+    curl_free(scheme);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return ok;
+}

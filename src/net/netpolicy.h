@@ -31,4 +31,10 @@ latch_rc netpolicy_check_hostname(const char *host, struct latch_err *err);
 latch_rc netpolicy_url_host(const char *url, bool allow_http, char *out, size_t out_size,
                             struct latch_err *err);
 
+/*
+ * True if url names no port or its scheme's default one (443 for https, 80 for http); false on
+ * another port or a URL curl cannot parse.
+ */
+bool netpolicy_url_default_port(const char *url);
+
 #endif

@@ -59,6 +59,7 @@ enum st_id {
     ST_INT_UPDATE,
     ST_INT_DELETE,
     ST_INT_PROVIDER,
+    ST_INT_KEY,
     ST_CONN_INSERT,
     ST_CONN_LOCK,
     ST_CONN_REPLACE,
@@ -78,6 +79,8 @@ enum st_id {
     ST_CONN_DONE,
     ST_CONN_FAILED,
     ST_CONN_DUE,
+    ST_CONN_REBIND_SCAN,
+    ST_CONN_REBIND_CAS,
     ST_SESS_INSERT,
     ST_SESS_GET,
     ST_SESS_BUMP,
@@ -88,6 +91,13 @@ enum st_id {
     ST_WH_DONE,
     ST_WH_RETRY,
     ST_WH_PENDING,
+    ST_WH_OLDEST,
+    ST_OPS_INSERT,
+    ST_OPS_GET,
+    ST_OPS_LIST,
+    ST_OPS_NTH,
+    ST_OPS_PRUNE,
+    ST_OPS_COUNT,
     ST_RS_CONN_SCAN,
     ST_RS_CONN_CAS,
     ST_RS_ENV_SCAN,
@@ -144,6 +154,9 @@ enum st_id {
 /* admin_sessions s joined with admin_users a */
 #define ASESS_COLS "s.id, s.admin_id, a.email, s.created_at, s.last_seen_at, s.expires_at"
 #define KEY_COLS "id, env_id, label, created_at, revoked_at"
+#define OPS_COLS                                                                                   \
+    "id, env_id, at, kind, outcome, error, integration, provider, connection_id, end_user_id, "    \
+    "duration_ms, detail_json"
 /* webhook_url_override: NULL leaves it, '' clears it, anything else sets it (parameter P). */
 #define OVERRIDE_EXPR(P)                                                                           \
     "CASE WHEN " P " IS NULL THEN webhook_url_override WHEN " P " = '' THEN NULL ELSE " P " END"

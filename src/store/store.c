@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "core/latch_limits.h"
+#include "core/metrics.h"
 #include "store/dialect.h"
 #include "util/clock.h"
 #include "util/xalloc.h"
@@ -173,6 +174,14 @@ vparams(struct db_params *p, const char *fmt, va_list ap)
     return true;
 }
 
+/* Store latency for /metrics: one statement (read) or one transaction (write). */
+static void
+observe(bool write, uint64_t t0)
+{
+    metrics_observe_us(MF_STORE_DURATION, write ? "op=\"write\"" : "op=\"read\"",
+                       latch_mono_us() - t0);
+}
+
 /* Runs statement id on c with the arguments of fmt; the cursor is left open (see dialect.h). */
 static latch_rc
 q_exec(const struct dialect *d, struct db_conn *c, enum st_id id, const char *fmt, ...)
@@ -233,6 +242,8 @@ vrun1(struct store *s, bool write, enum st_id id, latch_rc rc_none, row_read_fn 
     latch_rc rc;
     bool row = false;
 
+    uint64_t t0 = latch_mono_us();
+
     if (changes != NULL)
         *changes = 0;
     if (!vparams(&p, fmt, ap))
@@ -266,6 +277,7 @@ out:
     if (write && rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    observe(write, t0);
     return rc;
 }
 
@@ -356,6 +368,8 @@ vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem,
     latch_rc rc;
     bool row = true;
 
+    uint64_t t0 = latch_mono_us();
+
     if (!vparams(&p, fmt, ap))
         return LATCH_E_INTERNAL;
     rc = d->acquire(s->db, &c);
@@ -379,6 +393,7 @@ vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem,
     if (write && rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    observe(write, t0);
     return rc;
 }
 
@@ -722,12 +737,77 @@ q_cmd(const struct dialect *d, struct db_conn *c, enum st_id id, int64_t *change
     return LATCH_OK;
 }
 
+/*
+ * After a rename (old_key -> i->unique_key, in the caller's transaction): re-seals the
+ * credentials of the integration's connections, which were bound to old_key.
+ */
+static latch_rc
+rebind_connections(const struct dialect *d, struct db_conn *c, const struct store_integration *i,
+                   const char *old_key, store_rebind_fn rebind, void *ud)
+{
+    struct store_connection *v = NULL;
+    size_t n = 0, cap = 0;
+    bool row = true;
+    latch_rc rc;
+
+    rc = q_exec(d, c, ST_CONN_REBIND_SCAN, "it", i->env_id, i->unique_key);
+    while (rc == LATCH_OK) {
+        rc = d->next(c, &row);
+        if (rc != LATCH_OK || !row)
+            break;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = xrealloc(v, cap * sizeof *v);
+        }
+        memset(&v[n], 0, sizeof v[n]);
+        v[n].id = d->col_i64(c, 0);
+        v[n].env_id = i->env_id;
+        v[n].uid = d->col_str(c, 1);
+        v[n].connection_id = d->col_str(c, 2);
+        v[n].credentials_sealed = d->col_str(c, 3);
+        n++;
+    }
+    d->end(c);
+    if (rc == LATCH_OK && n > 0 && rebind == NULL)
+        rc = LATCH_E_INVAL;
+    for (size_t k = 0; k < n && rc == LATCH_OK; k++) {
+        struct store_connection before = v[k], after = v[k];
+        char *sealed = NULL;
+        int64_t changes = 0;
+
+        if (v[k].uid == NULL || v[k].connection_id == NULL || v[k].credentials_sealed == NULL)
+            continue;
+        before.provider_config_key = (char *)(uintptr_t)old_key;
+        after.provider_config_key = i->unique_key;
+        rc = rebind(&before, &after, &sealed, ud);
+        if (rc == LATCH_E_CRYPTO) {
+            rc = LATCH_OK; /* unreadable before the rename too: nothing to carry over */
+            continue;
+        }
+        /* the rows are ours until commit (SQLite: the write lock; PG: FOR UPDATE) */
+        if (rc == LATCH_OK)
+            rc = q_cmd(d, c, ST_CONN_REBIND_CAS, &changes, "itt", v[k].id, sealed,
+                       v[k].credentials_sealed);
+        if (rc == LATCH_OK && changes == 0)
+            rc = LATCH_E_CONFLICT;
+        free(sealed);
+    }
+    for (size_t k = 0; k < n; k++) {
+        v[k].provider_config_key = NULL;
+        store_connection_clear(&v[k]);
+    }
+    free(v);
+    return rc;
+}
+
 latch_rc
-store_integration_update(struct store *s, struct store_integration *i)
+store_integration_update(struct store *s, struct store_integration *i, store_rebind_fn rebind,
+                         void *ud)
 {
     const struct dialect *d = s->d;
     struct db_conn *c = NULL;
     int64_t now = latch_now_ms(), changes = 0;
+    char *old_key = NULL;
     latch_rc rc;
 
     if (!int_ok(i))
@@ -738,6 +818,16 @@ store_integration_update(struct store *s, struct store_integration *i)
     rc = d->begin(c);
     if (rc != LATCH_OK)
         goto out;
+    rc = q_exec(d, c, ST_INT_KEY, "ii", i->id, i->env_id);
+    if (rc == LATCH_OK)
+        rc = q_row(d, c, LATCH_E_NOT_FOUND);
+    if (rc == LATCH_OK)
+        old_key = d->col_str(c, 0);
+    d->end(c);
+    if (rc == LATCH_OK && old_key == NULL)
+        rc = LATCH_E_DB;
+    if (rc != LATCH_OK)
+        goto out;
     /* Renaming unique_key cascades to connections.provider_config_key (ON UPDATE CASCADE). */
     rc = q_cmd(d, c, ST_INT_UPDATE, &changes, "iittttBti", i->id, i->env_id, i->unique_key,
                i->provider, i->display_name, i->oauth_scopes, (int)i->forward_webhooks,
@@ -746,14 +836,19 @@ store_integration_update(struct store *s, struct store_integration *i)
         rc = LATCH_E_NOT_FOUND;
     if (rc != LATCH_OK)
         goto out;
+    /* The credentials are bound to the key (domain/creds.h): re-seal them in this transaction. */
+    if (strcmp(old_key, i->unique_key) != 0)
+        rc = rebind_connections(d, c, i, old_key, rebind, ud);
     /* connections.provider is a copy of the integration's provider: keep it in step. */
-    rc = q_cmd(d, c, ST_CONN_SET_PROVIDER, NULL, "itt", i->env_id, i->unique_key, i->provider);
+    if (rc == LATCH_OK)
+        rc = q_cmd(d, c, ST_CONN_SET_PROVIDER, NULL, "itt", i->env_id, i->unique_key, i->provider);
     if (rc == LATCH_OK)
         rc = d->commit(c);
 out:
     if (rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
+    free(old_key);
     if (rc == LATCH_OK)
         i->updated_at = now;
     return rc;
@@ -1471,6 +1566,187 @@ store_webhook_pending_count(struct store *s, int64_t *n)
     return read1(s, ST_WH_PENDING, read_i64, n, "");
 }
 
+latch_rc
+store_connection_reseal(struct store *s, int64_t id, const char *old_sealed, const char *new_sealed)
+{
+    int64_t changes = 0;
+    latch_rc rc;
+
+    if (old_sealed == NULL || new_sealed == NULL)
+        return LATCH_E_INVAL;
+    rc = write1(s, ST_RS_CONN_CAS, &changes, "itt", id, new_sealed, old_sealed);
+    if (rc != LATCH_OK || changes > 0)
+        return rc;
+    rc = read1(s, ST_CONN_EXISTS, NULL, NULL, "i", id);
+    return rc == LATCH_OK ? LATCH_E_CONFLICT : rc;
+}
+
+latch_rc
+store_webhook_oldest_pending(struct store *s, int64_t *created_at)
+{
+    *created_at = 0;
+    return read1(s, ST_WH_OLDEST, read_i64, created_at, "");
+}
+
+/* ---- operations log ---- */
+
+void
+store_op_clear(struct store_op *o)
+{
+    if (o == NULL)
+        return;
+    free(o->id);
+    free(o->kind);
+    free(o->error);
+    free(o->integration);
+    free(o->provider);
+    free(o->connection_id);
+    free(o->end_user_id);
+    free(o->detail_json);
+    memset(o, 0, sizeof *o);
+}
+
+/* OPS_COLS */
+static void
+op_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_op *o = out;
+    const char *outcome;
+
+    memset(o, 0, sizeof *o);
+    o->id = d->col_str(c, 0);
+    o->env_id = d->col_i64(c, 1);
+    o->at = d->col_i64(c, 2);
+    o->kind = d->col_str(c, 3);
+    outcome = d->col_text(c, 4);
+    o->success = outcome != NULL && strcmp(outcome, "success") == 0;
+    o->error = d->col_str(c, 5);
+    o->integration = d->col_str(c, 6);
+    o->provider = d->col_str(c, 7);
+    o->connection_id = d->col_str(c, 8);
+    o->end_user_id = d->col_str(c, 9);
+    o->duration_ms = d->col_i64(c, 10);
+    o->detail_json = d->col_str(c, 11);
+}
+
+latch_rc
+store_ops_append(struct store *s, const struct store_op *v, size_t n)
+{
+    const struct dialect *d = s->d;
+    struct db_conn *c = NULL;
+    latch_rc rc;
+
+    if (n == 0)
+        return LATCH_OK;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].id == NULL || v[i].kind == NULL || !json_ok(v[i].detail_json))
+            return LATCH_E_INVAL;
+    uint64_t t0 = latch_mono_us();
+
+    rc = d->acquire(s->db, &c);
+    if (rc != LATCH_OK)
+        return rc;
+    rc = d->begin(c);
+    /* one transaction (one fsync) per batch: the writer's whole point */
+    for (size_t i = 0; i < n && rc == LATCH_OK; i++) {
+        const struct store_op *o = &v[i];
+
+        rc = q_exec(d, c, ST_OPS_INSERT, "tiitttttttit", o->id, o->env_id, o->at, o->kind,
+                    o->success ? "success" : "failure", o->error, o->integration, o->provider,
+                    o->connection_id, o->end_user_id, o->duration_ms, o->detail_json);
+        if (rc == LATCH_OK)
+            (void)d->changes(c);
+        d->end(c);
+    }
+    if (rc == LATCH_OK)
+        rc = d->commit(c);
+    if (rc != LATCH_OK)
+        d->rollback(c);
+    d->release(c);
+    observe(true, t0);
+    return rc;
+}
+
+latch_rc
+store_ops_get(struct store *s, int64_t env_id, const char *id, struct store_op *out)
+{
+    memset(out, 0, sizeof *out);
+    if (id == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_OPS_GET, op_read, out, "it", env_id, id);
+}
+
+latch_rc
+store_ops_list(struct store *s, int64_t env_id, const struct store_op_filter *f,
+               struct store_op **out, size_t *n)
+{
+    struct list l = {NULL, 0, 0};
+    const char *outcome = NULL;
+    latch_rc rc;
+
+    *out = NULL;
+    *n = 0;
+    if (f == NULL || f->limit < 1 || f->limit > LATCH_MAX_LIST_LIMIT)
+        return LATCH_E_INVAL;
+    if (f->outcome > 0)
+        outcome = "success";
+    else if (f->outcome < 0)
+        outcome = "failure";
+    rc = list(s, false, ST_OPS_LIST, op_read, sizeof **out, &l, "itttttti", env_id,
+              f->connection_id, f->integration, f->kind, outcome, f->id_min, f->id_below, f->limit);
+    if (rc != LATCH_OK) {
+        store_ops_list_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return LATCH_OK;
+}
+
+void
+store_ops_list_free(struct store_op *v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_op_clear(&v[i]);
+    free(v);
+}
+
+latch_rc
+store_ops_prune(struct store *s, const char *id_below, int64_t max_rows, int64_t batch,
+                int64_t *deleted)
+{
+    char *nth = NULL;
+    const char *cut = id_below;
+    latch_rc rc = LATCH_OK;
+
+    *deleted = 0;
+    if (batch < 1 || max_rows < 0)
+        return LATCH_E_INVAL;
+    if (max_rows > 0) {
+        /* the max_rows-th newest id: everything older goes */
+        rc = read1(s, ST_OPS_NTH, read_str, &nth, "i", max_rows - 1);
+        if (rc == LATCH_E_NOT_FOUND)
+            rc = LATCH_OK; /* fewer rows than that */
+        if (rc != LATCH_OK)
+            return rc;
+        if (nth != NULL && (cut == NULL || strcmp(nth, cut) > 0))
+            cut = nth;
+    }
+    if (cut != NULL)
+        rc = write1(s, ST_OPS_PRUNE, deleted, "ti", cut, batch);
+    free(nth);
+    return rc;
+}
+
+latch_rc
+store_ops_count(struct store *s, int64_t *n)
+{
+    *n = 0;
+    return read1(s, ST_OPS_COUNT, read_i64, n, "");
+}
+
 /* ---- key rotation ---- */
 
 struct rs_item {
@@ -1478,6 +1754,10 @@ struct rs_item {
     char *row;      /* uid, id as text, or meta key */
     char *sealed;   /* current value */
     char *resealed; /* from fn, or NULL */
+    /* connections: the owner the credentials are bound to */
+    int64_t env_id;
+    char *pck;
+    char *cid;
 };
 
 /* A sealed column: scan reads (key, row, sealed) after a cursor, cas swaps one value. */
@@ -1502,6 +1782,8 @@ rs_items_free(struct rs_item *v, size_t n)
         free(v[i].row);
         free(v[i].sealed);
         free(v[i].resealed);
+        free(v[i].pck);
+        free(v[i].cid);
         memset(&v[i], 0, sizeof v[i]);
     }
 }
@@ -1530,6 +1812,9 @@ rs_scan(const struct dialect *d, struct db_conn *c, const struct rs_source *src,
             it->id = d->col_i64(c, 0);
             it->row = d->col_str(c, 1);
             it->sealed = d->col_str(c, 2);
+            it->env_id = d->col_i64(c, 3);
+            it->pck = d->col_str(c, 4);
+            it->cid = d->col_str(c, 5);
         } else if (src->scan == ST_RS_ENV_SCAN) {
             it->id = d->col_i64(c, 0);
             it->row = xasprintf("%" PRId64, it->id);
@@ -1581,7 +1866,8 @@ store_reseal_all(struct store *s, store_reseal_fn fn, void *ud, size_t *rewritte
                 break;
             /* Crypto happens here, outside any transaction: the server keeps writing. */
             for (size_t i = 0; i < n; i++) {
-                struct store_sealed_ref ref = {src->table, v[i].row, src->column, v[i].sealed};
+                struct store_sealed_ref ref = {src->table,  v[i].row, src->column, v[i].sealed,
+                                               v[i].env_id, v[i].pck, v[i].cid};
                 latch_rc frc;
 
                 if (v[i].row == NULL || v[i].sealed == NULL)

@@ -92,8 +92,25 @@ latch_rc store_integration_get(struct store *s, int64_t env_id, const char *uniq
 latch_rc store_integration_list(struct store *s, int64_t env_id, struct store_integration **out,
                                 size_t *n);
 void store_integration_list_free(struct store_integration *v, size_t n);
-/* Updates every mutable field of i (found by i->id within i->env_id), incl. unique_key. */
-latch_rc store_integration_update(struct store *s, struct store_integration *i);
+struct store_connection;
+/*
+ * Re-seals one connection's credentials for a rename: before is the row as sealed (owner fields,
+ * credentials_sealed), after the same row under its new key; *new_sealed is owned.
+ */
+typedef latch_rc (*store_rebind_fn)(const struct store_connection *before,
+                                    const struct store_connection *after, char **new_sealed,
+                                    void *ud);
+/*
+ * Updates every mutable field of i (found by i->id within i->env_id), incl. unique_key. A new
+ * unique_key cascades to its connections' provider_config_key, which their credentials are bound
+ * to: in the same transaction, rebind re-seals each of them (compare-and-swap; their refresh
+ * leases are released so that a refresh in flight re-seals its token for the new key, see
+ * refresher.c). A row rebind cannot open (LATCH_E_CRYPTO: already unreadable) is left as it is;
+ * any other failure rolls the rename back. rebind may be NULL only when no connection holds
+ * credentials (store tests).
+ */
+latch_rc store_integration_update(struct store *s, struct store_integration *i,
+                                  store_rebind_fn rebind, void *ud);
 /* Deletes the integration and its connections. */
 latch_rc store_integration_delete(struct store *s, int64_t env_id, const char *unique_key);
 
@@ -105,7 +122,7 @@ struct store_connection {
     char *connection_id;
     char *provider_config_key; /* integration unique_key */
     char *provider;
-    char *credentials_sealed;     /* AAD "connections:<uid>:credentials" */
+    char *credentials_sealed;     /* AAD: the owner binding of domain/creds.h */
     char *connection_config_json; /* "{}" default */
     char *metadata_json;          /* NULL = null */
     char *tags_json;              /* "{}" default */
@@ -163,6 +180,13 @@ latch_rc store_connection_set_metadata(struct store *s, int64_t id, const char *
 latch_rc store_connection_patch(struct store *s, int64_t id, const char *tags_json,
                                 const char *end_user_json, const char *webhook_url_override);
 latch_rc store_connection_touch(struct store *s, int64_t id, int64_t last_fetched_at);
+/*
+ * Replaces credentials_sealed by new_sealed only if it still equals old_sealed (compare-and-swap;
+ * version untouched): re-sealing the same credentials under a new AAD or key never overwrites a
+ * token written meanwhile. LATCH_E_CONFLICT if the value changed, LATCH_E_NOT_FOUND if gone.
+ */
+latch_rc store_connection_reseal(struct store *s, int64_t id, const char *old_sealed,
+                                 const char *new_sealed);
 /*
  * The same for up to LATCH_STORE_TOUCH_BATCH rows in one transaction (one fsync); ids of rows
  * that are gone are skipped. last_fetched_at never moves back.
@@ -246,6 +270,54 @@ latch_rc store_webhook_done(struct store *s, int64_t id);
 latch_rc store_webhook_retry(struct store *s, int64_t id, int64_t next_attempt_at,
                              const char *last_error, bool give_up);
 latch_rc store_webhook_pending_count(struct store *s, int64_t *n);
+/* created_at of the oldest pending row (0 = none): the queue's age, for /metrics. */
+latch_rc store_webhook_oldest_pending(struct store *s, int64_t *created_at);
+
+/* ---- operations log (append-only; see docs/internals/opslog.md) ---- */
+/*
+ * One operation: a link, reconnect, refresh, proxy call, webhook delivery attempt or management
+ * change. Never holds bodies, header values, tokens or secrets (the caller's duty; the leak test
+ * checks it). Ids are time-ordered text (opslog.h): ordering and time bounds go by id.
+ */
+struct store_op {
+    char *id; /* unique, time-ordered (sorts as its start time) */
+    int64_t env_id;
+    int64_t at;          /* start, ms since the epoch */
+    char *kind;          /* link, reconnect, refresh, proxy, webhook, management */
+    bool success;        /* outcome */
+    char *error;         /* error code; NULL = none */
+    char *integration;   /* integration unique_key; NULL = none */
+    char *provider;      /* NULL = none */
+    char *connection_id; /* NULL = none */
+    char *end_user_id;   /* NULL = none */
+    int64_t duration_ms;
+    char *detail_json; /* small JSON object of kind-specific fields; NULL = none */
+};
+void store_op_clear(struct store_op *o);
+/* Inserts n rows in one transaction (all or nothing); LATCH_E_CONFLICT on a duplicate id. */
+latch_rc store_ops_append(struct store *s, const struct store_op *v, size_t n);
+latch_rc store_ops_get(struct store *s, int64_t env_id, const char *id, struct store_op *out);
+struct store_op_filter {
+    const char *connection_id; /* exact, or NULL */
+    const char *integration;   /* exact, or NULL */
+    const char *kind;          /* exact, or NULL */
+    int outcome;               /* 0 any, 1 success, -1 failure */
+    const char *id_min;        /* id >= id_min (a time bound), or NULL */
+    const char *id_below;      /* id < id_below (a time bound or the cursor), or NULL */
+    int64_t limit;             /* 1..LATCH_MAX_LIST_LIMIT */
+};
+/* Newest first (id DESC). */
+latch_rc store_ops_list(struct store *s, int64_t env_id, const struct store_op_filter *f,
+                        struct store_op **out, size_t *n);
+void store_ops_list_free(struct store_op *v, size_t n);
+/*
+ * Retention: deletes at most batch of the oldest rows that are older than id_below (NULL = no
+ * age bound) or beyond the newest max_rows (0 = no row bound), in one short transaction.
+ * *deleted gets the count; call again while it equals batch.
+ */
+latch_rc store_ops_prune(struct store *s, const char *id_below, int64_t max_rows, int64_t batch,
+                         int64_t *deleted);
+latch_rc store_ops_count(struct store *s, int64_t *n);
 
 /* ---- key rotation: every sealed column, one row at a time ---- */
 struct store_sealed_ref {
@@ -253,6 +325,10 @@ struct store_sealed_ref {
     const char *row;   /* uid / id / key as text, used in the AAD */
     const char *column;
     const char *sealed; /* current envelope */
+    /* connections only (else 0 / NULL): the owner the credentials are bound to */
+    int64_t env_id;
+    const char *provider_config_key;
+    const char *connection_id;
 };
 /*
  * Calls reseal for every sealed value; if it returns LATCH_OK with *new_sealed set (owned), the

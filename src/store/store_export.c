@@ -101,6 +101,21 @@ static const struct store_col cols_wh[] = {
     {"created_at", STORE_COL_INT},
 };
 
+static const struct store_col cols_ops[] = {
+    {"id", STORE_COL_TEXT},
+    {"env_id", STORE_COL_INT},
+    {"at", STORE_COL_INT},
+    {"kind", STORE_COL_TEXT},
+    {"outcome", STORE_COL_TEXT},
+    {"error", STORE_COL_TEXT},
+    {"integration", STORE_COL_TEXT},
+    {"provider", STORE_COL_TEXT},
+    {"connection_id", STORE_COL_TEXT},
+    {"end_user_id", STORE_COL_TEXT},
+    {"duration_ms", STORE_COL_INT},
+    {"detail_json", STORE_COL_TEXT},
+};
+
 const struct store_table store_tables[] = {
     {"meta", cols_meta, N(cols_meta), false},
     {"environments", cols_env, N(cols_env), true},
@@ -109,6 +124,7 @@ const struct store_table store_tables[] = {
     {"connections", cols_conn, N(cols_conn), true},
     {"connect_sessions", cols_sess, N(cols_sess), true},
     {"webhook_outbox", cols_wh, N(cols_wh), true},
+    {"operations", cols_ops, N(cols_ops), false},
 };
 
 latch_rc

@@ -132,6 +132,9 @@ static const char *const st_sql[ST__COUNT] = {
                       "updated_at = $9::bigint WHERE id = $1::bigint AND env_id = $2::bigint",
     [ST_INT_DELETE] =
         "DELETE FROM integrations WHERE env_id = $1::bigint AND unique_key = $2::text",
+    /* FOR UPDATE: the old key stays the old key until the rename commits. */
+    [ST_INT_KEY] = "SELECT unique_key FROM integrations "
+                   "WHERE id = $1::bigint AND env_id = $2::bigint FOR UPDATE",
     /* FOR KEY SHARE: the integration cannot be deleted or renamed before the insert
        commits. */
     [ST_INT_PROVIDER] = "SELECT provider FROM integrations "
@@ -216,6 +219,13 @@ static const char *const st_sql[ST__COUNT] = {
                     "AND (c.lease_owner IS NULL OR c.lease_until <= $3::bigint) "
                     "AND " C_FETCHED " >= $2::bigint "
                     "ORDER BY c.expires_at, c.id LIMIT $4::bigint",
+    /* FOR UPDATE (the cascade holds them already): no refresh commits between read and CAS. */
+    [ST_CONN_REBIND_SCAN] = "SELECT id, uid, connection_id, credentials_sealed FROM connections "
+                            "WHERE env_id = $1::bigint AND provider_config_key = $2::text "
+                            "AND credentials_sealed IS NOT NULL ORDER BY id FOR UPDATE",
+    [ST_CONN_REBIND_CAS] = "UPDATE connections SET credentials_sealed = $2::text, "
+                           "lease_owner = NULL, lease_until = 0 "
+                           "WHERE id = $1::bigint AND credentials_sealed = $3::text",
     [ST_SESS_INSERT] =
         "INSERT INTO connect_sessions(env_id, token_hash, end_user_json, "
         "organization_json, "
@@ -246,7 +256,30 @@ static const char *const st_sql[ST__COUNT] = {
                     "ELSE $2::bigint END, claim_owner = NULL, claim_until = 0 "
                     "WHERE id = $1::bigint",
     [ST_WH_PENDING] = "SELECT count(*) FROM webhook_outbox WHERE state = 'pending'",
-    [ST_RS_CONN_SCAN] = "SELECT id, uid, credentials_sealed FROM connections WHERE id > $1::bigint "
+    [ST_WH_OLDEST] =
+        "SELECT COALESCE(min(created_at), 0) FROM webhook_outbox WHERE state = 'pending'",
+    [ST_OPS_INSERT] = "INSERT INTO operations(" OPS_COLS ") "
+                      "VALUES ($1::text, $2::bigint, $3::bigint, $4::text, $5::text, $6::text, "
+                      "$7::text, $8::text, $9::text, $10::text, $11::bigint, $12::text)",
+    [ST_OPS_GET] =
+        "SELECT " OPS_COLS " FROM operations WHERE env_id = $1::bigint AND id = $2::text",
+    /*
+     * $1 env, $2 connection_id, $3 integration, $4 kind, $5 outcome, $6 id >= (time from),
+     * $7 id < (time to, or the cursor), $8 limit. A NULL parameter disables its filter.
+     */
+    [ST_OPS_LIST] = "SELECT " OPS_COLS " FROM operations WHERE env_id = $1::bigint "
+                    "AND ($2::text IS NULL OR connection_id = $2::text) "
+                    "AND ($3::text IS NULL OR integration = $3::text) "
+                    "AND ($4::text IS NULL OR kind = $4::text) "
+                    "AND ($5::text IS NULL OR outcome = $5::text) "
+                    "AND id >= COALESCE($6::text, '') AND ($7::text IS NULL OR id < $7::text) "
+                    "ORDER BY id DESC LIMIT $8::bigint",
+    [ST_OPS_NTH] = "SELECT id FROM operations ORDER BY id DESC LIMIT 1 OFFSET $1::bigint",
+    [ST_OPS_PRUNE] = "DELETE FROM operations WHERE id IN "
+                     "(SELECT id FROM operations WHERE id < $1::text ORDER BY id LIMIT $2::bigint)",
+    [ST_OPS_COUNT] = "SELECT count(*) FROM operations",
+    [ST_RS_CONN_SCAN] = "SELECT id, uid, credentials_sealed, env_id, provider_config_key, "
+                        "connection_id FROM connections WHERE id > $1::bigint "
                         "AND credentials_sealed IS NOT NULL ORDER BY id LIMIT $2::bigint",
     [ST_RS_CONN_CAS] = "UPDATE connections SET credentials_sealed = $2::text "
                        "WHERE id = $1::bigint AND credentials_sealed = $3::text",

@@ -104,6 +104,7 @@ static const char *const st_sql[ST__COUNT] = {
                       "oauth_scopes = ?6, forward_webhooks = ?7, custom_json = ?8, "
                       "updated_at = ?9 WHERE id = ?1 AND env_id = ?2",
     [ST_INT_DELETE] = "DELETE FROM integrations WHERE env_id = ?1 AND unique_key = ?2",
+    [ST_INT_KEY] = "SELECT unique_key FROM integrations WHERE id = ?1 AND env_id = ?2",
     [ST_INT_PROVIDER] = "SELECT provider FROM integrations WHERE env_id = ?1 AND unique_key = ?2",
     /* BEGIN IMMEDIATE holds the write lock: nothing to lock row by row. */
     [ST_CONN_LOCK] = "SELECT id, uid FROM connections "
@@ -167,6 +168,11 @@ static const char *const st_sql[ST__COUNT] = {
                     "AND (c.lease_owner IS NULL OR c.lease_until <= ?3) "
                     "AND " C_FETCHED " >= ?2 "
                     "ORDER BY c.expires_at, c.id LIMIT ?4",
+    [ST_CONN_REBIND_SCAN] = "SELECT id, uid, connection_id, credentials_sealed FROM connections "
+                            "WHERE env_id = ?1 AND provider_config_key = ?2 "
+                            "AND credentials_sealed IS NOT NULL ORDER BY id",
+    [ST_CONN_REBIND_CAS] = "UPDATE connections SET credentials_sealed = ?2, lease_owner = NULL, "
+                           "lease_until = 0 WHERE id = ?1 AND credentials_sealed = ?3",
     [ST_SESS_INSERT] =
         "INSERT INTO connect_sessions(env_id, token_hash, end_user_json, organization_json, "
         "allowed_integrations_json, config_defaults_json, tags_json, webhook_url_override, "
@@ -190,7 +196,26 @@ static const char *const st_sql[ST__COUNT] = {
                     "next_attempt_at = CASE WHEN ?4 THEN next_attempt_at ELSE ?2 END, "
                     "claim_owner = NULL, claim_until = 0 WHERE id = ?1",
     [ST_WH_PENDING] = "SELECT count(*) FROM webhook_outbox WHERE state = 'pending'",
-    [ST_RS_CONN_SCAN] = "SELECT id, uid, credentials_sealed FROM connections "
+    [ST_WH_OLDEST] =
+        "SELECT COALESCE(min(created_at), 0) FROM webhook_outbox WHERE state = 'pending'",
+    [ST_OPS_INSERT] = "INSERT INTO operations(" OPS_COLS ") "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    [ST_OPS_GET] = "SELECT " OPS_COLS " FROM operations WHERE env_id = ?1 AND id = ?2",
+    /*
+     * ?1 env, ?2 connection_id, ?3 integration, ?4 kind, ?5 outcome, ?6 id >= (time from),
+     * ?7 id < (time to, or the cursor), ?8 limit. A NULL parameter disables its filter.
+     */
+    [ST_OPS_LIST] = "SELECT " OPS_COLS " FROM operations WHERE env_id = ?1 "
+                    "AND (?2 IS NULL OR connection_id = ?2) AND (?3 IS NULL OR integration = ?3) "
+                    "AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR outcome = ?5) "
+                    "AND id >= COALESCE(?6, '') AND (?7 IS NULL OR id < ?7) "
+                    "ORDER BY id DESC LIMIT ?8",
+    [ST_OPS_NTH] = "SELECT id FROM operations ORDER BY id DESC LIMIT 1 OFFSET ?1",
+    [ST_OPS_PRUNE] = "DELETE FROM operations WHERE id IN "
+                     "(SELECT id FROM operations WHERE id < ?1 ORDER BY id LIMIT ?2)",
+    [ST_OPS_COUNT] = "SELECT count(*) FROM operations",
+    [ST_RS_CONN_SCAN] = "SELECT id, uid, credentials_sealed, env_id, provider_config_key, "
+                        "connection_id FROM connections "
                         "WHERE id > ?1 AND credentials_sealed IS NOT NULL ORDER BY id LIMIT ?2",
     [ST_RS_CONN_CAS] = "UPDATE connections SET credentials_sealed = ?2 "
                        "WHERE id = ?1 AND credentials_sealed = ?3",

@@ -146,6 +146,28 @@ static const struct store_sqlite_step store_sqlite_migrations[] = {
         "  last_fetched_at INTEGER NOT NULL"
         ") STRICT;"},
     /*
+     * ---- 3: operations log ----
+     * Append-only; pruned by age and rows in the background (opslog.c). Ids are time-ordered
+     * text, so id order is time order and a time bound is an id bound. No foreign key: a log
+     * row outlives what it names, and a batch insert must not fail for a deleted environment.
+     */
+    {3, "CREATE TABLE operations ("
+        "  id TEXT PRIMARY KEY,"
+        "  env_id INTEGER NOT NULL,"
+        "  at INTEGER NOT NULL,"
+        "  kind TEXT NOT NULL,"
+        "  outcome TEXT NOT NULL CHECK (outcome IN ('success', 'failure')),"
+        "  error TEXT,"
+        "  integration TEXT,"
+        "  provider TEXT,"
+        "  connection_id TEXT,"
+        "  end_user_id TEXT,"
+        "  duration_ms INTEGER NOT NULL DEFAULT 0,"
+        "  detail_json TEXT"
+        ") STRICT;"},
+    {3, "CREATE INDEX operations_env ON operations(env_id, id);"},
+    {3, "CREATE INDEX operations_env_conn ON operations(env_id, connection_id, id);"},
+    /*
      * ---- 4: admin accounts and sessions (the dashboard at /admin) ----
      * (3 is the operations log.) password_hash is a self-describing scrypt string (see
      * crypto/pwhash.h); session tokens are stored only as a keyed hash, like connect sessions.

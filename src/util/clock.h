@@ -11,5 +11,7 @@
 
 int64_t latch_mono_ms(void);
 int64_t latch_now_ms(void);
+/* Monotonic microseconds (durations). */
+uint64_t latch_mono_us(void);
 
 #endif

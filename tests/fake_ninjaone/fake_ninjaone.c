@@ -678,9 +678,10 @@ enum fault_mode {
     FM_RESET,
     FM_STALL,
     FM_TRUNCATE,
+    FM_ECHO,
 };
-static const char *const k_fault_modes[] = {"none", "delay", "status", "malformed",
-                                            "huge", "reset", "stall",  "truncate"};
+static const char *const k_fault_modes[] = {"none",  "delay", "status",   "malformed", "huge",
+                                            "reset", "stall", "truncate", "echo"};
 #define N_FAULT_MODES ((int)(sizeof k_fault_modes / sizeof k_fault_modes[0]))
 
 enum fault_target { FT_TOKEN, FT_API, N_FAULT_TARGETS };
@@ -1482,6 +1483,22 @@ fault_apply(struct MHD_Connection *c, struct req *r, enum fault_target t, enum M
     case FM_MALFORMED:
         *ret = respond_json(c, 200, "{\"access_token\": ", NULL, 0);
         return true;
+    case FM_ECHO: {
+        /* a buggy or hostile endpoint that quotes the request it got (body and Authorization) */
+        struct sbuf b;
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+
+        sb_init(&b, 2 * (r->body_len + 1024));
+        sb_printf(&b, "{\"error\":\"invalid_request\",\"error_description\":");
+        sb_json_str(&b, r->body != NULL ? r->body : "");
+        sb_printf(&b, ",\"authorization\":");
+        sb_json_str(&b, auth != NULL ? auth : "");
+        sb_printf(&b, ",\"message\":");
+        sb_json_str(&b, r->body != NULL ? r->body : "");
+        sb_printf(&b, "}");
+        *ret = respond_sb(c, f->status, &b, "application/json", NULL, 0);
+        return true;
+    }
     case FM_HUGE:
         *ret = respond_generated(c, f->huge_bytes, UINT64_MAX, true, false, "application/json");
         return true;
@@ -2947,7 +2964,7 @@ ctl_fault(struct MHD_Connection *c, struct req *r)
     }
     if (mode == NULL || m == N_FAULT_MODES) {
         snprintf(msg, sizeof msg,
-                 "mode must be none|delay|status|malformed|huge|reset|stall|truncate");
+                 "mode must be none|delay|status|malformed|huge|reset|stall|truncate|echo");
         goto bad;
     }
     f.mode = (enum fault_mode)m;

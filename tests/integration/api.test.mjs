@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -302,6 +303,134 @@ test('one environment can never read or change another environment\'s data', asy
   assert.equal(r.status, 200, 'dev still sees its own');
 });
 
+// ---- credentials bound to their owner (issue 15 item 5) ----
+// Envelopes are opened here with the key file, as latch would: "v2.<kid>.<iv>.<tag>.<ct>", AAD
+// "latch:v2:<kid>:" + the owner binding of src/domain/creds.h (or the legacy "connections:<uid>:credentials").
+function vaultKeys() {
+  return fs.readFileSync(path.join(s.dir, 'latch.key'), 'utf8').split('\n').filter((l) => l.trim()).map((l) => {
+    const key = Buffer.from(l.trim(), 'base64');
+    return { key, kid: crypto.createHmac('sha256', key).update('latch key id v1').digest('hex').slice(0, 8) };
+  });
+}
+function ownerAad(row) {
+  return `connections:${row.uid}:credentials:v2:${row.env_id}:${Buffer.byteLength(row.provider_config_key)}:${row.provider_config_key}:${Buffer.byteLength(row.connection_id)}:${row.connection_id}`;
+}
+function legacyAad(row) { return `connections:${row.uid}:credentials`; }
+function envOpen(envelope, aad) {
+  const [v, kid, iv, tag, ct] = envelope.split('.');
+  assert.equal(v, 'v2');
+  const k = vaultKeys().find((x) => x.kid === kid);
+  if (!k) return null;
+  const d = crypto.createDecipheriv('aes-256-gcm', k.key, Buffer.from(iv, 'base64'));
+  d.setAAD(Buffer.from(`latch:v2:${kid}:${aad}`));
+  d.setAuthTag(Buffer.from(tag, 'base64'));
+  try { return JSON.parse(Buffer.concat([d.update(Buffer.from(ct, 'base64')), d.final()]).toString()); } catch { return null; }
+}
+function envSeal(obj, aad) {
+  const k = vaultKeys().at(-1);
+  const iv = crypto.randomBytes(12);
+  const c = crypto.createCipheriv('aes-256-gcm', k.key, iv);
+  c.setAAD(Buffer.from(`latch:v2:${k.kid}:${aad}`));
+  const ct = Buffer.concat([c.update(JSON.stringify(obj)), c.final()]);
+  return ['v2', k.kid, iv.toString('base64'), c.getAuthTag().toString('base64'), ct.toString('base64')].join('.');
+}
+function sql(q) {
+  return execFileSync('sqlite3', ['-cmd', '.timeout 5000', '-json', path.join(s.dir, 'latch.db'), q]).toString();
+}
+const q = (x) => `'${String(x).replace(/'/g, "''")}'`;
+function connRow(cid) {
+  return JSON.parse(sql(`SELECT id, uid, env_id, provider_config_key, connection_id, credentials_sealed FROM connections WHERE connection_id = ${q(cid)}`) || '[]')[0];
+}
+
+test('sealed credentials moved to another environment, integration or connection id do not decrypt there', async (t) => {
+  if (s.pg) return t.skip('edits the SQLite file');
+  const out = execFileSync(LATCH_BIN, ['env', 'create', 'aad-other'], { cwd: s.dir, env: s.cliEnv() }).toString();
+  const otherKey = out.match(/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/)[0];
+  const other = (m, u, b) => api(s.latchUrl, otherKey, m, u, b);
+  assert.equal((await other('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'ninjaone-rmm' })).status, 200);
+  assert.equal((await s.api('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'aad-second' })).status, 200);
+  const otherEnv = JSON.parse(sql("SELECT id FROM environments WHERE name = 'aad-other'"))[0].id;
+  for (const id of ['aad-env', 'aad-pck', 'aad-cid']) {
+    const r = await s.api('POST', '/connections', importBody(id));
+    assert.equal(r.status, 201, r.text);
+    assert.equal((await s.api('GET', `/connections/${id}?provider_config_key=ninjaone-rmm`)).status, 200);
+  }
+  const devEnv = connRow('aad-env').env_id;
+  // an attacker with write access to the database file, but not the key, moves rows
+  sql(`UPDATE connections SET env_id = ${otherEnv} WHERE connection_id = 'aad-env'`);
+  sql("UPDATE connections SET provider_config_key = 'aad-second' WHERE connection_id = 'aad-pck'");
+  sql("UPDATE connections SET connection_id = 'aad-cid-moved' WHERE connection_id = 'aad-cid'");
+  const moved = [
+    await other('GET', '/connections/aad-env?provider_config_key=ninjaone-rmm'),
+    await s.api('GET', '/connections/aad-pck?provider_config_key=aad-second'),
+    await s.api('GET', '/connections/aad-cid-moved?provider_config_key=ninjaone-rmm'),
+  ];
+  for (const r of moved) {
+    // the row is found, its envelope does not authenticate for its new owner: tampered data,
+    // answered as the server-side integrity failure it is (never the secret, never a crash)
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.json.error.code, 'credentials_unreadable');
+    assert.equal(r.text.includes('secret-aad-'), false);
+  }
+  assert.equal((await s.api('GET', '/health')).status, 200);
+  assert.match(s.logs(), /credentials do not decrypt/);
+  // moved back, each reads again: the envelope was refused for its owner, not damaged
+  sql(`UPDATE connections SET env_id = ${devEnv} WHERE connection_id = 'aad-env'`);
+  sql("UPDATE connections SET provider_config_key = 'ninjaone-rmm' WHERE connection_id = 'aad-pck'");
+  sql("UPDATE connections SET connection_id = 'aad-cid' WHERE connection_id = 'aad-cid-moved'");
+  for (const id of ['aad-env', 'aad-pck', 'aad-cid']) {
+    const r = await s.api('GET', `/connections/${id}?provider_config_key=ninjaone-rmm`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.credentials.client_secret, `secret-${id}-0123456789`);
+  }
+});
+
+test('legacy envelopes (AAD without the owner) still read and are re-sealed under the owner binding', async (t) => {
+  if (s.pg) return t.skip('edits the SQLite file');
+  assert.equal((await s.api('POST', '/connections', importBody('aad-legacy'))).status, 201);
+  let row = connRow('aad-legacy');
+  assert.ok(envOpen(row.credentials_sealed, ownerAad(row)), 'new rows carry the owner binding');
+  assert.equal(envOpen(row.credentials_sealed, legacyAad(row)), null);
+  const creds = envOpen(row.credentials_sealed, ownerAad(row));
+  // write what a previous release wrote
+  const old = envSeal(creds, legacyAad(row));
+  sql(`UPDATE connections SET credentials_sealed = ${q(old)} WHERE id = ${row.id}`);
+  const r = await s.api('GET', '/connections/aad-legacy?provider_config_key=ninjaone-rmm');
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.credentials.client_secret, 'secret-aad-legacy-0123456789');
+  row = connRow('aad-legacy');
+  assert.notEqual(row.credentials_sealed, old, 'the read re-sealed the row');
+  assert.deepEqual(envOpen(row.credentials_sealed, ownerAad(row)), creds);
+  assert.equal(envOpen(row.credentials_sealed, legacyAad(row)), null);
+  // another legacy row is left for `latch keys rotate` (the rotation test below checks every row)
+  assert.equal((await s.api('POST', '/connections', importBody('aad-legacy-2'))).status, 201);
+  row = connRow('aad-legacy-2');
+  sql(`UPDATE connections SET credentials_sealed = ${q(envSeal(envOpen(row.credentials_sealed, ownerAad(row)), legacyAad(row)))} WHERE id = ${row.id}`);
+});
+
+test('renaming an integration re-seals its connections for the new key in the same write', async (t) => {
+  assert.equal((await s.api('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'aad-rename' })).status, 200);
+  for (const id of ['aad-r1', 'aad-r2'])
+    assert.equal((await s.api('POST', '/connections', importBody(id, { provider_config_key: 'aad-rename' }))).status, 201);
+  if (!s.pg) {
+    // one of them still legacy: the rename carries it over too
+    const row = connRow('aad-r2');
+    sql(`UPDATE connections SET credentials_sealed = ${q(envSeal(envOpen(row.credentials_sealed, ownerAad(row)), legacyAad(row)))} WHERE id = ${row.id}`);
+  }
+  let r = await s.api('PATCH', '/integrations/aad-rename', { unique_key: 'aad-renamed' });
+  assert.equal(r.status, 200, r.text);
+  for (const id of ['aad-r1', 'aad-r2']) {
+    r = await s.api('GET', `/connections/${id}?provider_config_key=aad-renamed`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.credentials.client_secret, `secret-${id}-0123456789`);
+    if (!s.pg) {
+      const row = connRow(id);
+      assert.equal(row.provider_config_key, 'aad-renamed');
+      assert.ok(envOpen(row.credentials_sealed, ownerAad(row)));
+    }
+  }
+});
+
 test('secrets are encrypted at rest: a canary never appears in the database files', async () => {
   const canary = 'CANARYsecret' + Math.random().toString(36).slice(2) + 'XYZ';
   const token = 'CANARYtoken' + Math.random().toString(36).slice(2);
@@ -351,6 +480,15 @@ test('key rotation re-encrypts every secret while the server keeps serving', asy
   assert.match(r.json.credentials.client_secret, /^CANARYsecret/);
   const created = await s.api('POST', '/connections', importBody('after-rotate'));
   assert.equal(created.status, 201);
+  if (!s.pg) {
+    // every connection row is now under the new key and its owner binding: no legacy AAD is left
+    const rows = JSON.parse(sql('SELECT id, uid, env_id, provider_config_key, connection_id, credentials_sealed FROM connections WHERE credentials_sealed IS NOT NULL'));
+    assert.ok(rows.some((x) => x.connection_id === 'aad-legacy-2'));
+    for (const row of rows) {
+      assert.ok(envOpen(row.credentials_sealed, ownerAad(row)), `row ${row.connection_id} under the owner binding`);
+      assert.equal(envOpen(row.credentials_sealed, legacyAad(row)), null);
+    }
+  }
 });
 
 test('latch export / import move a whole installation (ciphertexts stay valid)', async () => {

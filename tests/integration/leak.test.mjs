@@ -21,11 +21,20 @@ const canaryClient = {
   instance: 'eu.ninjarmm.com',
   scopes: ['monitoring', 'management'],
 };
+// '+' and '/' are legal in a NinjaOne secret and change under form-encoding, JSON escaping
+// (jansson may write '\/') and base64: the echo case below checks every encoded form
+const echoClient = {
+  client_id: `canaryecho${rand()}`.slice(0, 27),
+  client_secret: `Canary+Secret/${rand()}+${rand()}/x`,
+  instance: 'eu.ninjarmm.com',
+  scopes: ['monitoring', 'management'],
+};
 const wrongSecret = `CANARYwrong${rand()}`;
 const importSecret = `CANARYimportsecret${rand()}`;
 const importToken = `CANARYimporttoken${rand()}`;
+const proxySecret = `CANARYproxyquery${rand()}`;
 /** Everything that must never leak (grows as the fake issues tokens). */
-const secrets = new Set([canaryClient.client_secret, wrongSecret, importSecret, importToken]);
+const secrets = new Set([canaryClient.client_secret, echoClient.client_secret, wrongSecret, importSecret, importToken, proxySecret]);
 /** Bodies latch sent back for non-2xx answers, and listings. */
 const errorBodies = [];
 const listBodies = [];
@@ -56,11 +65,20 @@ async function learnToken(id, query = '') {
 function needles() {
   const out = [];
   for (const v of secrets) {
-    out.push(v, encodeURIComponent(v));
-    // a long enough slice catches truncated copies too
-    if (v.length > 24) out.push(v.slice(0, 24), v.slice(-24));
+    const forms = [
+      v,
+      encodeURIComponent(v), // form-encoding, upper-case hex
+      encodeURIComponent(v).replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()),
+      JSON.stringify(v).slice(1, -1).replace(/\//g, '\\/'), // JSON with escaped solidus
+    ];
+    for (const f of forms) {
+      out.push(f);
+      // a long enough slice catches truncated copies too
+      if (f.length > 24) out.push(f.slice(0, 24), f.slice(-24));
+    }
   }
-  for (const [id, sec] of [[canaryClient.client_id, canaryClient.client_secret], [canaryClient.client_id, wrongSecret]]) {
+  for (const [id, sec] of [[canaryClient.client_id, canaryClient.client_secret], [canaryClient.client_id, wrongSecret],
+    [echoClient.client_id, echoClient.client_secret]]) {
     out.push(Buffer.from(`${id}:${sec}`).toString('base64'));
     out.push(Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(sec)}`).toString('base64'));
   }
@@ -78,6 +96,7 @@ function findIn(label, buf, found) {
 before(async () => {
   s = await startStack({ env: { LATCH_LOG_LEVEL: 'debug', LATCH_TOKEN_TIMEOUT_MS: '2000', LATCH_WEBHOOK_BACKOFF_MS: '100' } });
   await s.fake.addClient(canaryClient);
+  await s.fake.addClient(echoClient);
 });
 
 after(async () => { await s?.stop(); });
@@ -107,6 +126,13 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
     body: JSON.stringify({ error: 'server_error', error_description: `bad request for secret ${canaryClient.client_secret}` }) });
   r = await link(canaryClient);
   assert.ok(r.status >= 400, r.text);
+  // the endpoint quotes the form-encoded request: client_secret=Canary%2BSecret%2F...
+  for (const status of [400, 401, 503]) {
+    await s.fake.fault({ target: 'token', mode: 'echo', status, count: 1 });
+    r = await link(echoClient);
+    assert.ok(r.status >= 400, r.text);
+    assert.ok(typeof r.json?.error?.message === 'string' && r.json.error.message.length > 0, r.text);
+  }
   await s.fake.fault({ target: 'token', mode: 'status', status: 503, count: 1 });
   r = await link(canaryClient);
   assert.ok(r.status >= 400, r.text);
@@ -136,7 +162,15 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
   });
   assert.equal(r.status, 400);
 
-  // 5. refreshes: forced ones, and one that fails because the app was revoked upstream
+  // 5. refreshes: forced ones, one whose endpoint quotes the request, and one that fails
+  // because the app was revoked upstream
+  r = await link(echoClient);
+  assert.equal(r.status, 200, r.text);
+  ids.push(r.json.connectionId);
+  await s.fake.fault({ target: 'token', mode: 'echo', status: 400, count: 1 });
+  r = await learnToken(r.json.connectionId, '&force_refresh=true');
+  assert.ok(r.status >= 400, r.text);
+  await s.fake.clearFaults();
   for (let i = 0; i < 3; i++) {
     r = await learnToken(ids[0], '&force_refresh=true');
     assert.equal(r.status, 200, r.text);
@@ -160,6 +194,11 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
   r = await call('GET', '/proxy/v2/devices', undefined, { headers: { 'connection-id': ids[0], 'provider-config-key': PCK } });
   await s.fake.clearFaults();
   await learnToken(ids[0]);
+  // a secret in the proxied query string, a forwarded header and the body: the operations
+  // log keeps the path only, never values
+  r = await call('POST', `/proxy/v2/echo?api_key=${proxySecret}`, JSON.stringify({ secret: proxySecret }), {
+    headers: { 'connection-id': ids[0], 'provider-config-key': PCK, 'nango-proxy-x-api-key': proxySecret, 'content-type': 'application/json' },
+  });
 
   // 7. listings
   for (const q of ['', '?search=leak', `?connectionId=${ids[0]}`, '?endUserId=leak-user']) {
@@ -175,7 +214,22 @@ test('no canary secret or token in logs, error bodies, webhooks, listings or dat
   await new Promise((res) => setTimeout(res, 1500));
   assert.ok(secrets.size >= 7, `learnt fake tokens: ${secrets.size - 4}`);
 
+  // the operations log, dumped whole through its read API (every page)
+  await new Promise((res) => setTimeout(res, 500)); // the writer flushes every 200 ms
+  const ops = [];
+  for (let cursor = null, first = true; first || cursor; first = false) {
+    const q = cursor ? `?limit=1000&cursor=${cursor}` : '?limit=1000';
+    const page = await s.api('GET', `/latch/operations${q}`);
+    assert.equal(page.status, 200, page.text);
+    ops.push(...page.json.data);
+    cursor = page.json.next_cursor;
+  }
+  const kinds = new Set(ops.map((o) => o.kind));
+  for (const k of ['link', 'refresh', 'proxy', 'webhook', 'management']) assert.ok(kinds.has(k), `ops log has ${k} rows`);
+  assert.ok(ops.some((o) => o.kind === 'refresh' && o.outcome === 'failure'), 'a failed refresh is in the ops log');
+
   const found = [];
+  findIn('operations log dump', JSON.stringify(ops), found);
   for (const b of errorBodies) findIn(`error body (${b.what})`, b.text, found);
   for (const b of listBodies) findIn(`listing (${b.what})`, b.text, found);
   for (const w of s.webhooks.received) {

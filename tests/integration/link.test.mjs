@@ -184,6 +184,7 @@ test('allowed_integrations and integrations_config_defaults are enforced', async
   assert.equal(r.status, 200, 'session defaults win over the user value: ' + r.text);
   const c = await s.api('GET', `/connections/${r.json.connectionId}?provider_config_key=ninjaone-rmm`);
   assert.equal(c.json.connection_config.instance, 'eu.ninjarmm.com');
+  d = await s.createSession({ end_user: { id: 'u' } }); // the one above is used up
   r = await api(s.latchUrl, null, 'POST', '/oauth2/auth/ninjaone-rmm?connect_session_token=' + d.token + '&connection_id=abc', { client_id: s.client.client_id, client_secret: s.client.client_secret });
   assert.equal(r.status, 400);
   assert.equal(r.json.error.code, 'invalid_query_params');
@@ -243,4 +244,83 @@ test('the secret is never logged or put in a URL', async () => {
   assert.equal(log.includes(s.client.client_secret), false);
   assert.equal(log.includes(s.monitoringClient.client_secret), false);
   assert.equal(log.includes('nango_connect_session_'), false, 'session tokens are not logged');
+});
+
+// Issue 15 item 10: X-Nango-Signature is SHA-256(key || body), open to length extension;
+// LATCH_WEBHOOK_LEGACY_SIGNATURE=false stops sending it (the HMAC header stays).
+test('LATCH_WEBHOOK_LEGACY_SIGNATURE=false: only X-Nango-Hmac-Sha256 is sent', async () => {
+  const signingKey = execFileSync(LATCH_BIN, ['env', 'webhook-key', 'dev'], { env: s.cliEnv() }).toString().trim();
+  const linkAndWait = async (user) => {
+    const d = await s.createSession({ end_user: { id: user } });
+    const r = await s.link(d.token);
+    assert.equal(r.status, 200, r.text);
+    return s.webhooks.waitFor((w) => w.json?.connectionId === r.json.connectionId);
+  };
+  // the default keeps Nango's legacy header, for receivers that still check it
+  let wh = await linkAndWait('legacy-on');
+  assert.equal(wh.headers['x-nango-signature'], crypto.createHash('sha256').update(signingKey + wh.raw).digest('hex'));
+  await s.restartLatch('SIGTERM', { LATCH_WEBHOOK_LEGACY_SIGNATURE: 'false' });
+  try {
+    wh = await linkAndWait('legacy-off');
+    assert.equal(wh.headers['x-nango-signature'], undefined, 'legacy signature not sent');
+    assert.equal(wh.headers['x-nango-hmac-sha256'], crypto.createHmac('sha256', signingKey).update(wh.raw).digest('hex'));
+  } finally {
+    await s.restartLatch('SIGTERM');
+  }
+});
+
+// Issue 15 item 6: a session links once; the end user cannot widen the scopes or store keys the
+// provider does not declare.
+test('connect sessions: single-use after a successful link, reconnect sessions too', async () => {
+  const d = await s.createSession({ end_user: { id: 'u-once' } });
+  // failed attempts do not use the session up
+  let r = await s.link(d.token, { client_secret: 'wrong-secret-0123456789' });
+  assert.equal(r.status, 400, r.text);
+  r = await s.link(d.token);
+  assert.equal(r.status, 200, r.text);
+  const id = r.json.connectionId;
+  r = await s.link(d.token);
+  assert.equal(r.status, 401, `a second link with the same session: ${r.status} ${r.text}`);
+  assert.equal(r.json.error.code, 'unknown_connect_session_token');
+  const list = await s.api('GET', '/connections?endUserId=u-once');
+  assert.equal(list.json.connections.length, 1, 'one connection from one session');
+
+  r = await s.api('POST', '/connect/sessions/reconnect', { connection_id: id, integration_id: 'ninjaone-rmm', end_user: { id: 'u-once' } });
+  assert.equal(r.status, 201, r.text);
+  const tok = r.json.data.token;
+  r = await s.link(tok);
+  assert.equal(r.status, 200, r.text);
+  r = await s.link(tok);
+  assert.equal(r.status, 401, `a reconnect session relinks once: ${r.status}`);
+
+  // two links of one session racing: one connection, the other 409 or 401
+  const d2 = await s.createSession({ end_user: { id: 'u-race' } });
+  const both = await Promise.all([s.link(d2.token), s.link(d2.token), s.link(d2.token)]);
+  assert.equal(both.filter((x) => x.status === 200).length, 1, both.map((x) => `${x.status} ${x.text}`).join('\n'));
+  assert.ok(both.every((x) => [200, 401, 409].includes(x.status)), both.map((x) => `${x.status} ${x.text}`).join('\n'));
+  const raced = await s.api('GET', '/connections?endUserId=u-race');
+  assert.equal(raced.json.connections.length, 1);
+});
+
+test('connect sessions: undeclared params are refused; user scopes never reach the token request', async () => {
+  await s.api('POST', '/integrations', { provider: 'ninjaone-rmm', unique_key: 'ninja-mon-only', integration_config: { oauth_scopes: 'monitoring' } });
+  const before = (await s.fake.stats()).token_requests;
+  const d = await s.createSession({ end_user: { id: 'u-params' } });
+  const linkWith = (extra, key = 'ninja-mon-only') => {
+    const q = new URLSearchParams({ connect_session_token: d.token, 'params[instance]': s.client.instance, ...extra });
+    return api(s.latchUrl, null, 'POST', `/oauth2/auth/${key}?${q}`, { client_id: s.client.client_id, client_secret: s.client.client_secret });
+  };
+  let r = await linkWith({ 'params[oauth_scopes]': 'monitoring management control' });
+  assert.equal(r.status, 400, r.text);
+  assert.equal(r.json.error.code, 'invalid_connection_config');
+  assert.match(r.json.error.message, /'oauth_scopes'/);
+  r = await linkWith({ 'params[tenant_hint]': 'x' });
+  assert.equal(r.status, 400, r.text);
+  assert.match(r.json.error.message, /'tenant_hint'/);
+  assert.equal((await s.fake.stats()).token_requests, before, 'refused before any token request');
+  r = await linkWith({});
+  assert.equal(r.status, 200, r.text);
+  assert.equal((await s.fake.lastTokenRequest()).form.scope, 'monitoring', 'the integration decides the scopes');
+  const c = await s.api('GET', `/connections/${r.json.connectionId}?provider_config_key=ninja-mon-only`);
+  assert.deepEqual(Object.keys(c.json.connection_config).sort(), ['instance', 'oauth_scopes']);
 });

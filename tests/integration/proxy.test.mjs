@@ -207,3 +207,38 @@ test('@nangohq/node proxy/get/post reach the fake with a valid token', async () 
   const x = await nango.proxy({ method: 'GET', endpoint: '/v2/echo', providerConfigKey: 'ninjaone-rmm', connectionId: conn, headers: { 'X-Trace': 't1' } });
   assert.equal(x.data.headers['x-trace'], 't1');
 });
+
+// Issue 15 item 10: upstream bytes are served from latch's origin, so nothing in them may act
+// on that origin: no cookies, no Clear-Site-Data, and a sandbox CSP so HTML never runs as latch.
+test('proxied responses drop Set-Cookie and carry Content-Security-Policy: sandbox', async () => {
+  const r = await px('GET', '/v2/echo?raw=1&h=Set-Cookie:%20sid=upstream&h=Set-Cookie2:%20b=2&h=Clear-Site-Data:%20%22*%22&h=X-Upstream:%20yes', {
+    headers: { 'content-type': 'text/html' },
+  });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['x-upstream'], 'yes');
+  assert.equal(r.headers['set-cookie'], undefined, 'Set-Cookie dropped');
+  assert.equal(r.headers['set-cookie2'], undefined);
+  assert.equal(r.headers['clear-site-data'], undefined);
+  assert.match(r.headers['content-security-policy'] ?? '', /\bsandbox\b/);
+  // the relayed 401 (insufficient_privileges, not a token problem) too
+  const p = await px('PATCH', '/v2/device/17', { id: monConn, body: '{"displayName":"x"}', headers: { 'content-type': 'application/json' } });
+  assert.equal(p.status, 401);
+  assert.match(p.headers['content-security-policy'] ?? '', /\bsandbox\b/);
+});
+
+test('Base-Url-Override keeps the default port of its scheme', async () => {
+  await s.restartLatch('SIGTERM', { LATCH_PROXY_BASE_URL_OVERRIDE: 'true' });
+  try {
+    for (const port of ['8443', '444', '1']) {
+      const r = await px('GET', '/v2/organizations', { headers: { 'base-url-override': `https://eu.ninjarmm.com:${port}` } });
+      assert.equal(r.status, 400, `port ${port}: ${r.status} ${r.body}`);
+      assert.equal(r.json.error.code, 'invalid_proxy_target');
+    }
+    for (const base of ['https://eu.ninjarmm.com', 'https://eu.ninjarmm.com:443', 'https://eu.ninjarmm.com/']) {
+      const r = await px('GET', '/v2/organizations?pageSize=1', { headers: { 'base-url-override': base } });
+      assert.equal(r.status, 200, `${base}: ${r.status} ${r.body}`);
+    }
+  } finally {
+    await s.restartLatch('SIGTERM');
+  }
+});

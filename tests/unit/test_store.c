@@ -37,9 +37,12 @@
 #define STORE_TEST_SCHEMA 4
 /* What else a rollback to schema 1 must undo (SQLite also keeps the version in a pragma). */
 #ifdef STORE_TEST_PG
-#define ROLLBACK_TO_V1_TAIL ""
+#define ROLLBACK_TO_V1_TAIL                                                                        \
+    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3;"
 #else
-#define ROLLBACK_TO_V1_TAIL " PRAGMA user_version = 1;"
+#define ROLLBACK_TO_V1_TAIL                                                                        \
+    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3; PRAGMA "             \
+    "user_version = 1;"
 #endif
 
 struct fx {
@@ -536,6 +539,20 @@ test_apikeys(void **state)
 
 /* ---- integrations ---- */
 
+/* A store_rebind_fn that records the binding it was asked to move (no crypto in store tests). */
+static latch_rc
+rebind_mark(const struct store_connection *before, const struct store_connection *after,
+            char **new_sealed, void *ud)
+{
+    (*(int *)ud)++;
+    assert_int_equal(before->id, after->id);
+    assert_string_equal(before->uid, after->uid);
+    *new_sealed =
+        xasprintf("%s|rebound:%s->%s:%s", before->credentials_sealed, before->provider_config_key,
+                  after->provider_config_key, after->connection_id);
+    return LATCH_OK;
+}
+
 static void
 test_integrations(void **state)
 {
@@ -543,6 +560,7 @@ test_integrations(void **state)
     struct store_integration i, g, *list = NULL;
     struct store_connection c;
     size_t n = 0;
+    int rebinds = 0;
 
     memset(&i, 0, sizeof i);
     i.env_id = f->env;
@@ -586,24 +604,27 @@ test_integrations(void **state)
     (void)add_conn(f->s, f->env, "ninja", "c1", NULL, NULL);
     free(i.unique_key);
     i.unique_key = xstrdup("other");
-    assert_int_equal(store_integration_update(f->s, &i), LATCH_E_CONFLICT);
+    assert_int_equal(store_integration_update(f->s, &i, NULL, NULL), LATCH_E_CONFLICT);
     free(i.unique_key);
     i.unique_key = xstrdup("ninja2");
     free(i.display_name);
     i.display_name = NULL;
     free(i.provider);
     i.provider = xstrdup("ninjaone-eu");
-    assert_int_equal(store_integration_update(f->s, &i), LATCH_OK);
+    assert_int_equal(store_integration_update(f->s, &i, rebind_mark, &rebinds), LATCH_OK);
+    assert_int_equal(rebinds, 1);
     assert_int_equal(store_integration_get(f->s, f->env, "ninja2", &g), LATCH_OK);
     assert_null(g.display_name);
     store_integration_clear(&g);
     assert_int_equal(store_connection_get(f->s, f->env, "ninja2", "c1", &c), LATCH_OK);
     assert_string_equal(c.provider, "ninjaone-eu");
+    /* re-sealed for the new key in the rename's transaction */
+    assert_non_null(strstr(c.credentials_sealed, "|rebound:ninja->ninja2:c1"));
     store_connection_clear(&c);
     assert_int_equal(store_connection_get(f->s, f->env, "ninja", "c1", &c), LATCH_E_NOT_FOUND);
 
     i.id = 9999;
-    assert_int_equal(store_integration_update(f->s, &i), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_integration_update(f->s, &i, NULL, NULL), LATCH_E_NOT_FOUND);
 
     /* Delete cascades to connections. */
     assert_int_equal(store_integration_delete(f->s, f->env, "ninja2"), LATCH_OK);
@@ -1530,6 +1551,20 @@ fill_store(struct store *s)
     assert_int_equal(store_webhook_enqueue(s, e.id, "https://hooks.example/a", "{\"n\":1}", &wid),
                      LATCH_OK);
     assert_int_equal(store_webhook_retry(s, wid, 42, "HTTP 500", false), LATCH_OK);
+    {
+        struct store_op o = {.id = "0000000000ff-aa",
+                             .env_id = e.id,
+                             .at = 255,
+                             .kind = "proxy",
+                             .success = true,
+                             .integration = "ninja",
+                             .provider = "ninjaone",
+                             .connection_id = "acme",
+                             .duration_ms = 12,
+                             .detail_json = "{\"method\":\"GET\"}"};
+
+        assert_int_equal(store_ops_append(s, &o, 1), LATCH_OK);
+    }
     store_env_clear(&e);
 }
 
@@ -1593,7 +1628,8 @@ test_export_import_roundtrip(void **state)
     assert_non_null(strstr(t1, "{\"latch_export\":1,\"schema_version\":4}\n"));
     assert_non_null(strstr(t1, "\"table\":\"connections\""));
     assert_non_null(strstr(t1, "\"credentials_sealed\":\"v1.BBBB.refreshed\""));
-    assert_non_null(strstr(t1, "\"end\":true,\"rows\":8}"));
+    assert_non_null(strstr(t1, "\"end\":true,\"rows\":9}"));
+    assert_non_null(strstr(t1, "\"table\":\"operations\""));
 
     /* The middle hop: PostgreSQL in the PG variant, another SQLite file otherwise. */
 #ifdef STORE_TEST_PG
@@ -1790,8 +1826,7 @@ test_pg_nodes_migrate_together(void **state)
      * against the distinct versions, not a number: migration 3 may not exist on this branch.)
      */
     assert_int_equal(pg_admin("multi", "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) "
-                                       "<> (SELECT count(DISTINCT version) FROM "
-                                       "schema_migrations) THEN RAISE 'dup'; END IF; END $$"),
+                                       "<> 4 THEN RAISE 'dup'; END IF; END $$"),
                      0);
     assert_int_equal(store_env_create(s, "dev", &e), LATCH_OK);
     store_env_clear(&e);
@@ -1936,6 +1971,125 @@ test_pg_outage_and_recovery(void **state)
 }
 #endif
 
+/* An operation with id "<12 hex ms>-<tag>" at ms, in env. */
+static void
+op_add(struct store *s, int64_t env, int64_t ms, const char *tag, char *kind, bool ok, char *conn)
+{
+    char id[64];
+    struct store_op o;
+
+    (void)snprintf(id, sizeof id, "%012llx-%s", (unsigned long long)ms, tag);
+    memset(&o, 0, sizeof o);
+    o.id = id;
+    o.env_id = env;
+    o.at = ms;
+    o.kind = kind;
+    o.success = ok;
+    o.error = ok ? NULL : "upstream_error";
+    o.integration = "ninja";
+    o.connection_id = conn;
+    o.detail_json = "{\"status\":200}";
+    assert_int_equal(store_ops_append(s, &o, 1), LATCH_OK);
+}
+
+static void
+test_operations(void **state)
+{
+    struct fx *f = *state;
+    struct store_op_filter flt;
+    struct store_op *v = NULL, o, batch[3];
+    size_t n = 0;
+    int64_t cnt = 0, del = 0;
+
+    /* a batch is all or nothing: a duplicate id in it refuses every row */
+    memset(batch, 0, sizeof batch);
+    for (int i = 0; i < 3; i++) {
+        batch[i].id = i == 2 ? "000000000001-a" : (i == 0 ? "000000000001-a" : "000000000001-b");
+        batch[i].env_id = f->env;
+        batch[i].kind = "proxy";
+    }
+    assert_int_equal(store_ops_append(f->s, batch, 3), LATCH_E_CONFLICT);
+    assert_int_equal(store_ops_count(f->s, &cnt), LATCH_OK);
+    assert_int_equal(cnt, 0);
+    batch[0].detail_json = "{not json";
+    assert_int_equal(store_ops_append(f->s, batch, 1), LATCH_E_INVAL);
+
+    for (int i = 1; i <= 10; i++)
+        op_add(f->s, f->env, 1000 * i, "x", i % 2 ? "proxy" : "refresh", i != 4,
+               i <= 5 ? "c1" : "c2");
+    op_add(f->s, f->env + 1000, 5500, "other", "proxy", true, "c1");
+
+    memset(&o, 0, sizeof o);
+    assert_int_equal(store_ops_get(f->s, f->env, "000000000fa0-x", &o), LATCH_OK);
+    assert_string_equal(o.kind, "refresh");
+    assert_false(o.success);
+    assert_string_equal(o.error, "upstream_error");
+    assert_string_equal(o.connection_id, "c1");
+    assert_string_equal(o.detail_json, "{\"status\":200}");
+    assert_int_equal(o.at, 4000);
+    store_op_clear(&o);
+    /* scoped to the environment */
+    assert_int_equal(store_ops_get(f->s, f->env, "00000000157c-other", &o), LATCH_E_NOT_FOUND);
+
+    /* newest first, a page, then the next page from the cursor (the last id) */
+    memset(&flt, 0, sizeof flt);
+    flt.limit = 4;
+    assert_int_equal(store_ops_list(f->s, f->env, &flt, &v, &n), LATCH_OK);
+    assert_int_equal(n, 4);
+    assert_string_equal(v[0].id, "000000002710-x");
+    assert_string_equal(v[3].id, "000000001b58-x");
+    flt.id_below = "000000001b58-x";
+    store_ops_list_free(v, n);
+    assert_int_equal(store_ops_list(f->s, f->env, &flt, &v, &n), LATCH_OK);
+    assert_int_equal(n, 4);
+    assert_string_equal(v[0].id, "000000001770-x");
+    store_ops_list_free(v, n);
+
+    /* filters: connection, kind, outcome, time range */
+    memset(&flt, 0, sizeof flt);
+    flt.limit = 100;
+    flt.connection_id = "c1";
+    flt.kind = "refresh";
+    assert_int_equal(store_ops_list(f->s, f->env, &flt, &v, &n), LATCH_OK);
+    assert_int_equal(n, 2); /* 2000, 4000 */
+    store_ops_list_free(v, n);
+    flt.outcome = -1;
+    assert_int_equal(store_ops_list(f->s, f->env, &flt, &v, &n), LATCH_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].at, 4000);
+    store_ops_list_free(v, n);
+    memset(&flt, 0, sizeof flt);
+    flt.limit = 100;
+    flt.integration = "nope";
+    assert_int_equal(store_ops_list(f->s, f->env, &flt, &v, &n), LATCH_OK);
+    assert_int_equal(n, 0);
+    store_ops_list_free(v, n);
+    flt.integration = "ninja";
+    flt.id_min = "000000000bb8";   /* >= 3000 ms */
+    flt.id_below = "000000001b58"; /* < 7000 ms */
+    assert_int_equal(store_ops_list(f->s, f->env, &flt, &v, &n), LATCH_OK);
+    assert_int_equal(n, 4);
+    store_ops_list_free(v, n);
+    flt.limit = 0;
+    assert_int_equal(store_ops_list(f->s, f->env, &flt, &v, &n), LATCH_E_INVAL);
+
+    /* retention: by age (before 3000 ms), then by rows (keep the newest 5), in batches */
+    assert_int_equal(store_ops_prune(f->s, "000000000bb8", 0, 100, &del), LATCH_OK);
+    assert_int_equal(del, 2);
+    assert_int_equal(store_ops_prune(f->s, NULL, 5, 2, &del), LATCH_OK);
+    assert_int_equal(del, 2);
+    assert_int_equal(store_ops_prune(f->s, NULL, 5, 2, &del), LATCH_OK);
+    assert_int_equal(del, 2);
+    assert_int_equal(store_ops_prune(f->s, NULL, 5, 2, &del), LATCH_OK);
+    assert_int_equal(del, 0);
+    assert_int_equal(store_ops_count(f->s, &cnt), LATCH_OK);
+    assert_int_equal(cnt, 5);
+    /* the newest survive */
+    assert_int_equal(store_ops_get(f->s, f->env, "000000002710-x", &o), LATCH_OK);
+    store_op_clear(&o);
+    assert_int_equal(store_ops_get(f->s, f->env, "000000001388-x", &o), LATCH_E_NOT_FOUND);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -1965,6 +2119,7 @@ main(void)
         T(test_reseal_all_cas),
         T(test_concurrent_refresh),
         T(test_export_import_roundtrip),
+        T(test_operations),
 #ifdef STORE_TEST_PG
         T(test_pg_nodes_migrate_together),
         T(test_pg_two_nodes),
