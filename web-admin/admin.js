@@ -175,19 +175,42 @@
       const h = await call('GET', envPath('connection/history?' + qs));
       history.replaceChildren(opsTable(h.data, 'History of this connection'));
     } catch (e) {
-      history.replaceChildren(alertBox('info', e.status === 501 ? 'Not available yet: ' + e.message : errorText(e)));
+      history.replaceChildren(alertBox('error', errorText(e)));
     }
   }
 
-  function opsTable(ops, caption) {
+  // One line of an operation's kind-specific details (GET /latch/operations, docs/api.md).
+  function opDetail(o) {
+    const d = o.details || {};
+    const parts = [];
+    if (d.what) parts.push(d.what + (d.actor ? ' by ' + d.actor : ''));
+    if (d.method) parts.push(d.method + ' ' + (d.endpoint || ''));
+    if (d.upstream_status !== undefined) parts.push('upstream ' + d.upstream_status);
+    if (d.refreshed_after_401) parts.push('refreshed after 401');
+    if (d.why) parts.push('why ' + d.why);
+    if (d.reason) parts.push('reason ' + d.reason);
+    if (d.terminal) parts.push('terminal');
+    if (d.type) parts.push(d.type + (d.operation ? '/' + d.operation : ''));
+    if (d.status !== undefined) parts.push('status ' + d.status);
+    if (d.attempt !== undefined) parts.push('attempt ' + d.attempt);
+    return parts.join(' · ');
+  }
+
+  // ops: rows of GET /latch/operations (struct store_op): id, started_at, kind, outcome, error,
+  // integration, provider, connection_id, end_user_id, duration_ms, details.
+  function opsTable(ops, caption, withConnection) {
     if (!ops.length) return el('p', { class: 'muted', text: 'Nothing recorded yet.' });
+    const cols = ['Time', 'Kind', 'Outcome', 'Error'].concat(withConnection ? ['Connection'] : [], ['Duration', 'Detail']);
     return el('div', { class: 'table-wrap' }, el('table', { class: 'cards' }, el('caption', { text: caption }),
-      el('thead', {}, el('tr', {}, ...['Time', 'Kind', 'Outcome', 'Detail'].map((t) => el('th', { scope: 'col', text: t })))),
-      el('tbody', {}, ops.map((o) => el('tr', {},
-        el('td', { 'data-label': 'Time', text: when(o.at || o.created_at) }),
-        el('td', { 'data-label': 'Kind', text: o.kind || '' }),
-        el('td', { 'data-label': 'Outcome', text: o.outcome || '' }),
-        el('td', { 'data-label': 'Detail', class: 'mono', text: [o.error_code, o.error_message || o.message, o.id].filter(Boolean).join(' · ') }))))));
+      el('thead', {}, el('tr', {}, ...cols.map((t) => el('th', { scope: 'col', text: t })))),
+      el('tbody', {}, ops.map((o) => el('tr', { 'data-op': o.id },
+        el('td', { 'data-label': 'Time', text: when(o.started_at) }),
+        el('td', { 'data-label': 'Kind', text: o.kind }),
+        el('td', { 'data-label': 'Outcome' }, badge(o.outcome, o.outcome)),
+        el('td', { 'data-label': 'Error', class: 'mono', text: o.error || '—' }),
+        withConnection ? el('td', { 'data-label': 'Connection', class: 'mono', text: [o.integration, o.connection_id].filter(Boolean).join(' / ') || '—' }) : null,
+        el('td', { 'data-label': 'Duration', text: o.duration_ms + ' ms' }),
+        el('td', { 'data-label': 'Detail', class: 'mono', text: opDetail(o) }))))));
   }
 
   function linkResult(d) {
@@ -272,20 +295,37 @@
 
   // ---- operations log ----
   async function logPage(params) {
-    const kind = el('input', { id: 'f-kind', type: 'text', value: params.get('kind') || '' });
-    const outcome = el('input', { id: 'f-outcome', type: 'text', value: params.get('outcome') || '' });
+    const opt = (v, t) => el('option', { value: v, text: t });
+    const kind = el('select', { id: 'f-kind' }, opt('', 'Any'),
+      ...['link', 'reconnect', 'refresh', 'proxy', 'webhook', 'management'].map((k) => opt(k, k)));
+    const outcome = el('select', { id: 'f-outcome' }, opt('', 'Any'), opt('success', 'success'), opt('failure', 'failure'));
+    const integ = el('input', { id: 'f-integration', type: 'text', value: params.get('integration') || '', spellcheck: 'false' });
+    const conn = el('input', { id: 'f-connection', type: 'text', value: params.get('connection_id') || '', spellcheck: 'false' });
+    kind.value = params.get('kind') || '';
+    outcome.value = params.get('outcome') || '';
     const out = el('div', { id: 'ops' }, el('p', { class: 'muted', text: 'Loading…' }));
-    page('Operations log', el('div', { class: 'card' }, el('form', { class: 'row', onsubmit: (ev) => {
-      ev.preventDefault(); go('#/log?kind=' + encodeURIComponent(kind.value) + '&outcome=' + encodeURIComponent(outcome.value));
-    } }, field('f-kind', 'Kind', kind), field('f-outcome', 'Outcome', outcome), el('button', { class: 'btn', type: 'submit', text: 'Filter' }))), out);
-    try {
+    const filters = () => {
       const q = new URLSearchParams();
       if (kind.value) q.set('kind', kind.value);
       if (outcome.value) q.set('outcome', outcome.value);
+      if (integ.value) q.set('integration', integ.value);
+      if (conn.value) q.set('connection_id', conn.value);
+      return q;
+    };
+    page('Operations log', el('div', { class: 'card' }, el('form', { class: 'row', onsubmit: (ev) => {
+      ev.preventDefault(); const q = filters(); go('#/log' + (q.size ? '?' + q : ''));
+    } }, field('f-kind', 'Kind', kind), field('f-outcome', 'Outcome', outcome), field('f-integration', 'Integration', integ),
+    field('f-connection', 'Connection id', conn), el('button', { class: 'btn', type: 'submit', text: 'Filter' }))), out);
+    try {
+      const q = filters();
+      if (params.get('cursor')) q.set('cursor', params.get('cursor'));
       const r = await call('GET', envPath('operations' + (q.size ? '?' + q : '')));
-      out.replaceChildren(el('div', { class: 'card' }, opsTable(r.data, 'Operations')));
+      const next = filters();
+      if (r.next_cursor) next.set('cursor', r.next_cursor);
+      out.replaceChildren(el('div', { class: 'card' }, opsTable(r.data, 'Operations, newest first', true),
+        r.next_cursor ? el('p', {}, el('a', { id: 'ops-older', href: '#/log?' + next, text: 'Older operations' })) : null));
     } catch (e) {
-      out.replaceChildren(alertBox('info', e.status === 501 ? 'Not available yet: ' + e.message : errorText(e)));
+      out.replaceChildren(alertBox('error', errorText(e)));
     }
   }
 
