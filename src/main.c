@@ -9,6 +9,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -21,6 +23,7 @@
 #include "store/store.h"
 #include "store/store_export.h"
 #include "util/xalloc.h"
+#include "crypto/pwhash.h"
 #include "crypto/vault.h"
 #include "domain/creds.h"
 
@@ -42,6 +45,8 @@ usage(FILE *f)
         "  env list              list environments\n"
         "  env set-webhook <name> <url> [secondary-url]\n"
         "  env webhook-key <name>    print the webhook signing key\n"
+        "  admin create <email> [--generate]  create a dashboard (/admin) account\n"
+        "  admin list | delete <email>\n"
         "  export <file>         dump every row (ciphertexts verbatim) to a file\n"
         "  import <file>         load a dump into an empty database (SQLite <-> PostgreSQL)\n"
         "  version               print the version\n\n"
@@ -341,6 +346,202 @@ cmd_env(const struct config *cfg, int argc, char **argv)
     return ret;
 }
 
+/* Reads one line (without its newline) from f into buf; false at EOF or when it is too long. */
+static bool
+read_line(FILE *f, char *buf, size_t size)
+{
+    size_t n;
+
+    if (fgets(buf, (int)size, f) == NULL)
+        return false;
+    n = strlen(buf);
+    if (n > 0 && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    else if (!feof(f))
+        return false; /* longer than buf */
+    if (n > 0 && buf[n - 1] == '\r')
+        buf[--n] = '\0';
+    return true;
+}
+
+/* Prompts on the terminal with echo off; false on error. */
+static bool
+read_secret_tty(const char *prompt, char *buf, size_t size)
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    struct termios old, quiet;
+    bool ok;
+
+    if (tty == NULL)
+        return false;
+    (void)fputs(prompt, tty);
+    (void)fflush(tty);
+    if (tcgetattr(fileno(tty), &old) != 0) {
+        (void)fclose(tty);
+        return false;
+    }
+    quiet = old;
+    quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+    (void)tcsetattr(fileno(tty), TCSAFLUSH, &quiet);
+    ok = read_line(tty, buf, size);
+    (void)tcsetattr(fileno(tty), TCSAFLUSH, &old);
+    (void)fputc('\n', tty);
+    (void)fclose(tty);
+    return ok;
+}
+
+/* A random password: 18 bytes as URL-safe base64 (24 characters, 144 bits). */
+static void
+generate_password(char out[25])
+{
+    static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char hex[49];
+
+    vault_random_hex(hex, 24); /* 24 random bytes, as 48 hex digits */
+    for (int i = 0; i < 24; i++) {
+        char c = hex[2 * i + 1]; /* the low nibble: 6 bits come from two digits */
+        char b = hex[2 * i];
+        unsigned v = (unsigned)(c <= '9' ? c - '0' : c - 'a' + 10) |
+                     (unsigned)(b <= '9' ? b - '0' : b - 'a' + 10) << 4;
+
+        out[i] = alpha[v & 63];
+    }
+    out[24] = '\0';
+    explicit_bzero(hex, sizeof hex);
+}
+
+/* Accounts are keyed by the lower-cased email; a plausible address only. */
+static bool
+admin_email_ok(char *email)
+{
+    size_t n = strlen(email);
+    char *at = strchr(email, '@');
+
+    if (n < 3 || n > 254 || at == NULL || at == email || at[1] == '\0' || strchr(at + 1, '@'))
+        return false;
+    for (char *p = email; *p != '\0'; p++) {
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return false;
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    }
+    return true;
+}
+
+static int
+cmd_admin(const struct config *cfg, int argc, char **argv)
+{
+    struct app a;
+    struct latch_err err;
+    latch_rc rc;
+    int ret = 0;
+    char pw[PWHASH_MAX_LEN + 2], pw2[PWHASH_MAX_LEN + 2];
+    char email[256];
+    bool generate = false;
+
+    latch_err_clear(&err);
+    if (argc < 1 || wants_help(argc + 1, argv - 1)) {
+        printf("usage: latch admin create <email> [--generate] | list | delete <email>\n\n"
+               "Accounts of the dashboard at /admin. create reads the password from the\n"
+               "terminal (no echo, asked twice) or from the first line of stdin; with\n"
+               "--generate it makes a random one and prints it once. Passwords are stored as\n"
+               "scrypt hashes (at least %d characters).\n",
+               PWHASH_MIN_LEN);
+        return argc < 1 ? 2 : 0;
+    }
+    pw[0] = pw2[0] = '\0';
+    if (strcmp(argv[0], "create") == 0 && (argc == 2 || argc == 3)) {
+        if (argc == 3 && strcmp(argv[2], "--generate") != 0) {
+            (void)fprintf(stderr, "latch admin create: unknown option %s\n", argv[2]);
+            return 2;
+        }
+        generate = argc == 3;
+        if (strlen(argv[1]) >= sizeof email) {
+            (void)fprintf(stderr, "latch admin: the email is too long\n");
+            return 2;
+        }
+        (void)snprintf(email, sizeof email, "%s", argv[1]);
+        if (!admin_email_ok(email)) {
+            (void)fprintf(stderr, "latch admin: not an email address: %s\n", argv[1]);
+            return 2;
+        }
+        if (generate) {
+            generate_password(pw);
+        } else if (isatty(STDIN_FILENO)) {
+            if (!read_secret_tty("Password: ", pw, sizeof pw) ||
+                !read_secret_tty("Password (again): ", pw2, sizeof pw2) || strcmp(pw, pw2) != 0) {
+                (void)fprintf(stderr, "latch admin: the passwords differ\n");
+                ret = 1;
+                goto wipe;
+            }
+        } else if (!read_line(stdin, pw, sizeof pw)) {
+            (void)fprintf(stderr, "latch admin: no password on stdin (or --generate)\n");
+            ret = 1;
+            goto wipe;
+        }
+        if (strlen(pw) < PWHASH_MIN_LEN || strlen(pw) > PWHASH_MAX_LEN) {
+            (void)fprintf(stderr, "latch admin: the password must have %d to %d characters\n",
+                          PWHASH_MIN_LEN, PWHASH_MAX_LEN);
+            ret = 1;
+            goto wipe;
+        }
+    }
+    rc = app_open_data(&a, cfg, false, &err);
+    if (rc != LATCH_OK) {
+        ret = die("cannot open the store", &err, rc);
+        goto wipe;
+    }
+    if (strcmp(argv[0], "create") == 0 && (argc == 2 || argc == 3)) {
+        char *hash = NULL;
+
+        rc = pwhash_make(pw, &hash);
+        if (rc == LATCH_OK)
+            rc = store_admin_create(a.store, email, hash, NULL);
+        free(hash);
+        if (rc == LATCH_E_CONFLICT) {
+            (void)fprintf(stderr, "latch admin: %s already exists\n", email);
+            ret = 1;
+        } else if (rc != LATCH_OK) {
+            ret = die("admin create", &err, rc);
+        } else if (generate) {
+            printf("admin %s created; its password (shown once):\n%s\n", email, pw);
+        } else {
+            printf("admin %s created\n", email);
+        }
+    } else if (strcmp(argv[0], "list") == 0 && argc == 1) {
+        struct store_admin *v = NULL;
+        size_t n = 0;
+
+        rc = store_admin_list(a.store, &v, &n);
+        if (rc != LATCH_OK)
+            ret = die("admin list", &err, rc);
+        for (size_t i = 0; rc == LATCH_OK && i < n; i++)
+            printf("%s\tlast_login=%lld\tlocked=%s\n", v[i].email, (long long)v[i].last_login_at,
+                   v[i].locked_until > 0 ? "yes" : "no");
+        store_admin_list_free(v, n);
+    } else if (strcmp(argv[0], "delete") == 0 && argc == 2) {
+        (void)snprintf(email, sizeof email, "%s", argv[1]);
+        (void)admin_email_ok(email); /* lower-cases */
+        rc = store_admin_delete(a.store, email);
+        if (rc == LATCH_E_NOT_FOUND) {
+            (void)fprintf(stderr, "latch admin: no account %s\n", email);
+            ret = 1;
+        } else if (rc != LATCH_OK) {
+            ret = die("admin delete", &err, rc);
+        } else {
+            printf("admin %s deleted (and signed out)\n", email);
+        }
+    } else {
+        (void)fprintf(stderr, "latch admin: unknown subcommand\n");
+        ret = 2;
+    }
+    app_stop(&a);
+wipe:
+    explicit_bzero(pw, sizeof pw);
+    explicit_bzero(pw2, sizeof pw2);
+    return ret;
+}
+
 /*
  * export/import work on the store alone: the dump carries the meta rows (key fingerprint, sealed
  * index key), so no key is needed and import must run before the first `latch serve`.
@@ -462,6 +663,8 @@ main(int argc, char **argv)
         ret = cmd_keys(&cfg, argc - 2, argv + 2);
     } else if (strcmp(argv[1], "env") == 0) {
         ret = cmd_env(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(argv[1], "admin") == 0) {
+        ret = cmd_admin(&cfg, argc - 2, argv + 2);
     } else if (strcmp(argv[1], "export") == 0 || strcmp(argv[1], "import") == 0) {
         ret = cmd_dump(&cfg, strcmp(argv[1], "export") == 0, argc - 2, argv + 2);
     } else {

@@ -657,7 +657,8 @@
       if (href) {
         labelRow.append(el('a', {
           class: 'doc-link', href, target: '_blank', rel: 'noopener noreferrer',
-          'aria-label': 'Where do I find the ' + f.title + '? (opens in a new tab)',
+          // the accessible name starts with the visible text (WCAG 2.5.3 label in name)
+          'aria-label': 'Where do I find this? ' + f.title + ' (opens in a new tab)',
           text: 'Where do I find this?'
         }));
       }

@@ -26,6 +26,10 @@ static const struct api_route routes[] = {
     /* before "/ui": that one tolerates a '/' */
     {"GET", "/ui/*", api_ui_asset, AUTH_NONE, 0, 0, NULL},
     {"GET", "/ui", api_ui_asset, AUTH_NONE, 0, 0, NULL},
+    /* the dashboard: its own session cookie and CSRF (api_admin.c); the API route first */
+    {"*", "/admin/api/*", api_admin_api, AUTH_NONE, API_JSON_BODY | API_OFFLOAD, 64 * 1024, NULL},
+    {"GET", "/admin/*", api_admin_page, AUTH_NONE, 0, 0, NULL},
+    {"GET", "/admin", api_admin_page, AUTH_NONE, 0, 0, NULL},
     {"GET", "/providers", api_providers_list, AUTH_SESSION_OR_SECRET, 0, 0, NULL},
     {"GET", "/providers/:provider", api_provider_get, AUTH_SESSION_OR_SECRET, 0, 0, NULL},
     {"GET", "/integrations", api_integrations_list, AUTH_SESSION_OR_SECRET, API_NO_QUERY, 0, NULL},

@@ -186,6 +186,8 @@ void api_link_api_key(struct api_ctx *c);
 void api_link_basic(struct api_ctx *c);
 void api_link_two_step(struct api_ctx *c);
 void api_proxy(struct api_ctx *c);
+void api_admin_page(struct api_ctx *c); /* api_admin.c */
+void api_admin_api(struct api_ctx *c);
 void api_operations_list(struct api_ctx *c);
 void api_operation_get(struct api_ctx *c);
 

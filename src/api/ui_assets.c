@@ -5,7 +5,13 @@
 const struct ui_asset *
 ui_asset_find(const char *path)
 {
-    for (const struct ui_asset *a = ui_assets; a->path != NULL; a++)
+    return ui_asset_find_in(ui_assets, path);
+}
+
+const struct ui_asset *
+ui_asset_find_in(const struct ui_asset *table, const char *path)
+{
+    for (const struct ui_asset *a = table; a->path != NULL; a++)
         if (strcmp(a->path, path) == 0)
             return a;
     return NULL;

@@ -17,8 +17,12 @@ struct ui_asset {
 
 /* Terminated by an entry with path == NULL. */
 extern const struct ui_asset ui_assets[];
+/* The admin dashboard (everything in web-admin/), the same way. */
+extern const struct ui_asset admin_assets[];
 
-/* Returns the asset for an exact path, or NULL. */
+/* Returns the Connect UI asset for an exact path, or NULL. */
 const struct ui_asset *ui_asset_find(const char *path);
+/* The same in another table (admin_assets). */
+const struct ui_asset *ui_asset_find_in(const struct ui_asset *table, const char *path);
 
 #endif

@@ -104,6 +104,22 @@ enum st_id {
     ST_RS_ENV_CAS,
     ST_RS_META_SCAN,
     ST_RS_META_CAS,
+    /* migration 4: admin accounts and their sessions (dashboard), API key management */
+    ST_ADM_INSERT,
+    ST_ADM_GET_EMAIL,
+    ST_ADM_LIST,
+    ST_ADM_DELETE,
+    ST_ADM_FAILED,
+    ST_ADM_LOCK,
+    ST_ADM_OK,
+    ST_ASESS_INSERT,
+    ST_ASESS_GET,
+    ST_ASESS_TOUCH,
+    ST_ASESS_DELETE,
+    ST_ASESS_PURGE,
+    ST_KEY_LIST,
+    ST_KEY_REVOKE_ONE,
+    ST_KEY_LABEL,
     ST__COUNT
 };
 
@@ -133,6 +149,11 @@ enum st_id {
     "config_defaults_json, tags_json, webhook_url_override, connection_row_id, expires_at, "       \
     "attempts, created_at"
 #define WH_COLS "id, env_id, url, body, attempts, next_attempt_at, created_at"
+#define ADM_COLS                                                                                   \
+    "id, email, password_hash, failed_attempts, locked_until, last_login_at, created_at"
+/* admin_sessions s joined with admin_users a */
+#define ASESS_COLS "s.id, s.admin_id, a.email, s.created_at, s.last_seen_at, s.expires_at"
+#define KEY_COLS "id, env_id, label, created_at, revoked_at"
 #define OPS_COLS                                                                                   \
     "id, env_id, at, kind, outcome, error, integration, provider, connection_id, end_user_id, "    \
     "duration_ms, detail_json"

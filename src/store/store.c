@@ -1921,3 +1921,237 @@ store_reseal_all(struct store *s, store_reseal_fn fn, void *ud, size_t *rewritte
         *rewritten = count;
     return rc;
 }
+
+/* ---- API key management ---- */
+
+/* KEY_COLS */
+static void
+key_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_apikey *k = out;
+
+    memset(k, 0, sizeof *k);
+    k->id = d->col_i64(c, 0);
+    k->env_id = d->col_i64(c, 1);
+    k->label = d->col_str(c, 2);
+    k->created_at = d->col_i64(c, 3);
+    k->revoked_at = d->col_i64(c, 4);
+}
+
+latch_rc
+store_apikey_list(struct store *s, int64_t env_id, struct store_apikey **out, size_t *n)
+{
+    struct list l = {0};
+    latch_rc rc = list(s, false, ST_KEY_LIST, key_read, sizeof **out, &l, "i", env_id);
+
+    *out = NULL;
+    *n = 0;
+    if (rc != LATCH_OK) {
+        store_apikey_list_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return LATCH_OK;
+}
+
+void
+store_apikey_list_free(struct store_apikey *v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(v[i].label);
+    free(v);
+}
+
+latch_rc
+store_apikey_revoke(struct store *s, int64_t env_id, int64_t id)
+{
+    return write_hit(s, ST_KEY_REVOKE_ONE, "iii", env_id, id, latch_now_ms());
+}
+
+latch_rc
+store_apikey_set_label(struct store *s, int64_t env_id, int64_t id, const char *label)
+{
+    return write_hit(s, ST_KEY_LABEL, "iit", env_id, id, label);
+}
+
+/* ---- admin accounts ---- */
+
+void
+store_admin_clear(struct store_admin *a)
+{
+    if (a == NULL)
+        return;
+    free(a->email);
+    if (a->password_hash != NULL)
+        explicit_bzero(a->password_hash, strlen(a->password_hash));
+    free(a->password_hash);
+    memset(a, 0, sizeof *a);
+}
+
+/* ADM_COLS */
+static void
+adm_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_admin *a = out;
+
+    memset(a, 0, sizeof *a);
+    a->id = d->col_i64(c, 0);
+    a->email = d->col_str(c, 1);
+    a->password_hash = d->col_str(c, 2);
+    a->failed_attempts = (int)d->col_i64(c, 3);
+    a->locked_until = d->col_i64(c, 4);
+    a->last_login_at = d->col_i64(c, 5);
+    a->created_at = d->col_i64(c, 6);
+}
+
+latch_rc
+store_admin_create(struct store *s, const char *email, const char *password_hash, int64_t *id_out)
+{
+    int64_t id = 0;
+    latch_rc rc;
+
+    if (email == NULL || password_hash == NULL)
+        return LATCH_E_INVAL;
+    rc = write_ret(s, ST_ADM_INSERT, LATCH_E_DB, read_i64, &id, "tti", email, password_hash,
+                   latch_now_ms());
+    if (id_out != NULL)
+        *id_out = rc == LATCH_OK ? id : 0;
+    return rc;
+}
+
+latch_rc
+store_admin_get_by_email(struct store *s, const char *email, struct store_admin *out)
+{
+    memset(out, 0, sizeof *out);
+    if (email == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_ADM_GET_EMAIL, adm_read, out, "t", email);
+}
+
+latch_rc
+store_admin_list(struct store *s, struct store_admin **out, size_t *n)
+{
+    struct list l = {0};
+    latch_rc rc = list(s, false, ST_ADM_LIST, adm_read, sizeof **out, &l, "");
+
+    *out = NULL;
+    *n = 0;
+    if (rc != LATCH_OK) {
+        store_admin_list_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return LATCH_OK;
+}
+
+void
+store_admin_list_free(struct store_admin *v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_admin_clear(&v[i]);
+    free(v);
+}
+
+latch_rc
+store_admin_delete(struct store *s, const char *email)
+{
+    if (email == NULL)
+        return LATCH_E_INVAL;
+    return write_hit(s, ST_ADM_DELETE, "t", email);
+}
+
+latch_rc
+store_admin_login_failed(struct store *s, int64_t id, int *attempts)
+{
+    int64_t n = 0;
+    latch_rc rc = write_ret(s, ST_ADM_FAILED, LATCH_E_NOT_FOUND, read_i64, &n, "i", id);
+
+    *attempts = (int)n;
+    return rc;
+}
+
+latch_rc
+store_admin_lock(struct store *s, int64_t id, int64_t locked_until)
+{
+    return write_hit(s, ST_ADM_LOCK, "ii", id, locked_until);
+}
+
+latch_rc
+store_admin_login_ok(struct store *s, int64_t id, int64_t now)
+{
+    return write_hit(s, ST_ADM_OK, "ii", id, now);
+}
+
+/* ---- admin sessions ---- */
+
+void
+store_admin_session_clear(struct store_admin_session *x)
+{
+    if (x == NULL)
+        return;
+    free(x->email);
+    memset(x, 0, sizeof *x);
+}
+
+/* ASESS_COLS */
+static void
+asess_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_admin_session *x = out;
+
+    memset(x, 0, sizeof *x);
+    x->id = d->col_i64(c, 0);
+    x->admin_id = d->col_i64(c, 1);
+    x->email = d->col_str(c, 2);
+    x->created_at = d->col_i64(c, 3);
+    x->last_seen_at = d->col_i64(c, 4);
+    x->expires_at = d->col_i64(c, 5);
+}
+
+latch_rc
+store_admin_session_create(struct store *s, int64_t admin_id, const unsigned char hash[32],
+                           int64_t now, int64_t expires_at)
+{
+    int64_t id = 0;
+
+    if (hash == NULL)
+        return LATCH_E_INVAL;
+    return write_ret(s, ST_ASESS_INSERT, LATCH_E_DB, read_i64, &id, "ihii", admin_id, hash, now,
+                     expires_at);
+}
+
+latch_rc
+store_admin_session_get(struct store *s, const unsigned char hash[32],
+                        struct store_admin_session *out)
+{
+    memset(out, 0, sizeof *out);
+    if (hash == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_ASESS_GET, asess_read, out, "h", hash);
+}
+
+latch_rc
+store_admin_session_touch(struct store *s, int64_t id, int64_t now)
+{
+    return write1(s, ST_ASESS_TOUCH, NULL, "ii", id, now);
+}
+
+latch_rc
+store_admin_session_delete(struct store *s, const unsigned char hash[32])
+{
+    if (hash == NULL)
+        return LATCH_E_INVAL;
+    return write1(s, ST_ASESS_DELETE, NULL, "h", hash);
+}
+
+latch_rc
+store_admin_session_purge(struct store *s, int64_t now, int64_t idle_before)
+{
+    return write1(s, ST_ASESS_PURGE, NULL, "ii", now, idle_before);
+}

@@ -339,6 +339,65 @@ typedef latch_rc (*store_reseal_fn)(const struct store_sealed_ref *ref, char **n
                                     void *ud);
 latch_rc store_reseal_all(struct store *s, store_reseal_fn fn, void *ud, size_t *rewritten);
 
+/* ---- API key management (the dashboard): keys are listed without their secret ---- */
+struct store_apikey {
+    int64_t id;
+    int64_t env_id;
+    char *label; /* NULL = none */
+    int64_t created_at;
+    int64_t revoked_at; /* 0 = live */
+};
+/* Every key of the environment, revoked ones included, by id. */
+latch_rc store_apikey_list(struct store *s, int64_t env_id, struct store_apikey **out, size_t *n);
+void store_apikey_list_free(struct store_apikey *v, size_t n);
+/* LATCH_E_NOT_FOUND if no live key has that id in the environment. */
+latch_rc store_apikey_revoke(struct store *s, int64_t env_id, int64_t id);
+latch_rc store_apikey_set_label(struct store *s, int64_t env_id, int64_t id, const char *label);
+
+/* ---- admin accounts and their sessions (the dashboard at /admin) ---- */
+struct store_admin {
+    int64_t id;
+    char *email;         /* lower-case */
+    char *password_hash; /* self-describing KDF string (crypto/pwhash.h) */
+    int failed_attempts; /* consecutive wrong passwords */
+    int64_t locked_until;
+    int64_t last_login_at;
+    int64_t created_at;
+};
+void store_admin_clear(struct store_admin *a);
+/* LATCH_E_CONFLICT if the email exists. */
+latch_rc store_admin_create(struct store *s, const char *email, const char *password_hash,
+                            int64_t *id_out);
+latch_rc store_admin_get_by_email(struct store *s, const char *email, struct store_admin *out);
+latch_rc store_admin_list(struct store *s, struct store_admin **out, size_t *n);
+void store_admin_list_free(struct store_admin *v, size_t n);
+/* Deletes the account and its sessions; LATCH_E_NOT_FOUND if none. */
+latch_rc store_admin_delete(struct store *s, const char *email);
+/* A wrong password: failed_attempts + 1, returned in *attempts. */
+latch_rc store_admin_login_failed(struct store *s, int64_t id, int *attempts);
+latch_rc store_admin_lock(struct store *s, int64_t id, int64_t locked_until);
+/* A right password: attempts and lock cleared, last_login_at = now. */
+latch_rc store_admin_login_ok(struct store *s, int64_t id, int64_t now);
+
+struct store_admin_session {
+    int64_t id;
+    int64_t admin_id;
+    char *email; /* of the account */
+    int64_t created_at;
+    int64_t last_seen_at;
+    int64_t expires_at;
+};
+void store_admin_session_clear(struct store_admin_session *x);
+latch_rc store_admin_session_create(struct store *s, int64_t admin_id, const unsigned char hash[32],
+                                    int64_t now, int64_t expires_at);
+/* NOT_FOUND if unknown; expired sessions are returned (the caller checks). */
+latch_rc store_admin_session_get(struct store *s, const unsigned char hash[32],
+                                 struct store_admin_session *out);
+latch_rc store_admin_session_touch(struct store *s, int64_t id, int64_t now);
+latch_rc store_admin_session_delete(struct store *s, const unsigned char hash[32]);
+/* Deletes sessions past expires_at (<= now) or idle since idle_before. */
+latch_rc store_admin_session_purge(struct store *s, int64_t now, int64_t idle_before);
+
 /* For crash/integrity tests and `latch doctor`. */
 latch_rc store_integrity_check(struct store *s, struct latch_err *err);
 

@@ -292,6 +292,30 @@ static const char *const st_sql[ST__COUNT] = {
                         "AND substr(key, 1, 7) = 'sealed:' ORDER BY key COLLATE \"C\" "
                         "LIMIT $2::bigint",
     [ST_RS_META_CAS] = "UPDATE meta SET value = $2::text WHERE key = $1::text AND value = $3::text",
+    [ST_ADM_INSERT] = "INSERT INTO admin_users(email, password_hash, created_at) "
+                      "VALUES ($1::text, $2::text, $3::bigint) RETURNING id",
+    [ST_ADM_GET_EMAIL] = "SELECT " ADM_COLS " FROM admin_users WHERE email = $1::text",
+    [ST_ADM_LIST] = "SELECT " ADM_COLS " FROM admin_users ORDER BY email",
+    [ST_ADM_DELETE] = "DELETE FROM admin_users WHERE email = $1::text",
+    [ST_ADM_FAILED] = "UPDATE admin_users SET failed_attempts = failed_attempts + 1 "
+                      "WHERE id = $1::bigint RETURNING failed_attempts",
+    [ST_ADM_LOCK] = "UPDATE admin_users SET locked_until = $2::bigint WHERE id = $1::bigint",
+    [ST_ADM_OK] = "UPDATE admin_users SET failed_attempts = 0, locked_until = 0, "
+                  "last_login_at = $2::bigint WHERE id = $1::bigint",
+    [ST_ASESS_INSERT] = "INSERT INTO admin_sessions(admin_id, token_hash, created_at, "
+                        "last_seen_at, expires_at) VALUES ($1::bigint, $2::bytea, $3::bigint, "
+                        "$3::bigint, $4::bigint) RETURNING id",
+    [ST_ASESS_GET] = "SELECT " ASESS_COLS " FROM admin_sessions s "
+                     "JOIN admin_users a ON a.id = s.admin_id WHERE s.token_hash = $1::bytea",
+    [ST_ASESS_TOUCH] = "UPDATE admin_sessions SET last_seen_at = $2::bigint WHERE id = $1::bigint",
+    [ST_ASESS_DELETE] = "DELETE FROM admin_sessions WHERE token_hash = $1::bytea",
+    [ST_ASESS_PURGE] = "DELETE FROM admin_sessions WHERE expires_at <= $1::bigint "
+                       "OR last_seen_at <= $2::bigint",
+    [ST_KEY_LIST] = "SELECT " KEY_COLS " FROM api_keys WHERE env_id = $1::bigint ORDER BY id",
+    [ST_KEY_REVOKE_ONE] = "UPDATE api_keys SET revoked_at = $3::bigint "
+                          "WHERE env_id = $1::bigint AND id = $2::bigint AND revoked_at = 0",
+    [ST_KEY_LABEL] = "UPDATE api_keys SET label = $3::text "
+                     "WHERE env_id = $1::bigint AND id = $2::bigint",
 };
 
 /* ---- connection pool ---- */

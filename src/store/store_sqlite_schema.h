@@ -167,9 +167,32 @@ static const struct store_sqlite_step store_sqlite_migrations[] = {
         ") STRICT;"},
     {3, "CREATE INDEX operations_env ON operations(env_id, id);"},
     {3, "CREATE INDEX operations_env_conn ON operations(env_id, connection_id, id);"},
+    /*
+     * ---- 4: admin accounts and sessions (the dashboard at /admin) ----
+     * (3 is the operations log.) password_hash is a self-describing scrypt string (see
+     * crypto/pwhash.h); session tokens are stored only as a keyed hash, like connect sessions.
+     */
+    {4, "CREATE TABLE admin_users ("
+        "  id INTEGER PRIMARY KEY,"
+        "  email TEXT NOT NULL UNIQUE,"
+        "  password_hash TEXT NOT NULL,"
+        "  failed_attempts INTEGER NOT NULL DEFAULT 0,"
+        "  locked_until INTEGER NOT NULL DEFAULT 0,"
+        "  last_login_at INTEGER NOT NULL DEFAULT 0,"
+        "  created_at INTEGER NOT NULL"
+        ") STRICT;"},
+    {4, "CREATE TABLE admin_sessions ("
+        "  id INTEGER PRIMARY KEY,"
+        "  admin_id INTEGER NOT NULL REFERENCES admin_users(id) ON DELETE CASCADE,"
+        "  token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),"
+        "  created_at INTEGER NOT NULL,"
+        "  last_seen_at INTEGER NOT NULL,"
+        "  expires_at INTEGER NOT NULL"
+        ") STRICT;"},
+    {4, "CREATE INDEX admin_sessions_admin ON admin_sessions(admin_id);"},
 };
 
 /* The highest migration this binary knows. */
-#define STORE_SQLITE_SCHEMA_VERSION 3
+#define STORE_SQLITE_SCHEMA_VERSION 4
 
 #endif
