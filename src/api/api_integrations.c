@@ -239,7 +239,7 @@ api_integration_create(struct api_ctx *c)
         api_issue(errs, "invalid_string", "Invalid unique_key", path);
     }
     read_common(c, p, &i, errs);
-    if (json_array_size(errs) > 0)
+    if (json_array_size(errs) > 0 || p == NULL) /* p == NULL has its issue in errs */
         goto out;
     if (!p->linkable) {
         char msg[640];

@@ -344,7 +344,7 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
 
         bool absent = false;
 
-        if (json_fmt && p->token_params[i].value[0] == '{') {
+        if (json_fmt && p->token_params[i].value != NULL && p->token_params[i].value[0] == '{') {
             json_t *obj = json_loads(p->token_params[i].value, 0, NULL);
 
             rc = json_is_object(obj) ? eval_object(in, obj, 0, err) : LATCH_E_INVAL;
