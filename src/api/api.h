@@ -66,6 +66,7 @@ struct api_ctx {
     bool env_loaded;
     struct store_session session; /* when authenticated by a connect session */
     bool by_session;
+    char key_label[64]; /* authenticated by a secret key: its label ("" = none) */
     bool authenticated; /* api_precheck authenticated it already: dispatch does not again */
     bool at_headers;    /* api_precheck: the answer cannot be delayed (no tarpit) */
     json_t *body;       /* parsed JSON body (owned), NULL if none */

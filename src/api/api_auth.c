@@ -65,6 +65,7 @@ struct authcache {
         unsigned char hash[32];
         int64_t env_id;
         int64_t expires;
+        char label[64]; /* the key's label, for the operations log's actor */
     } slot[AUTHCACHE_SLOTS];
 };
 
@@ -88,7 +89,7 @@ authcache_free(struct authcache *ac)
 }
 
 static bool
-authcache_get(struct api_deps *a, const unsigned char h[32], int64_t *env_id)
+authcache_get(struct api_deps *a, const unsigned char h[32], int64_t *env_id, char label[64])
 {
     struct authcache *ac = a->authcache;
     size_t i = ((size_t)h[0] | (size_t)h[1] << 8) % AUTHCACHE_SLOTS;
@@ -99,6 +100,7 @@ authcache_get(struct api_deps *a, const unsigned char h[32], int64_t *env_id)
     pthread_mutex_lock(&ac->mu);
     if (ac->slot[i].expires > latch_now_ms() && latch_mem_equal_ct(ac->slot[i].hash, h, 32)) {
         *env_id = ac->slot[i].env_id;
+        memcpy(label, ac->slot[i].label, 64);
         hit = true;
     }
     pthread_mutex_unlock(&ac->mu);
@@ -106,7 +108,7 @@ authcache_get(struct api_deps *a, const unsigned char h[32], int64_t *env_id)
 }
 
 static void
-authcache_put(struct api_deps *a, const unsigned char h[32], int64_t env_id)
+authcache_put(struct api_deps *a, const unsigned char h[32], int64_t env_id, const char *label)
 {
     struct authcache *ac = a->authcache;
     size_t i = ((size_t)h[0] | (size_t)h[1] << 8) % AUTHCACHE_SLOTS;
@@ -116,6 +118,7 @@ authcache_put(struct api_deps *a, const unsigned char h[32], int64_t env_id)
     pthread_mutex_lock(&ac->mu);
     memcpy(ac->slot[i].hash, h, 32);
     ac->slot[i].env_id = env_id;
+    latch_strlcpy(ac->slot[i].label, label, sizeof ac->slot[i].label);
     ac->slot[i].expires = latch_now_ms() + AUTHCACHE_TTL_MS;
     pthread_mutex_unlock(&ac->mu);
 }
@@ -157,10 +160,19 @@ auth_secret(struct api_ctx *c, const char *token)
         return false;
     }
     vault_index_hash(c->deps->vault, token, h);
-    rc = authcache_get(c->deps, h, &env_id) ? LATCH_OK
-                                            : store_apikey_lookup(c->deps->store, h, &env_id);
-    if (rc == LATCH_OK)
-        authcache_put(c->deps, h, env_id);
+    if (authcache_get(c->deps, h, &env_id, c->key_label)) {
+        rc = LATCH_OK;
+    } else {
+        char *label = NULL;
+
+        rc = store_apikey_find(c->deps->store, h, &env_id, &label);
+        if (rc == LATCH_OK) {
+            /* a label is an operator's free text: kept short and printable for the log */
+            latch_strlcpy(c->key_label, label != NULL ? label : "", sizeof c->key_label);
+            authcache_put(c->deps, h, env_id, c->key_label);
+        }
+        free(label);
+    }
     if (rc == LATCH_E_NOT_FOUND) {
         auth_refuse(c, "unknown_account",
                     "Authentication failed. The provided secret key does not match any account.");

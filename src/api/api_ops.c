@@ -72,8 +72,14 @@ api_op_begin(struct api_ctx *c, const char *op)
         o->kind = "management";
         o->what = op;
         json_object_set_new(o->detail, "what", json_string(op));
-        json_object_set_new(o->detail, "actor",
-                            json_string(c->by_session ? "connect_session" : "secret_key"));
+        /* who: the connect session, or the secret key by its label (never the key itself) */
+        if (c->by_session) {
+            json_object_set_new(o->detail, "actor", json_string("connect_session"));
+        } else {
+            json_object_set_new(o->detail, "actor", json_string("secret_key"));
+            if (c->key_label[0] != '\0')
+                json_object_set_new(o->detail, "key_label", json_string(c->key_label));
+        }
     }
     if (c->by_session && c->session.end_user_json != NULL) {
         json_t *eu = latch_json_col(c->session.end_user_json);

@@ -599,6 +599,41 @@ store_apikey_lookup(struct store *s, const unsigned char hash[32], int64_t *env_
     return read1(s, ST_KEY_LOOKUP, read_i64, env_id, "h", hash);
 }
 
+/* ST_KEY_LOOKUP: env_id, label */
+struct key_found {
+    int64_t env_id;
+    char *label;
+};
+
+static void
+key_found_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct key_found *k = out;
+
+    k->env_id = d->col_i64(c, 0);
+    k->label = d->col_str(c, 1);
+}
+
+latch_rc
+store_apikey_find(struct store *s, const unsigned char hash[32], int64_t *env_id, char **label)
+{
+    struct key_found k = {0, NULL};
+    latch_rc rc;
+
+    *env_id = 0;
+    *label = NULL;
+    if (hash == NULL)
+        return LATCH_E_INVAL;
+    rc = read1(s, ST_KEY_LOOKUP, key_found_read, &k, "h", hash);
+    if (rc == LATCH_OK) {
+        *env_id = k.env_id;
+        *label = k.label;
+    } else {
+        free(k.label);
+    }
+    return rc;
+}
+
 latch_rc
 store_apikey_revoke_all(struct store *s, int64_t env_id)
 {

@@ -68,6 +68,9 @@ latch_rc store_apikey_add(struct store *s, int64_t env_id, const unsigned char h
                           const char *label);
 /* Finds the environment of a key hash; LATCH_E_NOT_FOUND if none (or revoked). */
 latch_rc store_apikey_lookup(struct store *s, const unsigned char hash[32], int64_t *env_id);
+/* The same, and the key's label (owned, NULL when it has none; free). */
+latch_rc store_apikey_find(struct store *s, const unsigned char hash[32], int64_t *env_id,
+                           char **label);
 latch_rc store_apikey_revoke_all(struct store *s, int64_t env_id);
 latch_rc store_apikey_count(struct store *s, int64_t env_id, int64_t *n);
 

@@ -115,7 +115,8 @@ static const char *const st_sql[ST__COUNT] = {
                       "WHERE id = $1::bigint",
     [ST_KEY_ADD] = "INSERT INTO api_keys(env_id, key_hash, label, created_at) "
                    "VALUES ($1::bigint, $2::bytea, $3::text, $4::bigint)",
-    [ST_KEY_LOOKUP] = "SELECT env_id FROM api_keys WHERE key_hash = $1::bytea AND revoked_at = 0",
+    [ST_KEY_LOOKUP] =
+        "SELECT env_id, label FROM api_keys WHERE key_hash = $1::bytea AND revoked_at = 0",
     [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked_at = $2::bigint "
                       "WHERE env_id = $1::bigint AND revoked_at = 0",
     [ST_KEY_COUNT] = "SELECT count(*) FROM api_keys WHERE env_id = $1::bigint AND revoked_at = 0",

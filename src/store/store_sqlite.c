@@ -92,7 +92,7 @@ static const char *const st_sql[ST__COUNT] = {
                       "WHERE id = ?1",
     [ST_KEY_ADD] = "INSERT INTO api_keys(env_id, key_hash, label, created_at) "
                    "VALUES (?1, ?2, ?3, ?4)",
-    [ST_KEY_LOOKUP] = "SELECT env_id FROM api_keys WHERE key_hash = ?1 AND revoked_at = 0",
+    [ST_KEY_LOOKUP] = "SELECT env_id, label FROM api_keys WHERE key_hash = ?1 AND revoked_at = 0",
     [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked_at = ?2 WHERE env_id = ?1 AND revoked_at = 0",
     [ST_KEY_COUNT] = "SELECT count(*) FROM api_keys WHERE env_id = ?1 AND revoked_at = 0",
     [ST_INT_INSERT] = "INSERT INTO integrations(env_id, unique_key, provider, display_name, "

@@ -124,6 +124,8 @@ test('management writes are recorded with what and actor', async () => {
   assert.equal(op.kind, 'management');
   assert.equal(op.details.what, 'integration.create');
   assert.equal(op.details.actor, 'secret_key');
+  // which key: its label (the test stack pins LATCH_SECRET_KEY, stored with that label)
+  assert.equal(op.details.key_label, 'LATCH_SECRET_KEY');
   assert.equal(op.integration, 'ops-extra');
 });
 
