@@ -1,7 +1,8 @@
 // bench/instructions.mjs: instructions per request, counted by callgrind (valgrind), for the
 // requests whose cost is latch's own code rather than the network: a cached token read (bench
 // case 1), the same read spread over many connections (case 5's access pattern), a connection
-// list, and a metadata write. Instruction counts do not depend on what else the machine is
+// list, a metadata write, and a proxied GET (case 2) to the fake NinjaOne over TLS on loopback
+// (keep-alive, so no handshake per request; the upstream's own work is not counted). Instruction counts do not depend on what else the machine is
 // doing, so two binaries can be compared on a shared, noisy machine (wall-clock ratios cannot).
 //
 //   node bench/instructions.mjs <latch binary> [<another latch binary> ...]
@@ -18,6 +19,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { makeClient } from './lib/load.mjs';
+import { startFake, makeTestCA, DEFAULT_CLIENT } from '../tests/integration/lib/fake.mjs';
 
 const N = Number(process.env.INSTR_N || 300);
 const CONNS = Number(process.env.INSTR_CONNS || 1000);
@@ -50,7 +52,7 @@ function totalIr(dir, pid, keepAs) {
   return Number(m[1]);
 }
 
-async function measure(bin) {
+async function measure(bin, up) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'latch-instr-'));
   const port = await freePort();
   const key = randomUUID();
@@ -62,6 +64,7 @@ async function measure(bin) {
       LATCH_DATABASE_URL: path.join(dir, 'latch.db'), LATCH_KEY_FILE: path.join(dir, 'latch.key'),
       LATCH_SECRET_KEY: key, LATCH_LOG_LEVEL: 'warn', LATCH_BACKGROUND_REFRESH: 'false',
       LATCH_RATE_LIMIT_ENV: '0', LATCH_RATE_LIMIT_IP: '0',
+      LATCH_RESOLVE: `eu.ninjarmm.com:443:${up.addr}`, LATCH_CA_FILE: up.ca, LATCH_ALLOW_PRIVATE: 'true',
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -84,11 +87,20 @@ async function measure(bin) {
       });
       if (r.status !== 201 && r.status !== 200) throw new Error(`import: ${r.status} ${r.body}`);
     }
+    // the proxied connection: an expired token and the fake's client, so the warm-up's first call
+    // refreshes it through the fake's token endpoint and the rest use a token the fake accepts
+    r = await call('POST', '/connections', {
+      provider_config_key: PCK, connection_id: 'px', connection_config: { instance: 'eu.ninjarmm.com' },
+      credentials: { type: 'OAUTH2_CC', token: 'expired', client_id: DEFAULT_CLIENT.client_id,
+        client_secret: DEFAULT_CLIENT.client_secret, expires_at: new Date(Date.now() - 3600e3).toISOString() },
+    });
+    if (r.status !== 201 && r.status !== 200) throw new Error(`import px: ${r.status} ${r.body}`);
     const kinds = {
       'token read, one connection (case 1)': (i) => ['GET', `/connections/c0?provider_config_key=${PCK}`],
       'token read, spread over connections (case 5)': (i) => ['GET', `/connections/c${(i * 7919) % CONNS}?provider_config_key=${PCK}`],
       'connection list (limit 20)': () => ['GET', '/connections?limit=20'],
       'metadata write': (i) => ['PATCH', '/connections/metadata', { connection_id: `c${i % CONNS}`, provider_config_key: PCK, metadata: { n: i } }],
+      'proxied GET (case 2)': () => ['GET', '/proxy/v2/organizations', undefined, { 'Connection-Id': 'px', 'Provider-Config-Key': PCK }],
     };
     const out = {};
     for (const [name, req] of Object.entries(kinds)) {
@@ -116,10 +128,19 @@ if (!bins.length) {
   process.stderr.write('usage: node bench/instructions.mjs <latch binary> [<latch binary> ...]\n');
   process.exit(2);
 }
+const tlsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'latch-instr-tls-'));
+const tls = await makeTestCA(tlsDir);
+const addr = `127.252.${1 + Math.floor(Math.random() * 250)}.2`;
+const fake = await startFake({ tlsDir, bind: addr, port: 443, tokenLifetime: 86400, clients: [DEFAULT_CLIENT] });
 const results = [];
-for (const b of bins) {
-  process.stderr.write(`[instr] ${b}\n`);
-  results.push(await measure(path.resolve(b)));
+try {
+  for (const b of bins) {
+    process.stderr.write(`[instr] ${b}\n`);
+    results.push(await measure(path.resolve(b), { addr, ca: tls.ca }));
+  }
+} finally {
+  await fake.stop();
+  fs.rmSync(tlsDir, { recursive: true, force: true });
 }
 const names = Object.keys(results[0]);
 const head = ['request', ...bins.map((b, i) => `binary ${i + 1} Ir/request`), ...(bins.length > 1 ? bins.slice(1).map((b, i) => `${i + 2} vs 1`) : [])];
