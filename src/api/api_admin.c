@@ -333,6 +333,12 @@ adm_login(struct api_ctx *c)
         rc = pwhash_verify(pw, a.password_hash, &match);
     else
         pwhash_dummy_verify(pw);
+    /*
+     * The wait counts from the answer, not from the request: scrypt takes about a second on a
+     * busy machine, and a wait that started before it could be over before the client hears of
+     * it (seen in CI: the retry right after the third failure was let through).
+     */
+    now = latch_now_ms();
     if (rc != LATCH_OK || !match) {
         int attempts = 0;
 
