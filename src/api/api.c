@@ -136,17 +136,14 @@ api_not_implemented(struct api_ctx *c)
     api_error(c, 501, "not_implemented", msg);
 }
 
-/*
- * Matches path against pattern; captures ":name" segments and a trailing "*" into c.
- * Returns true on match.
- */
-static bool
-route_match(const char *pattern, const char *path, struct api_ctx *c)
+bool
+api_route_match(const char *pattern, const char *path, struct api_ctx *c)
 {
     size_t used = 0;
     int np = 0;
     const char *p = pattern, *s = path;
 
+    memset(c->params, 0, sizeof c->params);
     while (*p != '\0') {
         if (*p == '*') {
             size_t n = strlen(s);
@@ -191,7 +188,7 @@ route_find(const char *method, const char *path, struct api_ctx *c, bool *method
         const struct api_route *r = &routes[i];
         struct api_ctx *cc = c != NULL ? c : &scratch;
 
-        if (!route_match(r->pattern, path, cc))
+        if (!api_route_match(r->pattern, path, cc))
             continue;
         if (strcmp(r->method, "*") == 0 || strcmp(r->method, method) == 0 ||
             (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0))

@@ -152,6 +152,11 @@ bool api_parse_bool(const char *s, bool *out);
  * borrowed: static or from r).
  */
 unsigned api_refresh_error(const struct refresh_result *r, const char **code, const char **message);
+/*
+ * Matches path against a route pattern: ":name" captures one segment, a trailing "*" the rest,
+ * one trailing slash of path is tolerated. Captures go to c->params / c->cap_buf (reset first).
+ */
+bool api_route_match(const char *pattern, const char *path, struct api_ctx *c);
 /* Reply with the JSON and finish (json stolen). */
 void api_reply(struct api_ctx *c, unsigned status, json_t *body);
 /* api_reply for a body carrying decrypted credentials: the response buffer is wiped when freed. */

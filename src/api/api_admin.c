@@ -410,46 +410,13 @@ static const struct adm_route adm_routes[] = {
     {"GET", "envs/:env/operations", adm_operations},
 };
 
-/* Matches path (after /admin/api/) against pattern; captures into c->params / c->cap_buf. */
-static bool
-adm_match(const char *pattern, const char *path, struct api_ctx *c)
-{
-    size_t used = 0;
-    int np = 0;
-    const char *p = pattern, *s = path;
-
-    memset(c->params, 0, sizeof c->params);
-    while (*p != '\0') {
-        if (*p == ':') {
-            const char *end = strchr(s, '/');
-            size_t n = end != NULL ? (size_t)(end - s) : strlen(s);
-
-            if (n == 0 || np >= 4 || used + n + 1 > sizeof c->cap_buf)
-                return false;
-            memcpy(c->cap_buf + used, s, n);
-            c->cap_buf[used + n] = '\0';
-            c->params[np++] = c->cap_buf + used;
-            used += n + 1;
-            s += n;
-            while (*p != '\0' && *p != '/')
-                p++;
-            continue;
-        }
-        if (*p != *s)
-            return false;
-        p++;
-        s++;
-    }
-    return *s == '\0';
-}
-
 void
 api_admin_api(struct api_ctx *c)
 {
     const char *method = http_req_method(c->req);
     char path[256];
     bool write = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
-    bool mismatch = false;
+    bool mismatch = false, slash;
     struct store_admin_session s;
     const struct adm_route *r = NULL;
 
@@ -495,8 +462,10 @@ api_admin_api(struct api_ctx *c)
         store_admin_session_clear(&s);
         return;
     }
-    for (size_t i = 0; i < sizeof adm_routes / sizeof adm_routes[0]; i++) {
-        if (!adm_match(adm_routes[i].pattern, path, c))
+    /* the dashboard's own paths never end in a slash (the public API tolerates one) */
+    slash = path[0] != '\0' && path[strlen(path) - 1] == '/';
+    for (size_t i = 0; !slash && i < sizeof adm_routes / sizeof adm_routes[0]; i++) {
+        if (!api_route_match(adm_routes[i].pattern, path, c))
             continue;
         if (strcmp(adm_routes[i].method, method) == 0 ||
             (strcmp(method, "HEAD") == 0 && strcmp(adm_routes[i].method, "GET") == 0)) {
