@@ -66,7 +66,6 @@ api_admin_page(struct api_ctx *c)
     const char *rest = c->params[0];
     char path[128];
     const struct ui_asset *a;
-    const char *inm;
 
     security_headers(c);
     if (rest == NULL) {
@@ -74,26 +73,12 @@ api_admin_page(struct api_ctx *c)
         http_resp_bytes(c->req, 301, "text/plain", "", 0, true);
         return;
     }
-    if (rest[0] == '\0')
-        rest = "index.html";
-    if (strlen(rest) > 100 || strstr(rest, "..") != NULL || strchr(rest, '/') != NULL) {
-        api_error(c, 404, "not_found", "Unknown asset.");
-        return;
-    }
-    (void)snprintf(path, sizeof path, "/%s", rest);
-    a = ui_asset_find_in(admin_assets, path);
+    a = ui_asset_path(rest, path) ? ui_asset_find_in(admin_assets, path) : NULL;
     if (a == NULL) {
         api_error(c, 404, "not_found", "Unknown asset.");
         return;
     }
-    http_resp_header(c->req, "ETag", a->etag);
-    http_resp_header(c->req, "Cache-Control", "no-cache");
-    inm = http_req_header(c->req, "If-None-Match");
-    if (inm != NULL && strcmp(inm, a->etag) == 0) {
-        http_resp_bytes(c->req, 304, a->mime, "", 0, true);
-        return;
-    }
-    http_resp_bytes(c->req, 200, a->mime, a->bytes, a->len, true);
+    ui_asset_send(c->req, a);
 }
 
 /* ---- guessing: failures per client address (in memory; one node's view) ---- */

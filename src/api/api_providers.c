@@ -74,7 +74,6 @@ api_ui_asset(struct api_ctx *c)
     const char *rest = c->params[0];
     char path[128];
     const struct ui_asset *a;
-    const char *inm;
 
     if (rest == NULL) {
         /* "/ui" -> "/ui/" so that the page's relative asset URLs resolve */
@@ -86,13 +85,10 @@ api_ui_asset(struct api_ctx *c)
         http_resp_bytes(c->req, 301, "text/plain", "", 0, true);
         return;
     }
-    if (rest[0] == '\0')
-        rest = "index.html";
-    if (strlen(rest) > 100 || strstr(rest, "..") != NULL || strchr(rest, '/') != NULL) {
+    if (!ui_asset_path(rest, path)) {
         api_error(c, 404, "not_found", "Unknown asset.");
         return;
     }
-    (void)snprintf(path, sizeof path, "/%s", rest);
     a = ui_asset_find(path);
     if (a == NULL && strncmp(rest, "logo-", 5) == 0)
         a = ui_asset_find("/logo-default.svg");
@@ -100,8 +96,6 @@ api_ui_asset(struct api_ctx *c)
         api_error(c, 404, "not_found", "Unknown asset.");
         return;
     }
-    http_resp_header(c->req, "ETag", a->etag);
-    http_resp_header(c->req, "Cache-Control", "no-cache");
     if (strstr(a->mime, "text/html") != NULL) {
         /* no inline script or style, ever; the UI may call only latch's own API */
         http_resp_header(c->req, "Content-Security-Policy",
@@ -109,10 +103,5 @@ api_ui_asset(struct api_ctx *c)
                          "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
                          "form-action 'none'; frame-ancestors *");
     }
-    inm = http_req_header(c->req, "If-None-Match");
-    if (inm != NULL && strcmp(inm, a->etag) == 0) {
-        http_resp_bytes(c->req, 304, a->mime, "", 0, true);
-        return;
-    }
-    http_resp_bytes(c->req, 200, a->mime, a->bytes, a->len, true);
+    ui_asset_send(c->req, a);
 }
