@@ -707,6 +707,18 @@ struct exchange_job {
 };
 
 /* Worker thread (or the curl thread when the worker is full): the caller's follow-up. */
+/* Releases a job and wipes the secrets it holds (its result is cleared by the caller). */
+static void
+exchange_job_free(struct exchange_job *j)
+{
+    json_decref(j->cfg);
+    free(j->client_id);
+    explicit_bzero(j->client_secret, strlen(j->client_secret));
+    free(j->client_secret);
+    creds_free(j->credentials);
+    free(j);
+}
+
 static void
 exchange_finish(void *ud)
 {
@@ -714,12 +726,7 @@ exchange_finish(void *ud)
 
     j->done(&j->res, j->ud);
     oauth_cc_result_clear(&j->res);
-    json_decref(j->cfg);
-    free(j->client_id);
-    explicit_bzero(j->client_secret, strlen(j->client_secret));
-    free(j->client_secret);
-    creds_free(j->credentials);
-    free(j);
+    exchange_job_free(j);
 }
 
 /*
@@ -803,12 +810,7 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
     rc = outbound_submit(oc->o.outbound, &req, exchange_done, j);
     oauth_cc_request_clear(&rq);
     if (rc != LATCH_OK) {
-        json_decref(j->cfg);
-        free(j->client_id);
-        explicit_bzero(j->client_secret, strlen(j->client_secret));
-        free(j->client_secret);
-        creds_free(j->credentials);
-        free(j);
+        exchange_job_free(j);
         set_fail(res_err, rc == LATCH_E_BUSY ? OCC_UNREACHABLE : OCC_INVALID_INPUT,
                  rc != LATCH_E_BUSY, rc == LATCH_E_BUSY ? "busy" : "invalid_input",
                  rc == LATCH_E_BUSY ? "latch is too busy to reach the provider; try again."
