@@ -1105,6 +1105,25 @@ api_connection_create(struct api_ctx *c)
         json_is_string(v) && json_string_length(v) > 0 ? xstrdup(json_string_value(v)) : NULL;
     conn.expires_at = expires_at;
     rc = store_connection_upsert(c->deps->store, &conn, &created);
+    for (int tries = 0; rc == LATCH_E_CONFLICT && tries < 3; tries++) {
+        /*
+         * A concurrent import created the row first, with its own uid: seal again for the row's
+         * uid and replace it (the last writer wins, as for two imports one after the other).
+         */
+        struct creds_owner o;
+
+        store_connection_clear(&existing);
+        if (store_connection_get(c->deps->store, c->env_id, pck, cid, &existing) != LATCH_OK)
+            break;
+        free(conn.uid);
+        conn.uid = xstrdup(existing.uid);
+        o = creds_owner_of(&conn);
+        free(conn.credentials_sealed);
+        conn.credentials_sealed = NULL;
+        if (creds_seal(c->deps->vault, &o, creds, &conn.credentials_sealed) != LATCH_OK)
+            break;
+        rc = store_connection_upsert(c->deps->store, &conn, &created);
+    }
     if (rc != LATCH_OK)
         goto unavailable;
     (void)webhook_auth_event(c->deps->webhook, api_env(c), &conn, created ? "creation" : "override",
