@@ -51,8 +51,9 @@ credentials_json(struct api_deps *a, const struct store_integration *i)
         return json_null();
     }
     free(aad);
-    o = json_pack("{s:s, s:O, s:o, s:o, s:o}", "type", "OAUTH2", "client_id",
-                  json_object_get(cr, "client_id"), "client_secret",
+    /* copies: creds_free wipes the strings of cr */
+    o = json_pack("{s:s, s:s?, s:o, s:o, s:o}", "type", "OAUTH2", "client_id",
+                  json_string_value(json_object_get(cr, "client_id")), "client_secret",
                   masked(json_string_value(json_object_get(cr, "client_secret"))), "scopes",
                   i->oauth_scopes != NULL ? json_string(i->oauth_scopes) : json_null(),
                   "webhook_secret",
