@@ -34,14 +34,16 @@
 #include "util/clock.h"
 
 /* The schema version this binary migrates to (both backends). */
-#define STORE_TEST_SCHEMA 4
+#define STORE_TEST_SCHEMA 5
 /* What else a rollback to schema 1 must undo (SQLite also keeps the version in a pragma). */
 #ifdef STORE_TEST_PG
 #define ROLLBACK_TO_V1_TAIL                                                                        \
-    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3;"
+    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3; DROP TABLE "         \
+    "oauth_states; ALTER TABLE integrations DROP COLUMN credentials_sealed;"
 #else
 #define ROLLBACK_TO_V1_TAIL                                                                        \
-    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3; PRAGMA "             \
+    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3; DROP TABLE "         \
+    "oauth_states; ALTER TABLE integrations DROP COLUMN credentials_sealed; PRAGMA "               \
     "user_version = 1;"
 #endif
 
@@ -1105,7 +1107,7 @@ test_migrate_from_v1_keeps_last_fetched(void **state)
     int64_t id, v = 0, *ids = NULL, *envs = NULL;
     int64_t now = latch_now_ms();
     size_t n = 0;
-    char sql[384];
+    char sql[640];
 
     add_integration(f->s, f->env, "ninja");
     id = add_conn(f->s, f->env, "ninja", "old", NULL, NULL);
@@ -1625,7 +1627,7 @@ test_export_import_roundtrip(void **state)
     fill_store(src);
     d1 = export_tmp(src);
     t1 = slurp(d1);
-    assert_non_null(strstr(t1, "{\"latch_export\":1,\"schema_version\":4}\n"));
+    assert_non_null(strstr(t1, "{\"latch_export\":1,\"schema_version\":5}\n"));
     assert_non_null(strstr(t1, "\"table\":\"connections\""));
     assert_non_null(strstr(t1, "\"credentials_sealed\":\"v1.BBBB.refreshed\""));
     assert_non_null(strstr(t1, "\"end\":true,\"rows\":9}"));
@@ -1714,10 +1716,10 @@ test_export_import_roundtrip(void **state)
     fclose(bad);
     /* So is a row with a column this schema does not have, or of the wrong type. */
     static const char *const bad_dumps[] = {
-        "{\"latch_export\":1,\"schema_version\":4}\n"
+        "{\"latch_export\":1,\"schema_version\":5}\n"
         "{\"table\":\"meta\",\"row\":{\"key\":\"a\",\"value\":\"b\",\"extra\":1}}\n"
         "{\"end\":true,\"rows\":1}\n",
-        "{\"latch_export\":1,\"schema_version\":4}\n"
+        "{\"latch_export\":1,\"schema_version\":5}\n"
         "{\"table\":\"environments\",\"row\":{\"id\":\"1\",\"name\":\"dev\"}}\n"
         "{\"end\":true,\"rows\":1}\n",
         "{\"latch_export\":1,\"schema_version\":9}\n{\"end\":true,\"rows\":0}\n",
