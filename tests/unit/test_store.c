@@ -1154,6 +1154,58 @@ test_migrate_from_v1_keeps_last_fetched(void **state)
     store_close(s);
 }
 
+/* ---- OAuth2 states: taken once, even by two takers at the same time ---- */
+
+static void
+test_oauth_states(void **state)
+{
+    struct fx *f = *state;
+    struct store_oauth_state x, g;
+    unsigned char h[32], h2[32], sh[32];
+    int64_t now = latch_now_ms();
+
+    memset(h, 0x11, sizeof h);
+    memset(h2, 0x22, sizeof h2);
+    memset(sh, 0x33, sizeof sh);
+    memset(&x, 0, sizeof x);
+    memcpy(x.state_hash, h, 32);
+    memcpy(x.session_hash, sh, 32);
+    x.env_id = f->env;
+    x.integration = "ninja";
+    x.connection_id = "c-1";
+    x.ws_client_id = "ws-1";
+    x.payload_sealed = "v1.sealed";
+    x.expires_at = now + 600000;
+    assert_int_equal(store_oauth_state_create(f->s, &x), LATCH_OK);
+    assert_true(x.id > 0);
+    assert_int_not_equal(store_oauth_state_create(f->s, &x), LATCH_OK); /* same hash */
+    assert_int_equal(store_oauth_state_take(f->s, h2, &g), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_oauth_state_take(f->s, h, &g), LATCH_OK);
+    assert_int_equal(g.env_id, f->env);
+    assert_memory_equal(g.session_hash, sh, 32);
+    assert_string_equal(g.integration, "ninja");
+    assert_string_equal(g.connection_id, "c-1");
+    assert_string_equal(g.ws_client_id, "ws-1");
+    assert_string_equal(g.payload_sealed, "v1.sealed");
+    assert_int_equal(g.expires_at, now + 600000);
+    store_oauth_state_clear(&g);
+    /* single use: the second take finds nothing */
+    assert_int_equal(store_oauth_state_take(f->s, h, &g), LATCH_E_NOT_FOUND);
+    /* expired rows are purged; live ones stay */
+    memcpy(x.state_hash, h2, 32);
+    x.ws_client_id = NULL;
+    x.expires_at = now - 1;
+    assert_int_equal(store_oauth_state_create(f->s, &x), LATCH_OK);
+    memcpy(x.state_hash, h, 32);
+    x.expires_at = now + 600000;
+    assert_int_equal(store_oauth_state_create(f->s, &x), LATCH_OK);
+    assert_int_equal(store_oauth_state_purge_expired(f->s, now), LATCH_OK);
+    assert_int_equal(store_oauth_state_take(f->s, h2, &g), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_oauth_state_take(f->s, h, &g), LATCH_OK);
+    assert_null(g.ws_client_id);
+    store_oauth_state_clear(&g);
+}
+
 /* ---- sessions ---- */
 
 static void
@@ -2117,6 +2169,7 @@ main(void)
         T(test_due_for_refresh),
         T(test_migrate_from_v1_keeps_last_fetched),
         T(test_sessions),
+        T(test_oauth_states),
         T(test_outbox),
         T(test_reseal_all_cas),
         T(test_concurrent_refresh),
