@@ -23,7 +23,7 @@ const CLIENT_SECRET = 'app-secret-DO-NOT-LEAK-4f9c2a';
 const WEBHOOK_SECRET = 'webhook-secret-DO-NOT-LEAK-77';
 const DISPLAY = 'NinjaOne RMM (OAuth2)';
 
-let up, latch, secretKey, dir, webhooks;
+let up, latch, secretKey, dir, webhooks, latchEnv;
 const codes = new Map(); // code -> { challenge, redirect_uri, used }
 
 const call = (method, p, body, o) => api(latch.url, secretKey, method, p, body, o);
@@ -44,17 +44,15 @@ before(async () => {
     c.used = true;
     return { status: 200, json: { access_token: `at-${f.get('code')}`, refresh_token: `rt-${f.get('code')}`, expires_in: 3600, token_type: 'Bearer', scope: 'monitoring management offline_access' } };
   });
-  latch = await startLatch({
-    dir,
-    env: {
-      LATCH_SECRET_KEY: secretKey,
-      LATCH_RESOLVE: [...up.resolveFor(), `${webhooks.host}:${webhooks.port}:127.0.0.1`].join(','),
-      LATCH_CA_FILE: up.tls.ca,
-      LATCH_ALLOW_HTTP: '1', // the plain-http webhook receiver only
-      LATCH_WEBHOOK_URL: webhooks.url,
-      LATCH_WEBHOOK_BACKOFF_MS: '200',
-    },
-  });
+  latchEnv = {
+    LATCH_SECRET_KEY: secretKey,
+    LATCH_RESOLVE: [...up.resolveFor(), `${webhooks.host}:${webhooks.port}:127.0.0.1`].join(','),
+    LATCH_CA_FILE: up.tls.ca,
+    LATCH_ALLOW_HTTP: '1', // the plain-http webhook receiver only
+    LATCH_WEBHOOK_URL: webhooks.url,
+    LATCH_WEBHOOK_BACKOFF_MS: '200',
+  };
+  latch = await startLatch({ dir, env: latchEnv });
 });
 
 after(async () => {
@@ -299,6 +297,23 @@ test('bad input before the redirect: the error page (4xx), no state, no redirect
   const k = await api(latch.url, null, 'POST', `/api-auth/api-key/${KEY}?connect_session_token=${token}`, { apiKey: 'x' });
   assert.equal(k.status, 400);
   assert.equal(k.json.error.code, 'invalid_auth_mode');
+});
+
+test('key rotation re-seals the app credentials: after retiring the old key the flow still works', async () => {
+  const env = { ...process.env, LATCH_DATABASE_URL: path.join(dir, 'latch.db'), LATCH_KEY_FILE: path.join(dir, 'latch.key') };
+  const bin = path.join(BUILD, 'latch');
+  const kidOf = () => execFileSync('sqlite3', [path.join(dir, 'latch.db'), `SELECT credentials_sealed FROM integrations WHERE unique_key='${KEY}'`]).toString().trim().split('.')[1];
+  const oldKid = kidOf();
+  assert.match(execFileSync(bin, ['keys', 'rotate'], { cwd: dir, env }).toString(), /re-encrypted/);
+  assert.notEqual(kidOf(), oldKid, 'the app credentials are under the new key');
+  execFileSync(bin, ['keys', 'retire', oldKid], { cwd: dir, env, stdio: 'pipe' });
+  await latch.stop();
+  latch = await startLatch({ dir, port: latch.port, env: latchEnv });
+  const r = await call('GET', `/integrations/${KEY}?include=credentials`);
+  assert.equal(r.json.data.credentials?.client_id, CLIENT_ID, r.text);
+  const token = await session();
+  const { code, state } = approve((await connect(token)).location);
+  assert.equal((await callback({ code, state })).status, 200);
 });
 
 test('nothing of the flow reaches the log: no state, code, verifier or secret', async () => {
