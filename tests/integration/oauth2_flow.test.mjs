@@ -206,6 +206,24 @@ test('success: the code is exchanged once, the OAUTH2 connection stored, the pag
   assert.equal(last.host, 'eu.ninjarmm.com');
 });
 
+test('a reconnect session renews the same connection (override), with new tokens', async () => {
+  const first = await session();
+  const a = approve((await connect(first)).location);
+  const cb1 = await callback(a);
+  assert.equal(cb1.status, 200, cb1.text);
+  const connectionId = cb1.result.message.connectionId;
+  const rs = await call('POST', '/connect/sessions/reconnect', { connection_id: connectionId, integration_id: KEY, end_user: { id: 'user-1' } });
+  assert.equal(rs.status, 201, rs.text);
+  const b = approve((await connect(rs.json.data.token)).location);
+  const cb2 = await callback(b);
+  assert.equal(cb2.status, 200, cb2.text);
+  assert.equal(cb2.result.message.connectionId, connectionId, 'the same connection');
+  const c = await call('GET', `/connections/${connectionId}?provider_config_key=${KEY}`);
+  assert.equal(c.json.credentials.access_token, `at-${b.code}`);
+  const hook = await webhooks.waitFor((h) => h.json?.type === 'auth' && h.json?.connectionId === connectionId && h.json?.operation === 'override');
+  assert.equal(hook.json.success, true);
+});
+
 test('a replayed state is refused and nothing is exchanged again', async () => {
   const token = await session();
   const { code, state } = approve((await connect(token)).location);
