@@ -524,9 +524,9 @@ token_metadata(struct link_job *j, const json_t *creds)
         const char *path = j->p->token_response_metadata[i];
         json_t *v = oauth_cc_json_path(raw, path);
 
-        if (json_is_string(v) && json_string_length(v) <= 1024)
-            json_object_set(j->cfg, path, v);
-        else if (json_is_integer(v) || json_is_real(v) || json_is_boolean(v))
+        /* scalars only, strings bounded */
+        if ((json_is_string(v) && json_string_length(v) <= 1024) || json_is_integer(v) ||
+            json_is_real(v) || json_is_boolean(v))
             json_object_set(j->cfg, path, v);
     }
 }
