@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/rand.h>
 #include <wslay/wslay.h>
 
 #include "core/log.h"
@@ -73,9 +74,7 @@ peer_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud)
 {
     (void)ctx;
     (void)ud;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(rand() & 0xff);
-    return 0;
+    return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
 }
 
 static void
