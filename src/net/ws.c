@@ -620,7 +620,7 @@ ws_hub_start(const struct ws_hub_opts *o, struct ws_hub **out, struct latch_err 
     h->ping_ms = h->idle_ms / 3 > 0 ? h->idle_ms / 3 : 1;
     for (h->n_buckets = 64; h->n_buckets < (size_t)h->max_clients * 2; h->n_buckets *= 2)
         ;
-    h->table = xcalloc(h->n_buckets, sizeof *h->table);
+    h->table = xcalloc(h->n_buckets, sizeof(struct ws_client *));
     atomic_init(&h->held, 0);
     if (pthread_mutex_init(&h->mu, NULL) != 0)
         abort();
