@@ -302,3 +302,98 @@ export function writeProvidersFile(dir, entries = {}) {
   fs.writeFileSync(file, YAML.stringify({ [OIDC_PROVIDER_KEY]: providerEntry(), ...entries }));
   return file;
 }
+
+/**
+ * latch in front of oidc-provider: latch's port chosen first so that the client's redirect_uri is
+ * latch's /oauth/callback; a providers file with the Nango-format entry (LATCH_PROVIDERS_FILE);
+ * LATCH_RESOLVE pins auth.oidc.test to oidc-provider's loopback address; LATCH_CA_FILE trusts the
+ * test CA; the integration `oidc-test` is created with the app credentials (Nango's
+ * `credentials: {type: "OAUTH2", ...}`). Refresh margin 60 s: a token issued with a TTL below 60 s
+ * is stale at once, one issued for an hour is fresh.
+ */
+export async function startOidcStack({ env = {}, accessTokenTTL = 3600, authMethod, entry = {}, createIntegration = true } = {}) {
+  const { startLatch, startWebhookReceiver, freePort, tmpDir, api, BACKEND, BUILD: SBUILD } = await import('./stack.mjs');
+  const dir = tmpDir('latch-oidc-');
+  let pg = null;
+  if (BACKEND === 'postgres') {
+    const { startPg } = await import('./pg.mjs');
+    pg = await startPg();
+  }
+  const port = await freePort();
+  const latchUrl = `http://127.0.0.1:${port}`;
+  const op = await startOidc({ redirectUri: `${latchUrl}/oauth/callback`, accessTokenTTL, authMethod });
+  const webhooks = await startWebhookReceiver();
+  const providersFile = path.join(dir, 'providers.yaml');
+  fs.writeFileSync(providersFile, YAML.stringify({ [OIDC_PROVIDER_KEY]: providerEntry(entry) }));
+  const secretKey = crypto.randomUUID();
+  const fullEnv = {
+    LATCH_SECRET_KEY: secretKey,
+    LATCH_PROVIDERS_FILE: providersFile,
+    LATCH_RESOLVE: [op.resolve, `${webhooks.host}:${webhooks.port}:127.0.0.1`].join(','),
+    LATCH_CA_FILE: op.tls.ca,
+    LATCH_ALLOW_HTTP: '1', // only for the plain-http webhook receiver
+    LATCH_WEBHOOK_URL: webhooks.url,
+    LATCH_WEBHOOK_BACKOFF_MS: '200',
+    LATCH_REFRESH_MARGIN_S: '60',
+    ...(pg ? { LATCH_DATABASE_URL: pg.url } : {}),
+    ...env,
+  };
+  let latch = await startLatch({ dir, env: fullEnv, port });
+  const artifactsDir = path.join(SBUILD, 'test-artifacts');
+  fs.mkdirSync(artifactsDir, { recursive: true });
+  const s = {
+    dir, op, webhooks, secretKey, env: fullEnv, pg, artifactsDir, key: OIDC_PROVIDER_KEY,
+    get latchUrl() { return latch.url; },
+    get latch() { return latch; },
+    api(method, p, body, o) { return api(latch.url, secretKey, method, p, body, o); },
+    logs() { return fs.readFileSync(latch.logPath, 'utf8'); },
+    async createSession(body) {
+      const r = await s.api('POST', '/connect/sessions', body ?? { end_user: { id: 'user-1', email: 'admin@msp.example' }, allowed_integrations: [OIDC_PROVIDER_KEY] });
+      if (r.status !== 201) throw new Error(`createSession: ${r.status} ${r.text}`);
+      return r.json.data;
+    },
+    /** GET /oauth/connect/:key as @nangohq/frontend opens it; resolves to {status, location, text}. */
+    async connectStart(token, { key = OIDC_PROVIDER_KEY, wsClientId, params = {} } = {}) {
+      const q = new URLSearchParams({ connect_session_token: token });
+      if (wsClientId) q.set('ws_client_id', wsClientId);
+      for (const [k, v] of Object.entries(params)) q.set(`params[${k}]`, v);
+      const r = await fetch(`${latch.url}/oauth/connect/${encodeURIComponent(key)}?${q}`, { redirect: 'manual' });
+      return { status: r.status, location: r.headers.get('location'), text: await r.text() };
+    },
+    /** GET of the callback URL the provider redirected the browser to. */
+    async callback(url) {
+      const r = await fetch(url, { redirect: 'manual' });
+      return { status: r.status, text: await r.text(), headers: r.headers };
+    },
+    /**
+     * The whole flow as a browser would do it: session, connect, login + consent at the provider,
+     * callback. Resolves to { start, auth, cb, connectionId } (connectionId from the auth webhook).
+     */
+    async connect({ deny = false, login = 'user-1', session } = {}) {
+      const sess = session ?? await s.createSession();
+      const start = await s.connectStart(sess.token);
+      if (start.status !== 302 || !start.location) throw new Error(`connect: ${start.status} ${start.text.slice(0, 400)}`);
+      const auth = await op.authorize(start.location, { deny, login });
+      const cb = await s.callback(auth.callbackUrl);
+      return { session: sess, start, auth, cb };
+    },
+    async restartLatch(signal = 'SIGTERM', extraEnv = {}) {
+      await latch.stop(signal);
+      latch = await startLatch({ dir, env: { ...fullEnv, ...extraEnv }, port });
+    },
+    async stop() {
+      const results = await Promise.allSettled([latch.stop()]);
+      results.push(...await Promise.allSettled([op.stop(), webhooks.close(), pg ? pg.destroy() : null]));
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    },
+  };
+  if (createIntegration) {
+    const r = await s.api('POST', '/integrations', {
+      provider: OIDC_PROVIDER_KEY, unique_key: OIDC_PROVIDER_KEY,
+      credentials: { type: 'OAUTH2', client_id: OIDC_CLIENT.client_id, client_secret: OIDC_CLIENT.client_secret, scopes: OIDC_SCOPES.join(',') },
+    });
+    if (r.status !== 200 && r.status !== 201) throw new Error(`create integration: ${r.status} ${r.text}`);
+  }
+  return s;
+}
