@@ -83,7 +83,7 @@ export async function startOidc({ redirectUri, bind, authMethod = 'client_secret
   fs.mkdirSync(path.join(BUILD, 'test-tmp'), { recursive: true });
   dir ??= fs.mkdtempSync(path.join(BUILD, 'test-tmp', 'oidc-'));
   const tls = await makeHostCert([OIDC_HOST], dir);
-  const state = { accessTokenTTL };
+  const state = { accessTokenTTL, inFlight: 0 };
 
   const tokenRequests = []; // every POST /token: { at, grant_type, status, error, client_id }
   const grants = { authorization_code: 0, refresh_token: 0 }; // successful grants by type
@@ -154,7 +154,12 @@ export async function startOidc({ redirectUri, bind, authMethod = 'client_secret
       const stop = await hooks.beforeToken(ctx);
       if (stop) return;
     }
-    await next();
+    if (isToken) state.inFlight++;
+    try {
+      await next();
+    } finally {
+      if (isToken) state.inFlight--;
+    }
     if (isToken) {
       tokenRequests.push({ at: Date.now(), grant_type: ctx.oidc?.params?.grant_type, status: ctx.status, error: ctx.body?.error, client_id: ctx.oidc?.client?.clientId });
     }
@@ -189,6 +194,8 @@ export async function startOidc({ redirectUri, bind, authMethod = 'client_secret
     /** LATCH_RESOLVE entry for the provider host. */
     resolve: `${OIDC_HOST}:443:${bind}`,
     setAccessTokenTTL(seconds) { state.accessTokenTTL = seconds; },
+    /** Token requests inside oidc-provider right now (entered, not yet answered). */
+    get inFlight() { return state.inFlight; },
     /** Snapshot of the counters, to compare before/after. */
     counts() { return { token: tokenRequests.length, code: grants.authorization_code || 0, refresh: grants.refresh_token || 0 }; },
     request,
