@@ -10,6 +10,7 @@
 #include "api/api_auth.h"
 #include "domain/catalog.h"
 #include "net/http_server.h"
+#include "net/ws.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -313,6 +314,55 @@ metrics_dispatch(struct http_req *req, void *ud)
     free(text);
 }
 
+static double
+g_ws_clients(void *ud)
+{
+    return (double)ws_hub_count(((struct app *)ud)->ws);
+}
+
+/* ---- the WebSocket endpoint: http_server's upgrade hook, answered by the hub ---- */
+
+static bool
+ws_upgrade_check(struct http_req *req, void *ud)
+{
+    struct app *a = ud;
+    char accept[WS_ACCEPT_SIZE];
+    const char *code = NULL, *message = NULL;
+    struct ws_handshake hs = {
+        .method = http_req_method(req),
+        .upgrade = http_req_header(req, "Upgrade"),
+        .connection = http_req_header(req, "Connection"),
+        .version = http_req_header(req, "Sec-WebSocket-Version"),
+        .key = http_req_header(req, "Sec-WebSocket-Key"),
+        .has_body = http_req_header(req, "Content-Length") != NULL ||
+                    http_req_header(req, "Transfer-Encoding") != NULL,
+    };
+    unsigned status = ws_hub_handshake(a->ws, &hs, accept, &code, &message);
+
+    http_req_set_route(req, "websocket");
+    if (status != 0) {
+        if (status == 426)
+            http_resp_header(req, "Sec-WebSocket-Version", "13");
+        http_resp_error(req, status, code, message);
+        return false;
+    }
+    http_resp_header(req, "Upgrade", "websocket");
+    http_resp_header(req, "Sec-WebSocket-Accept", accept);
+    return true;
+}
+
+static void
+ws_release(void *u)
+{
+    http_upgraded_close(u);
+}
+
+static void
+ws_upgraded(void *ud, struct http_upgraded *u, int fd, const char *extra, size_t extra_len)
+{
+    ws_hub_adopt(((struct app *)ud)->ws, fd, extra, extra_len, ws_release, u);
+}
+
 static latch_rc
 metrics_start(struct app *a, const struct config *cfg, struct latch_err *err)
 {
@@ -341,6 +391,7 @@ metrics_start(struct app *a, const struct config *cfg, struct latch_err *err)
                      "Operations log rows dropped (queue full or store write failed)",
                      g_ops_dropped, a);
     metrics_gauge_fn("latch_ops_written_total", "Operations log rows written", g_ops_written, a);
+    metrics_gauge_fn("latch_ws_clients", "WebSocket clients held now", g_ws_clients, a);
     metrics_gauge_fn("latch_ops_queue_depth", "Operations waiting for the log writer", g_ops_depth,
                      a);
     memset(&mo, 0, sizeof mo);
@@ -445,6 +496,17 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
         latch_err_set(err, "cannot start background threads");
         return rc;
     }
+    if (cfg->ws_max_clients > 0) {
+        struct ws_hub_opts wso = {
+            .max_clients = (unsigned)cfg->ws_max_clients,
+            .idle_s = (unsigned)cfg->ws_idle_s,
+            .max_age_s = (unsigned)cfg->ws_max_age_s,
+        };
+
+        rc = ws_hub_start(&wso, &a->ws, err);
+        if (rc != LATCH_OK)
+            return rc;
+    }
     memset(&ho, 0, sizeof ho);
     ho.bind_addr = cfg->bind;
     ho.port = (uint16_t)cfg->port;
@@ -479,6 +541,12 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
     ho.precheck = api_precheck;
     ho.body_budget = (size_t)cfg->body_budget_mb * 1024 * 1024;
     ho.ud = a->api;
+    if (a->ws != NULL) {
+        ho.upgrade_path = cfg->ws_path;
+        ho.upgrade_check = ws_upgrade_check;
+        ho.upgraded = ws_upgraded;
+        ho.upgrade_ud = a;
+    }
     rc = http_server_start(&ho, &a->http, err);
     if (rc == LATCH_OK && cfg->metrics_bind != NULL && cfg->metrics_bind[0] != '\0')
         rc = metrics_start(a, cfg, err);
@@ -495,8 +563,12 @@ app_stop(struct app *a)
     refresher_drain(a->refresher, APP_LEASE_DRAIN_MS);
     http_server_stop(a->metrics_http);
     a->metrics_http = NULL;
+    /* the hub closes its sockets first: MHD must not stop with upgraded connections held */
+    ws_hub_shutdown(a->ws);
     http_server_stop(a->http);
     a->http = NULL;
+    ws_hub_stop(a->ws); /* no adoption can come any more */
+    a->ws = NULL;
     free(a->api); /* no request runs any more */
     a->api = NULL;
     timer_stop(a->timer);

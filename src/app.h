@@ -45,6 +45,7 @@ struct app {
     struct ratelimit *rl_ip;
     struct ratelimit *rl_auth_fail;
     struct authcache *authcache;
+    struct ws_hub *ws;    /* the WebSocket endpoint (LATCH_WS_*), or NULL when off */
     struct api_deps *api; /* the members the REST layer uses (owned; filled by app_start) */
     char node_id[33];     /* random per process: lease owner prefix */
 };

@@ -117,6 +117,14 @@ static const struct cfg_def defs[] = {
      "how often retention runs (in small batches, on the writer thread)"},
     {"LATCH_METRICS_BIND", CFG_STR, OFF(metrics_bind), NULL, 0, 0, false,
      "serve Prometheus /metrics on this separate host:port, e.g. 127.0.0.1:9464 (unset = off)"},
+    {"LATCH_WS_PATH", CFG_STR, OFF(ws_path), "/", 0, 0, false,
+     "path of the WebSocket endpoint @nangohq/frontend's auth() opens (its websocketsPath)"},
+    {"LATCH_WS_MAX_CLIENTS", CFG_INT, OFF(ws_max_clients), "1000", 0, 100000, false,
+     "WebSocket clients held at once (each is also an HTTP connection); 0 = endpoint off"},
+    {"LATCH_WS_IDLE_S", CFG_INT, OFF(ws_idle_s), "60", 1, 3600, false,
+     "a WebSocket client that answers no ping for this long is dropped (pinged every third)"},
+    {"LATCH_WS_MAX_AGE_S", CFG_INT, OFF(ws_max_age_s), "900", 1, 86400, false,
+     "a WebSocket is closed this long after it opened, whatever happens"},
 };
 
 static bool
@@ -175,6 +183,10 @@ config_load(struct config *c, struct latch_err *err)
             }
             break;
         }
+    }
+    if (c->ws_path[0] != '/' || strcspn(c->ws_path, "?#%\\ \t\r\n") != strlen(c->ws_path)) {
+        latch_err_set(err, "LATCH_WS_PATH: expected a path starting with / (no query, no %%)");
+        return LATCH_E_INVAL;
     }
     if (c->public_url == NULL)
         c->public_url = xasprintf("http://localhost:%d", c->port);

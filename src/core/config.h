@@ -58,6 +58,10 @@ struct config {
     int ops_queue;            /* LATCH_OPS_QUEUE: operations waiting for the writer */
     int ops_prune_interval_s; /* LATCH_OPS_PRUNE_INTERVAL_S */
     char *metrics_bind;       /* LATCH_METRICS_BIND: host:port of /metrics (unset = off) */
+    char *ws_path;            /* LATCH_WS_PATH: the WebSocket endpoint */
+    int ws_max_clients;       /* LATCH_WS_MAX_CLIENTS (0 = no WebSocket endpoint) */
+    int ws_idle_s;            /* LATCH_WS_IDLE_S */
+    int ws_max_age_s;         /* LATCH_WS_MAX_AGE_S */
 };
 
 /* Reads the environment; LATCH_E_INVAL with a message naming the variable on bad values. */

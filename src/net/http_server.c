@@ -90,7 +90,7 @@ enum req_state {
 /* Why MHD currently holds the connection suspended (SUSP_NONE = not suspended). */
 enum susp_reason { SUSP_NONE = 0, SUSP_APP, SUSP_SINK, SUSP_STREAM };
 
-enum resp_kind { RESP_NONE = 0, RESP_BYTES, RESP_STREAM };
+enum resp_kind { RESP_NONE = 0, RESP_BYTES, RESP_STREAM, RESP_UPGRADE };
 
 struct http_req {
     struct http_server *srv;
@@ -169,9 +169,14 @@ struct http_server {
     http_stream_body_fn stream_body;
     http_precheck_fn precheck;
     void *ud;
-    struct trustproxy *trust;   /* peers whose X-Forwarded-For is believed; NULL = none */
-    size_t body_budget;         /* 0 = unlimited */
-    atomic_size_t body_charged; /* bytes reserved by buffered bodies now */
+    struct trustproxy *trust; /* peers whose X-Forwarded-For is believed; NULL = none */
+    size_t body_budget;       /* 0 = unlimited */
+    char *upgrade_path;       /* owned; NULL = no connection upgrade */
+    http_upgrade_check_fn upgrade_check;
+    http_upgraded_fn upgraded;
+    void *upgrade_ud;
+    atomic_size_t upgraded_open; /* handed to the application, not yet closed by it */
+    atomic_size_t body_charged;  /* bytes reserved by buffered bodies now */
 
     /* the reaper: see "connections still receiving" below */
     pthread_mutex_t conn_mu;  /* guards the slot list and every slot's reaper fields */
@@ -257,7 +262,8 @@ struct conn_slot {
     uint64_t deadline_us;        /* PH_IDLE / PH_BODY must end before this (now_us clock) */
     bool served;                 /* a request was answered: later heads wait as kept-alive */
     bool eof_seen;
-    bool reaped; /* shut down by the reaper; MHD closes it */
+    bool reaped;   /* shut down by the reaper; MHD closes it */
+    bool upgraded; /* handed to the application (pool thread only): never PH_IDLE again */
     struct conn_slot *prev, *next;
 };
 
@@ -877,6 +883,39 @@ add_common_headers(struct MHD_Response *resp, const struct http_req *r)
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max);
 static void stream_ctx_free(void *cls);
 
+/* An upgraded connection the application holds; freed by http_upgraded_close. */
+struct http_upgraded {
+    struct http_server *srv;
+    struct MHD_UpgradeResponseHandle *urh;
+};
+
+/* MHD's thread, after the 101 went out: the socket now belongs to the application. */
+static void
+on_mhd_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
+                size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    struct http_server *s = cls;
+    struct http_upgraded *u = xmalloc(sizeof *u);
+
+    (void)conn;
+    (void)con_cls;
+    u->srv = s;
+    u->urh = urh;
+    atomic_fetch_add(&s->upgraded_open, 1);
+    s->upgraded(s->upgrade_ud, u, (int)sock, extra_in, extra_in_size);
+}
+
+void
+http_upgraded_close(struct http_upgraded *u)
+{
+    if (u == NULL)
+        return;
+    if (MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE) != MHD_YES)
+        log_warn("MHD refused to close an upgraded connection", "fd=-");
+    atomic_fetch_sub(&u->srv->upgraded_open, 1);
+    free(u);
+}
+
 /*
  * Pool thread, inside the access handler: hands the pending response to MHD. After the state
  * becomes RS_SENDING no other thread writes the response fields, so they are read unlocked.
@@ -921,6 +960,11 @@ queue_pending(struct http_req *r)
             stream_ctx_free(sc);
             return MHD_NO;
         }
+    } else if (r->kind == RESP_UPGRADE) {
+        resp = MHD_create_response_for_upgrade(on_mhd_upgraded, r->srv);
+        if (resp == NULL)
+            return MHD_NO;
+        add_header(resp, "Connection", "Upgrade");
     } else if (r->resp_data != NULL) {
         resp = MHD_create_response_from_buffer_with_free_callback(r->resp_len, r->resp_data,
                                                                   r->resp_wipe ? free_wiped : free);
@@ -1249,6 +1293,43 @@ framing_problem(const struct http_req *r, const char *version)
 static bool body_charge(struct http_req *r, size_t want);
 static enum MHD_Result respond_busy(struct http_req *r);
 
+/*
+ * A GET for upgrade_path asking for an upgrade: the application's check answers, never the
+ * dispatcher. The 101 is queued at the final access-handler call, as the preflight is.
+ */
+static enum MHD_Result
+on_upgrade_request(struct http_server *s, struct http_req *r)
+{
+    void (*ffn)(void *) = NULL;
+    void *fud = NULL;
+
+    if (!s->upgrade_check(r, s->upgrade_ud)) {
+        r->close_conn = true;
+        lock(&r->mu);
+        if (r->kind == RESP_NONE) {
+            unlock(&r->mu);
+            return respond_now(r, 400, "invalid_request", "Connection upgrade refused");
+        }
+        unlock(&r->mu);
+        return queue_pending(r);
+    }
+    lock(&r->mu);
+    if (r->kind != RESP_NONE) {
+        log_warn("upgrade check set a response and accepted; upgrading", "req=%s", r->id);
+        resp_clear_locked(r, &ffn, &fud);
+    }
+    r->kind = RESP_UPGRADE;
+    r->status = MHD_HTTP_SWITCHING_PROTOCOLS;
+    r->state = RS_READY;
+    unlock(&r->mu);
+    if (ffn != NULL)
+        ffn(fud);
+    slot_set(r->slot, PH_BUSY, 0);
+    if (r->slot != NULL)
+        r->slot->upgraded = true;
+    return MHD_YES;
+}
+
 static enum MHD_Result
 on_first_call(struct http_server *s, struct http_req *r, const char *url, const char *method,
               const char *version)
@@ -1269,6 +1350,15 @@ on_first_call(struct http_server *s, struct http_req *r, const char *url, const 
     if (strcmp(r->method, MHD_HTTP_METHOD_OPTIONS) == 0 &&
         http_req_header(r, "Access-Control-Request-Method") != NULL)
         return respond_preflight(r);
+    if (s->upgrade_path != NULL && strcmp(r->method, MHD_HTTP_METHOD_GET) == 0 &&
+        strcmp(r->path, s->upgrade_path) == 0 &&
+        http_req_header(r, MHD_HTTP_HEADER_UPGRADE) != NULL) {
+        if (version == NULL || strcmp(version, MHD_HTTP_VERSION_1_1) != 0) {
+            r->close_conn = true;
+            return respond_now(r, 400, "invalid_request", "A connection upgrade needs HTTP/1.1");
+        }
+        return on_upgrade_request(s, r);
+    }
 
     r->body_limit = s->body_limit != NULL ? s->body_limit(r->method, r->path, s->ud) : 0;
     cl = http_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -1491,7 +1581,8 @@ req_finish(struct http_req *r, enum MHD_RequestTerminationCode toe)
             r->slot->served = true;
             unlock(&r->slot->srv->conn_mu);
         }
-        slot_set(r->slot, PH_IDLE, now_us());
+        if (!r->slot->upgraded)
+            slot_set(r->slot, PH_IDLE, now_us());
     }
     r->slot = NULL;
     lock(&r->mu);
@@ -1776,6 +1867,7 @@ server_free(struct http_server *s)
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     trustproxy_free(s->trust);
+    free(s->upgrade_path);
     free(s);
 }
 
@@ -1846,7 +1938,15 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     s->stream_body = o->stream_body;
     s->precheck = o->precheck;
     s->body_budget = o->body_budget;
+    if (o->upgrade_path != NULL && o->upgrade_check != NULL && o->upgraded != NULL) {
+        s->upgrade_path = xstrdup(o->upgrade_path);
+        s->upgrade_check = o->upgrade_check;
+        s->upgraded = o->upgraded;
+        s->upgrade_ud = o->upgrade_ud;
+        flags |= MHD_ALLOW_UPGRADE;
+    }
     atomic_init(&s->body_charged, 0);
+    atomic_init(&s->upgraded_open, 0);
     s->ud = o->ud;
     s->header_timeout_us = (uint64_t)hdr_s * 1000000u;
     s->idle_header_us = (uint64_t)(hdr_s > timeout_s ? hdr_s : timeout_s) * 1000000u;
@@ -1960,6 +2060,12 @@ http_server_stop(struct http_server *s)
         (void)wait_live_zero(s, 200);
     }
     unlock(&s->mu);
+    /* MHD frees upgraded connections the application still holds: give it time to close them */
+    for (int i = 0; i < HTTP_STOP_GRACE_MS / 10 && atomic_load(&s->upgraded_open) > 0; i++)
+        (void)nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    if (atomic_load(&s->upgraded_open) > 0)
+        log_error("http server stop: upgraded connections still open", "n=%zu",
+                  atomic_load(&s->upgraded_open));
     MHD_stop_daemon(s->d);
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);

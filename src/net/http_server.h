@@ -49,6 +49,28 @@ typedef bool (*http_stream_body_fn)(const char *method, const char *path, void *
  */
 typedef bool (*http_precheck_fn)(struct http_req *req, void *ud);
 
+/*
+ * Connection upgrade (the WebSocket endpoint). A GET for exactly upgrade_path that carries an
+ * Upgrade header is not dispatched: upgrade_check runs at its headers on the pool thread. It
+ * either adds the 101's headers with http_resp_header (Upgrade, Connection,
+ * Sec-WebSocket-Accept) and returns true, or sets an error response (http_resp_error) and
+ * returns false; the error goes out with Connection: close. Other requests for upgrade_path
+ * (a plain GET) are dispatched as usual. Once MHD has sent the 101, upgraded runs on MHD's
+ * thread with the socket and the bytes MHD read past the request head (extra, borrowed for the
+ * call); it must not block. From then on the application does all I/O on fd but never closes it:
+ * it calls http_upgraded_close(u) exactly once, from any thread, and MHD closes the socket. An
+ * upgraded connection keeps counting against conn_limit and conn_limit_ip, and MHD's idle
+ * timeout and the header/body deadlines no longer apply to it. Every upgraded connection must
+ * be closed before http_server_stop (MHD frees u when it stops). The log line of the request
+ * (status 101) is written when MHD is done with it.
+ */
+struct http_upgraded;
+typedef bool (*http_upgrade_check_fn)(struct http_req *req, void *ud);
+typedef void (*http_upgraded_fn)(void *ud, struct http_upgraded *u, int fd, const char *extra,
+                                 size_t extra_len);
+/* Any thread, once per upgraded connection: MHD closes its socket. */
+void http_upgraded_close(struct http_upgraded *u);
+
 struct http_server_opts {
     const char *bind_addr;   /* "127.0.0.1" or "0.0.0.0"; NULL = all */
     uint16_t port;           /* 0 = ephemeral; read back with http_server_port() */
@@ -81,6 +103,11 @@ struct http_server_opts {
      */
     size_t body_budget;
     void *ud;
+    /* Connection upgrade (see http_upgrade_check_fn); off when upgrade_path is NULL. */
+    const char *upgrade_path; /* copied */
+    http_upgrade_check_fn upgrade_check;
+    http_upgraded_fn upgraded;
+    void *upgrade_ud;
 };
 
 latch_rc http_server_start(const struct http_server_opts *o, struct http_server **out,
