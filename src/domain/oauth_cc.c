@@ -235,6 +235,22 @@ join_scopes(const char *scopes, const char *sep)
     return buf_steal(&b, NULL);
 }
 
+/*
+ * Parameters a refresh sets itself (grant_type, refresh_token) or that belong to the code
+ * exchange only (token_params used as the fallback for refresh_params).
+ */
+static bool
+refresh_param_skipped(const char *key)
+{
+    static const char *const skip[] = {"grant_type", "refresh_token", "code", "redirect_uri",
+                                       "code_verifier"};
+
+    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+        if (strcmp(key, skip[i]) == 0)
+            return true;
+    return false;
+}
+
 latch_rc
 oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc_request *out,
                struct latch_err *err)
@@ -246,7 +262,11 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
     json_t *jbody = NULL;
     const char *method = p->token_request_auth_method;
     bool json_fmt = p->body_format != NULL && strcmp(p->body_format, "json") == 0;
-    bool two_step = p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
+    bool refresh = in->refresh_token != NULL;
+    bool two_step = !refresh && p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
+    const struct catalog_kv *params = p->token_params;
+    size_t n_params = p->n_token_params;
+    const char *url_tmpl = p->token_url;
     /* Nango's TWO_STEP bodies are JSON unless body_format says form */
     bool form_fmt = p->body_format != NULL && strcmp(p->body_format, "form") == 0;
     const char *scopes = json_string_value(json_object_get(in->connection_config, "oauth_scopes"));
@@ -254,7 +274,16 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
 
     memset(out, 0, sizeof *out);
     buf_init(&body, 64 * 1024);
-    if (p->token_url == NULL) {
+    if (refresh) {
+        if (p->refresh_url != NULL)
+            url_tmpl = p->refresh_url;
+        if (p->n_refresh_params > 0) {
+            params = p->refresh_params;
+            n_params = p->n_refresh_params;
+        }
+        scopes = NULL; /* a refresh keeps the granted scopes */
+    }
+    if (url_tmpl == NULL) {
         latch_err_set(err, "The provider %s has no token URL.", p->name);
         rc = LATCH_E_INVAL;
         goto out;
@@ -264,7 +293,7 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
         rc = LATCH_E_INVAL;
         goto out;
     }
-    rc = cfg_eval(in, p->token_url, true, url, sizeof url, NULL, err);
+    rc = cfg_eval(in, url_tmpl, true, url, sizeof url, NULL, err);
     if (rc != LATCH_OK)
         goto out;
     rc = netpolicy_url_host(url, allow_http, host, sizeof host, err);
@@ -302,11 +331,21 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
         goto out;
     if (two_step && !form_fmt)
         json_fmt = true;
-    for (size_t i = 0; i < p->n_token_params; i++)
-        if (p->token_params[i].value != NULL && p->token_params[i].value[0] == '{')
+    for (size_t i = 0; i < n_params; i++)
+        if (params[i].value != NULL && params[i].value[0] == '{')
             json_fmt = true; /* a nested parameter object (tableau's credentials) */
     if (json_fmt)
         jbody = json_object();
+    if (refresh) {
+        if (json_fmt) {
+            json_object_set_new(jbody, "grant_type", json_string("refresh_token"));
+            json_object_set_new(jbody, "refresh_token", json_string(in->refresh_token));
+        } else {
+            rc = form_add(&body, "grant_type", "refresh_token");
+            if (rc == LATCH_OK)
+                rc = form_add(&body, "refresh_token", in->refresh_token);
+        }
+    }
     if (two_step) {
         /* TWO_STEP: the body is token_params alone (they name the user's credentials) */
     } else if (method != NULL && strcmp(method, "basic") == 0) {
@@ -339,34 +378,35 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
                 rc = form_add(&body, ksec, in->client_secret);
         }
     }
-    for (size_t i = 0; i < p->n_token_params && rc == LATCH_OK; i++) {
+    for (size_t i = 0; i < n_params && rc == LATCH_OK; i++) {
         char val[1024];
 
         bool absent = false;
 
-        if (json_fmt && p->token_params[i].value != NULL && p->token_params[i].value[0] == '{') {
-            json_t *obj = json_loads(p->token_params[i].value, 0, NULL);
+        if (refresh && refresh_param_skipped(params[i].key))
+            continue;
+        if (json_fmt && params[i].value != NULL && params[i].value[0] == '{') {
+            json_t *obj = json_loads(params[i].value, 0, NULL);
 
             rc = json_is_object(obj) ? eval_object(in, obj, 0, err) : LATCH_E_INVAL;
             if (rc == LATCH_OK)
-                json_object_set(jbody, p->token_params[i].key, obj);
+                json_object_set(jbody, params[i].key, obj);
             else if (!json_is_object(obj))
-                latch_err_set(err, "The token parameter %s is not valid JSON.",
-                              p->token_params[i].key);
+                latch_err_set(err, "The token parameter %s is not valid JSON.", params[i].key);
             creds_free(obj);
             if (rc != LATCH_OK)
                 break;
             continue;
         }
-        rc = cfg_eval(in, p->token_params[i].value, false, val, sizeof val, &absent, err);
+        rc = cfg_eval(in, params[i].value, false, val, sizeof val, &absent, err);
         if (rc != LATCH_OK)
             break;
         if (absent)
             continue;
         if (json_fmt)
-            json_object_set_new(jbody, p->token_params[i].key, json_string(val));
+            json_object_set_new(jbody, params[i].key, json_string(val));
         else
-            rc = form_add(&body, p->token_params[i].key, val);
+            rc = form_add(&body, params[i].key, val);
     }
     if (rc == LATCH_OK && scopes != NULL && scopes[0] != '\0') {
         char *joined = join_scopes(scopes, p->scope_separator ? p->scope_separator : " ");
@@ -583,6 +623,25 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     if (resp->status < 200 || resp->status >= 300) {
         const char *code = registered_error(json_string_value(json_object_get(j, "error")));
 
+        if (in->refresh_token != NULL && code != NULL &&
+            (strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
+            (void)snprintf(msg, sizeof msg,
+                           "%s refused the refresh token (%s): it was revoked, has expired or "
+                           "was already used. The user must reconnect the account.",
+                           catalog_display_name(in->provider), code);
+            set_fail(out, OCC_INVALID_GRANT, true, "invalid_grant", msg);
+            goto out;
+        }
+        if (in->refresh_token != NULL && code != NULL &&
+            (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0)) {
+            (void)snprintf(msg, sizeof msg,
+                           "%s rejected the integration's Client ID and Client Secret (%s) when "
+                           "refreshing the token. Check the app credentials of the integration, "
+                           "then have the user reconnect the account.",
+                           catalog_display_name(in->provider), code);
+            set_fail(out, OCC_INVALID_CLIENT, true, "invalid_client", msg);
+            goto out;
+        }
         if (code != NULL &&
             (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0 ||
              strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
@@ -647,7 +706,19 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         char when[40];
 
         latch_fmt_time(out->expires_at, false, when);
-        if (in->credentials != NULL) {
+        if (in->refresh_token != NULL) {
+            /* Nango's OAuth2Credentials; a rotated refresh token replaces the stored one */
+            const char *rt = json_string_value(json_object_get(j, "refresh_token"));
+
+            out->rotated = rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN;
+            out->creds = json_is_object(in->prior) ? json_deep_copy(in->prior) : json_object();
+            json_object_set_new(out->creds, "type", json_string("OAUTH2"));
+            json_object_set_new(out->creds, "access_token", json_string(token));
+            json_object_set_new(out->creds, "refresh_token",
+                                json_string(out->rotated ? rt : in->refresh_token));
+            json_object_set_new(out->creds, "expires_at", json_string(when));
+            json_object_set(out->creds, "raw", j);
+        } else if (in->credentials != NULL) {
             /* Nango's TwoStepCredentials: the user's fields, the token, expires_at, raw */
             const char *k;
             json_t *v;
@@ -701,6 +772,8 @@ struct exchange_job {
     char *client_id;
     char *client_secret;
     json_t *credentials; /* TWO_STEP: a copy of the user's fields (creds_free), else NULL */
+    char *refresh_token; /* OAUTH2 refresh: a copy (wiped), else NULL */
+    json_t *prior;       /* OAUTH2 refresh: a copy of the stored credentials (creds_free) */
     const struct catalog_provider *provider;
     int default_expires_in_s;
     struct oauth_cc_result res;
@@ -716,6 +789,10 @@ exchange_job_free(struct exchange_job *j)
     explicit_bzero(j->client_secret, strlen(j->client_secret));
     free(j->client_secret);
     creds_free(j->credentials);
+    if (j->refresh_token != NULL)
+        explicit_bzero(j->refresh_token, strlen(j->refresh_token));
+    free(j->refresh_token);
+    creds_free(j->prior);
     free(j);
 }
 
@@ -737,8 +814,8 @@ static void
 exchange_done(struct outbound_resp *resp, void *ud)
 {
     struct exchange_job *j = ud;
-    struct oauth_cc_input in = {j->provider, j->cfg, j->client_id, j->client_secret,
-                                j->credentials};
+    struct oauth_cc_input in = {j->provider,    j->cfg,           j->client_id, j->client_secret,
+                                j->credentials, j->refresh_token, j->prior};
 
     oauth_cc_parse(resp, &in, j->default_expires_in_s, &j->res);
     log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
@@ -803,6 +880,8 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
     j->client_id = xstrdup(in->client_id);
     j->client_secret = xstrdup(in->client_secret);
     j->credentials = in->credentials != NULL ? json_deep_copy(in->credentials) : NULL;
+    j->refresh_token = in->refresh_token != NULL ? xstrdup(in->refresh_token) : NULL;
+    j->prior = in->prior != NULL ? json_deep_copy(in->prior) : NULL;
     j->provider = in->provider;
     j->default_expires_in_s = in->provider->default_expires_in_s > 0
                                   ? in->provider->default_expires_in_s
