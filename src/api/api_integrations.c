@@ -17,6 +17,7 @@
 #include "api/api_format.h"
 #include "core/config.h"
 #include "domain/catalog.h"
+#include "domain/catalog_link.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "crypto/vault.h"
@@ -422,7 +423,7 @@ api_integration_create(struct api_ctx *c)
     read_common(c, p, &i, errs);
     if (json_array_size(errs) > 0 || p == NULL) /* p == NULL has its issue in errs */
         goto out;
-    if (!p->linkable) {
+    if (!p->linkable && !catalog_oauth2_importable(p)) {
         char msg[640];
 
         (void)snprintf(msg, sizeof msg, "latch cannot link %.100s (%.60s, auth mode %.40s): %.400s",

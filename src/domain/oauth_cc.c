@@ -250,6 +250,22 @@ has_token_param(const struct catalog_provider *p, const char *k)
     return false;
 }
 
+/*
+ * Parameters a refresh sets itself (grant_type, refresh_token) or that belong to the code
+ * exchange only (token_params used as the fallback for refresh_params).
+ */
+static bool
+refresh_param_skipped(const char *key)
+{
+    static const char *const skip[] = {"grant_type", "refresh_token", "code", "redirect_uri",
+                                       "code_verifier"};
+
+    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+        if (strcmp(key, skip[i]) == 0)
+            return true;
+    return false;
+}
+
 /* OAUTH2: the authorization-code grant's own parameters (jbody for JSON, else form). */
 static latch_rc
 add_grant(const struct oauth_cc_input *in, json_t *jbody, struct buf *form)
@@ -291,7 +307,11 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
     json_t *jbody = NULL;
     const char *method = p->token_request_auth_method;
     bool json_fmt = p->body_format != NULL && strcmp(p->body_format, "json") == 0;
-    bool two_step = p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
+    bool refresh = in->refresh_token != NULL;
+    bool two_step = !refresh && p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
+    const struct catalog_kv *params = p->token_params;
+    size_t n_params = p->n_token_params;
+    const char *url_tmpl = p->token_url;
     /* Nango's TWO_STEP bodies are JSON unless body_format says form */
     bool form_fmt = p->body_format != NULL && strcmp(p->body_format, "form") == 0;
     const char *scopes = json_string_value(json_object_get(in->connection_config, "oauth_scopes"));
@@ -299,7 +319,16 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
 
     memset(out, 0, sizeof *out);
     buf_init(&body, 64 * 1024);
-    if (p->token_url == NULL) {
+    if (refresh) {
+        if (p->refresh_url != NULL)
+            url_tmpl = p->refresh_url;
+        if (p->n_refresh_params > 0) {
+            params = p->refresh_params;
+            n_params = p->n_refresh_params;
+        }
+        scopes = NULL; /* a refresh keeps the granted scopes */
+    }
+    if (url_tmpl == NULL) {
         latch_err_set(err, "The provider %s has no token URL.", p->name);
         rc = LATCH_E_INVAL;
         goto out;
@@ -309,7 +338,7 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
         rc = LATCH_E_INVAL;
         goto out;
     }
-    rc = cfg_eval(in, p->token_url, true, url, sizeof url, NULL, err);
+    rc = cfg_eval(in, url_tmpl, true, url, sizeof url, NULL, err);
     if (rc != LATCH_OK)
         goto out;
     rc = netpolicy_url_host(url, allow_http, host, sizeof host, err);
@@ -347,15 +376,25 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
         goto out;
     if (two_step && !form_fmt)
         json_fmt = true;
-    for (size_t i = 0; i < p->n_token_params; i++)
-        if (p->token_params[i].value != NULL && p->token_params[i].value[0] == '{')
+    for (size_t i = 0; i < n_params; i++)
+        if (params[i].value != NULL && params[i].value[0] == '{')
             json_fmt = true; /* a nested parameter object (tableau's credentials) */
     if (json_fmt)
         jbody = json_object();
+    if (refresh) {
+        if (json_fmt) {
+            json_object_set_new(jbody, "grant_type", json_string("refresh_token"));
+            json_object_set_new(jbody, "refresh_token", json_string(in->refresh_token));
+        } else {
+            rc = oauth_cc_form_add(&body, "grant_type", "refresh_token");
+            if (rc == LATCH_OK)
+                rc = oauth_cc_form_add(&body, "refresh_token", in->refresh_token);
+        }
+    }
     if (two_step) {
         /* TWO_STEP: the body is token_params alone (they name the user's credentials) */
     } else if ((method != NULL && strcmp(method, "basic") == 0) ||
-               (in->grant != NULL && p->authorization_method != NULL &&
+               ((in->grant != NULL || refresh) && p->authorization_method != NULL &&
                 strcmp(p->authorization_method, "header") == 0)) {
         size_t n = strlen(in->client_id) + 1 + strlen(in->client_secret);
         char *pair = xmalloc(n + 1);
@@ -386,34 +425,35 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
                 rc = oauth_cc_form_add(&body, ksec, in->client_secret);
         }
     }
-    for (size_t i = 0; i < p->n_token_params && rc == LATCH_OK; i++) {
+    for (size_t i = 0; i < n_params && rc == LATCH_OK; i++) {
         char val[1024];
 
         bool absent = false;
 
-        if (json_fmt && p->token_params[i].value != NULL && p->token_params[i].value[0] == '{') {
-            json_t *obj = json_loads(p->token_params[i].value, 0, NULL);
+        if (refresh && refresh_param_skipped(params[i].key))
+            continue;
+        if (json_fmt && params[i].value != NULL && params[i].value[0] == '{') {
+            json_t *obj = json_loads(params[i].value, 0, NULL);
 
             rc = json_is_object(obj) ? eval_object(in, obj, 0, err) : LATCH_E_INVAL;
             if (rc == LATCH_OK)
-                json_object_set(jbody, p->token_params[i].key, obj);
+                json_object_set(jbody, params[i].key, obj);
             else if (!json_is_object(obj))
-                latch_err_set(err, "The token parameter %s is not valid JSON.",
-                              p->token_params[i].key);
+                latch_err_set(err, "The token parameter %s is not valid JSON.", params[i].key);
             creds_free(obj);
             if (rc != LATCH_OK)
                 break;
             continue;
         }
-        rc = cfg_eval(in, p->token_params[i].value, false, val, sizeof val, &absent, err);
+        rc = cfg_eval(in, params[i].value, false, val, sizeof val, &absent, err);
         if (rc != LATCH_OK)
             break;
         if (absent)
             continue;
         if (json_fmt)
-            json_object_set_new(jbody, p->token_params[i].key, json_string(val));
+            json_object_set_new(jbody, params[i].key, json_string(val));
         else
-            rc = oauth_cc_form_add(&body, p->token_params[i].key, val);
+            rc = oauth_cc_form_add(&body, params[i].key, val);
     }
     if (rc == LATCH_OK && in->grant != NULL)
         rc = add_grant(in, json_fmt ? jbody : NULL, &body);
@@ -632,6 +672,25 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
     if (resp->status < 200 || resp->status >= 300) {
         const char *code = registered_error(json_string_value(json_object_get(j, "error")));
 
+        if (in->refresh_token != NULL && code != NULL &&
+            (strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
+            (void)snprintf(msg, sizeof msg,
+                           "%s refused the refresh token (%s): it was revoked, has expired or "
+                           "was already used. The user must reconnect the account.",
+                           catalog_display_name(in->provider), code);
+            set_fail(out, OCC_INVALID_GRANT, true, "invalid_grant", msg);
+            goto out;
+        }
+        if (in->refresh_token != NULL && code != NULL &&
+            (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0)) {
+            (void)snprintf(msg, sizeof msg,
+                           "%s rejected the integration's Client ID and Client Secret (%s) when "
+                           "refreshing the token. Check the app credentials of the integration, "
+                           "then have the user reconnect the account.",
+                           catalog_display_name(in->provider), code);
+            set_fail(out, OCC_INVALID_CLIENT, true, "invalid_client", msg);
+            goto out;
+        }
         if (code != NULL && in->grant != NULL && strcmp(code, "invalid_grant") == 0) {
             (void)snprintf(msg, sizeof msg,
                            "%s refused the authorization code (invalid_grant): it was already "
@@ -720,6 +779,18 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
             } else {
                 out->expires_at = 0;
             }
+        } else if (in->refresh_token != NULL) {
+            /* Nango's OAuth2Credentials; a rotated refresh token replaces the stored one */
+            const char *rt = json_string_value(json_object_get(j, "refresh_token"));
+
+            out->rotated = rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN;
+            out->creds = json_is_object(in->prior) ? json_deep_copy(in->prior) : json_object();
+            json_object_set_new(out->creds, "type", json_string("OAUTH2"));
+            json_object_set_new(out->creds, "access_token", json_string(token));
+            json_object_set_new(out->creds, "refresh_token",
+                                json_string(out->rotated ? rt : in->refresh_token));
+            json_object_set_new(out->creds, "expires_at", json_string(when));
+            json_object_set(out->creds, "raw", j);
         } else if (in->credentials != NULL) {
             /* Nango's TwoStepCredentials: the user's fields, the token, expires_at, raw */
             const char *k;
@@ -776,6 +847,8 @@ struct exchange_job {
     json_t *credentials;         /* TWO_STEP: a copy of the user's fields (creds_free), else NULL */
     struct oauth_cc_grant grant; /* OAUTH2: owned copies (has_grant) */
     bool has_grant;
+    char *refresh_token; /* OAUTH2 refresh: a copy (wiped), else NULL */
+    json_t *prior;       /* OAUTH2 refresh: a copy of the stored credentials (creds_free) */
     const struct catalog_provider *provider;
     int default_expires_in_s;
     struct oauth_cc_result res;
@@ -801,6 +874,10 @@ exchange_job_free(struct exchange_job *j)
             free((char *)(uintptr_t)j->grant.code_verifier);
         }
     }
+    if (j->refresh_token != NULL)
+        explicit_bzero(j->refresh_token, strlen(j->refresh_token));
+    free(j->refresh_token);
+    creds_free(j->prior);
     free(j);
 }
 
@@ -822,8 +899,14 @@ static void
 exchange_done(struct outbound_resp *resp, void *ud)
 {
     struct exchange_job *j = ud;
-    struct oauth_cc_input in = {j->provider,      j->cfg,         j->client_id,
-                                j->client_secret, j->credentials, j->has_grant ? &j->grant : NULL};
+    struct oauth_cc_input in = {.provider = j->provider,
+                                .connection_config = j->cfg,
+                                .client_id = j->client_id,
+                                .client_secret = j->client_secret,
+                                .credentials = j->credentials,
+                                .grant = j->has_grant ? &j->grant : NULL,
+                                .refresh_token = j->refresh_token,
+                                .prior = j->prior};
 
     oauth_cc_parse(resp, &in, j->default_expires_in_s, &j->res);
     log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
@@ -895,6 +978,8 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
         j->grant.code_verifier =
             in->grant->code_verifier != NULL ? xstrdup(in->grant->code_verifier) : NULL;
     }
+    j->refresh_token = in->refresh_token != NULL ? xstrdup(in->refresh_token) : NULL;
+    j->prior = in->prior != NULL ? json_deep_copy(in->prior) : NULL;
     j->provider = in->provider;
     j->default_expires_in_s = in->provider->default_expires_in_s > 0
                                   ? in->provider->default_expires_in_s

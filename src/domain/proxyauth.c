@@ -305,7 +305,8 @@ proxy_auth_build(const struct catalog_provider *p, const json_t *cfg, const json
         free(enc);
         rc = add_header(out, "Authorization", v, err);
     } else if (rc == LATCH_OK && !have_auth &&
-               (mode_is(p, "OAUTH2_CC") || (mode_is(p, "TWO_STEP") && !uses_access_token(p)))) {
+               (mode_is(p, "OAUTH2_CC") || mode_is(p, "OAUTH2") ||
+                (mode_is(p, "TWO_STEP") && !uses_access_token(p)))) {
         const char *t = pa_lookup("accessToken", &x);
 
         if (t == NULL) {
