@@ -39,8 +39,6 @@
 #include "util/str.h"
 #include "util/xalloc.h"
 
-/* How long an authorization may take, from the redirect to the callback. */
-#define OAUTH_STATE_TTL_MS (10 * 60 * 1000)
 /* The longest authorization URL latch sends a browser to (many scopes make long URLs). */
 #define OAUTH_MAX_AUTHORIZE_URL 8192
 #define OAUTH_MAX_EXTRA_PARAMS 20
@@ -385,7 +383,7 @@ save_state(struct api_ctx *c, struct link_job *j, const char *state, const char 
     st.integration = j->integ.unique_key;
     st.connection_id = j->connection_id;
     st.ws_client_id = c->ws_client_id[0] != '\0' ? c->ws_client_id : NULL;
-    st.expires_at = latch_now_ms() + OAUTH_STATE_TTL_MS;
+    st.expires_at = latch_now_ms() + (int64_t)c->deps->cfg->oauth_state_ttl_s * 1000;
     (void)store_oauth_state_purge_expired(c->deps->store, latch_now_ms());
     rc = store_oauth_state_create(c->deps->store, &st);
     free(st.payload_sealed);
