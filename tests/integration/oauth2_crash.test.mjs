@@ -42,7 +42,7 @@ before(async () => {
 });
 after(async () => { await s?.stop(); });
 
-const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}&force_refresh=${force}`;
+const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}&force_refresh=${force}&refresh_token=true`;
 
 test(`SIGKILL during refreshes with rotation: every connection still refreshes (seed ${SEED})`, { timeout: 170000 }, async () => {
   const t0 = Date.now();

@@ -25,7 +25,7 @@ before(async () => {
 });
 after(async () => { await s?.stop(); });
 
-const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}&force_refresh=${force}`;
+const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}&force_refresh=${force}&refresh_token=true`;
 
 async function webhookAfter(from, pred, ms = 10000) {
   const end = Date.now() + ms;

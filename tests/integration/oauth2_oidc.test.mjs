@@ -22,7 +22,7 @@ before(async () => {
 });
 after(async () => { await s?.stop(); });
 
-const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}&force_refresh=${force}`;
+const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}&force_refresh=${force}&refresh_token=true`;
 
 /** The first 2xx-answered webhook matching pred among those received from index `from` on. */
 async function webhookAfter(from, pred, ms = 10000) {
@@ -68,6 +68,9 @@ test('success: PKCE S256 + state to the provider, tokens stored, auth webhook, p
   assert.equal(creds.access_token, issued.access_token);
   assert.equal(creds.refresh_token, issued.refresh_token);
   assert.ok(Date.parse(creds.expires_at) > Date.now() + 3000 * 1000, `expires_at from expires_in: ${creds.expires_at}`);
+  const plain = await s.api('GET', `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}`);
+  assert.equal(plain.json.credentials.refresh_token, undefined, 'as Nango: the refresh token only with refresh_token=true');
+  assert.ok(!plain.text.includes(issued.refresh_token));
   // the webhook (Nango's auth webhook)
   assert.equal(webhook.json.operation, 'creation');
   assert.equal(webhook.json.provider, KEY);
