@@ -19,7 +19,7 @@
 // one and latch never got to keep the new one); with a strict-rotation provider no client can
 // survive that window, so the test does not kill inside it (and says how often it had to wait).
 //
-// Env: OAUTH2_CRASH_ROUNDS (default 12), OAUTH2_CRASH_SEED, OAUTH2_CRASH_CONNECTIONS (default 16).
+// Env: OAUTH2_CRASH_ROUNDS (default 24), OAUTH2_CRASH_SEED, OAUTH2_CRASH_CONNECTIONS (default 16).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -27,7 +27,7 @@ import { startOidcStack, OIDC_PROVIDER_KEY as KEY } from './lib/oidc.mjs';
 import { request } from './lib/load.mjs';
 import { seededRandom } from './lib/load.mjs';
 
-const ROUNDS = Number(process.env.OAUTH2_CRASH_ROUNDS || 12);
+const ROUNDS = Number(process.env.OAUTH2_CRASH_ROUNDS || 24);
 const N = Number(process.env.OAUTH2_CRASH_CONNECTIONS || 16);
 const SEED = Number(process.env.OAUTH2_CRASH_SEED || Math.floor(Math.random() * 2 ** 31));
 const READERS = 8;
