@@ -656,9 +656,13 @@ api_oauth_callback(struct api_ctx *c)
     latch_strlcpy(c->page_key, st.integration, sizeof c->page_key);
     latch_strlcpy(c->page_conn_id, st.connection_id, sizeof c->page_conn_id);
     if (st.expires_at <= latch_now_ms()) {
-        api_error(c, 400, "expired_state",
-                  "This authorization took longer than 10 minutes and expired, so nothing was "
-                  "connected. Start the connection again from the app.");
+        char m[200];
+
+        (void)snprintf(m, sizeof m,
+                       "This authorization took longer than %d seconds and expired, so nothing "
+                       "was connected. Start the connection again from the app.",
+                       c->deps->cfg->oauth_state_ttl_s);
+        api_error(c, 400, "expired_state", m);
         goto out;
     }
     /* the session it was started with: still there (single use), same environment */
