@@ -139,6 +139,30 @@ test('a replayed state (already used) is refused; nothing exchanged', async () =
   assert.equal(s.op.counts().token, c0.token, 'nothing exchanged');
 });
 
+test('a state is single-use even while its connect session is still open', async () => {
+  // one session, one authorization; the first callback carries a forged code (the exchange fails,
+  // the session stays open), the second the genuine code with the same state: refused unexchanged
+  const sess = await s.createSession();
+  const start = await s.connectStart(sess.token);
+  assert.equal(start.status, 302, start.text);
+  const auth = await s.op.authorize(start.location);
+  const u = new URL(auth.callbackUrl);
+  const forged = new URL(u);
+  forged.searchParams.set('code', 'forged-code-0123456789abcdefghijklmnopqrstu');
+  const c0 = s.op.counts();
+  const first = await s.callback(forged.toString());
+  assert.ok(first.status >= 400 && first.status < 500, `${first.status} ${first.text.slice(0, 300)}`);
+  assert.equal(s.op.tokenRequests.length - c0.token, 1, 'the forged code was tried once');
+  assert.equal(s.op.tokenRequests.at(-1).error, 'invalid_grant');
+  const replay = await s.callback(auth.callbackUrl);
+  assert.ok(replay.status >= 400 && replay.status < 500, `${replay.status} ${replay.text.slice(0, 300)}`);
+  assert.match(replay.text, /(already used|unknown|start the connection again)/i);
+  assert.equal(s.op.tokenRequests.length - c0.token, 1, 'the used state exchanged nothing');
+  // the session itself is still good for a new authorization
+  const again = await s.connectStart(sess.token);
+  assert.equal(again.status, 302, again.text);
+});
+
 test('code reuse: the same callback replayed is refused, and the grant stays valid upstream', async () => {
   const { id, flow } = await connect();
   const c0 = s.op.counts();
