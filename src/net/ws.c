@@ -62,8 +62,9 @@ struct ws_client {
 
     /* hub thread only */
     uint64_t start_ms, last_rx_ms, last_ping_ms, close_at_ms;
-    bool closing; /* a close frame is queued or sent: drop at close_at_ms at the latest */
-    bool refused; /* over max_clients at adoption: closed at once, never counted */
+    bool closing;          /* a close frame is queued or sent: drop at close_at_ms at the latest */
+    bool close_after_send; /* a published message is queued: close once it is out */
+    bool refused;          /* over max_clients at adoption: closed at once, never counted */
     bool in_epoll;
     uint32_t events; /* registered epoll events */
 
@@ -345,6 +346,16 @@ client_pump(struct ws_client *c, bool readable)
         return false;
     if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
         return false;
+    /*
+     * wslay sends queued control frames before queued messages: a close queued together with the
+     * published message would go out first and the message never. Close once it is out.
+     */
+    if (c->close_after_send && wslay_event_get_queued_msg_count(c->ctx) == 0) {
+        c->close_after_send = false;
+        client_close(c, 1000, "done");
+        if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
+            return false;
+    }
     /* closed both ways (close frames exchanged), or a close sent after reading stopped */
     return wslay_event_want_read(c->ctx) || wslay_event_want_write(c->ctx);
 }
@@ -476,7 +487,7 @@ drain_queues(struct ws_hub *h)
         unlock(&h->mu);
         if (msg != NULL && !c->closing) {
             if (queue_text(c, msg))
-                client_close(c, 1000, "done");
+                c->close_after_send = true;
             else
                 client_close(c, 1011, "cannot send");
         }
