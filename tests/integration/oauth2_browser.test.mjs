@@ -31,7 +31,7 @@ before(async () => {
     args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       // the authorization server's name goes to its loopback address; nothing else resolves
-      `--host-resolver-rules=MAP ${OIDC_HOST} ${s.op.bind}, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1`],
+      `--host-resolver-rules=MAP ${OIDC_HOST} ${s.op.bind}, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost`],
   });
   host = await startHostServer();
 });
@@ -120,13 +120,15 @@ test('a. unchanged @nangohq/frontend auth() from another origin: popup, consent,
   const { context, rec } = await newContext();
   try {
     const page = await openHost(context, sess.token);
+    const frames = [];
+    page.on('websocket', (ws) => { ws.on('framereceived', (f) => frames.push(String(f.payload))); ws.on('close', () => frames.push('closed')); });
     await shot(page, 'a-host');
     const [popup] = await Promise.all([context.waitForEvent('page', { timeout: T }), page.click('#auth')]);
     await completeAtProvider(popup, { name: 'a' });
     await page.waitForFunction(() => window.authResult || window.authError, null, { timeout: T });
     const result = await page.evaluate(() => ({ r: window.authResult, e: window.authError }));
     await shot(page, 'a-host-linked');
-    assert.equal(result.e, null, `auth() failed: ${JSON.stringify(result.e)}`);
+    assert.equal(result.e, null, `auth() failed: ${JSON.stringify(result.e)}; WebSocket frames: ${JSON.stringify(frames)}`);
     assert.equal(result.r.providerConfigKey, KEY);
     assert.ok(result.r.connectionId, JSON.stringify(result.r));
     const c = await s.api('GET', `/connections/${encodeURIComponent(result.r.connectionId)}?provider_config_key=${KEY}`);
