@@ -622,7 +622,11 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         j = json_loadb(resp->body, resp->body_len, 0, NULL);
     if (resp->status < 200 || resp->status >= 300) {
         const char *code = registered_error(json_string_value(json_object_get(j, "error")));
+        /* a busy or failing server is transient whatever its body says */
+        bool busy = resp->status >= 500 || resp->status == 429 || resp->status == 408;
 
+        if (busy && in->refresh_token != NULL)
+            code = NULL;
         if (in->refresh_token != NULL && code != NULL &&
             (strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
             (void)snprintf(msg, sizeof msg,

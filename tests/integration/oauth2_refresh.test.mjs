@@ -134,6 +134,62 @@ test('two latch processes on one database: one refresh of an expired rotating to
   }
 });
 
+test('a token request that outlives the lease: the takeover wins, the late invalid_grant serves its token', async () => {
+  // A's request waits 2.5 s at the provider before the grant runs; B takes the expired 800 ms
+  // lease, refreshes with the same refresh token first; A is then refused (invalid_grant)
+  await s.restartLatch('SIGTERM', { LATCH_REFRESH_LEASE_MS: '800' });
+  const b = await startLatch({ dir: s.dir, env: { ...s.env, LATCH_REFRESH_LEASE_MS: '800' } });
+  try {
+    const { id } = await importConn();
+    await s.fake.fault({ target: 'token', mode: 'delay', delay_ms: 2500, count: 1 });
+    const hdr = { authorization: `Bearer ${s.secretKey}` };
+    const [ra, rb] = await Promise.all([
+      s.api('GET', getPath(id)),
+      (async () => { await sleep(1200); return request(`${b.url}${getPath(id)}`, { headers: hdr }); })(),
+    ]);
+    assert.equal(rb.status, 200, rb.body.toString());
+    assert.equal(ra.status, 200, ra.text);
+    assert.equal(ra.json.credentials.access_token, rb.json.credentials.access_token, 'A serves B\u2019s token');
+    const final = await s.api('GET', getPath(id));
+    assert.deepEqual(final.json.errors, []);
+    assert.equal(final.json.credentials.refresh_token, rb.json.credentials.refresh_token);
+    assert.equal((await refreshGrant(final.json.credentials.refresh_token)).status, 200, 'the stored refresh token is the live one');
+  } finally {
+    await s.fake.clearFaults();
+    await b.stop();
+    await s.restartLatch('SIGTERM');
+  }
+});
+
+test('a rotated answer that arrives after another refresher was refused is stored over that failure', async () => {
+  // A's grant is consumed at once but its answer takes 2.5 s; B takes the expired lease, sends the
+  // now dead refresh token and records invalid_grant; A's answer holds the only live refresh token
+  await s.restartLatch('SIGTERM', { LATCH_REFRESH_LEASE_MS: '800' });
+  const b = await startLatch({ dir: s.dir, env: { ...s.env, LATCH_REFRESH_LEASE_MS: '800' } });
+  try {
+    const { id } = await importConn();
+    await s.fake.fault({ target: 'token', mode: 'delay', delay_ms: 2500, count: 1, after_grant: true });
+    const hdr = { authorization: `Bearer ${s.secretKey}` };
+    const [ra, rb] = await Promise.all([
+      s.api('GET', getPath(id)),
+      (async () => { await sleep(1200); return request(`${b.url}${getPath(id)}`, { headers: hdr }); })(),
+    ]);
+    assert.equal(rb.status, 424, 'B was refused: the refresh token was already used');
+    assert.equal(ra.status, 200, ra.text);
+    const final = await s.api('GET', getPath(id));
+    assert.equal(final.status, 200, final.text);
+    assert.deepEqual(final.json.errors, [], 'needs_reauth cleared by the stored rotation');
+    assert.equal(final.json.credentials.refresh_token, ra.json.credentials.refresh_token);
+    assert.match(s.logs(), /rotated token stored over a racing refresher's failure/);
+    const next = await s.api('GET', getPath(id, { force: true }));
+    assert.equal(next.status, 200, 'and it refreshes again');
+  } finally {
+    await s.fake.clearFaults();
+    await b.stop();
+    await s.restartLatch('SIGTERM');
+  }
+});
+
 test('a revoked refresh token: needs re-authorisation, failure webhook, no more requests; reconnect clears it', async () => {
   const { id } = await importConn();
   await s.fake.revokeRefresh(DEFAULT_CLIENT.client_id);
