@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,10 @@ static const struct api_route routes[] = {
      API_NO_QUERY | API_OFFLOAD, 0, "connect_session.delete"},
     {"POST", "/oauth2/auth/:key", api_oauth2_cc, AUTH_SESSION_QUERY, API_JSON_BODY | API_OFFLOAD,
      LATCH_MAX_JSON_BODY, "link"},
+    /* OAUTH2 authorization code: the popup's pages (api_oauth.c) */
+    {"GET", "/oauth/connect/:key", api_oauth_connect, AUTH_SESSION_QUERY, API_PAGE | API_OFFLOAD, 0,
+     "link"},
+    {"GET", "/oauth/callback", api_oauth_callback, AUTH_NONE, API_PAGE | API_OFFLOAD, 0, "link"},
     {"POST", "/api-auth/api-key/:key", api_link_api_key, AUTH_SESSION_QUERY,
      API_JSON_BODY | API_OFFLOAD, LATCH_MAX_JSON_BODY, "link"},
     {"POST", "/api-auth/basic/:key", api_link_basic, AUTH_SESSION_QUERY,
@@ -228,6 +233,23 @@ api_ctx_free(struct api_ctx *c)
     store_session_clear(&c->session);
     if (c->body != NULL)
         json_decref(c->body);
+    if (c->app_creds != NULL) {
+        json_t *a = c->app_creds;
+
+        c->app_creds = NULL;
+        /* wipe the secret's text before it is released */
+        {
+            const char *k;
+            json_t *v;
+
+            json_object_foreach(a, k, v)
+            {
+                if (json_is_string(v))
+                    explicit_bzero((char *)(uintptr_t)json_string_value(v), json_string_length(v));
+            }
+        }
+        json_decref(a);
+    }
     free(c);
 }
 
@@ -254,6 +276,10 @@ api_error(struct api_ctx *c, unsigned status, const char *code, const char *mess
 {
     http_req_log_kv(c->req, "err", code);
     api_op_error(c, code);
+    if (c->page_error != NULL) {
+        c->page_error(c, status, code, message);
+        return;
+    }
     http_resp_error(c->req, status, code, message);
 }
 
@@ -270,6 +296,15 @@ api_error_list(struct api_ctx *c, unsigned status, const char *code, const char 
     json_t *e = json_object();
     char *m = latch_utf8_sanitize(message);
 
+    if (c->page_error != NULL) {
+        http_req_log_kv(c->req, "err", code);
+        api_op_error(c, code);
+        c->page_error(c, status, code, m);
+        free(m);
+        json_decref(errors);
+        json_decref(e);
+        return;
+    }
     json_object_set_new(e, "code", json_string(code));
     json_object_set_new(e, "message", json_string(m));
     free(m);
@@ -538,6 +573,8 @@ api_dispatch(struct http_req *req, void *depsv)
         return;
     }
     http_req_set_route(req, r->pattern);
+    if (r->flags & API_PAGE)
+        c->page_error = api_oauth_page_error;
     for (int i = 0; i < 4; i++) {
         if (c->params[i] != NULL && !latch_utf8_clean(c->params[i])) {
             api_error(c, 400, "invalid_uri_params",

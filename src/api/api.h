@@ -53,6 +53,13 @@ struct api_deps {
     struct ratelimit *rl_ip;
     struct ratelimit *rl_auth_fail; /* failed authentications per client IP */
     struct authcache *authcache;
+    /*
+     * Tells a @nangohq/frontend WebSocket client (by its ws_client_id) how an OAuth flow ended:
+     * json is Nango's message ({"message_type":"success",...} or "error"). NULL = no WebSocket
+     * hub (the popup page's postMessage still reports). Any thread. app.c wires ws_hub_publish.
+     */
+    latch_rc (*ws_publish)(void *ctx, const char *ws_client_id, const char *json);
+    void *ws_ctx;
 };
 
 /* Per-request context created by the router. */
@@ -73,6 +80,17 @@ struct api_ctx {
     void (*offloaded)(struct api_ctx *c); /* API_OFFLOAD: the handler the worker runs */
     _Atomic int holds; /* API_OFFLOAD: answers still owed (the handler + each api_defer) */
     struct api_op *op; /* the operation this request records (api_ops.c), or NULL */
+    /* api_integrations.c: the app credentials this request writes (owned), or NULL */
+    json_t *app_creds;
+    /*
+     * API_PAGE routes (the OAuth popup, api_oauth.c): every error answer goes through this hook
+     * (an HTML page, and the WebSocket client told) instead of JSON.
+     */
+    void (*page_error)(struct api_ctx *c, unsigned status, const char *code, const char *message);
+    char ws_client_id[72];   /* API_PAGE: the WebSocket client to tell ("" = none) */
+    char page_key[256];      /* API_PAGE: the integration the flow is for ("" = unknown) */
+    char page_conn_id[256];  /* API_PAGE: the connection id ("" = unknown) */
+    char page_provider[128]; /* API_PAGE: the provider's display name ("" = unknown) */
 };
 
 enum api_auth {
@@ -95,6 +113,8 @@ enum {
      * a route that answers later uses api_defer / api_resume, never http_req_suspend.
      */
     API_OFFLOAD = 1 << 3,
+    /* A page a browser opens (the OAuth popup): errors answer HTML via api_ctx.page_error. */
+    API_PAGE = 1 << 4,
 };
 
 typedef void (*api_handler_fn)(struct api_ctx *c);
@@ -192,6 +212,10 @@ void api_link_api_key(struct api_ctx *c);
 void api_link_basic(struct api_ctx *c);
 void api_link_two_step(struct api_ctx *c);
 void api_proxy(struct api_ctx *c);
+void api_oauth_connect(struct api_ctx *c);  /* api_oauth.c */
+void api_oauth_callback(struct api_ctx *c); /* api_oauth.c */
+void api_oauth_page_error(struct api_ctx *c, unsigned status, const char *code,
+                          const char *message);
 void api_admin_page(struct api_ctx *c); /* api_admin.c */
 void api_admin_api(struct api_ctx *c);
 void api_operations_list(struct api_ctx *c);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/api_link.h"
 #include "api/api_validate.h"
 #include "core/config.h"
 #include "domain/catalog.h"
@@ -337,22 +338,7 @@ api_connect_session_delete(struct api_ctx *c)
  * verification request), then one storing step (link_store) with the same webhooks and answer.
  */
 
-struct link_job {
-    struct api_ctx *c;
-    struct store_integration integ;
-    const struct catalog_provider *p;
-    json_t *cfg;
-    char *connection_id;
-    char uid[37];
-    bool existing;
-    char *client_id;
-    char *client_secret;
-    json_t *creds; /* API_KEY/BASIC: the credentials being verified; TWO_STEP: the user's fields */
-    json_t *token_creds; /* OAUTH2_CC/TWO_STEP: the new token's credentials, being verified */
-    int64_t expires_at;  /* of token_creds */
-};
-
-static void
+void
 link_job_free(struct link_job *j)
 {
     store_integration_clear(&j->integ);
@@ -415,7 +401,7 @@ status_for(enum oauth_cc_outcome o)
 }
 
 /* A failed link: the auth failure webhook, then the error answer. */
-static void
+void
 link_answer_failure(struct link_job *j, unsigned status, const char *code, const char *message,
                     const char *reason)
 {
@@ -426,8 +412,12 @@ link_answer_failure(struct link_job *j, unsigned status, const char *code, const
                                j->existing ? "override" : "creation", code, message,
                                c->session.webhook_url_override);
     http_req_log_kv(c->req, "reason", reason);
-    api_op_error(c, code);
     api_op_detail(c, "reason", json_string(reason));
+    if (c->page_error != NULL) {
+        api_error(c, status, code, message);
+        return;
+    }
+    api_op_error(c, code);
     api_reply(c, status,
               json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", message, "reason",
                         reason));
@@ -507,7 +497,7 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
  * Stores the linked connection (creds borrowed, sealed here), sends the auth webhook and
  * answers {providerConfigKey, connectionId, latch} (latch stolen: latch's extension).
  */
-static void
+void
 link_store(struct link_job *j, const json_t *creds, int64_t expires_at, json_t *latch)
 {
     struct api_ctx *c = j->c;
@@ -559,6 +549,10 @@ link_store(struct link_job *j, const json_t *creds, int64_t expires_at, json_t *
     log_info("connection linked", "env=%s provider=%s conn_row=%lld op=%s",
              api_env(c) ? api_env(c)->name : "?", j->integ.provider, (long long)conn.id,
              created ? "creation" : "override");
+    if (j->stored != NULL) {
+        j->stored(j, created);
+        goto out;
+    }
     api_reply(c, 200,
               json_pack("{s:s, s:s, s:o}", "providerConfigKey", j->integ.unique_key, "connectionId",
                         j->connection_id, "latch", latch));
@@ -647,7 +641,7 @@ credentials_answer(struct api_ctx *c, json_t *errs)
  * the query, the integration, its provider and mode, the session's allowed integrations, the
  * connection config (params[...] then session defaults). NULL when answered.
  */
-static struct link_job *
+struct link_job *
 link_begin(struct api_ctx *c, const char *mode)
 {
     const char *key = c->params[0];
@@ -740,7 +734,7 @@ fail:
 }
 
 /* Which connection (a reconnect session overrides its own), and the attempt budget. */
-static bool
+bool
 link_target(struct link_job *j)
 {
     struct api_ctx *c = j->c;

@@ -3,6 +3,11 @@
  *
  * latch extension: `integration_config.oauth_scopes` ("a,b") sets the scopes requested by the
  * client-credentials token call (Nango only offers this through its private dashboard API).
+ *
+ * OAUTH2 integrations take Nango's app credentials {type:"OAUTH2", client_id, client_secret,
+ * scopes, webhook_secret}: scopes become the integration's oauth_scopes, the rest is sealed
+ * (creds_app_aad: bound to env + unique_key, re-sealed on rename). GET ?include=credentials
+ * answers them with the secrets masked (latch never returns a secret in full; Nango does).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,11 +17,50 @@
 #include "api/api_format.h"
 #include "core/config.h"
 #include "domain/catalog.h"
-#include "domain/catalog_link.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
+#include "crypto/vault.h"
 #include "util/json.h"
 #include "util/xalloc.h"
+
+/* A secret for display: its length hidden, the last 4 characters kept when it is long. */
+static json_t *
+masked(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    char out[16];
+
+    if (s == NULL)
+        return json_null();
+    (void)snprintf(out, sizeof out, "********%s", n >= 16 ? s + n - 4 : "");
+    return json_string(out);
+}
+
+/* GET ?include=credentials: Nango's IntegrationCredentials, secrets masked; null when none. */
+static json_t *
+credentials_json(struct api_deps *a, const struct store_integration *i)
+{
+    json_t *cr = NULL, *o;
+    char *aad;
+
+    if (i->credentials_sealed == NULL)
+        return json_null();
+    aad = creds_app_aad(i->env_id, i->unique_key);
+    if (creds_open_aad(a->vault, aad, i->credentials_sealed, &cr) != LATCH_OK) {
+        free(aad);
+        return json_null();
+    }
+    free(aad);
+    /* copies: creds_free wipes the strings of cr */
+    o = json_pack("{s:s, s:s?, s:o, s:o, s:o}", "type", "OAUTH2", "client_id",
+                  json_string_value(json_object_get(cr, "client_id")), "client_secret",
+                  masked(json_string_value(json_object_get(cr, "client_secret"))), "scopes",
+                  i->oauth_scopes != NULL ? json_string(i->oauth_scopes) : json_null(),
+                  "webhook_secret",
+                  masked(json_string_value(json_object_get(cr, "webhook_secret"))));
+    creds_free(cr);
+    return o != NULL ? o : json_null();
+}
 
 json_t *
 api_integration_json(struct api_deps *a, const struct store_integration *i, bool inc_webhook,
@@ -44,7 +88,7 @@ api_integration_json(struct api_deps *a, const struct store_integration *i, bool
     if (inc_webhook)
         json_object_set_new(o, "webhook_url", json_null());
     if (inc_credentials)
-        json_object_set_new(o, "credentials", json_null());
+        json_object_set_new(o, "credentials", credentials_json(a, i));
     return o;
 }
 
@@ -68,6 +112,140 @@ static bool
 unique_key_ok(const char *s)
 {
     return chars_ok(s, "~:.@ _-");
+}
+
+/* Nango's scopes pattern: ^[0-9a-zA-Z:/_.-]+(,[0-9a-zA-Z:/_.-]+)*$ */
+static bool
+scopes_ok(const char *s)
+{
+    bool prev_comma = true;
+
+    if (s[0] == '\0')
+        return false;
+    for (const char *q = s; *q != '\0'; q++) {
+        if (*q == ',') {
+            if (prev_comma)
+                return false;
+            prev_comma = true;
+            continue;
+        }
+        if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
+              strchr(":/_.-", *q) != NULL))
+            return false;
+        prev_comma = false;
+    }
+    return !prev_comma;
+}
+
+/* A bounded, NUL-free string member or NULL (absent/null); an issue when it is anything else. */
+static const char *
+cred_string(json_t *o, const char *k, size_t min, size_t max, json_t *errs)
+{
+    json_t *v = json_object_get(o, k);
+    const char *const path[] = {"credentials", k, NULL};
+    char msg[120];
+
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v) || json_string_length(v) < min || json_string_length(v) > max ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        (void)snprintf(msg, sizeof msg, "Expected a string of %zu to %zu characters", min, max);
+        api_issue(errs, "invalid_string", msg, path);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/*
+ * OAUTH2 app credentials {type:"OAUTH2", client_id, client_secret, scopes?, webhook_secret?}
+ * (Nango's IntegrationCredentials): validated, scopes into i->oauth_scopes, the rest kept in
+ * i->credentials_sealed as plaintext JSON until write_sealed seals it for the final key.
+ */
+static void
+read_app_credentials(struct api_ctx *c, json_t *v, struct store_integration *i, json_t *errs)
+{
+    static const char *const allowed[] = {"type",   "client_id",      "client_secret",
+                                          "scopes", "webhook_secret", NULL};
+    const char *const path[] = {"credentials", NULL};
+    const char *type, *id, *secret, *scopes, *wh;
+    size_t before = json_array_size(errs);
+    json_t *cr;
+
+    (void)c;
+    if (!json_is_object(v)) {
+        api_issue(errs, "invalid_type", "Expected an object", path);
+        return;
+    }
+    api_strict_keys(v, allowed, path, errs);
+    type = json_string_value(json_object_get(v, "type"));
+    if (type == NULL || strcmp(type, "OAUTH2") != 0) {
+        const char *const tp[] = {"credentials", "type", NULL};
+
+        api_issue(errs, "invalid_value", "Expected \"OAUTH2\" for an OAUTH2 integration", tp);
+    }
+    id = cred_string(v, "client_id", 1, 255, errs);
+    secret = cred_string(v, "client_secret", 1, LATCH_MAX_CLIENT_SECRET_LEN, errs);
+    scopes = cred_string(v, "scopes", 0, 1024, errs);
+    wh = cred_string(v, "webhook_secret", 0, 255, errs);
+    if (id == NULL || secret == NULL) {
+        const char *const ip[] = {"credentials", id == NULL ? "client_id" : "client_secret", NULL};
+
+        if (json_array_size(errs) == before)
+            api_issue(errs, "invalid_type", "Required", ip);
+    }
+    if (scopes != NULL && scopes[0] != '\0' && !scopes_ok(scopes)) {
+        const char *const sp[] = {"credentials", "scopes", NULL};
+
+        api_issue(errs, "invalid_string",
+                  "Expected scopes separated by commas (letters, digits and :/_.- only)", sp);
+    }
+    if (json_array_size(errs) > before)
+        return;
+    free(i->oauth_scopes);
+    i->oauth_scopes = scopes != NULL && scopes[0] != '\0' ? xstrdup(scopes) : NULL;
+    cr = json_pack("{s:s, s:s}", "client_id", id, "client_secret", secret);
+    if (wh != NULL && wh[0] != '\0')
+        json_object_set_new(cr, "webhook_secret", json_string(wh));
+    json_decref(c->app_creds);
+    c->app_creds = cr;
+}
+
+/*
+ * Seals the app credentials for the integration's final key into i: the new ones of this request
+ * (c->app_creds), else, on a rename, the old envelope opened under the old key. False (answered
+ * 503) when that fails.
+ */
+static bool
+write_sealed(struct api_ctx *c, struct store_integration *i, const char *old_key)
+{
+    char *aad = creds_app_aad(i->env_id, i->unique_key);
+    json_t *cr = c->app_creds;
+    latch_rc rc = LATCH_OK;
+
+    if (cr == NULL && old_key != NULL && i->credentials_sealed != NULL &&
+        strcmp(old_key, i->unique_key) != 0) {
+        char *old_aad = creds_app_aad(i->env_id, old_key);
+
+        rc = creds_open_aad(c->deps->vault, old_aad, i->credentials_sealed, &cr);
+        free(old_aad);
+        if (rc != LATCH_OK)
+            cr = NULL;
+        rc = LATCH_OK; /* unreadable already: left as it is */
+    } else if (cr != NULL) {
+        json_incref(cr);
+    }
+    if (cr != NULL) {
+        free(i->credentials_sealed);
+        i->credentials_sealed = NULL;
+        rc = creds_seal_aad(c->deps->vault, aad, cr, &i->credentials_sealed);
+        creds_free(cr);
+    }
+    free(aad);
+    if (rc != LATCH_OK) {
+        api_store_unavailable(c);
+        return false;
+    }
+    return true;
 }
 
 /* Validates the optional fields shared by POST and PATCH into i; adds issues to errs. */
@@ -100,7 +278,10 @@ read_common(struct api_ctx *c, const struct catalog_provider *p, struct store_in
             i->forward_webhooks = json_is_true(v);
     }
     v = json_object_get(b, "credentials");
-    if (v != NULL && !json_is_null(v)) {
+    if (v != NULL && !json_is_null(v) && p != NULL && p->auth_mode != NULL &&
+        strcmp(p->auth_mode, "OAUTH2") == 0) {
+        read_app_credentials(c, v, i, errs);
+    } else if (v != NULL && !json_is_null(v)) {
         const char *const path[] = {"credentials", NULL};
         char msg[160];
 
@@ -242,7 +423,7 @@ api_integration_create(struct api_ctx *c)
     read_common(c, p, &i, errs);
     if (json_array_size(errs) > 0 || p == NULL) /* p == NULL has its issue in errs */
         goto out;
-    if (!p->linkable && !catalog_oauth2_importable(p)) {
+    if (!p->linkable) {
         char msg[640];
 
         (void)snprintf(msg, sizeof msg, "latch cannot link %.100s (%.60s, auth mode %.40s): %.400s",
@@ -256,6 +437,11 @@ api_integration_create(struct api_ctx *c)
     i.env_id = c->env_id;
     i.unique_key = xstrdup(key);
     i.provider = xstrdup(provider);
+    if (!write_sealed(c, &i, NULL)) {
+        json_decref(errs);
+        store_integration_clear(&i);
+        return;
+    }
     rc = store_integration_create(c->deps->store, &i);
 out:
     answer_write(c, rc, &i, errs);
@@ -330,6 +516,7 @@ api_integration_patch(struct api_ctx *c)
     json_t *errs = json_array();
     struct store_integration i;
     json_t *v;
+    char *old_key = NULL;
     latch_rc rc = LATCH_OK;
 
     memset(&i, 0, sizeof i);
@@ -357,6 +544,14 @@ api_integration_patch(struct api_ctx *c)
     read_common(c, catalog_find(c->deps->catalog, i.provider), &i, errs);
     if (json_array_size(errs) > 0)
         goto out;
+    old_key = xstrdup(c->params[0]);
+    if (!write_sealed(c, &i, old_key)) {
+        free(old_key);
+        json_decref(errs);
+        store_integration_clear(&i);
+        return;
+    }
+    free(old_key);
     /* a new unique_key re-seals its connections' credentials (bound to it) in the same write */
     rc = store_integration_update(c->deps->store, &i, creds_rebind_cb, c->deps->vault);
 out:

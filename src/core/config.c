@@ -27,6 +27,8 @@ static const struct cfg_def defs[] = {
     {"LATCH_PORT", CFG_INT, OFF(port), "3003", 0, 65535, false, "HTTP port (0 = any free port)"},
     {"LATCH_PUBLIC_URL", CFG_STR, OFF(public_url), NULL, 0, 0, false,
      "URL users reach latch at (connect links); default http://localhost:<port>"},
+    {"LATCH_OAUTH_CALLBACK_URL", CFG_STR, OFF(oauth_callback_url), NULL, 0, 0, false,
+     "OAuth2 redirect URI registered with providers; default <LATCH_PUBLIC_URL>/oauth/callback"},
     {"LATCH_DATABASE_URL", CFG_STR, OFF(database_url), "latch.db", 0, 0, true,
      "SQLite file path (default ./latch.db) or postgres:// URL"},
     {"LATCH_ENCRYPTION_KEY", CFG_STR, OFF(encryption_key), NULL, 0, 0, true,
@@ -181,6 +183,8 @@ config_load(struct config *c, struct latch_err *err)
     /* no trailing slash: links are built as public_url + "/ui/..." */
     while (strlen(c->public_url) > 0 && c->public_url[strlen(c->public_url) - 1] == '/')
         c->public_url[strlen(c->public_url) - 1] = '\0';
+    if (c->oauth_callback_url == NULL)
+        c->oauth_callback_url = xasprintf("%s/oauth/callback", c->public_url);
     return LATCH_OK;
 }
 

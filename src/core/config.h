@@ -15,6 +15,7 @@ struct config {
     char *bind;               /* LATCH_BIND */
     int port;                 /* LATCH_PORT */
     char *public_url;         /* LATCH_PUBLIC_URL (connect links, logo urls) */
+    char *oauth_callback_url; /* LATCH_OAUTH_CALLBACK_URL (default public_url + /oauth/callback) */
     char *database_url;       /* LATCH_DATABASE_URL */
     char *encryption_key;     /* LATCH_ENCRYPTION_KEY (secret) */
     char *key_file;           /* LATCH_KEY_FILE */

@@ -3,23 +3,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "domain/creds.h"
+#include "store/store.h"
 #include "util/xalloc.h"
 
 latch_rc
 integration_app_credentials(struct store *s, struct vault *v, int64_t env_id,
                             const char *unique_key, char **client_id, char **client_secret)
 {
-    /*
-     * Integrations hold no app credentials yet: POST/PATCH /integrations learn them with the
-     * /oauth/connect flow (issue 13), which replaces this body with the read of the sealed pair.
-     */
-    (void)s;
-    (void)v;
-    (void)env_id;
-    (void)unique_key;
+    struct store_integration integ;
+    json_t *cr = NULL;
+    const char *id, *secret;
+    char *aad;
+    latch_rc rc;
+
     *client_id = NULL;
     *client_secret = NULL;
-    return LATCH_E_NOT_FOUND;
+    memset(&integ, 0, sizeof integ);
+    rc = store_integration_get(s, env_id, unique_key, &integ);
+    if (rc != LATCH_OK)
+        goto out;
+    if (integ.credentials_sealed == NULL) {
+        rc = LATCH_E_NOT_FOUND;
+        goto out;
+    }
+    /* sealed by POST/PATCH /integrations under the integration's binding (creds.h) */
+    aad = creds_app_aad(integ.env_id, integ.unique_key);
+    rc = creds_open_aad(v, aad, integ.credentials_sealed, &cr);
+    free(aad);
+    if (rc != LATCH_OK)
+        goto out;
+    id = json_string_value(json_object_get(cr, "client_id"));
+    secret = json_string_value(json_object_get(cr, "client_secret"));
+    if (id == NULL || id[0] == '\0') {
+        rc = LATCH_E_NOT_FOUND;
+        goto out;
+    }
+    *client_id = xstrdup(id);
+    *client_secret = xstrdup(secret != NULL ? secret : "");
+out:
+    creds_free(cr);
+    store_integration_clear(&integ);
+    return rc;
 }
 
 latch_rc

@@ -770,6 +770,22 @@ build_provider(struct loader *l, struct catalog_provider *p, const char *name, c
     if (rc != LATCH_OK)
         return rc;
     p->token_request_method = get_scalar(l->c, e, "token_request_method");
+    p->authorization_url = get_scalar(l->c, e, "authorization_url");
+    rc = build_kv(l, json_object_get(e, "authorization_params"), "authorization_params",
+                  &p->authorization_params, &p->n_authorization_params);
+    if (rc == LATCH_OK)
+        rc = build_list(l, json_object_get(e, "default_scopes"), "default_scopes",
+                        &p->default_scopes, &p->n_default_scopes);
+    if (rc == LATCH_OK)
+        rc = build_list(l, json_object_get(e, "token_response_metadata"), "token_response_metadata",
+                        &p->token_response_metadata, &p->n_token_response_metadata);
+    if (rc == LATCH_OK)
+        rc = build_list(l, json_object_get(e, "redirect_uri_metadata"), "redirect_uri_metadata",
+                        &p->redirect_uri_metadata, &p->n_redirect_uri_metadata);
+    if (rc != LATCH_OK)
+        return rc;
+    p->authorization_method = get_scalar(l->c, e, "authorization_method");
+    p->disable_pkce = json_is_true(json_object_get(e, "disable_pkce"));
     p->expires_in_unit = get_scalar(l->c, e, "expires_in_unit");
     p->post_connection_script = get_scalar(l->c, e, "post_connection_script");
     p->credentials_verification_script = get_scalar(l->c, e, "credentials_verification_script");

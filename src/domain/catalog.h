@@ -118,6 +118,18 @@ struct catalog_provider {
     size_t n_verification_headers;
     const char *verification_base_url_override;
     const char *verification_data; /* compact JSON body, or NULL */
+    /* OAUTH2 (authorization code): the user's consent at authorization_url (api_oauth.c) */
+    const char *authorization_url; /* template or NULL */
+    const struct catalog_kv *authorization_params;
+    size_t n_authorization_params;
+    const char *const *default_scopes; /* when the integration names none */
+    size_t n_default_scopes;
+    const char *authorization_method;           /* "header": client auth by Basic, else body */
+    bool disable_pkce;                          /* no PKCE S256 (the provider rejects it) */
+    const char *const *token_response_metadata; /* token response paths kept in the config */
+    size_t n_token_response_metadata;
+    const char *const *redirect_uri_metadata; /* callback query parameters kept in the config */
+    size_t n_redirect_uri_metadata;
     /* steps Nango runs around a connection that latch does not */
     const char *post_connection_script;
     const char *credentials_verification_script;

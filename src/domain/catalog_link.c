@@ -22,7 +22,8 @@
 #include "domain/tmpl.h"
 #include "net/netpolicy.h"
 
-static const char *const linkable_modes[] = {"OAUTH2_CC", "API_KEY", "BASIC", "TWO_STEP", NULL};
+static const char *const linkable_modes[] = {"OAUTH2", "OAUTH2_CC", "API_KEY",
+                                             "BASIC",  "TWO_STEP",  NULL};
 
 bool
 catalog_mode_linkable(const char *auth_mode)
@@ -41,6 +42,20 @@ mode_is(const struct catalog_provider *p, const char *m)
     return p->auth_mode != NULL && strcmp(p->auth_mode, m) == 0;
 }
 
+/* OAUTH2: a config key the flow itself fills (redirect_uri_metadata, token_response_metadata). */
+static bool
+from_flow(const struct catalog_provider *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_redirect_uri_metadata; i++)
+        if (p->redirect_uri_metadata[i] != NULL && strcmp(p->redirect_uri_metadata[i], name) == 0)
+            return true;
+    for (size_t i = 0; i < p->n_token_response_metadata; i++)
+        if (p->token_response_metadata[i] != NULL &&
+            strcmp(p->token_response_metadata[i], name) == 0)
+            return true;
+    return false;
+}
+
 /* Can the user (or latch) supply this connection_config field? */
 static bool
 config_suppliable(const struct catalog_provider *p, const char *name)
@@ -48,6 +63,8 @@ config_suppliable(const struct catalog_provider *p, const char *name)
     const struct catalog_field *f =
         catalog_find_field(p->connection_config, p->n_connection_config, name);
 
+    if (mode_is(p, "OAUTH2") && from_flow(p, name))
+        return true; /* filled from the callback or the token response (api_oauth.c) */
     if (f == NULL)
         return strcmp(name, "oauth_scopes") == 0;
     /* automated (a script fills it) or hidden (the user never sees it): only a non-empty default */
@@ -84,7 +101,7 @@ probe(const char *name, void *ud)
     else if (strcmp(name, "username") == 0 || strcmp(name, "password") == 0)
         ok = mode_is(p, "BASIC");
     else if (strcmp(name, "accessToken") == 0 || strcmp(name, "access_token") == 0)
-        ok = mode_is(p, "OAUTH2_CC") || mode_is(p, "TWO_STEP");
+        ok = mode_is(p, "OAUTH2_CC") || mode_is(p, "TWO_STEP") || mode_is(p, "OAUTH2");
     return ok ? "x" : NULL;
 }
 
@@ -190,10 +207,69 @@ fixed_base_ok(const struct catalog_provider *p, char *reason, size_t reason_size
     return false;
 }
 
+/*
+ * OAUTH2: the authorization-code flow latch runs (api_oauth.c) is the standard one: the user's
+ * consent at authorization_url, the code back at latch's callback as ?code=&state=, one token
+ * request. Entries whose flow Nango bends (another callback parameter, an installation, a
+ * fragment, URL replacements, encoding exceptions) are not linkable, each with its reason.
+ */
+static bool
+oauth2_flow_ok(const struct catalog_provider *p, char *reason, size_t reason_size)
+{
+    static const struct {
+        const char *needle;
+        const char *why;
+    } bends[] = {
+        {"\"installation\":", "Its accounts are linked by installing an app (an installation "
+                              "flow), not by the standard OAuth2 consent latch runs."},
+        {"\"authorization_code_param_in_callback\":",
+         "Its callback carries the authorization code under a non-standard parameter, which "
+         "latch's callback does not read."},
+        {"\"authorization_code_param_in_webhook\":",
+         "It delivers the authorization code by webhook, a flow latch does not run."},
+        {"\"authorization_url_fragment\":",
+         "Its authorization URL needs a fragment part, a non-standard flow latch does not run."},
+        {"\"authorization_url_replacements\":",
+         "Its authorization URL needs text replacements after templating, which latch does not "
+         "do."},
+        {"\"authorization_url_skip_encode\":",
+         "Its authorization URL must carry some values unencoded, which latch does not do."},
+        {"\"authorization_url_skip_empty\":",
+         "Its authorization URL leaves out parameters that are empty, which latch does not do."},
+        {"\"decode_url\":true", "Its authorization URL must be URL-decoded after building, "
+                                "which latch does not do."},
+        {"\"alternate_access_token_response_path\":",
+         "Its token response puts the user's token at a non-standard path (a second token), "
+         "which latch does not read."},
+        {"\"connection_configuration\":",
+         "Nango fills its connection configuration from the provider's API after the token, a "
+         "step latch does not run."},
+        {"\"integration_config\":",
+         "Its integration needs settings beyond the OAuth app's credentials, which latch does "
+         "not keep."},
+    };
+
+    if (p->authorization_url == NULL) {
+        (void)snprintf(reason, reason_size, "It has no authorization URL to send the user to.");
+        return false;
+    }
+    for (size_t i = 0; i < sizeof bends / sizeof bends[0]; i++) {
+        if (strstr(p->json, bends[i].needle) != NULL) {
+            (void)snprintf(reason, reason_size, "%s", bends[i].why);
+            return false;
+        }
+    }
+    if (!template_ok(p, p->authorization_url, "authorization_url", reason, reason_size) ||
+        !kv_ok(p, p->authorization_params, p->n_authorization_params, "authorization_params",
+               reason, reason_size))
+        return false;
+    return true;
+}
+
 bool
 catalog_assess_linkable(const struct catalog_provider *p, char *reason, size_t reason_size)
 {
-    bool token_mode = mode_is(p, "OAUTH2_CC") || mode_is(p, "TWO_STEP");
+    bool token_mode = mode_is(p, "OAUTH2_CC") || mode_is(p, "TWO_STEP") || mode_is(p, "OAUTH2");
 
     if (!catalog_mode_linkable(p->auth_mode)) {
         char modes[96] = "";
@@ -226,6 +302,8 @@ catalog_assess_linkable(const struct catalog_provider *p, char *reason, size_t r
                        "It needs a client certificate (mutual TLS), which latch does not send.");
         return false;
     }
+    if (mode_is(p, "OAUTH2") && !oauth2_flow_ok(p, reason, reason_size))
+        return false;
     if (token_mode && p->token_url == NULL) {
         (void)snprintf(reason, reason_size, "It has no token URL to ask for a token at.");
         return false;
@@ -273,17 +351,4 @@ catalog_assess_linkable(const struct catalog_provider *p, char *reason, size_t r
         return false;
     reason[0] = '\0';
     return true;
-}
-
-bool
-catalog_oauth2_importable(const struct catalog_provider *p)
-{
-    return mode_is(p, "OAUTH2") && (p->token_url != NULL || p->refresh_url != NULL) &&
-           p->proxy_base_url != NULL &&
-           (p->token_request_method == NULL || strcmp(p->token_request_method, "POST") == 0) &&
-           (p->body_format == NULL || strcmp(p->body_format, "form") == 0 ||
-            strcmp(p->body_format, "json") == 0) &&
-           (p->token_request_auth_method == NULL ||
-            strcmp(p->token_request_auth_method, "basic") == 0 ||
-            strcmp(p->token_request_auth_method, "custom") == 0);
 }

@@ -27,6 +27,51 @@ legacy_aad_for(const struct creds_owner *o)
     return xasprintf("connections:%s:credentials", o->uid);
 }
 
+char *
+creds_app_aad(int64_t env_id, const char *unique_key)
+{
+    return xasprintf("integrations:credentials:v1:%" PRId64 ":%zu:%s", env_id, strlen(unique_key),
+                     unique_key);
+}
+
+latch_rc
+creds_seal_aad(struct vault *v, const char *aad, const json_t *obj, char **sealed)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    latch_rc rc = LATCH_E_INTERNAL;
+
+    *sealed = NULL;
+    if (text != NULL) {
+        rc = vault_seal(v, aad, text, strlen(text), sealed);
+        explicit_bzero(text, strlen(text));
+        free(text);
+    }
+    return rc;
+}
+
+latch_rc
+creds_open_aad(struct vault *v, const char *aad, const char *sealed, json_t **obj)
+{
+    unsigned char *pt = NULL;
+    size_t len = 0;
+    latch_rc rc;
+
+    *obj = NULL;
+    if (sealed == NULL)
+        return LATCH_E_INVAL;
+    rc = vault_open(v, aad, sealed, &pt, &len);
+    if (rc != LATCH_OK)
+        return rc;
+    *obj = json_loadb((const char *)pt, len, 0, NULL);
+    vault_plain_free(pt, len);
+    if (!json_is_object(*obj)) {
+        json_decref(*obj);
+        *obj = NULL;
+        return LATCH_E_CRYPTO;
+    }
+    return LATCH_OK;
+}
+
 struct creds_owner
 creds_owner_of(const struct store_connection *c)
 {

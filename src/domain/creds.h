@@ -64,6 +64,21 @@ latch_rc creds_reseal(struct vault *v, const struct creds_owner *from, const str
  */
 latch_rc creds_rebind_cb(const struct store_connection *before,
                          const struct store_connection *after, char **new_sealed, void *ud);
+/*
+ * Any other sealed JSON object under an AAD the caller names (an integration's app credentials:
+ * creds_app_aad; an OAuth state's payload). *sealed / *obj owned; LATCH_E_CRYPTO when the
+ * envelope does not authenticate for aad.
+ */
+latch_rc creds_seal_aad(struct vault *v, const char *aad, const json_t *obj, char **sealed);
+latch_rc creds_open_aad(struct vault *v, const char *aad, const char *sealed, json_t **obj);
+/*
+ * The AAD of an integration's app credentials (owned): bound to the environment and the
+ * integration's unique_key, length-prefixed like a connection's:
+ *     integrations:credentials:v1:<env_id>:<len>:<unique_key>
+ * A rename re-seals them (api_integrations.c).
+ */
+char *creds_app_aad(int64_t env_id, const char *unique_key);
+
 /* Wipes the string values of a credentials object, then releases it. NULL is a no-op. */
 void creds_free(json_t *creds);
 

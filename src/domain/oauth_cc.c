@@ -180,8 +180,15 @@ oauth_cc_request_clear(struct oauth_cc_request *r)
     memset(r, 0, sizeof *r);
 }
 
-static latch_rc
-form_add(struct buf *b, const char *k, const char *v)
+latch_rc
+oauth_cc_eval(const struct oauth_cc_input *in, const char *tmpl, bool url, char *out,
+              size_t out_size, bool *absent, struct latch_err *err)
+{
+    return cfg_eval(in, tmpl, url, out, out_size, absent, err);
+}
+
+latch_rc
+oauth_cc_form_add(struct buf *b, const char *k, const char *v)
 {
     static const char hex[] = "0123456789ABCDEF";
     latch_rc rc = LATCH_OK;
@@ -206,9 +213,8 @@ form_add(struct buf *b, const char *k, const char *v)
     return rc;
 }
 
-/* "a, b,c" split on commas, trimmed, joined by sep. */
-static char *
-join_scopes(const char *scopes, const char *sep)
+char *
+oauth_cc_join_scopes(const char *scopes, const char *sep)
 {
     struct buf b;
     const char *p = scopes;
@@ -233,6 +239,45 @@ join_scopes(const char *scopes, const char *sep)
         p = end ? end + 1 : p + strlen(p);
     }
     return buf_steal(&b, NULL);
+}
+
+static bool
+has_token_param(const struct catalog_provider *p, const char *k)
+{
+    for (size_t i = 0; i < p->n_token_params; i++)
+        if (strcmp(p->token_params[i].key, k) == 0)
+            return true;
+    return false;
+}
+
+/* OAUTH2: the authorization-code grant's own parameters (jbody for JSON, else form). */
+static latch_rc
+add_grant(const struct oauth_cc_input *in, json_t *jbody, struct buf *form)
+{
+    const struct oauth_cc_grant *g = in->grant;
+    const char *kv[8];
+    size_t n = 0;
+    latch_rc rc = LATCH_OK;
+
+    if (!has_token_param(in->provider, "grant_type")) {
+        kv[n++] = "grant_type";
+        kv[n++] = "authorization_code";
+    }
+    kv[n++] = "code";
+    kv[n++] = g->code;
+    kv[n++] = "redirect_uri";
+    kv[n++] = g->redirect_uri;
+    if (g->code_verifier != NULL) {
+        kv[n++] = "code_verifier";
+        kv[n++] = g->code_verifier;
+    }
+    for (size_t i = 0; i + 1 < n && rc == LATCH_OK; i += 2) {
+        if (jbody != NULL)
+            json_object_set_new(jbody, kv[i], json_string(kv[i + 1]));
+        else
+            rc = oauth_cc_form_add(form, kv[i], kv[i + 1]);
+    }
+    return rc;
 }
 
 /*
@@ -341,14 +386,16 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
             json_object_set_new(jbody, "grant_type", json_string("refresh_token"));
             json_object_set_new(jbody, "refresh_token", json_string(in->refresh_token));
         } else {
-            rc = form_add(&body, "grant_type", "refresh_token");
+            rc = oauth_cc_form_add(&body, "grant_type", "refresh_token");
             if (rc == LATCH_OK)
-                rc = form_add(&body, "refresh_token", in->refresh_token);
+                rc = oauth_cc_form_add(&body, "refresh_token", in->refresh_token);
         }
     }
     if (two_step) {
         /* TWO_STEP: the body is token_params alone (they name the user's credentials) */
-    } else if (method != NULL && strcmp(method, "basic") == 0) {
+    } else if ((method != NULL && strcmp(method, "basic") == 0) ||
+               ((in->grant != NULL || refresh) && p->authorization_method != NULL &&
+                strcmp(p->authorization_method, "header") == 0)) {
         size_t n = strlen(in->client_id) + 1 + strlen(in->client_secret);
         char *pair = xmalloc(n + 1);
         size_t esz = b64_encoded_size(n);
@@ -373,9 +420,9 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
             if (in->client_secret[0] != '\0')
                 json_object_set_new(jbody, ksec, json_string(in->client_secret));
         } else {
-            rc = form_add(&body, kid, in->client_id);
+            rc = oauth_cc_form_add(&body, kid, in->client_id);
             if (rc == LATCH_OK && in->client_secret[0] != '\0')
-                rc = form_add(&body, ksec, in->client_secret);
+                rc = oauth_cc_form_add(&body, ksec, in->client_secret);
         }
     }
     for (size_t i = 0; i < n_params && rc == LATCH_OK; i++) {
@@ -385,6 +432,7 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
 
         if (refresh && refresh_param_skipped(params[i].key))
             continue;
+
         if (json_fmt && params[i].value != NULL && params[i].value[0] == '{') {
             json_t *obj = json_loads(params[i].value, 0, NULL);
 
@@ -406,16 +454,18 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
         if (json_fmt)
             json_object_set_new(jbody, params[i].key, json_string(val));
         else
-            rc = form_add(&body, params[i].key, val);
+            rc = oauth_cc_form_add(&body, params[i].key, val);
     }
-    if (rc == LATCH_OK && scopes != NULL && scopes[0] != '\0') {
-        char *joined = join_scopes(scopes, p->scope_separator ? p->scope_separator : " ");
+    if (rc == LATCH_OK && in->grant != NULL)
+        rc = add_grant(in, json_fmt ? jbody : NULL, &body);
+    if (rc == LATCH_OK && in->grant == NULL && scopes != NULL && scopes[0] != '\0') {
+        char *joined = oauth_cc_join_scopes(scopes, p->scope_separator ? p->scope_separator : " ");
 
         if (joined[0] != '\0') {
             if (json_fmt)
                 json_object_set_new(jbody, "scope", json_string(joined));
             else
-                rc = form_add(&body, "scope", joined);
+                rc = oauth_cc_form_add(&body, "scope", joined);
         }
         free(joined);
     }
@@ -646,9 +696,17 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
             set_fail(out, OCC_INVALID_CLIENT, true, "invalid_client", msg);
             goto out;
         }
-        if (code != NULL &&
-            (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0 ||
-             strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
+        if (code != NULL && in->grant != NULL && strcmp(code, "invalid_grant") == 0) {
+            (void)snprintf(msg, sizeof msg,
+                           "%s refused the authorization code (invalid_grant): it was already "
+                           "used, has expired, or was issued for another redirect URI. Start the "
+                           "connection again.",
+                           catalog_display_name(in->provider));
+            set_fail(out, OCC_INVALID_CLIENT, true, "invalid_grant", msg);
+        } else if (code != NULL &&
+                   (strcmp(code, "invalid_client") == 0 ||
+                    strcmp(code, "unauthorized_client") == 0 ||
+                    strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
             if (in->credentials != NULL)
                 (void)snprintf(msg, sizeof msg,
                                "%s rejected the credentials (%s). Check each value and the "
@@ -700,28 +758,42 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         goto out;
     }
     {
-        int64_t now = latch_now_ms();
-
-        out->expires_at = token_expiry(in->provider, j, now);
-        if (out->expires_at <= now || out->expires_at > now + OCC_MAX_EXPIRES_IN_S * 1000)
-            out->expires_at = now + expires_in * 1000;
-    }
-    {
+        int64_t now_ms = latch_now_ms();
         char when[40];
 
+        out->expires_at = token_expiry(in->provider, j, now_ms);
+        if (out->expires_at <= now_ms || out->expires_at > now_ms + OCC_MAX_EXPIRES_IN_S * 1000)
+            out->expires_at = now_ms + expires_in * 1000;
         latch_fmt_time(out->expires_at, false, when);
-        if (in->refresh_token != NULL) {
-            /* Nango's OAuth2Credentials; a rotated refresh token replaces the stored one */
+        if (in->grant != NULL || in->refresh_token != NULL) {
+            /* Nango's OAuth2Credentials: no expires_at when the answer names no lifetime; a
+               refresh carries the stored object over, and its refresh token unless rotated */
             const char *rt = json_string_value(json_object_get(j, "refresh_token"));
+            bool rt_ok = rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN;
 
-            out->rotated = rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN;
-            out->creds = json_is_object(in->prior) ? json_deep_copy(in->prior) : json_object();
+            out->expires_at = token_expiry(in->provider, j, now_ms);
+            if (out->expires_at > now_ms + OCC_MAX_EXPIRES_IN_S * 1000)
+                out->expires_at = 0;
+            if (out->expires_at <= now_ms && in->provider->default_expires_in_s > 0)
+                out->expires_at = now_ms + (int64_t)in->provider->default_expires_in_s * 1000;
+            out->creds = in->refresh_token != NULL && json_is_object(in->prior)
+                             ? json_deep_copy(in->prior)
+                             : json_object();
             json_object_set_new(out->creds, "type", json_string("OAUTH2"));
             json_object_set_new(out->creds, "access_token", json_string(token));
-            json_object_set_new(out->creds, "refresh_token",
-                                json_string(out->rotated ? rt : in->refresh_token));
-            json_object_set_new(out->creds, "expires_at", json_string(when));
             json_object_set(out->creds, "raw", j);
+            out->rotated = in->refresh_token != NULL && rt_ok;
+            if (rt_ok)
+                json_object_set_new(out->creds, "refresh_token", json_string(rt));
+            else if (in->refresh_token != NULL)
+                json_object_set_new(out->creds, "refresh_token", json_string(in->refresh_token));
+            json_object_del(out->creds, "expires_at");
+            if (out->expires_at > now_ms) {
+                latch_fmt_time(out->expires_at, false, when);
+                json_object_set_new(out->creds, "expires_at", json_string(when));
+            } else {
+                out->expires_at = 0;
+            }
         } else if (in->credentials != NULL) {
             /* Nango's TwoStepCredentials: the user's fields, the token, expires_at, raw */
             const char *k;
@@ -775,9 +847,11 @@ struct exchange_job {
     json_t *cfg;
     char *client_id;
     char *client_secret;
-    json_t *credentials; /* TWO_STEP: a copy of the user's fields (creds_free), else NULL */
-    char *refresh_token; /* OAUTH2 refresh: a copy (wiped), else NULL */
-    json_t *prior;       /* OAUTH2 refresh: a copy of the stored credentials (creds_free) */
+    json_t *credentials;         /* TWO_STEP: a copy of the user's fields (creds_free), else NULL */
+    struct oauth_cc_grant grant; /* OAUTH2: owned copies (has_grant) */
+    char *refresh_token;         /* OAUTH2 refresh: a copy (wiped), else NULL */
+    json_t *prior;               /* OAUTH2 refresh: a copy of the stored credentials */
+    bool has_grant;
     const struct catalog_provider *provider;
     int default_expires_in_s;
     struct oauth_cc_result res;
@@ -797,6 +871,16 @@ exchange_job_free(struct exchange_job *j)
         explicit_bzero(j->refresh_token, strlen(j->refresh_token));
     free(j->refresh_token);
     creds_free(j->prior);
+    if (j->has_grant) {
+        explicit_bzero((char *)(uintptr_t)j->grant.code, strlen(j->grant.code));
+        free((char *)(uintptr_t)j->grant.code);
+        free((char *)(uintptr_t)j->grant.redirect_uri);
+        if (j->grant.code_verifier != NULL) {
+            explicit_bzero((char *)(uintptr_t)j->grant.code_verifier,
+                           strlen(j->grant.code_verifier));
+            free((char *)(uintptr_t)j->grant.code_verifier);
+        }
+    }
     free(j);
 }
 
@@ -818,8 +902,9 @@ static void
 exchange_done(struct outbound_resp *resp, void *ud)
 {
     struct exchange_job *j = ud;
-    struct oauth_cc_input in = {j->provider,    j->cfg,           j->client_id, j->client_secret,
-                                j->credentials, j->refresh_token, j->prior};
+    struct oauth_cc_input in = {
+        j->provider,    j->cfg,           j->client_id, j->client_secret,
+        j->credentials, j->refresh_token, j->prior,     j->has_grant ? &j->grant : NULL};
 
     oauth_cc_parse(resp, &in, j->default_expires_in_s, &j->res);
     log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
@@ -886,6 +971,13 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
     j->credentials = in->credentials != NULL ? json_deep_copy(in->credentials) : NULL;
     j->refresh_token = in->refresh_token != NULL ? xstrdup(in->refresh_token) : NULL;
     j->prior = in->prior != NULL ? json_deep_copy(in->prior) : NULL;
+    if (in->grant != NULL) {
+        j->has_grant = true;
+        j->grant.code = xstrdup(in->grant->code);
+        j->grant.redirect_uri = xstrdup(in->grant->redirect_uri);
+        j->grant.code_verifier =
+            in->grant->code_verifier != NULL ? xstrdup(in->grant->code_verifier) : NULL;
+    }
     j->provider = in->provider;
     j->default_expires_in_s = in->provider->default_expires_in_s > 0
                                   ? in->provider->default_expires_in_s

@@ -38,6 +38,13 @@ struct outbound;
 struct outbound_resp;
 struct worker;
 
+/* OAUTH2's authorization-code grant (api_oauth.c): what the callback brought back. */
+struct oauth_cc_grant {
+    const char *code;
+    const char *redirect_uri;
+    const char *code_verifier; /* PKCE; NULL when the provider disables it */
+};
+
 struct oauth_cc_input {
     const struct catalog_provider *provider;
     const json_t *connection_config; /* borrowed object: instance, oauth_scopes, ... */
@@ -52,6 +59,11 @@ struct oauth_cc_input {
      */
     const char *refresh_token;
     const json_t *prior; /* refresh: the stored OAUTH2 credentials, carried over (borrowed) */
+    /* OAUTH2: the authorization code to exchange (borrowed), else NULL. The body gets
+       grant_type=authorization_code (unless token_params set one), code, redirect_uri and
+       code_verifier, no scope; the result is Nango's OAUTH2 credentials {type, access_token,
+       refresh_token, expires_at, raw}. */
+    const struct oauth_cc_grant *grant;
 };
 
 enum oauth_cc_outcome {
@@ -93,6 +105,19 @@ struct oauth_cc_request {
     size_t n_headers;
 };
 void oauth_cc_request_clear(struct oauth_cc_request *r);
+
+/*
+ * Evaluates one of the provider's templates with the input's connection config and credentials,
+ * checked as for the token request (url: values must fit where they land in a URL). *absent
+ * (when not NULL) is set instead of failing when a variable has no value.
+ */
+latch_rc oauth_cc_eval(const struct oauth_cc_input *in, const char *tmpl, bool url, char *out,
+                       size_t out_size, bool *absent, struct latch_err *err);
+/* Appends k=v, form-encoded (RFC 3986 unreserved kept), with '&' when b is not empty. */
+struct buf;
+latch_rc oauth_cc_form_add(struct buf *b, const char *k, const char *v);
+/* "a, b,c": split on commas, trimmed, joined by sep (owned). */
+char *oauth_cc_join_scopes(const char *scopes, const char *sep);
 
 /* Builds the token request. LATCH_E_INVAL with a human message in err. */
 latch_rc oauth_cc_build(const struct oauth_cc_input *in, bool allow_http,

@@ -670,6 +670,10 @@ run_oauth2(struct flight *f, const struct catalog_provider *p, const struct stor
                            "the %s token with. Set them on the integration (credentials).",
                            row->provider_config_key, catalog_display_name(p));
             set_err(&r, REFRESH_NEEDS_REAUTH, msg);
+        } else if (rc == LATCH_E_CRYPTO) {
+            set_err(&r, REFRESH_CREDS_UNREADABLE,
+                    "The integration's app credentials could not be decrypted with the "
+                    "configured keys.");
         } else {
             set_err(&r, REFRESH_STORE_UNAVAILABLE, "");
         }

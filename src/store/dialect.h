@@ -120,6 +120,12 @@ enum st_id {
     ST_KEY_LIST,
     ST_KEY_REVOKE_ONE,
     ST_KEY_LABEL,
+    /* migration 5: OAuth2 authorization code */
+    ST_OST_INSERT,
+    ST_OST_TAKE,
+    ST_OST_PURGE,
+    ST_RS_INT_SCAN,
+    ST_RS_INT_CAS,
     ST__COUNT
 };
 
@@ -133,7 +139,7 @@ enum st_id {
     "on_auth_refresh_error, created_at"
 #define INT_COLS                                                                                   \
     "id, env_id, unique_key, provider, display_name, oauth_scopes, forward_webhooks, "             \
-    "custom_json, created_at, updated_at"
+    "custom_json, created_at, updated_at, credentials_sealed"
 /*
  * Connections alias c. CRED: the credentials expression (the column, or NULL for lists).
  * FETCHED: the dialect's effective last_fetched_at of c (max of the row and connection_activity).
@@ -148,6 +154,9 @@ enum st_id {
     "id, env_id, token_hash, end_user_json, organization_json, allowed_integrations_json, "        \
     "config_defaults_json, tags_json, webhook_url_override, connection_row_id, expires_at, "       \
     "attempts, created_at"
+#define OST_COLS                                                                                   \
+    "id, state_hash, env_id, session_hash, integration, connection_id, ws_client_id, "             \
+    "payload_sealed, expires_at, created_at"
 #define WH_COLS "id, env_id, url, body, attempts, next_attempt_at, created_at"
 #define ADM_COLS                                                                                   \
     "id, email, password_hash, failed_attempts, locked_until, last_login_at, created_at"

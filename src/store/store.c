@@ -659,6 +659,7 @@ store_integration_clear(struct store_integration *i)
     free(i->display_name);
     free(i->oauth_scopes);
     free(i->custom_json);
+    free(i->credentials_sealed);
     memset(i, 0, sizeof *i);
 }
 
@@ -679,6 +680,7 @@ int_read(const struct dialect *d, struct db_conn *c, void *out)
     i->custom_json = d->col_str(c, 7);
     i->created_at = d->col_i64(c, 8);
     i->updated_at = d->col_i64(c, 9);
+    i->credentials_sealed = d->col_str(c, 10);
 }
 
 static bool
@@ -695,9 +697,9 @@ store_integration_create(struct store *s, struct store_integration *i)
 
     if (!int_ok(i))
         return LATCH_E_INVAL;
-    rc = write_ret(s, ST_INT_INSERT, LATCH_E_DB, read_i64, &id, "ittttBti", i->env_id,
+    rc = write_ret(s, ST_INT_INSERT, LATCH_E_DB, read_i64, &id, "ittttBtit", i->env_id,
                    i->unique_key, i->provider, i->display_name, i->oauth_scopes,
-                   (int)i->forward_webhooks, i->custom_json, now);
+                   (int)i->forward_webhooks, i->custom_json, now, i->credentials_sealed);
     if (rc == LATCH_OK) {
         i->id = id;
         i->created_at = now;
@@ -864,9 +866,9 @@ store_integration_update(struct store *s, struct store_integration *i, store_reb
     if (rc != LATCH_OK)
         goto out;
     /* Renaming unique_key cascades to connections.provider_config_key (ON UPDATE CASCADE). */
-    rc = q_cmd(d, c, ST_INT_UPDATE, &changes, "iittttBti", i->id, i->env_id, i->unique_key,
+    rc = q_cmd(d, c, ST_INT_UPDATE, &changes, "iittttBtit", i->id, i->env_id, i->unique_key,
                i->provider, i->display_name, i->oauth_scopes, (int)i->forward_webhooks,
-               i->custom_json, now);
+               i->custom_json, now, i->credentials_sealed);
     if (rc == LATCH_OK && changes == 0)
         rc = LATCH_E_NOT_FOUND;
     if (rc != LATCH_OK)
@@ -1500,6 +1502,73 @@ store_session_purge_expired(struct store *s, int64_t now)
     return write1(s, ST_SESS_PURGE, NULL, "i", now);
 }
 
+/* ---- OAuth2 authorization states ---- */
+
+void
+store_oauth_state_clear(struct store_oauth_state *x)
+{
+    if (x == NULL)
+        return;
+    free(x->integration);
+    free(x->connection_id);
+    free(x->ws_client_id);
+    free(x->payload_sealed);
+    memset(x, 0, sizeof *x);
+}
+
+/* OST_COLS */
+static void
+ost_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_oauth_state *x = out;
+
+    memset(x, 0, sizeof *x);
+    x->id = d->col_i64(c, 0);
+    (void)d->col_hash(c, 1, x->state_hash);
+    x->env_id = d->col_i64(c, 2);
+    (void)d->col_hash(c, 3, x->session_hash);
+    x->integration = d->col_str(c, 4);
+    x->connection_id = d->col_str(c, 5);
+    x->ws_client_id = d->col_str(c, 6);
+    x->payload_sealed = d->col_str(c, 7);
+    x->expires_at = d->col_i64(c, 8);
+    x->created_at = d->col_i64(c, 9);
+}
+
+latch_rc
+store_oauth_state_create(struct store *s, struct store_oauth_state *x)
+{
+    int64_t id = 0, now = latch_now_ms();
+    latch_rc rc;
+
+    if (x == NULL || x->integration == NULL || x->connection_id == NULL ||
+        x->payload_sealed == NULL)
+        return LATCH_E_INVAL;
+    rc = write_ret(s, ST_OST_INSERT, LATCH_E_DB, read_i64, &id, "hihttttii", x->state_hash,
+                   x->env_id, x->session_hash, x->integration, x->connection_id, x->ws_client_id,
+                   x->payload_sealed, x->expires_at, now);
+    if (rc == LATCH_OK) {
+        x->id = id;
+        x->created_at = now;
+    }
+    return rc;
+}
+
+latch_rc
+store_oauth_state_take(struct store *s, const unsigned char hash[32], struct store_oauth_state *out)
+{
+    memset(out, 0, sizeof *out);
+    if (hash == NULL)
+        return LATCH_E_INVAL;
+    return write_ret(s, ST_OST_TAKE, LATCH_E_NOT_FOUND, ost_read, out, "h", hash);
+}
+
+latch_rc
+store_oauth_state_purge_expired(struct store *s, int64_t now)
+{
+    return write1(s, ST_OST_PURGE, NULL, "i", now);
+}
+
 /* ---- webhook outbox ---- */
 
 void
@@ -1807,6 +1876,8 @@ struct rs_source {
 static const struct rs_source rs_sources[] = {
     {"connections", "credentials", ST_RS_CONN_SCAN, ST_RS_CONN_CAS, false},
     {"environments", "webhook_key", ST_RS_ENV_SCAN, ST_RS_ENV_CAS, false},
+    /* an OAuth app's credentials: bound to env + unique_key (ref.env_id, provider_config_key) */
+    {"integrations", "credentials", ST_RS_INT_SCAN, ST_RS_INT_CAS, false},
     {"meta", "value", ST_RS_META_SCAN, ST_RS_META_CAS, true},
 };
 
@@ -1850,6 +1921,12 @@ rs_scan(const struct dialect *d, struct db_conn *c, const struct rs_source *src,
             it->env_id = d->col_i64(c, 3);
             it->pck = d->col_str(c, 4);
             it->cid = d->col_str(c, 5);
+        } else if (src->scan == ST_RS_INT_SCAN) {
+            it->id = d->col_i64(c, 0);
+            it->row = xasprintf("%" PRId64, it->id);
+            it->sealed = d->col_str(c, 1);
+            it->env_id = d->col_i64(c, 2);
+            it->pck = d->col_str(c, 3);
         } else if (src->scan == ST_RS_ENV_SCAN) {
             it->id = d->col_i64(c, 0);
             it->row = xasprintf("%" PRId64, it->id);

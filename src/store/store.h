@@ -86,6 +86,9 @@ struct store_integration {
     char *custom_json; /* NULL = none */
     int64_t created_at;
     int64_t updated_at;
+    /* the OAuth app's credentials {type, client_id, client_secret, scopes, webhook_secret},
+       sealed; AAD bound to env + unique_key (domain/creds.h); NULL = none */
+    char *credentials_sealed;
 };
 void store_integration_clear(struct store_integration *i);
 /* LATCH_E_CONFLICT if unique_key exists in the environment. Sets i->id, created_at, updated_at. */
@@ -248,6 +251,29 @@ latch_rc store_session_bump_attempts(struct store *s, int64_t id, int *attempts)
 latch_rc store_session_delete(struct store *s, int64_t id);
 latch_rc store_session_purge_expired(struct store *s, int64_t now);
 
+/* ---- OAuth2 authorization states (one per authorization in flight; api_oauth.c) ---- */
+struct store_oauth_state {
+    int64_t id;
+    unsigned char state_hash[32]; /* keyed hash of the state (vault_index_hash) */
+    int64_t env_id;
+    unsigned char session_hash[32]; /* the connect session's token hash */
+    char *integration;              /* unique_key */
+    char *connection_id;
+    char *ws_client_id;   /* NULL = none */
+    char *payload_sealed; /* PKCE verifier, connection config, ...; AAD "oauth_states:<hash>" */
+    int64_t expires_at;
+    int64_t created_at;
+};
+void store_oauth_state_clear(struct store_oauth_state *x);
+latch_rc store_oauth_state_create(struct store *s, struct store_oauth_state *x);
+/*
+ * Finds and deletes the state in one statement: of two callbacks with the same state only one
+ * gets the row (LATCH_E_NOT_FOUND for the other). Expired rows are returned: the caller checks.
+ */
+latch_rc store_oauth_state_take(struct store *s, const unsigned char hash[32],
+                                struct store_oauth_state *out);
+latch_rc store_oauth_state_purge_expired(struct store *s, int64_t now);
+
 /* ---- webhook outbox (durable; at-least-once) ---- */
 struct store_webhook {
     int64_t id;
@@ -324,11 +350,12 @@ latch_rc store_ops_count(struct store *s, int64_t *n);
 
 /* ---- key rotation: every sealed column, one row at a time ---- */
 struct store_sealed_ref {
-    const char *table; /* "connections", "environments", "meta" */
+    const char *table; /* "connections", "environments", "integrations", "meta" */
     const char *row;   /* uid / id / key as text, used in the AAD */
     const char *column;
     const char *sealed; /* current envelope */
-    /* connections only (else 0 / NULL): the owner the credentials are bound to */
+    /* connections (integrations: env_id and provider_config_key = unique_key; else 0 / NULL):
+       the owner the credentials are bound to */
     int64_t env_id;
     const char *provider_config_key;
     const char *connection_id;

@@ -49,6 +49,7 @@ static const struct store_col cols_int[] = {
     {"custom_json", STORE_COL_TEXT},
     {"created_at", STORE_COL_INT},
     {"updated_at", STORE_COL_INT},
+    {"credentials_sealed", STORE_COL_TEXT},
 };
 static const struct store_col cols_conn[] = {
     {"id", STORE_COL_INT},

@@ -121,16 +121,18 @@ static const char *const st_sql[ST__COUNT] = {
                       "WHERE env_id = $1::bigint AND revoked_at = 0",
     [ST_KEY_COUNT] = "SELECT count(*) FROM api_keys WHERE env_id = $1::bigint AND revoked_at = 0",
     [ST_INT_INSERT] = "INSERT INTO integrations(env_id, unique_key, provider, display_name, "
-                      "oauth_scopes, forward_webhooks, custom_json, created_at, updated_at) "
-                      "VALUES ($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::boolean, "
-                      "$7::text, $8::bigint, $8::bigint) RETURNING id",
+                      "oauth_scopes, forward_webhooks, custom_json, created_at, updated_at, "
+                      "credentials_sealed) VALUES ($1::bigint, $2::text, $3::text, $4::text, "
+                      "$5::text, $6::boolean, "
+                      "$7::text, $8::bigint, $8::bigint, $9::text) RETURNING id",
     [ST_INT_GET] = "SELECT " INT_COLS " FROM integrations "
                    "WHERE env_id = $1::bigint AND unique_key = $2::text",
     [ST_INT_LIST] = "SELECT " INT_COLS " FROM integrations WHERE env_id = $1::bigint ORDER BY id",
     [ST_INT_UPDATE] = "UPDATE integrations SET unique_key = $3::text, provider = $4::text, "
                       "display_name = $5::text, oauth_scopes = $6::text, "
                       "forward_webhooks = $7::boolean, custom_json = $8::text, "
-                      "updated_at = $9::bigint WHERE id = $1::bigint AND env_id = $2::bigint",
+                      "updated_at = $9::bigint, credentials_sealed = $10::text "
+                      "WHERE id = $1::bigint AND env_id = $2::bigint",
     [ST_INT_DELETE] =
         "DELETE FROM integrations WHERE env_id = $1::bigint AND unique_key = $2::text",
     /* FOR UPDATE: the old key stays the old key until the rename commits. */
@@ -239,6 +241,17 @@ static const char *const st_sql[ST__COUNT] = {
                      "RETURNING attempts",
     [ST_SESS_DELETE] = "DELETE FROM connect_sessions WHERE id = $1::bigint",
     [ST_SESS_PURGE] = "DELETE FROM connect_sessions WHERE expires_at <= $1::bigint",
+    [ST_OST_INSERT] = "INSERT INTO oauth_states(state_hash, env_id, session_hash, integration, "
+                      "connection_id, ws_client_id, payload_sealed, expires_at, created_at) "
+                      "VALUES ($1::bytea, $2::bigint, $3::bytea, $4::text, $5::text, $6::text, "
+                      "$7::text, $8::bigint, $9::bigint) RETURNING id",
+    [ST_OST_TAKE] = "DELETE FROM oauth_states WHERE state_hash = $1::bytea RETURNING " OST_COLS,
+    [ST_OST_PURGE] = "DELETE FROM oauth_states WHERE expires_at <= $1::bigint",
+    [ST_RS_INT_SCAN] = "SELECT id, credentials_sealed, env_id, unique_key FROM integrations "
+                       "WHERE id > $1::bigint AND credentials_sealed IS NOT NULL ORDER BY id "
+                       "LIMIT $2::bigint",
+    [ST_RS_INT_CAS] = "UPDATE integrations SET credentials_sealed = $2::text "
+                      "WHERE id = $1::bigint AND credentials_sealed = $3::text",
     [ST_WH_INSERT] = "INSERT INTO webhook_outbox(env_id, url, body, next_attempt_at, created_at) "
                      "VALUES ($1::bigint, $2::text, $3::text, $4::bigint, $4::bigint) RETURNING id",
     /* SKIP LOCKED: concurrent claimers (other nodes) pass over rows being claimed right

@@ -96,13 +96,14 @@ static const char *const st_sql[ST__COUNT] = {
     [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked_at = ?2 WHERE env_id = ?1 AND revoked_at = 0",
     [ST_KEY_COUNT] = "SELECT count(*) FROM api_keys WHERE env_id = ?1 AND revoked_at = 0",
     [ST_INT_INSERT] = "INSERT INTO integrations(env_id, unique_key, provider, display_name, "
-                      "oauth_scopes, forward_webhooks, custom_json, created_at, updated_at) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) RETURNING id",
+                      "oauth_scopes, forward_webhooks, custom_json, created_at, updated_at, "
+                      "credentials_sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) "
+                      "RETURNING id",
     [ST_INT_GET] = "SELECT " INT_COLS " FROM integrations WHERE env_id = ?1 AND unique_key = ?2",
     [ST_INT_LIST] = "SELECT " INT_COLS " FROM integrations WHERE env_id = ?1 ORDER BY id",
     [ST_INT_UPDATE] = "UPDATE integrations SET unique_key = ?3, provider = ?4, display_name = ?5, "
                       "oauth_scopes = ?6, forward_webhooks = ?7, custom_json = ?8, "
-                      "updated_at = ?9 WHERE id = ?1 AND env_id = ?2",
+                      "updated_at = ?9, credentials_sealed = ?10 WHERE id = ?1 AND env_id = ?2",
     [ST_INT_DELETE] = "DELETE FROM integrations WHERE env_id = ?1 AND unique_key = ?2",
     [ST_INT_KEY] = "SELECT unique_key FROM integrations WHERE id = ?1 AND env_id = ?2",
     [ST_INT_PROVIDER] = "SELECT provider FROM integrations WHERE env_id = ?1 AND unique_key = ?2",
@@ -183,6 +184,16 @@ static const char *const st_sql[ST__COUNT] = {
                      "RETURNING attempts",
     [ST_SESS_DELETE] = "DELETE FROM connect_sessions WHERE id = ?1",
     [ST_SESS_PURGE] = "DELETE FROM connect_sessions WHERE expires_at <= ?1",
+    [ST_OST_INSERT] = "INSERT INTO oauth_states(state_hash, env_id, session_hash, integration, "
+                      "connection_id, ws_client_id, payload_sealed, expires_at, created_at) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+    /* the take is the claim: of two callbacks with one state, one deletes the row */
+    [ST_OST_TAKE] = "DELETE FROM oauth_states WHERE state_hash = ?1 RETURNING " OST_COLS,
+    [ST_OST_PURGE] = "DELETE FROM oauth_states WHERE expires_at <= ?1",
+    [ST_RS_INT_SCAN] = "SELECT id, credentials_sealed, env_id, unique_key FROM integrations "
+                       "WHERE id > ?1 AND credentials_sealed IS NOT NULL ORDER BY id LIMIT ?2",
+    [ST_RS_INT_CAS] = "UPDATE integrations SET credentials_sealed = ?2 "
+                      "WHERE id = ?1 AND credentials_sealed = ?3",
     [ST_WH_INSERT] = "INSERT INTO webhook_outbox(env_id, url, body, next_attempt_at, created_at) "
                      "VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
     [ST_WH_CLAIM] = "UPDATE webhook_outbox SET claim_owner = ?1, claim_until = ?2 + ?3 "

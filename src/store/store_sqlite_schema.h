@@ -190,9 +190,30 @@ static const struct store_sqlite_step store_sqlite_migrations[] = {
         "  expires_at INTEGER NOT NULL"
         ") STRICT;"},
     {4, "CREATE INDEX admin_sessions_admin ON admin_sessions(admin_id);"},
+    /*
+     * ---- 5: OAuth2 authorization code (issue 13) ----
+     * The integration's app credentials (client id/secret/scopes), sealed like connection
+     * secrets (AAD bound to env + unique_key, domain/creds.h). oauth_states: one row per
+     * authorization in flight, found by the keyed hash of its `state`, taken (deleted) once by
+     * the callback; payload_sealed holds the PKCE verifier and the connection config.
+     */
+    {5, "ALTER TABLE integrations ADD COLUMN credentials_sealed TEXT;"},
+    {5, "CREATE TABLE oauth_states ("
+        "  id INTEGER PRIMARY KEY,"
+        "  state_hash BLOB NOT NULL UNIQUE CHECK (length(state_hash) = 32),"
+        "  env_id INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,"
+        "  session_hash BLOB NOT NULL CHECK (length(session_hash) = 32),"
+        "  integration TEXT NOT NULL,"
+        "  connection_id TEXT NOT NULL,"
+        "  ws_client_id TEXT,"
+        "  payload_sealed TEXT NOT NULL,"
+        "  expires_at INTEGER NOT NULL,"
+        "  created_at INTEGER NOT NULL"
+        ") STRICT;"},
+    {5, "CREATE INDEX oauth_states_expiry ON oauth_states(expires_at);"},
 };
 
 /* The highest migration this binary knows. */
-#define STORE_SQLITE_SCHEMA_VERSION 4
+#define STORE_SQLITE_SCHEMA_VERSION 5
 
 #endif

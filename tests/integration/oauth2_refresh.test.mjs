@@ -287,6 +287,29 @@ test('no app credentials anywhere: a clear error, nothing marked on the connecti
   assert.deepEqual(list.json.connections[0].errors, []);
 });
 
+test('the integration\u2019s app credentials refresh a connection without config_override; a wrong secret is terminal', async () => {
+  const key = 'ninja-oauth2-app';
+  let r = await s.api('POST', '/integrations', {
+    provider: 'ninjaone-rmm-oauth2', unique_key: key,
+    credentials: { type: 'OAUTH2', client_id: DEFAULT_CLIENT.client_id, client_secret: DEFAULT_CLIENT.client_secret, scopes: 'monitoring,offline_access' },
+  });
+  assert.equal(r.status, 200, r.text);
+  const { id, tokens } = await importConn({ key, override: false });
+  r = await s.api('GET', getPath(id, { key }));
+  assert.equal(r.status, 200, r.text);
+  assert.notEqual(r.json.credentials.refresh_token, tokens.refresh_token);
+  const last = await s.fake.lastTokenRequest();
+  assert.equal(last.form.client_id, DEFAULT_CLIENT.client_id);
+  assert.equal(last.secret_ok, true);
+  // the app's secret changes at the provider: invalid_client is terminal and names the integration's app
+  r = await s.api('PATCH', `/integrations/${key}`, { credentials: { type: 'OAUTH2', client_id: DEFAULT_CLIENT.client_id, client_secret: 'wrong-secret-0123456789' } });
+  assert.equal(r.status, 200, r.text);
+  r = await s.api('GET', getPath(id, { key, force: true }));
+  assert.equal(r.status, 424, r.text);
+  assert.equal(r.json.error.code, 'invalid_credentials');
+  assert.match(r.json.error.message, /NinjaOne RMM \(OAuth2\) rejected the integration's Client ID and Client Secret \(invalid_client\)/);
+});
+
 test('token_request_auth_method basic, refresh_url and refresh_params', async () => {
   const { id, tokens } = await importConn({ key: BASIC_KEY });
   const r = await s.api('GET', getPath(id, { key: BASIC_KEY }));
