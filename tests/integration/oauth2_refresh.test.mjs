@@ -325,3 +325,73 @@ test('token_request_auth_method basic, refresh_url and refresh_params', async ()
   assert.equal(last.form.client_secret, undefined, 'the secret is in the Basic header only');
   assert.equal(last.form.scope, undefined);
 });
+
+test('end to end with latch\u2019s own ninjaone-rmm-oauth2: /oauth/connect -> the fake\u2019s consent -> callback -> refresh with rotation', async () => {
+  // the built-in catalogue (overlay entry ninjaone-rmm-oauth2), not the test providers file
+  const env = { ...s.env };
+  delete env.LATCH_PROVIDERS_FILE;
+  // same database and key (PostgreSQL: one server per stack); the catalogue is this process's own
+  const node = await startLatch({ dir: s.dir, env });
+  const call = (method, p, body) => request(`${node.url}${p}`, {
+    method, headers: { authorization: `Bearer ${s.secretKey}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  try {
+    let r = await call('POST', '/integrations', {
+      provider: 'ninjaone-rmm-oauth2', unique_key: 'ninjaone-rmm-oauth2',
+      credentials: { type: 'OAUTH2', client_id: DEFAULT_CLIENT.client_id, client_secret: DEFAULT_CLIENT.client_secret, scopes: 'monitoring,management,offline_access' },
+    });
+    assert.equal(r.status, 200, r.body.toString());
+    r = await call('POST', '/connect/sessions', { end_user: { id: 'e2e' } });
+    assert.equal(r.status, 201, r.body.toString());
+    const token = r.json.data.token;
+    const q = new URLSearchParams({ connect_session_token: token, 'params[instance]': DEFAULT_CLIENT.instance });
+    const c = await fetch(`${node.url}/oauth/connect/ninjaone-rmm-oauth2?${q}`, { redirect: 'manual' });
+    assert.equal(c.status, 302, await c.text());
+    const auth = new URL(c.headers.get('location'));
+    assert.equal(auth.host, DEFAULT_CLIENT.instance);
+    assert.equal(auth.pathname, '/ws/oauth/authorize');
+    assert.equal(auth.searchParams.get('code_challenge_method'), 'S256');
+    assert.match(auth.searchParams.get('scope'), /offline_access/);
+    // the browser at the fake NinjaOne: auto-approved, redirected back with code and state
+    const consent = await s.fake.request('GET', `${auth.pathname}${auth.search}`, { host: auth.host });
+    assert.equal(consent.status, 302, consent.text);
+    const back = new URL(consent.headers.location);
+    assert.ok(back.searchParams.get('code') && back.searchParams.get('state'));
+    const cb = await fetch(`${node.url}/oauth/callback${back.search}`);
+    const page = await cb.text();
+    assert.equal(cb.status, 200, page);
+    const codeGrants = (await stats()).code_grants;
+    assert.ok(codeGrants >= 1);
+    r = await call('GET', '/connections?integrationId=ninjaone-rmm-oauth2');
+    const id = r.json.connections[0].connection_id;
+    const path1 = `/connections/${id}?provider_config_key=ninjaone-rmm-oauth2&refresh_token=true`;
+    const a = await call('GET', path1);
+    assert.equal(a.status, 200, a.body.toString());
+    assert.equal(a.json.credentials.type, 'OAUTH2');
+    assert.ok(a.json.credentials.refresh_token, 'offline_access gave a refresh token');
+    const b = await call('GET', `${path1}&force_refresh=true`);
+    assert.equal(b.status, 200, b.body.toString());
+    assert.notEqual(b.json.credentials.refresh_token, a.json.credentials.refresh_token, 'rotated');
+    assert.equal((await refreshGrant(a.json.credentials.refresh_token)).json?.error, 'invalid_grant');
+    const last = await s.fake.lastTokenRequest();
+    assert.equal(last.form.grant_type, 'refresh_token');
+    assert.equal(last.secret_ok, true, 'the integration\u2019s app credentials');
+    const px = await request(`${node.url}/proxy/v2/organizations`, { headers: { authorization: `Bearer ${s.secretKey}`, 'connection-id': id, 'provider-config-key': 'ninjaone-rmm-oauth2' } });
+    assert.equal(px.status, 200, px.body.toString());
+    // the user refuses consent: the callback page says so in words
+    await s.fake.setAuthorizeDeny(true);
+    r = await call('POST', '/connect/sessions', { end_user: { id: 'e2e-2' } });
+    const q2 = new URLSearchParams({ connect_session_token: r.json.data.token, 'params[instance]': DEFAULT_CLIENT.instance });
+    const c2 = await fetch(`${node.url}/oauth/connect/ninjaone-rmm-oauth2?${q2}`, { redirect: 'manual' });
+    assert.equal(c2.status, 302, await c2.text());
+    const auth2 = new URL(c2.headers.get('location'));
+    const denied = await s.fake.request('GET', `${auth2.pathname}${auth2.search}`, { host: auth2.host });
+    const back2 = new URL(denied.headers.location);
+    assert.equal(back2.searchParams.get('error'), 'access_denied');
+    const cb2 = await fetch(`${node.url}/oauth/callback${back2.search}`);
+    assert.match(await cb2.text(), /access_denied|denied|refused/i);
+  } finally {
+    await s.fake.setAuthorizeDeny(false);
+    await node.stop();
+  }
+});
