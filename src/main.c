@@ -170,6 +170,18 @@ reseal_cb(const struct store_sealed_ref *ref, char **new_sealed, void *ud)
     vault_primary_kid(v, primary);
     if (vault_envelope_kid(ref->sealed, kid) == LATCH_OK && strcmp(kid, primary) == 0)
         return LATCH_OK; /* already under the new key */
+    if (strcmp(ref->table, "integrations") == 0) {
+        /* an OAuth app's credentials, bound to env + unique_key (creds_app_aad) */
+        json_t *obj = NULL;
+
+        aad = creds_app_aad(ref->env_id, ref->provider_config_key);
+        rc = creds_open_aad(v, aad, ref->sealed, &obj);
+        if (rc == LATCH_OK)
+            rc = creds_seal_aad(v, aad, obj, new_sealed);
+        creds_free(obj);
+        free(aad);
+        return rc;
+    }
     if (cl > 7 && strcmp(ref->column + cl - 7, "_sealed") == 0)
         cl -= 7;
     if (cl >= sizeof col)

@@ -11,6 +11,12 @@
  * The form is built from the provider definition (GET /providers/:provider); the submit call is
  * the one @nangohq/frontend makes (POST /oauth2/auth/:key?connect_session_token=..&params[..]=..,
  * credentials in the JSON body, never in the URL).
+ * OAUTH2 (authorization code): a "Connect with <Provider>" button opens the popup at
+ * GET /oauth/connect/:key?connect_session_token=..&params[..]=.. (window.open in the click
+ * itself, so no popup blocker objects); latch's callback page posts
+ * {source:'latch', type:'oauth_result', success, providerConfigKey, connectionId, error:{type,
+ * message}} back here (only messages from the API's origin and that window count); a popup
+ * closed without a result or blocked by the browser is said in words.
  *
  * No framework, no build step, no inline script or style (CSP script-src/style-src 'self').
  * Server-supplied text is only ever set with textContent.
@@ -38,8 +44,15 @@
     OAUTH2_CC: { base: ['client_id', 'client_secret'], route: '/oauth2/auth/',
       body: ['client_id', 'client_secret', 'client_certificate', 'client_private_key'] },
     API_KEY: { base: ['apiKey'], route: '/api-auth/api-key/', body: ['apiKey'] },
-    BASIC: { base: ['username', 'password'], route: '/api-auth/basic/', body: ['username', 'password'] }
+    BASIC: { base: ['username', 'password'], route: '/api-auth/basic/', body: ['username', 'password'] },
+    OAUTH2: { base: [], route: '/oauth/connect/', body: [], popup: true }
   };
+
+  // The OAuth popup: its size, how often we look whether the user closed it, and how long a
+  // closed popup's result may still take to arrive.
+  const POPUP_FEATURES = 'popup=yes,width=600,height=720';
+  const POPUP_POLL_MS = 500;
+  const POPUP_CLOSED_GRACE_MS = 1500;
 
   // Optional per-provider help, used when the provider definition has no `connect_guide` of its
   // own. Shape: {intro, steps[], app_location, scopes}. Text only: rendered with textContent,
@@ -55,6 +68,14 @@
       ],
       app_location: 'Administration > Apps > API',
       scopes: 'Monitoring and Management (and Control if you need remote access)'
+    },
+    'ninjaone-rmm-oauth2': {
+      intro: 'You will sign in to NinjaOne in a new window and allow this app to access your NinjaOne account. Your NinjaOne password is never shared with this page.',
+      steps: [
+        'Choose your **Instance**: the address in your browser\u2019s address bar when you are signed in to NinjaOne (for example eu.ninjarmm.com).',
+        'Press the **Connect with** button below and sign in to NinjaOne in the window that opens.',
+        'Review the requested access (**Monitoring**, **Management**, **Control** and **Offline access**, so the connection keeps working) and click **Allow**.'
+      ]
     }
   };
 
@@ -126,7 +147,8 @@
     done: false,
     loadSeq: 0,
     settings: null,
-    guide: null
+    guide: null,
+    popup: null
   };
 
   function resolveApiURL(v) {
@@ -596,9 +618,12 @@
     logo.id = 'form-logo';
     logoSlot.replaceWith(logo);
     $('form-title').textContent = (reconnecting ? 'Reconnect ' : 'Connect ') + name;
-    $('form-subtitle').textContent = reconnecting
-      ? 'Enter the new details to update your existing ' + name + ' connection.'
-      : 'Enter the details below to link your ' + name + ' account. They are stored encrypted and never shown again.';
+    $('form-subtitle').textContent = state.mode.popup
+      ? (reconnecting ? 'Sign in to ' + name + ' again to renew your existing connection.'
+        : 'Sign in to ' + name + ' in a new window and allow access. Your password is never shared with this page.')
+      : reconnecting
+        ? 'Enter the new details to update your existing ' + name + ' connection.'
+        : 'Enter the details below to link your ' + name + ' account. They are stored encrypted and never shown again.';
     document.title = (reconnecting ? 'Reconnect ' : 'Connect ') + name;
 
     renderGuide(name);
@@ -612,7 +637,6 @@
       box.append(renderField(f));
     }
     setSubmitting(false);
-    $('submit-label').textContent = reconnecting ? 'Reconnect' : 'Connect';
 
     showView('form');
     announce((reconnecting ? 'Reconnect ' : 'Connect ') + name);
@@ -828,10 +852,15 @@
     btn.disabled = on;
     btn.classList.toggle('is-busy', on);
     btn.setAttribute('aria-busy', on ? 'true' : 'false');
-    const reconnecting = state.session && state.session.isReconnecting === true;
-    $('submit-label').textContent = on ? 'Connecting…' : reconnecting ? 'Reconnect' : 'Connect';
+    $('submit-label').textContent = on ? (state.mode && state.mode.popup ? 'Waiting for ' + providerShortName() + '…' : 'Connecting…') : idleLabel();
     for (const f of state.fields) if (f.input) f.input.readOnly = on && f.input.tagName === 'INPUT';
     for (const f of state.fields) if (f.input && f.input.tagName === 'SELECT') f.input.disabled = on;
+  }
+
+  function idleLabel() {
+    const reconnecting = state.session && state.session.isReconnecting === true;
+    if (state.mode && state.mode.popup) return (reconnecting ? 'Reconnect with ' : 'Connect with ') + providerShortName();
+    return reconnecting ? 'Reconnect' : 'Connect';
   }
 
   function buildSubmit() {
@@ -879,6 +908,10 @@
 
     hideAlert();
     const { url, body } = buildSubmit();
+    if (state.mode.popup) {
+      startPopup(url);
+      return;
+    }
     setSubmitting(true);
     const name = displayName(state.integration, state.provider);
     announce('Connecting to ' + name + '…');
@@ -905,6 +938,74 @@
     }
     setSubmitting(false);
     handleSubmitError(res.ok ? new ApiError(res.status, 'bad_response', 'The server answered unexpectedly.') : toApiError(res, json));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // OAUTH2: the popup
+
+  function stopPopup() {
+    const pop = state.popup;
+    if (!pop) return;
+    state.popup = null;
+    clearInterval(pop.timer);
+    clearTimeout(pop.grace);
+    window.removeEventListener('message', pop.onMessage);
+  }
+
+  // Called in the click (submit) handler itself: window.open must run before any await.
+  function startPopup(url) {
+    stopPopup();
+    const name = providerShortName();
+    const win = window.open(url, 'latch-oauth', POPUP_FEATURES);
+    if (!win || win.closed || typeof win.closed === 'undefined') {
+      failWith('blocked_by_browser', 'Your browser blocked the sign-in window',
+        'Allow pop-ups for this page (look for the icon in the address bar), then press “' + idleLabel() + '” again.', false);
+      return;
+    }
+    let apiOrigin;
+    try { apiOrigin = new URL(state.apiURL, window.location.href).origin; } catch { apiOrigin = window.location.origin; }
+    const pop = { win, timer: 0, grace: 0, onMessage: null };
+    pop.onMessage = (evt) => {
+      if (evt.origin !== apiOrigin || evt.source !== win) return;
+      const d = evt.data;
+      if (!d || typeof d !== 'object' || d.source !== 'latch' || d.type !== 'oauth_result') return;
+      stopPopup();
+      setSubmitting(false);
+      if (d.success === true && typeof d.connectionId === 'string') {
+        succeed({ providerConfigKey: str(d.providerConfigKey) || state.integration.unique_key, connectionId: d.connectionId });
+        return;
+      }
+      const err = d.error && typeof d.error === 'object' ? d.error : {};
+      popupFailed(str(err.type) || 'unknown_error', str(err.message));
+    };
+    window.addEventListener('message', pop.onMessage);
+    pop.timer = setInterval(() => {
+      if (!win.closed || pop.grace) return;
+      // a result posted just before closing may still be queued: wait a moment for it
+      pop.grace = setTimeout(() => {
+        if (state.popup !== pop) return;
+        stopPopup();
+        setSubmitting(false);
+        failWith('window_closed', 'The sign-in window was closed',
+          'The connection to ' + name + ' was not completed. Press “' + idleLabel() + '” to try again.', false);
+      }, POPUP_CLOSED_GRACE_MS);
+    }, POPUP_POLL_MS);
+    state.popup = pop;
+    setSubmitting(true);
+    announce('A window opened to sign in to ' + name + '. Finish there, then come back here.');
+  }
+
+  function popupFailed(type, message) {
+    const name = providerShortName();
+    if (type === 'connect_session_expired' || type === 'unknown_connect_session_token' || type === 'connect_session_used') {
+      showExpired();
+      return;
+    }
+    if (type === 'access_denied') {
+      failWith(type, 'Access was not allowed', 'You declined access in ' + name + ', so nothing was connected. Press “' + idleLabel() + '” and allow access to connect.', false);
+      return;
+    }
+    failWith(type, 'The connection to ' + name + ' did not complete', message || 'Try again in a moment.', false);
   }
 
   function succeed(result) {

@@ -17,7 +17,6 @@
 #include "api/api_format.h"
 #include "core/config.h"
 #include "domain/catalog.h"
-#include "domain/catalog_link.h"
 #include "domain/creds.h"
 #include "core/latch_limits.h"
 #include "crypto/vault.h"
@@ -52,8 +51,9 @@ credentials_json(struct api_deps *a, const struct store_integration *i)
         return json_null();
     }
     free(aad);
-    o = json_pack("{s:s, s:O, s:o, s:o, s:o}", "type", "OAUTH2", "client_id",
-                  json_object_get(cr, "client_id"), "client_secret",
+    /* copies: creds_free wipes the strings of cr */
+    o = json_pack("{s:s, s:s?, s:o, s:o, s:o}", "type", "OAUTH2", "client_id",
+                  json_string_value(json_object_get(cr, "client_id")), "client_secret",
                   masked(json_string_value(json_object_get(cr, "client_secret"))), "scopes",
                   i->oauth_scopes != NULL ? json_string(i->oauth_scopes) : json_null(),
                   "webhook_secret",
@@ -423,7 +423,7 @@ api_integration_create(struct api_ctx *c)
     read_common(c, p, &i, errs);
     if (json_array_size(errs) > 0 || p == NULL) /* p == NULL has its issue in errs */
         goto out;
-    if (!p->linkable && !catalog_oauth2_importable(p)) {
+    if (!p->linkable) {
         char msg[640];
 
         (void)snprintf(msg, sizeof msg, "latch cannot link %.100s (%.60s, auth mode %.40s): %.400s",

@@ -11,26 +11,26 @@ latch_rc
 integration_app_credentials(struct store *s, struct vault *v, int64_t env_id,
                             const char *unique_key, char **client_id, char **client_secret)
 {
-    /* the pair POST/PATCH /integrations sealed (api_integrations.c), AAD env + unique_key */
-    struct store_integration i;
+    struct store_integration integ;
     json_t *cr = NULL;
-    char *aad = NULL;
-    const char *id;
-    const char *secret;
+    const char *id, *secret;
+    char *aad;
     latch_rc rc;
 
     *client_id = NULL;
     *client_secret = NULL;
-    memset(&i, 0, sizeof i);
-    rc = store_integration_get(s, env_id, unique_key, &i);
+    memset(&integ, 0, sizeof integ);
+    rc = store_integration_get(s, env_id, unique_key, &integ);
     if (rc != LATCH_OK)
         goto out;
-    if (i.credentials_sealed == NULL) {
+    if (integ.credentials_sealed == NULL) {
         rc = LATCH_E_NOT_FOUND;
         goto out;
     }
-    aad = creds_app_aad(env_id, unique_key);
-    rc = creds_open_aad(v, aad, i.credentials_sealed, &cr);
+    /* sealed by POST/PATCH /integrations under the integration's binding (creds.h) */
+    aad = creds_app_aad(integ.env_id, integ.unique_key);
+    rc = creds_open_aad(v, aad, integ.credentials_sealed, &cr);
+    free(aad);
     if (rc != LATCH_OK)
         goto out;
     id = json_string_value(json_object_get(cr, "client_id"));
@@ -42,9 +42,8 @@ integration_app_credentials(struct store *s, struct vault *v, int64_t env_id,
     *client_id = xstrdup(id);
     *client_secret = xstrdup(secret != NULL ? secret : "");
 out:
-    free(aad);
     creds_free(cr);
-    store_integration_clear(&i);
+    store_integration_clear(&integ);
     return rc;
 }
 

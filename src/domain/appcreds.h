@@ -3,13 +3,14 @@
  * code) connection is refreshed with.
  *
  * Nango keeps them on the integration (`credentials: {type: "OAUTH2", client_id, client_secret}`
- * of POST/PATCH /integrations, sealed at rest); an imported connection may override them with
- * its own `config_override: {client_id, client_secret}` (stored inside the connection's sealed
- * credentials). oauth2_app_credentials applies that rule; integration_app_credentials reads the
- * integration's pair alone (the accessor the /oauth/connect flow and the refresher share).
+ * of POST/PATCH /integrations, sealed in integrations.credentials_sealed under creds_app_aad); an
+ * imported connection may override them with its own `config_override: {client_id, client_secret}`
+ * (stored inside the connection's sealed credentials). oauth2_app_credentials applies that rule;
+ * integration_app_credentials reads the integration's pair alone (the accessor the /oauth/connect
+ * flow and the refresher share).
  *
  * Ownership: *client_id and *client_secret are malloc'd; free them with appcreds_free (wipes).
- * Threads: any thread (store and vault calls only).
+ * Threads: any thread (store and vault calls only; blocking: not on the HTTP or curl thread).
  */
 #ifndef LATCH_APPCREDS_H
 #define LATCH_APPCREDS_H
@@ -25,7 +26,8 @@ struct vault;
 
 /*
  * The integration's app credentials. LATCH_E_NOT_FOUND when the integration has none (or does
- * not exist); store and vault errors as they come. *client_secret may be "" (public client).
+ * not exist); LATCH_E_CRYPTO when they do not open with the configured keys; store errors as they
+ * come. *client_secret may be "" (public client).
  */
 latch_rc integration_app_credentials(struct store *s, struct vault *v, int64_t env_id,
                                      const char *unique_key, char **client_id,

@@ -352,16 +352,3 @@ catalog_assess_linkable(const struct catalog_provider *p, char *reason, size_t r
     reason[0] = '\0';
     return true;
 }
-
-bool
-catalog_oauth2_importable(const struct catalog_provider *p)
-{
-    return mode_is(p, "OAUTH2") && (p->token_url != NULL || p->refresh_url != NULL) &&
-           p->proxy_base_url != NULL &&
-           (p->token_request_method == NULL || strcmp(p->token_request_method, "POST") == 0) &&
-           (p->body_format == NULL || strcmp(p->body_format, "form") == 0 ||
-            strcmp(p->body_format, "json") == 0) &&
-           (p->token_request_auth_method == NULL ||
-            strcmp(p->token_request_auth_method, "basic") == 0 ||
-            strcmp(p->token_request_auth_method, "custom") == 0);
-}

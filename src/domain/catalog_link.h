@@ -17,12 +17,4 @@ struct catalog_provider;
  */
 bool catalog_assess_linkable(const struct catalog_provider *p, char *reason, size_t reason_size);
 
-/*
- * An OAUTH2 (authorization code) provider whose connections latch can hold and refresh when they
- * are imported (POST /connections with OAUTH2 credentials): a token URL (or refresh_url) and a
- * proxy base URL, a token request latch can send. Integrations of such providers may be created
- * even while the provider is not linkable through the Connect UI.
- */
-bool catalog_oauth2_importable(const struct catalog_provider *p);
-
 #endif

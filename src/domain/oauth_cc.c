@@ -250,22 +250,6 @@ has_token_param(const struct catalog_provider *p, const char *k)
     return false;
 }
 
-/*
- * Parameters a refresh sets itself (grant_type, refresh_token) or that belong to the code
- * exchange only (token_params used as the fallback for refresh_params).
- */
-static bool
-refresh_param_skipped(const char *key)
-{
-    static const char *const skip[] = {"grant_type", "refresh_token", "code", "redirect_uri",
-                                       "code_verifier"};
-
-    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
-        if (strcmp(key, skip[i]) == 0)
-            return true;
-    return false;
-}
-
 /* OAUTH2: the authorization-code grant's own parameters (jbody for JSON, else form). */
 static latch_rc
 add_grant(const struct oauth_cc_input *in, json_t *jbody, struct buf *form)
@@ -294,6 +278,22 @@ add_grant(const struct oauth_cc_input *in, json_t *jbody, struct buf *form)
             rc = oauth_cc_form_add(form, kv[i], kv[i + 1]);
     }
     return rc;
+}
+
+/*
+ * Parameters a refresh sets itself (grant_type, refresh_token) or that belong to the code
+ * exchange only (token_params used as the fallback for refresh_params).
+ */
+static bool
+refresh_param_skipped(const char *key)
+{
+    static const char *const skip[] = {"grant_type", "refresh_token", "code", "redirect_uri",
+                                       "code_verifier"};
+
+    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+        if (strcmp(key, skip[i]) == 0)
+            return true;
+    return false;
 }
 
 latch_rc
@@ -432,6 +432,7 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
 
         if (refresh && refresh_param_skipped(params[i].key))
             continue;
+
         if (json_fmt && params[i].value != NULL && params[i].value[0] == '{') {
             json_t *obj = json_loads(params[i].value, 0, NULL);
 
@@ -671,7 +672,11 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         j = json_loadb(resp->body, resp->body_len, 0, NULL);
     if (resp->status < 200 || resp->status >= 300) {
         const char *code = registered_error(json_string_value(json_object_get(j, "error")));
+        /* a busy or failing server is transient whatever its body says */
+        bool busy = resp->status >= 500 || resp->status == 429 || resp->status == 408;
 
+        if (busy && in->refresh_token != NULL)
+            code = NULL;
         if (in->refresh_token != NULL && code != NULL &&
             (strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
             (void)snprintf(msg, sizeof msg,
@@ -760,37 +765,35 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         if (out->expires_at <= now_ms || out->expires_at > now_ms + OCC_MAX_EXPIRES_IN_S * 1000)
             out->expires_at = now_ms + expires_in * 1000;
         latch_fmt_time(out->expires_at, false, when);
-        if (in->grant != NULL) {
-            /* Nango's OAuth2Credentials: no expires_at when the answer names no lifetime */
+        if (in->grant != NULL || in->refresh_token != NULL) {
+            /* Nango's OAuth2Credentials: no expires_at when the answer names no lifetime; a
+               refresh carries the stored object over, and its refresh token unless rotated */
             const char *rt = json_string_value(json_object_get(j, "refresh_token"));
+            bool rt_ok = rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN;
 
             out->expires_at = token_expiry(in->provider, j, now_ms);
             if (out->expires_at > now_ms + OCC_MAX_EXPIRES_IN_S * 1000)
                 out->expires_at = 0;
             if (out->expires_at <= now_ms && in->provider->default_expires_in_s > 0)
                 out->expires_at = now_ms + (int64_t)in->provider->default_expires_in_s * 1000;
-            out->creds =
-                json_pack("{s:s, s:s, s:O}", "type", "OAUTH2", "access_token", token, "raw", j);
-            if (rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN)
+            out->creds = in->refresh_token != NULL && json_is_object(in->prior)
+                             ? json_deep_copy(in->prior)
+                             : json_object();
+            json_object_set_new(out->creds, "type", json_string("OAUTH2"));
+            json_object_set_new(out->creds, "access_token", json_string(token));
+            json_object_set(out->creds, "raw", j);
+            out->rotated = in->refresh_token != NULL && rt_ok;
+            if (rt_ok)
                 json_object_set_new(out->creds, "refresh_token", json_string(rt));
+            else if (in->refresh_token != NULL)
+                json_object_set_new(out->creds, "refresh_token", json_string(in->refresh_token));
+            json_object_del(out->creds, "expires_at");
             if (out->expires_at > now_ms) {
                 latch_fmt_time(out->expires_at, false, when);
                 json_object_set_new(out->creds, "expires_at", json_string(when));
             } else {
                 out->expires_at = 0;
             }
-        } else if (in->refresh_token != NULL) {
-            /* Nango's OAuth2Credentials; a rotated refresh token replaces the stored one */
-            const char *rt = json_string_value(json_object_get(j, "refresh_token"));
-
-            out->rotated = rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN;
-            out->creds = json_is_object(in->prior) ? json_deep_copy(in->prior) : json_object();
-            json_object_set_new(out->creds, "type", json_string("OAUTH2"));
-            json_object_set_new(out->creds, "access_token", json_string(token));
-            json_object_set_new(out->creds, "refresh_token",
-                                json_string(out->rotated ? rt : in->refresh_token));
-            json_object_set_new(out->creds, "expires_at", json_string(when));
-            json_object_set(out->creds, "raw", j);
         } else if (in->credentials != NULL) {
             /* Nango's TwoStepCredentials: the user's fields, the token, expires_at, raw */
             const char *k;
@@ -846,9 +849,9 @@ struct exchange_job {
     char *client_secret;
     json_t *credentials;         /* TWO_STEP: a copy of the user's fields (creds_free), else NULL */
     struct oauth_cc_grant grant; /* OAUTH2: owned copies (has_grant) */
+    char *refresh_token;         /* OAUTH2 refresh: a copy (wiped), else NULL */
+    json_t *prior;               /* OAUTH2 refresh: a copy of the stored credentials */
     bool has_grant;
-    char *refresh_token; /* OAUTH2 refresh: a copy (wiped), else NULL */
-    json_t *prior;       /* OAUTH2 refresh: a copy of the stored credentials (creds_free) */
     const struct catalog_provider *provider;
     int default_expires_in_s;
     struct oauth_cc_result res;
@@ -864,6 +867,10 @@ exchange_job_free(struct exchange_job *j)
     explicit_bzero(j->client_secret, strlen(j->client_secret));
     free(j->client_secret);
     creds_free(j->credentials);
+    if (j->refresh_token != NULL)
+        explicit_bzero(j->refresh_token, strlen(j->refresh_token));
+    free(j->refresh_token);
+    creds_free(j->prior);
     if (j->has_grant) {
         explicit_bzero((char *)(uintptr_t)j->grant.code, strlen(j->grant.code));
         free((char *)(uintptr_t)j->grant.code);
@@ -874,10 +881,6 @@ exchange_job_free(struct exchange_job *j)
             free((char *)(uintptr_t)j->grant.code_verifier);
         }
     }
-    if (j->refresh_token != NULL)
-        explicit_bzero(j->refresh_token, strlen(j->refresh_token));
-    free(j->refresh_token);
-    creds_free(j->prior);
     free(j);
 }
 
@@ -899,14 +902,9 @@ static void
 exchange_done(struct outbound_resp *resp, void *ud)
 {
     struct exchange_job *j = ud;
-    struct oauth_cc_input in = {.provider = j->provider,
-                                .connection_config = j->cfg,
-                                .client_id = j->client_id,
-                                .client_secret = j->client_secret,
-                                .credentials = j->credentials,
-                                .grant = j->has_grant ? &j->grant : NULL,
-                                .refresh_token = j->refresh_token,
-                                .prior = j->prior};
+    struct oauth_cc_input in = {
+        j->provider,    j->cfg,           j->client_id, j->client_secret,
+        j->credentials, j->refresh_token, j->prior,     j->has_grant ? &j->grant : NULL};
 
     oauth_cc_parse(resp, &in, j->default_expires_in_s, &j->res);
     log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
@@ -971,6 +969,8 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
     j->client_id = xstrdup(in->client_id);
     j->client_secret = xstrdup(in->client_secret);
     j->credentials = in->credentials != NULL ? json_deep_copy(in->credentials) : NULL;
+    j->refresh_token = in->refresh_token != NULL ? xstrdup(in->refresh_token) : NULL;
+    j->prior = in->prior != NULL ? json_deep_copy(in->prior) : NULL;
     if (in->grant != NULL) {
         j->has_grant = true;
         j->grant.code = xstrdup(in->grant->code);
@@ -978,8 +978,6 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
         j->grant.code_verifier =
             in->grant->code_verifier != NULL ? xstrdup(in->grant->code_verifier) : NULL;
     }
-    j->refresh_token = in->refresh_token != NULL ? xstrdup(in->refresh_token) : NULL;
-    j->prior = in->prior != NULL ? json_deep_copy(in->prior) : NULL;
     j->provider = in->provider;
     j->default_expires_in_s = in->provider->default_expires_in_s > 0
                                   ? in->provider->default_expires_in_s

@@ -51,11 +51,6 @@ struct oauth_cc_input {
     const char *client_id;           /* OAUTH2_CC; "" for TWO_STEP */
     const char *client_secret;       /* OAUTH2_CC; "" for TWO_STEP */
     const json_t *credentials; /* TWO_STEP: the user's credential fields (borrowed); else NULL */
-    /* OAUTH2: the authorization code to exchange (borrowed), else NULL. The body gets
-       grant_type=authorization_code (unless token_params set one), code, redirect_uri and
-       code_verifier, no scope; the result is Nango's OAUTH2 credentials {type, access_token,
-       refresh_token, expires_at, raw}. */
-    const struct oauth_cc_grant *grant;
     /*
      * OAUTH2 (authorization code) refresh: the stored refresh token; NULL for every other
      * request. The request is then grant_type=refresh_token to refresh_url (else token_url) with
@@ -64,6 +59,11 @@ struct oauth_cc_input {
      */
     const char *refresh_token;
     const json_t *prior; /* refresh: the stored OAUTH2 credentials, carried over (borrowed) */
+    /* OAUTH2: the authorization code to exchange (borrowed), else NULL. The body gets
+       grant_type=authorization_code (unless token_params set one), code, redirect_uri and
+       code_verifier, no scope; the result is Nango's OAUTH2 credentials {type, access_token,
+       refresh_token, expires_at, raw}. */
+    const struct oauth_cc_grant *grant;
 };
 
 enum oauth_cc_outcome {

@@ -411,6 +411,49 @@ done_after_rename(struct refresher *rf, struct flight *f, const struct oauth_cc_
     return rc;
 }
 
+/*
+ * Our refresh_done lost (LATCH_E_CONFLICT) after the provider rotated the refresh token: our
+ * token request outlived the lease, another refresher took it over, sent the refresh token we had
+ * already used and was refused (the row now records that failure). Our answer holds the only
+ * refresh token the provider still accepts: take the lease again and store it, unless a newer
+ * token was stored meanwhile (a success, which wins as always).
+ */
+static latch_rc
+done_over_failure(struct refresher *rf, struct flight *f, const struct oauth_cc_result *res,
+                  int64_t *newv)
+{
+    struct store_connection row;
+    struct creds_owner o;
+    char *sealed = NULL;
+    int64_t v = 0;
+    latch_rc rc;
+
+    memset(&row, 0, sizeof row);
+    rc = store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row);
+    if (rc != LATCH_OK)
+        return rc;
+    if (!row.needs_reauth && row.refresh_attempts == 0) {
+        store_connection_clear(&row);
+        return LATCH_E_CONFLICT;
+    }
+    rc = store_connection_lease(rf->o.store, f->conn_id, f->owner, rf->o.lease_ms, &v);
+    if (rc == LATCH_OK) {
+        o = creds_owner_of(&row);
+        rc = creds_seal(rf->o.vault, &o, res->creds, &sealed);
+        if (rc == LATCH_OK)
+            rc = store_connection_refresh_done(rf->o.store, f->conn_id, f->owner, v, sealed,
+                                               res->expires_at, newv);
+        else
+            (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
+        free(sealed);
+        if (rc == LATCH_OK)
+            log_warn("rotated token stored over a racing refresher's failure", "conn_row=%lld",
+                     (long long)f->conn_id);
+    }
+    store_connection_clear(&row);
+    return rc;
+}
+
 /* The operations log row of a token request (ids, codes and timings only). */
 static void
 record_refresh(struct flight *f, const struct oauth_cc_result *res)
@@ -487,6 +530,8 @@ on_exchange(struct oauth_cc_result *res, void *ud)
         }
         if (rc == LATCH_E_CONFLICT)
             rc = done_after_rename(rf, f, res, &newv);
+        if (rc == LATCH_E_CONFLICT && res->rotated)
+            rc = done_over_failure(rf, f, res, &newv);
         if (rc == LATCH_OK) {
             log_info("token refreshed", "conn_row=%lld version=%lld rotated=%d",
                      (long long)f->conn_id, (long long)newv, res->rotated ? 1 : 0);
@@ -519,6 +564,27 @@ on_exchange(struct oauth_cc_result *res, void *ud)
         rc = store_connection_refresh_failed(rf->o.store, f->conn_id, f->owner, ej, next,
                                              res->terminal);
         free(ej);
+        if (rc == LATCH_E_CONFLICT) {
+            /*
+             * Our lease expired during the request and another refresher took over: if it stored
+             * a fresh token (with a rotating provider, it used the refresh token first and ours
+             * was refused for that), that token is the answer, not our failure.
+             */
+            struct store_connection row;
+            bool fresh;
+
+            memset(&row, 0, sizeof row);
+            fresh =
+                store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row) == LATCH_OK &&
+                !row.needs_reauth && row.version != f->lease_version && is_fresh(rf, &row, now);
+            store_connection_clear(&row);
+            if (fresh) {
+                log_warn("token refresh failed after losing the lease; serving the newer token",
+                         "conn_row=%lld reason=%s", (long long)f->conn_id, res->reason);
+                finish_with_row(rf, f);
+                return;
+            }
+        }
         log_warn("token refresh failed", "conn_row=%lld reason=%s terminal=%d attempts=%d",
                  (long long)f->conn_id, res->reason, res->terminal ? 1 : 0, attempts);
         if (res->terminal && !was_reauth && rc == LATCH_OK) {
@@ -604,6 +670,10 @@ run_oauth2(struct flight *f, const struct catalog_provider *p, const struct stor
                            "the %s token with. Set them on the integration (credentials).",
                            row->provider_config_key, catalog_display_name(p));
             set_err(&r, REFRESH_NEEDS_REAUTH, msg);
+        } else if (rc == LATCH_E_CRYPTO) {
+            set_err(&r, REFRESH_CREDS_UNREADABLE,
+                    "The integration's app credentials could not be decrypted with the "
+                    "configured keys.");
         } else {
             set_err(&r, REFRESH_STORE_UNAVAILABLE, "");
         }

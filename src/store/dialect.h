@@ -124,6 +124,8 @@ enum st_id {
     ST_OST_INSERT,
     ST_OST_TAKE,
     ST_OST_PURGE,
+    ST_RS_INT_SCAN,
+    ST_RS_INT_CAS,
     ST__COUNT
 };
 

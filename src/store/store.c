@@ -1876,6 +1876,8 @@ struct rs_source {
 static const struct rs_source rs_sources[] = {
     {"connections", "credentials", ST_RS_CONN_SCAN, ST_RS_CONN_CAS, false},
     {"environments", "webhook_key", ST_RS_ENV_SCAN, ST_RS_ENV_CAS, false},
+    /* an OAuth app's credentials: bound to env + unique_key (ref.env_id, provider_config_key) */
+    {"integrations", "credentials", ST_RS_INT_SCAN, ST_RS_INT_CAS, false},
     {"meta", "value", ST_RS_META_SCAN, ST_RS_META_CAS, true},
 };
 
@@ -1919,6 +1921,12 @@ rs_scan(const struct dialect *d, struct db_conn *c, const struct rs_source *src,
             it->env_id = d->col_i64(c, 3);
             it->pck = d->col_str(c, 4);
             it->cid = d->col_str(c, 5);
+        } else if (src->scan == ST_RS_INT_SCAN) {
+            it->id = d->col_i64(c, 0);
+            it->row = xasprintf("%" PRId64, it->id);
+            it->sealed = d->col_str(c, 1);
+            it->env_id = d->col_i64(c, 2);
+            it->pck = d->col_str(c, 3);
         } else if (src->scan == ST_RS_ENV_SCAN) {
             it->id = d->col_i64(c, 0);
             it->row = xasprintf("%" PRId64, it->id);

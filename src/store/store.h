@@ -350,11 +350,12 @@ latch_rc store_ops_count(struct store *s, int64_t *n);
 
 /* ---- key rotation: every sealed column, one row at a time ---- */
 struct store_sealed_ref {
-    const char *table; /* "connections", "environments", "meta" */
+    const char *table; /* "connections", "environments", "integrations", "meta" */
     const char *row;   /* uid / id / key as text, used in the AAD */
     const char *column;
     const char *sealed; /* current envelope */
-    /* connections only (else 0 / NULL): the owner the credentials are bound to */
+    /* connections (integrations: env_id and provider_config_key = unique_key; else 0 / NULL):
+       the owner the credentials are bound to */
     int64_t env_id;
     const char *provider_config_key;
     const char *connection_id;

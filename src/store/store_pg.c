@@ -247,6 +247,11 @@ static const char *const st_sql[ST__COUNT] = {
                       "$7::text, $8::bigint, $9::bigint) RETURNING id",
     [ST_OST_TAKE] = "DELETE FROM oauth_states WHERE state_hash = $1::bytea RETURNING " OST_COLS,
     [ST_OST_PURGE] = "DELETE FROM oauth_states WHERE expires_at <= $1::bigint",
+    [ST_RS_INT_SCAN] = "SELECT id, credentials_sealed, env_id, unique_key FROM integrations "
+                       "WHERE id > $1::bigint AND credentials_sealed IS NOT NULL ORDER BY id "
+                       "LIMIT $2::bigint",
+    [ST_RS_INT_CAS] = "UPDATE integrations SET credentials_sealed = $2::text "
+                      "WHERE id = $1::bigint AND credentials_sealed = $3::text",
     [ST_WH_INSERT] = "INSERT INTO webhook_outbox(env_id, url, body, next_attempt_at, created_at) "
                      "VALUES ($1::bigint, $2::text, $3::text, $4::bigint, $4::bigint) RETURNING id",
     /* SKIP LOCKED: concurrent claimers (other nodes) pass over rows being claimed right

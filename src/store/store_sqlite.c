@@ -190,6 +190,10 @@ static const char *const st_sql[ST__COUNT] = {
     /* the take is the claim: of two callbacks with one state, one deletes the row */
     [ST_OST_TAKE] = "DELETE FROM oauth_states WHERE state_hash = ?1 RETURNING " OST_COLS,
     [ST_OST_PURGE] = "DELETE FROM oauth_states WHERE expires_at <= ?1",
+    [ST_RS_INT_SCAN] = "SELECT id, credentials_sealed, env_id, unique_key FROM integrations "
+                       "WHERE id > ?1 AND credentials_sealed IS NOT NULL ORDER BY id LIMIT ?2",
+    [ST_RS_INT_CAS] = "UPDATE integrations SET credentials_sealed = ?2 "
+                      "WHERE id = ?1 AND credentials_sealed = ?3",
     [ST_WH_INSERT] = "INSERT INTO webhook_outbox(env_id, url, body, next_attempt_at, created_at) "
                      "VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
     [ST_WH_CLAIM] = "UPDATE webhook_outbox SET claim_owner = ?1, claim_until = ?2 + ?3 "

@@ -696,6 +696,7 @@ struct fault {
     unsigned long hits;
     char *body; /* owned; NULL = default body */
     uint64_t huge_bytes;
+    bool after_grant; /* token: run a code/refresh grant first, then the fault (a lost answer) */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -2173,6 +2174,7 @@ token_finish(struct MHD_Connection *c, struct req *r, const char *method)
     enum MHD_Result ret;
     char tok[TOK_LEN + 1];
     char rt[FAKE_RTOK_LEN + 1] = "";
+    bool granted = false;
     int64_t exp;
     int life;
     struct sbuf b;
@@ -2181,6 +2183,11 @@ token_finish(struct MHD_Connection *c, struct req *r, const char *method)
     if (inst < 0)
         return respond_misdirected(c);
     token_evaluate(c, r, method, inst, &o);
+    if (o.error == NULL && o.grant != GR_CC && r->fault.after_grant) {
+        /* the grant is consumed, then the answer is delayed or lost */
+        grant_run(&o, rt);
+        granted = true;
+    }
     if (fault_apply(c, r, FT_TOKEN, &ret))
         return ret;
     if (o.error != NULL) {
@@ -2196,7 +2203,7 @@ token_finish(struct MHD_Connection *c, struct req *r, const char *method)
         }
         return respond_oauth_error(c, o.status, o.error, o.desc, o.basic);
     }
-    if (o.grant != GR_CC) {
+    if (o.grant != GR_CC && !granted) {
         grant_run(&o, rt);
         if (o.error != NULL)
             return respond_oauth_error(c, o.status, o.error, o.desc, o.basic);
@@ -3383,6 +3390,7 @@ ctl_fault(struct MHD_Connection *c, struct req *r)
         snprintf(msg, sizeof msg, "retry_after must be a string or an integer");
         goto bad;
     }
+    f.after_grant = json_is_true(json_object_get(o, "after_grant"));
     v = json_object_get(o, "count");
     if (v != NULL) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||

@@ -296,6 +296,13 @@ for (const plain of [false, true]) {
       assert.equal(r.status, 200, 'the refresh token survives a faulted request');
       const st = await fake.stats();
       assert.equal(st.refresh_grants_ok, 2);
+      // after_grant: the grant is consumed, then the answer is lost
+      await fake.fault({ target: 'token', mode: 'status', status: 502, count: 1, after_grant: true });
+      const lost = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: r.json.refresh_token });
+      assert.equal(lost.status, 502);
+      const dead = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: r.json.refresh_token });
+      assert.equal(dead.json.error, 'invalid_grant', 'after_grant consumed the refresh token');
+      r = { json: await fake.codeFlowTokens() };
       // revocation
       const rv = await fake.revokeRefresh(DEFAULT_CLIENT.client_id);
       assert.ok(rv.revoked >= 1);

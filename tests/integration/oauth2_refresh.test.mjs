@@ -134,6 +134,62 @@ test('two latch processes on one database: one refresh of an expired rotating to
   }
 });
 
+test('a token request that outlives the lease: the takeover wins, the late invalid_grant serves its token', async () => {
+  // A's request waits 2.5 s at the provider before the grant runs; B takes the expired 800 ms
+  // lease, refreshes with the same refresh token first; A is then refused (invalid_grant)
+  await s.restartLatch('SIGTERM', { LATCH_REFRESH_LEASE_MS: '800' });
+  const b = await startLatch({ dir: s.dir, env: { ...s.env, LATCH_REFRESH_LEASE_MS: '800' } });
+  try {
+    const { id } = await importConn();
+    await s.fake.fault({ target: 'token', mode: 'delay', delay_ms: 2500, count: 1 });
+    const hdr = { authorization: `Bearer ${s.secretKey}` };
+    const [ra, rb] = await Promise.all([
+      s.api('GET', getPath(id)),
+      (async () => { await sleep(1200); return request(`${b.url}${getPath(id)}`, { headers: hdr }); })(),
+    ]);
+    assert.equal(rb.status, 200, rb.body.toString());
+    assert.equal(ra.status, 200, ra.text);
+    assert.equal(ra.json.credentials.access_token, rb.json.credentials.access_token, 'A serves B\u2019s token');
+    const final = await s.api('GET', getPath(id));
+    assert.deepEqual(final.json.errors, []);
+    assert.equal(final.json.credentials.refresh_token, rb.json.credentials.refresh_token);
+    assert.equal((await refreshGrant(final.json.credentials.refresh_token)).status, 200, 'the stored refresh token is the live one');
+  } finally {
+    await s.fake.clearFaults();
+    await b.stop();
+    await s.restartLatch('SIGTERM');
+  }
+});
+
+test('a rotated answer that arrives after another refresher was refused is stored over that failure', async () => {
+  // A's grant is consumed at once but its answer takes 2.5 s; B takes the expired lease, sends the
+  // now dead refresh token and records invalid_grant; A's answer holds the only live refresh token
+  await s.restartLatch('SIGTERM', { LATCH_REFRESH_LEASE_MS: '800' });
+  const b = await startLatch({ dir: s.dir, env: { ...s.env, LATCH_REFRESH_LEASE_MS: '800' } });
+  try {
+    const { id } = await importConn();
+    await s.fake.fault({ target: 'token', mode: 'delay', delay_ms: 2500, count: 1, after_grant: true });
+    const hdr = { authorization: `Bearer ${s.secretKey}` };
+    const [ra, rb] = await Promise.all([
+      s.api('GET', getPath(id)),
+      (async () => { await sleep(1200); return request(`${b.url}${getPath(id)}`, { headers: hdr }); })(),
+    ]);
+    assert.equal(rb.status, 424, 'B was refused: the refresh token was already used');
+    assert.equal(ra.status, 200, ra.text);
+    const final = await s.api('GET', getPath(id));
+    assert.equal(final.status, 200, final.text);
+    assert.deepEqual(final.json.errors, [], 'needs_reauth cleared by the stored rotation');
+    assert.equal(final.json.credentials.refresh_token, ra.json.credentials.refresh_token);
+    assert.match(s.logs(), /rotated token stored over a racing refresher's failure/);
+    const next = await s.api('GET', getPath(id, { force: true }));
+    assert.equal(next.status, 200, 'and it refreshes again');
+  } finally {
+    await s.fake.clearFaults();
+    await b.stop();
+    await s.restartLatch('SIGTERM');
+  }
+});
+
 test('a revoked refresh token: needs re-authorisation, failure webhook, no more requests; reconnect clears it', async () => {
   const { id } = await importConn();
   await s.fake.revokeRefresh(DEFAULT_CLIENT.client_id);
@@ -231,6 +287,29 @@ test('no app credentials anywhere: a clear error, nothing marked on the connecti
   assert.deepEqual(list.json.connections[0].errors, []);
 });
 
+test('the integration\u2019s app credentials refresh a connection without config_override; a wrong secret is terminal', async () => {
+  const key = 'ninja-oauth2-app';
+  let r = await s.api('POST', '/integrations', {
+    provider: 'ninjaone-rmm-oauth2', unique_key: key,
+    credentials: { type: 'OAUTH2', client_id: DEFAULT_CLIENT.client_id, client_secret: DEFAULT_CLIENT.client_secret, scopes: 'monitoring,offline_access' },
+  });
+  assert.equal(r.status, 200, r.text);
+  const { id, tokens } = await importConn({ key, override: false });
+  r = await s.api('GET', getPath(id, { key }));
+  assert.equal(r.status, 200, r.text);
+  assert.notEqual(r.json.credentials.refresh_token, tokens.refresh_token);
+  const last = await s.fake.lastTokenRequest();
+  assert.equal(last.form.client_id, DEFAULT_CLIENT.client_id);
+  assert.equal(last.secret_ok, true);
+  // the app's secret changes at the provider: invalid_client is terminal and names the integration's app
+  r = await s.api('PATCH', `/integrations/${key}`, { credentials: { type: 'OAUTH2', client_id: DEFAULT_CLIENT.client_id, client_secret: 'wrong-secret-0123456789' } });
+  assert.equal(r.status, 200, r.text);
+  r = await s.api('GET', getPath(id, { key, force: true }));
+  assert.equal(r.status, 424, r.text);
+  assert.equal(r.json.error.code, 'invalid_credentials');
+  assert.match(r.json.error.message, /NinjaOne RMM \(OAuth2\) rejected the integration's Client ID and Client Secret \(invalid_client\)/);
+});
+
 test('token_request_auth_method basic, refresh_url and refresh_params', async () => {
   const { id, tokens } = await importConn({ key: BASIC_KEY });
   const r = await s.api('GET', getPath(id, { key: BASIC_KEY }));
@@ -245,4 +324,74 @@ test('token_request_auth_method basic, refresh_url and refresh_params', async ()
   assert.equal(last.form.audience, undefined, 'token_params are not (refresh_params given)');
   assert.equal(last.form.client_secret, undefined, 'the secret is in the Basic header only');
   assert.equal(last.form.scope, undefined);
+});
+
+test('end to end with latch\u2019s own ninjaone-rmm-oauth2: /oauth/connect -> the fake\u2019s consent -> callback -> refresh with rotation', async () => {
+  // the built-in catalogue (overlay entry ninjaone-rmm-oauth2), not the test providers file
+  const env = { ...s.env };
+  delete env.LATCH_PROVIDERS_FILE;
+  // same database and key (PostgreSQL: one server per stack); the catalogue is this process's own
+  const node = await startLatch({ dir: s.dir, env });
+  const call = (method, p, body) => request(`${node.url}${p}`, {
+    method, headers: { authorization: `Bearer ${s.secretKey}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  try {
+    let r = await call('POST', '/integrations', {
+      provider: 'ninjaone-rmm-oauth2', unique_key: 'ninjaone-rmm-oauth2',
+      credentials: { type: 'OAUTH2', client_id: DEFAULT_CLIENT.client_id, client_secret: DEFAULT_CLIENT.client_secret, scopes: 'monitoring,management,offline_access' },
+    });
+    assert.equal(r.status, 200, r.body.toString());
+    r = await call('POST', '/connect/sessions', { end_user: { id: 'e2e' } });
+    assert.equal(r.status, 201, r.body.toString());
+    const token = r.json.data.token;
+    const q = new URLSearchParams({ connect_session_token: token, 'params[instance]': DEFAULT_CLIENT.instance });
+    const c = await fetch(`${node.url}/oauth/connect/ninjaone-rmm-oauth2?${q}`, { redirect: 'manual' });
+    assert.equal(c.status, 302, await c.text());
+    const auth = new URL(c.headers.get('location'));
+    assert.equal(auth.host, DEFAULT_CLIENT.instance);
+    assert.equal(auth.pathname, '/ws/oauth/authorize');
+    assert.equal(auth.searchParams.get('code_challenge_method'), 'S256');
+    assert.match(auth.searchParams.get('scope'), /offline_access/);
+    // the browser at the fake NinjaOne: auto-approved, redirected back with code and state
+    const consent = await s.fake.request('GET', `${auth.pathname}${auth.search}`, { host: auth.host });
+    assert.equal(consent.status, 302, consent.text);
+    const back = new URL(consent.headers.location);
+    assert.ok(back.searchParams.get('code') && back.searchParams.get('state'));
+    const cb = await fetch(`${node.url}/oauth/callback${back.search}`);
+    const page = await cb.text();
+    assert.equal(cb.status, 200, page);
+    const codeGrants = (await stats()).code_grants;
+    assert.ok(codeGrants >= 1);
+    r = await call('GET', '/connections?integrationId=ninjaone-rmm-oauth2');
+    const id = r.json.connections[0].connection_id;
+    const path1 = `/connections/${id}?provider_config_key=ninjaone-rmm-oauth2&refresh_token=true`;
+    const a = await call('GET', path1);
+    assert.equal(a.status, 200, a.body.toString());
+    assert.equal(a.json.credentials.type, 'OAUTH2');
+    assert.ok(a.json.credentials.refresh_token, 'offline_access gave a refresh token');
+    const b = await call('GET', `${path1}&force_refresh=true`);
+    assert.equal(b.status, 200, b.body.toString());
+    assert.notEqual(b.json.credentials.refresh_token, a.json.credentials.refresh_token, 'rotated');
+    assert.equal((await refreshGrant(a.json.credentials.refresh_token)).json?.error, 'invalid_grant');
+    const last = await s.fake.lastTokenRequest();
+    assert.equal(last.form.grant_type, 'refresh_token');
+    assert.equal(last.secret_ok, true, 'the integration\u2019s app credentials');
+    const px = await request(`${node.url}/proxy/v2/organizations`, { headers: { authorization: `Bearer ${s.secretKey}`, 'connection-id': id, 'provider-config-key': 'ninjaone-rmm-oauth2' } });
+    assert.equal(px.status, 200, px.body.toString());
+    // the user refuses consent: the callback page says so in words
+    await s.fake.setAuthorizeDeny(true);
+    r = await call('POST', '/connect/sessions', { end_user: { id: 'e2e-2' } });
+    const q2 = new URLSearchParams({ connect_session_token: r.json.data.token, 'params[instance]': DEFAULT_CLIENT.instance });
+    const c2 = await fetch(`${node.url}/oauth/connect/ninjaone-rmm-oauth2?${q2}`, { redirect: 'manual' });
+    assert.equal(c2.status, 302, await c2.text());
+    const auth2 = new URL(c2.headers.get('location'));
+    const denied = await s.fake.request('GET', `${auth2.pathname}${auth2.search}`, { host: auth2.host });
+    const back2 = new URL(denied.headers.location);
+    assert.equal(back2.searchParams.get('error'), 'access_denied');
+    const cb2 = await fetch(`${node.url}/oauth/callback${back2.search}`);
+    assert.match(await cb2.text(), /access_denied|denied|refused/i);
+  } finally {
+    await s.fake.setAuthorizeDeny(false);
+    await node.stop();
+  }
 });

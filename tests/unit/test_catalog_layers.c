@@ -58,9 +58,15 @@ test_layers(void **state)
     p = catalog_find(c, "sophos-central");
     assert_false(p->linkable);
     assert_non_null(strstr(p->unlinkable_reason, "post-connection script"));
+    /* OAUTH2 (authorization code) is linked, but xero needs Nango's post-connection script */
     p = catalog_find(c, "xero");
     assert_false(p->linkable);
-    assert_non_null(strstr(p->unlinkable_reason, "OAUTH2"));
+    assert_non_null(strstr(p->unlinkable_reason, "post-connection script"));
+    p = catalog_find(c, "ninjaone-rmm-oauth2");
+    assert_non_null(p);
+    assert_true(p->linkable);
+    assert_string_equal(p->display_name, "NinjaOne RMM (OAuth2)");
+    assert_int_equal(p->connection_config[0].n_enum, 5);
     for (size_t m = 0; modes[m] != NULL; m++) {
         size_t all = 0, yes = 0;
 

@@ -34,14 +34,16 @@
 #include "util/clock.h"
 
 /* The schema version this binary migrates to (both backends). */
-#define STORE_TEST_SCHEMA 4
+#define STORE_TEST_SCHEMA 5
 /* What else a rollback to schema 1 must undo (SQLite also keeps the version in a pragma). */
 #ifdef STORE_TEST_PG
 #define ROLLBACK_TO_V1_TAIL                                                                        \
-    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3;"
+    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3; DROP TABLE "         \
+    "oauth_states; ALTER TABLE integrations DROP COLUMN credentials_sealed;"
 #else
 #define ROLLBACK_TO_V1_TAIL                                                                        \
-    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3; PRAGMA "             \
+    " DROP TABLE operations; DELETE FROM schema_migrations WHERE version = 3; DROP TABLE "         \
+    "oauth_states; ALTER TABLE integrations DROP COLUMN credentials_sealed; PRAGMA "               \
     "user_version = 1;"
 #endif
 
@@ -1105,7 +1107,7 @@ test_migrate_from_v1_keeps_last_fetched(void **state)
     int64_t id, v = 0, *ids = NULL, *envs = NULL;
     int64_t now = latch_now_ms();
     size_t n = 0;
-    char sql[384];
+    char sql[640];
 
     add_integration(f->s, f->env, "ninja");
     id = add_conn(f->s, f->env, "ninja", "old", NULL, NULL);
@@ -1150,6 +1152,58 @@ test_migrate_from_v1_keeps_last_fetched(void **state)
     store_connection_clear(&g);
     assert_activity_rows(f, id, 1);
     store_close(s);
+}
+
+/* ---- OAuth2 states: taken once, even by two takers at the same time ---- */
+
+static void
+test_oauth_states(void **state)
+{
+    struct fx *f = *state;
+    struct store_oauth_state x, g;
+    unsigned char h[32], h2[32], sh[32];
+    int64_t now = latch_now_ms();
+
+    memset(h, 0x11, sizeof h);
+    memset(h2, 0x22, sizeof h2);
+    memset(sh, 0x33, sizeof sh);
+    memset(&x, 0, sizeof x);
+    memcpy(x.state_hash, h, 32);
+    memcpy(x.session_hash, sh, 32);
+    x.env_id = f->env;
+    x.integration = "ninja";
+    x.connection_id = "c-1";
+    x.ws_client_id = "ws-1";
+    x.payload_sealed = "v1.sealed";
+    x.expires_at = now + 600000;
+    assert_int_equal(store_oauth_state_create(f->s, &x), LATCH_OK);
+    assert_true(x.id > 0);
+    assert_int_not_equal(store_oauth_state_create(f->s, &x), LATCH_OK); /* same hash */
+    assert_int_equal(store_oauth_state_take(f->s, h2, &g), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_oauth_state_take(f->s, h, &g), LATCH_OK);
+    assert_int_equal(g.env_id, f->env);
+    assert_memory_equal(g.session_hash, sh, 32);
+    assert_string_equal(g.integration, "ninja");
+    assert_string_equal(g.connection_id, "c-1");
+    assert_string_equal(g.ws_client_id, "ws-1");
+    assert_string_equal(g.payload_sealed, "v1.sealed");
+    assert_int_equal(g.expires_at, now + 600000);
+    store_oauth_state_clear(&g);
+    /* single use: the second take finds nothing */
+    assert_int_equal(store_oauth_state_take(f->s, h, &g), LATCH_E_NOT_FOUND);
+    /* expired rows are purged; live ones stay */
+    memcpy(x.state_hash, h2, 32);
+    x.ws_client_id = NULL;
+    x.expires_at = now - 1;
+    assert_int_equal(store_oauth_state_create(f->s, &x), LATCH_OK);
+    memcpy(x.state_hash, h, 32);
+    x.expires_at = now + 600000;
+    assert_int_equal(store_oauth_state_create(f->s, &x), LATCH_OK);
+    assert_int_equal(store_oauth_state_purge_expired(f->s, now), LATCH_OK);
+    assert_int_equal(store_oauth_state_take(f->s, h2, &g), LATCH_E_NOT_FOUND);
+    assert_int_equal(store_oauth_state_take(f->s, h, &g), LATCH_OK);
+    assert_null(g.ws_client_id);
+    store_oauth_state_clear(&g);
 }
 
 /* ---- sessions ---- */
@@ -1625,7 +1679,7 @@ test_export_import_roundtrip(void **state)
     fill_store(src);
     d1 = export_tmp(src);
     t1 = slurp(d1);
-    assert_non_null(strstr(t1, "{\"latch_export\":1,\"schema_version\":4}\n"));
+    assert_non_null(strstr(t1, "{\"latch_export\":1,\"schema_version\":5}\n"));
     assert_non_null(strstr(t1, "\"table\":\"connections\""));
     assert_non_null(strstr(t1, "\"credentials_sealed\":\"v1.BBBB.refreshed\""));
     assert_non_null(strstr(t1, "\"end\":true,\"rows\":9}"));
@@ -1714,10 +1768,10 @@ test_export_import_roundtrip(void **state)
     fclose(bad);
     /* So is a row with a column this schema does not have, or of the wrong type. */
     static const char *const bad_dumps[] = {
-        "{\"latch_export\":1,\"schema_version\":4}\n"
+        "{\"latch_export\":1,\"schema_version\":5}\n"
         "{\"table\":\"meta\",\"row\":{\"key\":\"a\",\"value\":\"b\",\"extra\":1}}\n"
         "{\"end\":true,\"rows\":1}\n",
-        "{\"latch_export\":1,\"schema_version\":4}\n"
+        "{\"latch_export\":1,\"schema_version\":5}\n"
         "{\"table\":\"environments\",\"row\":{\"id\":\"1\",\"name\":\"dev\"}}\n"
         "{\"end\":true,\"rows\":1}\n",
         "{\"latch_export\":1,\"schema_version\":9}\n{\"end\":true,\"rows\":0}\n",
@@ -1826,7 +1880,7 @@ test_pg_nodes_migrate_together(void **state)
      * against the distinct versions, not a number: migration 3 may not exist on this branch.)
      */
     assert_int_equal(pg_admin("multi", "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) "
-                                       "<> 4 THEN RAISE 'dup'; END IF; END $$"),
+                                       "<> 5 THEN RAISE 'dup'; END IF; END $$"),
                      0);
     assert_int_equal(store_env_create(s, "dev", &e), LATCH_OK);
     store_env_clear(&e);
@@ -2115,6 +2169,7 @@ main(void)
         T(test_due_for_refresh),
         T(test_migrate_from_v1_keeps_last_fetched),
         T(test_sessions),
+        T(test_oauth_states),
         T(test_outbox),
         T(test_reseal_all_cas),
         T(test_concurrent_refresh),
