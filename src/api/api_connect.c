@@ -316,7 +316,7 @@ api_connect_session_get(struct api_ctx *c)
     json_decref(org);
     if (s->connection_row_id != 0)
         json_object_set_new(data, "isReconnecting", json_true());
-    json_object_set_new(data, "websocketsPath", json_string("/"));
+    json_object_set_new(data, "websocketsPath", json_string(c->deps->cfg->ws_path));
     api_reply(c, 200, json_pack("{s:o}", "data", data));
 }
 

@@ -62,8 +62,10 @@ struct ws_client {
 
     /* hub thread only */
     uint64_t start_ms, last_rx_ms, last_ping_ms, close_at_ms;
-    bool closing;          /* a close frame is queued or sent: drop at close_at_ms at the latest */
-    bool close_after_send; /* a published message is queued: close once it is out */
+    bool closing;          /* closing: dropped at close_at_ms at the latest */
+    bool close_queued;     /* our close frame is queued (or sent) */
+    bool close_after_send; /* a published message: close once it is out (wslay sends control
+                              frames before data frames, so the close cannot be queued with it) */
     bool refused;          /* over max_clients at adoption: closed at once, never counted */
     bool in_epoll;
     uint32_t events; /* registered epoll events */
@@ -327,15 +329,25 @@ client_drop(struct ws_hub *h, struct ws_client *c, const char *why)
     client_free(c);
 }
 
+/* Hub thread: the socket has WS_CLOSE_WAIT_MS left to finish. */
+static void
+client_closing(struct ws_client *c)
+{
+    if (!c->closing) {
+        c->closing = true;
+        c->close_at_ms = now_ms() + WS_CLOSE_WAIT_MS;
+    }
+}
+
 /* Hub thread: queues a close frame (once) and gives the peer WS_CLOSE_WAIT_MS to answer. */
 static void
 client_close(struct ws_client *c, uint16_t code, const char *reason)
 {
-    if (!c->closing) {
+    if (!c->close_queued) {
         (void)wslay_event_queue_close(c->ctx, code, (const uint8_t *)reason, strlen(reason));
-        c->closing = true;
-        c->close_at_ms = now_ms() + WS_CLOSE_WAIT_MS;
+        c->close_queued = true;
     }
+    client_closing(c);
 }
 
 /* Hub thread: sends what wslay has queued, reads what arrived; false when the socket is done. */
@@ -346,10 +358,6 @@ client_pump(struct ws_client *c, bool readable)
         return false;
     if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
         return false;
-    /*
-     * wslay sends queued control frames before queued messages: a close queued together with the
-     * published message would go out first and the message never. Close once it is out.
-     */
     if (c->close_after_send && wslay_event_get_queued_msg_count(c->ctx) == 0) {
         c->close_after_send = false;
         client_close(c, 1000, "done");
@@ -415,7 +423,7 @@ client_start(struct ws_hub *h, struct ws_client *c, bool stopping)
     }
     wslay_event_config_set_max_recv_msg_length(c->ctx, WS_MAX_CLIENT_MSG);
     if (stopping || c->refused) {
-        client_close(c, c->refused ? 1013 : 1001,
+        client_close(c, c->refused ? 1008 : 1001,
                      c->refused ? "try again later" : "server stopping");
     } else {
         (void)snprintf(ack, sizeof ack,
@@ -486,10 +494,12 @@ drain_queues(struct ws_hub *h)
         c->outbox = NULL;
         unlock(&h->mu);
         if (msg != NULL && !c->closing) {
-            if (queue_text(c, msg))
+            if (queue_text(c, msg)) {
                 c->close_after_send = true;
-            else
+                client_closing(c);
+            } else {
                 client_close(c, 1011, "cannot send");
+            }
         }
         free(msg);
         if (!client_pump(c, false))

@@ -30,6 +30,10 @@ before(async () => {
       LATCH_WS_IDLE_S: String(IDLE_S),
       LATCH_WS_MAX_CLIENTS: String(MAX_CLIENTS),
       LATCH_METRICS_BIND: `127.0.0.1:${metricsPort}`,
+      // short HTTP deadlines: an upgraded socket must outlive them (the reaper and MHD's idle
+      // timeout leave it alone), which the idle test's live client checks
+      LATCH_HEADER_TIMEOUT_S: '1',
+      LATCH_CONNECTION_TIMEOUT_S: '1',
     },
   });
 });
@@ -62,6 +66,13 @@ async function wsClientsGauge() {
   const m = /^latch_ws_clients (\d+)/m.exec(text);
   assert.ok(m, 'latch_ws_clients on /metrics');
   return Number(m[1]);
+}
+
+/** The promise's value, or a failure after ms (a broken bound must fail, not hang). */
+function within(promise, ms, what) {
+  let t;
+  return Promise.race([promise.finally(() => clearTimeout(t)),
+    new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), ms); })]);
 }
 
 async function waitFor(pred, ms, what) {
@@ -148,13 +159,13 @@ test('malformed handshakes get a 4xx JSON error and a close, never a 5xx or a cr
 test('a message or frame larger than the limit closes the socket with 1009', async () => {
   const a = await connect();
   a.ws.send('x'.repeat(4096));
-  assert.equal((await a.closed).code, 1009);
+  assert.equal((await within(a.closed, 10000, 'the close after a large message')).code, 1009);
   // a frame header announcing 2^40 bytes: closed at once, nothing buffered
   const b = await connect();
   const sock = b.ws._socket;
   const hdr = Buffer.from([0x82, 0xff, 0, 0, 0x01, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
   sock.write(hdr);
-  const c = await b.closed;
+  const c = await within(b.closed, 10000, 'the close after a huge frame header');
   assert.ok(c.code === 1009 || c.code === 1006, `closed: ${c.code}`);
   assert.equal((await fetch(`${l.url}/health`)).status, 200);
 });
@@ -163,7 +174,7 @@ test('a client that answers no ping is dropped after the idle time; one that ans
   const dead = await connect({ autoPong: false });
   const live = await connect();
   const t0 = Date.now();
-  const c = await dead.closed;
+  const c = await within(dead.closed, IDLE_S * 1000 * 5 + 10000, 'the idle client to be dropped');
   const took = Date.now() - t0;
   assert.ok(took >= IDLE_S * 1000 - 500, `dropped after ${took} ms`);
   assert.ok([1001, 1006].includes(c.code), `close code ${c.code}`);
