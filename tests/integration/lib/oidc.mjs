@@ -135,7 +135,7 @@ export async function startOidc({ redirectUri, bind, authMethod = 'client_secret
   });
   provider.on('server_error', (_ctx, err) => { grantErrors.push({ grant_type: 'server_error', error: String(err?.stack || err) }); });
   provider.on('grant.error', (ctx, err) => {
-    grantErrors.push({ grant_type: ctx.oidc?.params?.grant_type, error: err.error, description: err.error_description });
+    grantErrors.push({ at: Date.now(), grant_type: ctx.oidc?.params?.grant_type, error: err.error, description: err.error_description, refresh_token: ctx.oidc?.params?.refresh_token });
   });
   provider.on('grant.success', (ctx) => {
     const gt = ctx.oidc.params.grant_type;
