@@ -611,7 +611,9 @@ api_dispatch(struct http_req *req, void *depsv)
      */
     if (!c->authenticated && !api_authenticate(c, r->auth))
         return;
-    if (c->by_session && api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
+    /* the OAuth callback is unauthenticated: the per-IP bucket bounds it (writes: a DELETE) */
+    if ((c->by_session || (r->flags & API_PAGE)) &&
+        api_rate_limited(c, deps->rl_ip, http_req_client_ip(req)))
         return;
     if (c->env_id != 0 && !c->by_session) {
         char key[32];

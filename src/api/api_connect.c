@@ -385,8 +385,8 @@ params_cb(const char *k, const char *v, void *ud)
     return true;
 }
 
-static unsigned
-status_for(enum oauth_cc_outcome o)
+unsigned
+link_status_for(enum oauth_cc_outcome o)
 {
     switch (o) {
     case OCC_TIMEOUT:
@@ -489,7 +489,7 @@ link_fail(struct link_job *j, struct oauth_cc_result *res)
 
     (void)snprintf(msg, sizeof msg, "Failed to fetch %s token: %s",
                    j->creds != NULL ? "the" : "client credentials", res->message);
-    link_answer_failure(j, status_for(res->outcome), "client_credentials_fetch_error", msg,
+    link_answer_failure(j, link_status_for(res->outcome), "client_credentials_fetch_error", msg,
                         res->reason);
 }
 

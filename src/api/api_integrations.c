@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
+#include "domain/oauth_code.h"
 #include "core/latch_limits.h"
 #include "crypto/vault.h"
 #include "util/json.h"
@@ -114,29 +115,6 @@ unique_key_ok(const char *s)
     return chars_ok(s, "~:.@ _-");
 }
 
-/* Nango's scopes pattern: ^[0-9a-zA-Z:/_.-]+(,[0-9a-zA-Z:/_.-]+)*$ */
-static bool
-scopes_ok(const char *s)
-{
-    bool prev_comma = true;
-
-    if (s[0] == '\0')
-        return false;
-    for (const char *q = s; *q != '\0'; q++) {
-        if (*q == ',') {
-            if (prev_comma)
-                return false;
-            prev_comma = true;
-            continue;
-        }
-        if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
-              strchr(":/_.-", *q) != NULL))
-            return false;
-        prev_comma = false;
-    }
-    return !prev_comma;
-}
-
 /* A bounded, NUL-free string member or NULL (absent/null); an issue when it is anything else. */
 static const char *
 cred_string(json_t *o, const char *k, size_t min, size_t max, json_t *errs)
@@ -193,7 +171,7 @@ read_app_credentials(struct api_ctx *c, json_t *v, struct store_integration *i, 
         if (json_array_size(errs) == before)
             api_issue(errs, "invalid_type", "Required", ip);
     }
-    if (scopes != NULL && scopes[0] != '\0' && !scopes_ok(scopes)) {
+    if (scopes != NULL && scopes[0] != '\0' && !oauth_scopes_ok(scopes)) {
         const char *const sp[] = {"credentials", "scopes", NULL};
 
         api_issue(errs, "invalid_string",

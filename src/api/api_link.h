@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "api/api.h"
+#include "domain/oauth_cc.h"
 
 struct catalog_provider;
 
@@ -42,6 +43,8 @@ struct link_job *link_begin(struct api_ctx *c, const char *mode);
 bool link_target(struct link_job *j);
 /* Stores the connection (creds borrowed), webhooks, answers; latch is stolen. */
 void link_store(struct link_job *j, const json_t *creds, int64_t expires_at, json_t *latch);
+/* The HTTP status of a failed token exchange: 504 timeout, 502 upstream, else 400. */
+unsigned link_status_for(enum oauth_cc_outcome o);
 /* A failed link: the failure webhook, then the error answer. */
 void link_answer_failure(struct link_job *j, unsigned status, const char *code, const char *message,
                          const char *reason);

@@ -182,19 +182,24 @@ str_or_null(const char *s)
     return s != NULL && s[0] != '\0' ? json_string(s) : json_null();
 }
 
-/* A ws_client_id as the hub makes them: short, [A-Za-z0-9-]. */
+/* 1..max characters of [A-Za-z0-9] and extra. */
 static bool
-ws_id_ok(const char *s)
+chars_ok(const char *s, size_t n, size_t max, const char *extra)
 {
-    size_t n = s != NULL ? strlen(s) : 0;
-
-    if (n == 0 || n >= 72)
+    if (s == NULL || n == 0 || n > max)
         return false;
     for (size_t i = 0; i < n; i++)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') ||
-              (s[i] >= 'A' && s[i] <= 'Z') || s[i] == '-' || s[i] == '_'))
+              (s[i] >= 'A' && s[i] <= 'Z') || (s[i] != '\0' && strchr(extra, s[i]) != NULL)))
             return false;
     return true;
+}
+
+/* A ws_client_id as the hub makes them: short, [A-Za-z0-9_-]. */
+static bool
+ws_id_ok(const char *s)
+{
+    return s != NULL && chars_ok(s, strlen(s), 71, "-_");
 }
 
 void
@@ -252,13 +257,7 @@ struct extra_probe {
 static bool
 param_key_ok(const char *k, size_t n)
 {
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((k[i] >= '0' && k[i] <= '9') || (k[i] >= 'a' && k[i] <= 'z') ||
-              (k[i] >= 'A' && k[i] <= 'Z') || k[i] == '_' || k[i] == '-' || k[i] == '.'))
-            return false;
-    return true;
+    return chars_ok(k, n, 64, "_-.");
 }
 
 static bool
@@ -523,42 +522,12 @@ token_metadata(struct link_job *j, const json_t *creds)
 
     for (size_t i = 0; i < j->p->n_token_response_metadata; i++) {
         const char *path = j->p->token_response_metadata[i];
-        json_t *v = raw;
-        char part[128];
-        const char *p = path;
+        json_t *v = oauth_cc_json_path(raw, path);
 
-        while (v != NULL && p != NULL && *p != '\0') {
-            const char *dot = strchr(p, '.');
-            size_t n = dot != NULL ? (size_t)(dot - p) : strlen(p);
-
-            if (n == 0 || n >= sizeof part) {
-                v = NULL;
-                break;
-            }
-            memcpy(part, p, n);
-            part[n] = '\0';
-            v = json_object_get(v, part);
-            p = dot != NULL ? dot + 1 : NULL;
-        }
-        if (json_is_string(v) && json_string_length(v) <= 1024)
+        /* scalars only, strings bounded */
+        if ((json_is_string(v) && json_string_length(v) <= 1024) || json_is_integer(v) ||
+            json_is_real(v) || json_is_boolean(v))
             json_object_set(j->cfg, path, v);
-        else if (json_is_integer(v) || json_is_real(v) || json_is_boolean(v))
-            json_object_set(j->cfg, path, v);
-    }
-}
-
-static unsigned
-exchange_status(const struct oauth_cc_result *r)
-{
-    switch (r->outcome) {
-    case OCC_TIMEOUT:
-        return 504;
-    case OCC_UNREACHABLE:
-    case OCC_BAD_RESPONSE:
-    case OCC_UPSTREAM:
-        return 502;
-    default:
-        return 400;
     }
 }
 
@@ -578,7 +547,8 @@ callback_done(struct oauth_cc_result *res, void *ud)
 
         (void)snprintf(msg, sizeof msg, "%s did not give latch a token for this authorization: %s",
                        catalog_display_name(j->p), res->message);
-        link_answer_failure(j, exchange_status(res), "token_exchange_failed", msg, res->reason);
+        link_answer_failure(j, link_status_for(res->outcome), "token_exchange_failed", msg,
+                            res->reason);
     }
     api_resume(c);
     link_job_free(j);
@@ -748,7 +718,7 @@ api_oauth_callback(struct api_ctx *c)
 
         (void)snprintf(msg, sizeof msg, "latch could not ask %s for a token: %s",
                        catalog_display_name(j->p), res_err.message);
-        link_answer_failure(j, exchange_status(&res_err), "token_exchange_failed", msg,
+        link_answer_failure(j, link_status_for(res_err.outcome), "token_exchange_failed", msg,
                             res_err.reason);
         api_resume(c);
         goto out;

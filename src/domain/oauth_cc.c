@@ -543,9 +543,8 @@ registered_error(const char *code)
     return NULL;
 }
 
-/* The value at a dotted path ("tokens.access.token") of a JSON object, or NULL. */
-static json_t *
-json_path(json_t *j, const char *path)
+json_t *
+oauth_cc_json_path(json_t *j, const char *path)
 {
     char part[128];
 
@@ -596,8 +595,8 @@ json_number(json_t *v, long long max, long long *out)
 static int64_t
 token_expiry(const struct catalog_provider *p, json_t *j, int64_t now)
 {
-    json_t *v = json_path(j, p->token_response_expiration != NULL ? p->token_response_expiration
-                                                                  : "expires_in");
+    json_t *v = oauth_cc_json_path(
+        j, p->token_response_expiration != NULL ? p->token_response_expiration : "expires_in");
     bool ms = p->expires_in_unit != NULL && strcmp(p->expires_in_unit, "milliseconds") == 0;
     long long n;
 
@@ -743,7 +742,7 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         goto out;
     }
     if (in->provider->token_response_token != NULL) {
-        token = json_string_value(json_path(j, in->provider->token_response_token));
+        token = json_string_value(oauth_cc_json_path(j, in->provider->token_response_token));
     } else {
         token = json_string_value(json_object_get(j, "access_token"));
         if (token == NULL)

@@ -116,6 +116,8 @@ latch_rc oauth_cc_eval(const struct oauth_cc_input *in, const char *tmpl, bool u
 /* Appends k=v, form-encoded (RFC 3986 unreserved kept), with '&' when b is not empty. */
 struct buf;
 latch_rc oauth_cc_form_add(struct buf *b, const char *k, const char *v);
+/* The value at a dotted path ("tokens.access.token") of a JSON object (borrowed), or NULL. */
+json_t *oauth_cc_json_path(json_t *j, const char *path);
 /* "a, b,c": split on commas, trimmed, joined by sep (owned). */
 char *oauth_cc_join_scopes(const char *scopes, const char *sep);
 

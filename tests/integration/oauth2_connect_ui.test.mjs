@@ -133,3 +133,16 @@ test('the user closes the popup before finishing: the UI says so in words', asyn
   await page.screenshot({ path: path.join(artifacts, 'oauth2-connect-ui-closed.png'), fullPage: true });
   await context.close();
 });
+
+test('a blocked popup (window.open gives nothing, as under a popup blocker) is said in words', async () => {
+  consent = 'approve';
+  const { context, page, button } = await openUi();
+  await page.evaluate(() => { window.open = () => null; });
+  await button.click();
+  const alert = page.getByRole('alert');
+  await alert.getByText('Your browser blocked the sign-in window').waitFor({ timeout: T });
+  assert.match(await alert.innerText(), /Allow pop-ups for this page/);
+  assert.equal(await button.isEnabled(), true);
+  await page.screenshot({ path: path.join(artifacts, 'oauth2-connect-ui-blocked.png'), fullPage: true });
+  await context.close();
+});

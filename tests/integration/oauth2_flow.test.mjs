@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import crypto, { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { startLatch, api, tmpDir, BUILD, INSTANCES, startWebhookReceiver } from './lib/stack.mjs';
+import { startLatch, api, tmpDir, BUILD, INSTANCES, startWebhookReceiver, BACKEND } from './lib/stack.mjs';
 import { startGenericUpstream } from './lib/generic_upstream.mjs';
 
 const KEY = 'ninja-oauth';
@@ -23,13 +23,20 @@ const CLIENT_SECRET = 'app-secret-DO-NOT-LEAK-4f9c2a';
 const WEBHOOK_SECRET = 'webhook-secret-DO-NOT-LEAK-77';
 const DISPLAY = 'NinjaOne RMM (OAuth2)';
 
-let up, latch, secretKey, dir, webhooks, latchEnv;
+let up, latch, secretKey, dir, webhooks, latchEnv, pg;
+
+/** One SQL statement on latch's database (SQLite file or the test's PostgreSQL); stdout text. */
+async function sql(q) {
+  if (pg) return pg.query(q);
+  return execFileSync('sqlite3', [path.join(dir, 'latch.db'), q]).toString();
+}
 const codes = new Map(); // code -> { challenge, redirect_uri, used }
 
 const call = (method, p, body, o) => api(latch.url, secretKey, method, p, body, o);
 
 before(async () => {
   dir = tmpDir('oauth2-');
+  if (BACKEND === 'postgres') pg = await (await import('./lib/pg.mjs')).startPg();
   up = await startGenericUpstream({ hosts: INSTANCES });
   webhooks = await startWebhookReceiver();
   secretKey = randomUUID();
@@ -51,6 +58,7 @@ before(async () => {
     LATCH_ALLOW_HTTP: '1', // the plain-http webhook receiver only
     LATCH_WEBHOOK_URL: webhooks.url,
     LATCH_WEBHOOK_BACKOFF_MS: '200',
+    ...(pg ? { LATCH_DATABASE_URL: pg.url } : {}),
   };
   latch = await startLatch({ dir, env: latchEnv });
 });
@@ -59,6 +67,7 @@ after(async () => {
   await latch?.stop();
   await up?.stop();
   await webhooks?.close();
+  await pg?.destroy();
 });
 
 async function session(extra = {}) {
@@ -120,7 +129,7 @@ test('POST /integrations: OAUTH2 app credentials are validated, stored sealed an
   assert.match(r.json.data.credentials.client_secret, /^\*{8}.{4}$/);
   assert.equal(r.json.data.credentials.scopes, 'monitoring,management,offline_access');
   // at rest: sealed, not the plaintext
-  const row = execFileSync('sqlite3', [path.join(dir, 'latch.db'), `SELECT credentials_sealed FROM integrations WHERE unique_key='${KEY}'`]).toString();
+  const row = await sql(`SELECT credentials_sealed FROM integrations WHERE unique_key='${KEY}'`);
   assert.ok(row.length > 20 && !row.includes(CLIENT_SECRET) && !row.includes(CLIENT_ID), row);
   // an integration without app credentials, for the refusal below
   r = await call('POST', '/integrations', { provider: 'ninjaone-rmm-oauth2', unique_key: 'no-app' });
@@ -155,7 +164,7 @@ test('GET /oauth/connect redirects to the instance\'s authorization URL with sta
   assert.match(q.code_challenge, /^[A-Za-z0-9_-]{43}$/);
   assert.ok(!r.location.includes(CLIENT_SECRET));
   // the state is kept only as a keyed hash
-  const rows = execFileSync('sqlite3', [path.join(dir, 'latch.db'), 'SELECT hex(state_hash), ws_client_id, payload_sealed FROM oauth_states']).toString();
+  const rows = await sql(`SELECT ${pg ? "encode(state_hash, 'hex')" : 'hex(state_hash)'}, ws_client_id, payload_sealed FROM oauth_states`);
   assert.ok(!rows.toLowerCase().includes(q.state) && rows.includes('ws-1234'), rows);
 });
 
@@ -206,6 +215,24 @@ test('success: the code is exchanged once, the OAUTH2 connection stored, the pag
   assert.equal(last.host, 'eu.ninjarmm.com');
 });
 
+test('a reconnect session renews the same connection (override), with new tokens', async () => {
+  const first = await session();
+  const a = approve((await connect(first)).location);
+  const cb1 = await callback(a);
+  assert.equal(cb1.status, 200, cb1.text);
+  const connectionId = cb1.result.message.connectionId;
+  const rs = await call('POST', '/connect/sessions/reconnect', { connection_id: connectionId, integration_id: KEY, end_user: { id: 'user-1' } });
+  assert.equal(rs.status, 201, rs.text);
+  const b = approve((await connect(rs.json.data.token)).location);
+  const cb2 = await callback(b);
+  assert.equal(cb2.status, 200, cb2.text);
+  assert.equal(cb2.result.message.connectionId, connectionId, 'the same connection');
+  const c = await call('GET', `/connections/${connectionId}?provider_config_key=${KEY}`);
+  assert.equal(c.json.credentials.access_token, `at-${b.code}`);
+  const hook = await webhooks.waitFor((h) => h.json?.type === 'auth' && h.json?.connectionId === connectionId && h.json?.operation === 'override');
+  assert.equal(hook.json.success, true);
+});
+
 test('a replayed state is refused and nothing is exchanged again', async () => {
   const token = await session();
   const { code, state } = approve((await connect(token)).location);
@@ -232,7 +259,7 @@ test('a forged or missing state is refused, nothing exchanged', async () => {
 test('an expired state is refused (10 minutes), nothing exchanged', async () => {
   const token = await session();
   const { code, state } = approve((await connect(token)).location);
-  execFileSync('sqlite3', [path.join(dir, 'latch.db'), 'UPDATE oauth_states SET expires_at = 1']);
+  await sql('UPDATE oauth_states SET expires_at = 1');
   const before = tokenRequests();
   const r = await callback({ code, state });
   assert.equal(r.status, 400, r.text);
@@ -300,12 +327,12 @@ test('bad input before the redirect: the error page (4xx), no state, no redirect
 });
 
 test('key rotation re-seals the app credentials: after retiring the old key the flow still works', async () => {
-  const env = { ...process.env, LATCH_DATABASE_URL: path.join(dir, 'latch.db'), LATCH_KEY_FILE: path.join(dir, 'latch.key') };
+  const env = { ...process.env, LATCH_DATABASE_URL: pg ? pg.url : path.join(dir, 'latch.db'), LATCH_KEY_FILE: path.join(dir, 'latch.key') };
   const bin = path.join(BUILD, 'latch');
-  const kidOf = () => execFileSync('sqlite3', [path.join(dir, 'latch.db'), `SELECT credentials_sealed FROM integrations WHERE unique_key='${KEY}'`]).toString().trim().split('.')[1];
-  const oldKid = kidOf();
+  const kidOf = async () => (await sql(`SELECT credentials_sealed FROM integrations WHERE unique_key='${KEY}'`)).trim().split('.')[1];
+  const oldKid = await kidOf();
   assert.match(execFileSync(bin, ['keys', 'rotate'], { cwd: dir, env }).toString(), /re-encrypted/);
-  assert.notEqual(kidOf(), oldKid, 'the app credentials are under the new key');
+  assert.notEqual(await kidOf(), oldKid, 'the app credentials are under the new key');
   execFileSync(bin, ['keys', 'retire', oldKid], { cwd: dir, env, stdio: 'pipe' });
   await latch.stop();
   latch = await startLatch({ dir, port: latch.port, env: latchEnv });
