@@ -618,6 +618,19 @@ on_exchange(struct oauth_cc_result *res, void *ud)
     }
 }
 
+/* Lease held: the token request (its answer, or a failure to send it, goes to on_exchange). */
+static void
+start_exchange(struct flight *f, const struct oauth_cc_input *in)
+{
+    struct oauth_cc_result err_res;
+
+    atomic_fetch_add(&f->rf->token_requests, 1);
+    opslog_new_id(f->op_id);
+    f->op_t0_us = latch_mono_us();
+    if (oauth_cc_exchange(f->rf->o.oauth_cc, in, on_exchange, f, &err_res) != LATCH_OK)
+        on_exchange(&err_res, f); /* classified failure, same path */
+}
+
 /*
  * OAUTH2 (authorization code), lease held: the refresh_token grant with the integration's app
  * credentials (or the connection's config_override). No refresh token: the current token while
@@ -688,13 +701,8 @@ run_oauth2(struct flight *f, const struct catalog_provider *p, const struct stor
     in.client_secret = csecret;
     in.refresh_token = rt;
     in.prior = creds;
-    atomic_fetch_add(&rf->token_requests, 1);
-    opslog_new_id(f->op_id);
-    f->op_t0_us = latch_mono_us();
-    rc = oauth_cc_exchange(rf->o.oauth_cc, &in, on_exchange, f, &res);
+    start_exchange(f, &in);
     appcreds_free(cid, csecret);
-    if (rc != LATCH_OK)
-        on_exchange(&res, f); /* classified failure, same path */
 }
 
 /* With the lease held: refresh unless someone already did. Caller thread or refresher thread. */
@@ -704,7 +712,6 @@ run_flight(struct flight *f)
     struct refresher *rf = f->rf;
     struct store_connection row;
     json_t *creds = NULL, *cfg = NULL;
-    struct oauth_cc_result err_res;
     struct oauth_cc_input in;
     bool two_step, oauth2;
     struct refresh_result held;
@@ -784,12 +791,7 @@ run_flight(struct flight *f)
         if (in.client_secret == NULL)
             in.client_secret = "";
     }
-    atomic_fetch_add(&rf->token_requests, 1);
-    opslog_new_id(f->op_id);
-    f->op_t0_us = latch_mono_us();
-    rc = oauth_cc_exchange(rf->o.oauth_cc, &in, on_exchange, f, &err_res);
-    if (rc != LATCH_OK)
-        on_exchange(&err_res, f); /* classified failure, same path */
+    start_exchange(f, &in);
 out:
     creds_free(creds);
     json_decref(cfg);

@@ -1558,8 +1558,14 @@ tok_fail(struct tok_outcome *o, unsigned status, const char *error, const char *
 #define FAKE_URI_MAX 1024        /* redirect_uri length */
 #define FAKE_RTOK_LEN 43         /* refresh token / code: 32 random bytes, base64url */
 
-struct code_ent {
+/* The first member of every entry of the code and refresh-token tables. */
+struct slot {
     bool live;
+    uint64_t seq; /* insertion order: the oldest is dropped when the table is full */
+};
+
+struct code_ent {
+    struct slot h;
     char code[FAKE_RTOK_LEN + 1];
     char client_id[FAKE_ID_MAX + 1];
     char redirect_uri[FAKE_URI_MAX + 1];
@@ -1570,17 +1576,16 @@ struct code_ent {
 };
 
 struct rtok_ent {
-    bool live;
+    struct slot h;
     char token[FAKE_RTOK_LEN + 1];
     char client_id[FAKE_ID_MAX + 1];
     int inst;
     unsigned scopes;
-    uint64_t seq; /* insertion order, to drop the oldest when full */
 };
 
 static struct code_ent g_codes[FAKE_MAX_CODES];   /* g_lock */
 static struct rtok_ent g_rtoks[FAKE_MAX_REFRESH]; /* g_lock */
-static uint64_t g_rtok_seq;                       /* g_lock */
+static uint64_t g_slot_seq;                       /* g_lock */
 static atomic_bool g_authorize_deny;              /* /__fake/authorize {"deny":true} */
 static atomic_ullong g_code_grants;               /* authorization_code grants answered 200 */
 static atomic_ullong g_refresh_grants;            /* refresh_token grant requests evaluated */
@@ -1619,31 +1624,46 @@ pkce_ok(const char *verifier, const char *challenge)
     return strlen(challenge) == FAKE_RTOK_LEN && CRYPTO_memcmp(enc, challenge, FAKE_RTOK_LEN) == 0;
 }
 
-/* Records a new refresh token (g_lock held); the oldest is dropped when the table is full. */
+/*
+ * A free entry of a table whose entries start with struct slot, else the oldest (g_lock held);
+ * marks it live with the next sequence number.
+ */
+static size_t
+slot_take_locked(void *table, size_t n, size_t size)
+{
+    size_t pick = 0;
+    uint64_t oldest = UINT64_MAX;
+    struct slot *sl;
+
+    for (size_t i = 0; i < n; i++) {
+        sl = (struct slot *)(void *)((char *)table + i * size);
+        if (!sl->live) {
+            pick = i;
+            break;
+        }
+        if (sl->seq < oldest) {
+            oldest = sl->seq;
+            pick = i;
+        }
+    }
+    sl = (struct slot *)(void *)((char *)table + pick * size);
+    memset(sl, 0, size);
+    sl->live = true;
+    sl->seq = ++g_slot_seq;
+    return pick;
+}
+
+/* Records a new refresh token (g_lock held). */
 static void
 rtok_add_locked(const char *client_id, int inst, unsigned scopes, char out[FAKE_RTOK_LEN + 1])
 {
-    size_t slot = 0;
-    uint64_t oldest = UINT64_MAX;
+    size_t slot = slot_take_locked(g_rtoks, FAKE_MAX_REFRESH, sizeof g_rtoks[0]);
 
-    for (size_t i = 0; i < FAKE_MAX_REFRESH; i++) {
-        if (!g_rtoks[i].live) {
-            slot = i;
-            break;
-        }
-        if (g_rtoks[i].seq < oldest) {
-            oldest = g_rtoks[i].seq;
-            slot = i;
-        }
-    }
     random_b64url(out);
-    memset(&g_rtoks[slot], 0, sizeof g_rtoks[slot]);
-    g_rtoks[slot].live = true;
     memcpy(g_rtoks[slot].token, out, FAKE_RTOK_LEN + 1);
     snprintf(g_rtoks[slot].client_id, sizeof g_rtoks[slot].client_id, "%s", client_id);
     g_rtoks[slot].inst = inst;
     g_rtoks[slot].scopes = scopes;
-    g_rtoks[slot].seq = ++g_rtok_seq;
 }
 
 /* Appends k=v (form-encoded) to a query string being built. */
@@ -1753,7 +1773,6 @@ authorize_finish(struct MHD_Connection *c, const char *method)
     if (scopes == 0)
         scopes = cl.scopes;
     memset(&e, 0, sizeof e);
-    e.live = true;
     random_b64url(e.code);
     snprintf(e.client_id, sizeof e.client_id, "%s", cid);
     snprintf(e.redirect_uri, sizeof e.redirect_uri, "%s", ruri);
@@ -1763,19 +1782,9 @@ authorize_finish(struct MHD_Connection *c, const char *method)
     e.expires = fake_now() + FAKE_CODE_LIFETIME_S;
     pthread_mutex_lock(&g_lock);
     {
-        size_t slot = 0;
-        int64_t oldest = INT64_MAX;
+        size_t slot = slot_take_locked(g_codes, FAKE_MAX_CODES, sizeof g_codes[0]);
 
-        for (size_t i = 0; i < FAKE_MAX_CODES; i++) {
-            if (!g_codes[i].live) {
-                slot = i;
-                break;
-            }
-            if (g_codes[i].expires < oldest) {
-                oldest = g_codes[i].expires;
-                slot = i;
-            }
-        }
+        e.h = g_codes[slot].h;
         g_codes[slot] = e;
     }
     pthread_mutex_unlock(&g_lock);
@@ -1805,7 +1814,7 @@ grant_run(struct tok_outcome *o, char rt[FAKE_RTOK_LEN + 1])
 
         pthread_mutex_lock(&g_lock);
         for (size_t i = 0; i < FAKE_MAX_CODES; i++)
-            if (g_codes[i].live && strcmp(g_codes[i].code, o->code) == 0) {
+            if (g_codes[i].h.live && strcmp(g_codes[i].code, o->code) == 0) {
                 e = &g_codes[i];
                 break;
             }
@@ -1822,7 +1831,7 @@ grant_run(struct tok_outcome *o, char rt[FAKE_RTOK_LEN + 1])
                 rtok_add_locked(o->client_id, o->inst, e->scopes, rt);
         }
         if (e != NULL)
-            e->live = false; /* single use, whatever the outcome */
+            e->h.live = false; /* single use, whatever the outcome */
         pthread_mutex_unlock(&g_lock);
         if (o->error == NULL)
             atomic_fetch_add(&g_code_grants, 1);
@@ -1832,7 +1841,7 @@ grant_run(struct tok_outcome *o, char rt[FAKE_RTOK_LEN + 1])
         atomic_fetch_add(&g_refresh_grants, 1);
         pthread_mutex_lock(&g_lock);
         for (size_t i = 0; i < FAKE_MAX_REFRESH; i++)
-            if (g_rtoks[i].live && strcmp(g_rtoks[i].token, o->code) == 0) {
+            if (g_rtoks[i].h.live && strcmp(g_rtoks[i].token, o->code) == 0) {
                 e = &g_rtoks[i];
                 break;
             }
@@ -1841,7 +1850,7 @@ grant_run(struct tok_outcome *o, char rt[FAKE_RTOK_LEN + 1])
         } else {
             unsigned sc = e->scopes;
 
-            e->live = false; /* rotation: each refresh token is used once */
+            e->h.live = false; /* rotation: each refresh token is used once */
             o->scopes = sc;
             rtok_add_locked(o->client_id, o->inst, sc, rt);
         }
@@ -1863,8 +1872,8 @@ ctl_revoke_refresh(struct MHD_Connection *c, struct req *r)
 
     pthread_mutex_lock(&g_lock);
     for (size_t i = 0; i < FAKE_MAX_REFRESH; i++)
-        if (g_rtoks[i].live && (cid == NULL || strcmp(g_rtoks[i].client_id, cid) == 0)) {
-            g_rtoks[i].live = false;
+        if (g_rtoks[i].h.live && (cid == NULL || strcmp(g_rtoks[i].client_id, cid) == 0)) {
+            g_rtoks[i].h.live = false;
             n++;
         }
     pthread_mutex_unlock(&g_lock);

@@ -83,8 +83,8 @@ test('the API works on PostgreSQL: import, get, list, link through a session; la
 
   // `latch migrate` against the live database: idempotent, reports the version
   const { stdout } = await run(LATCH_BIN, ['migrate'], { env: { PATH: process.env.PATH, ...s.env, LATCH_KEY_FILE: `${s.dir}/unused.key` }, cwd: s.dir });
-  assert.match(stdout, /schema version 4/);
-  assert.equal(await pg.query('SELECT count(*) FROM schema_migrations'), '4');
+  assert.match(stdout, /schema version 5/);
+  assert.equal(await pg.query('SELECT count(*) FROM schema_migrations'), '5');
 });
 
 test('two nodes: a connection linked through node A is read through node B', async () => {
