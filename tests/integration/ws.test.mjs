@@ -276,3 +276,15 @@ window.probeAck = () => new Promise((resolve, reject) => {
     await new Promise((r) => srv.close(r));
   }
 });
+
+test('SIGTERM with clients held: each gets close 1001, latch exits 0 (no sanitizer report)', async () => {
+  const held = [];
+  for (let i = 0; i < 5; i++) held.push(await connect());
+  await l.stop('SIGTERM'); // throws on a non-zero exit or a sanitizer report in the log
+  for (const h of held) {
+    const c = await within(h.closed, 10000, 'the close at shutdown');
+    assert.ok([1001, 1006].includes(c.code), `close code ${c.code}`);
+  }
+  assert.ok(held.some((h) => h.messages.length === 1));
+  assert.match(fs.readFileSync(l.logPath, 'utf8'), /msg="ws client closed" id=\S+ reason=server_stopping/);
+});
