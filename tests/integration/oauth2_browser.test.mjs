@@ -8,16 +8,11 @@
 // Screenshots: build/test-artifacts/oauth2-*.png.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import fs from 'node:fs/promises';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { startOidcStack, OIDC_PROVIDER_KEY as KEY, OIDC_HOST } from './lib/oidc.mjs';
+import { startHostServer } from './lib/host_server.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(import.meta.url);
 const T = 20000;
 
 let s;
@@ -33,7 +28,7 @@ before(async () => {
       // the authorization server's name goes to its loopback address; nothing else resolves
       `--host-resolver-rules=MAP ${OIDC_HOST} ${s.op.bind}, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost`],
   });
-  host = await startHostServer();
+  host = await startHostServer({ index: 'oauth_host.html' });
 });
 
 after(async () => {
@@ -44,32 +39,6 @@ after(async () => {
 
 function shot(page, name) {
   return page.screenshot({ path: path.join(s.artifactsDir, `oauth2-${name}.png`), fullPage: true }).catch(() => {});
-}
-
-// Serves the host fixture and the real @nangohq/frontend ESM build on a second origin.
-async function startHostServer() {
-  const sdkDir = path.dirname(require.resolve('@nangohq/frontend'));
-  const fixtures = path.join(here, 'fixtures');
-  const server = http.createServer(async (req, res) => {
-    const u = new URL(req.url, 'http://x');
-    let file = null;
-    let type = 'text/javascript; charset=utf-8';
-    if (u.pathname === '/' || u.pathname === '/oauth_host.html') { file = path.join(fixtures, 'oauth_host.html'); type = 'text/html; charset=utf-8'; }
-    else if (u.pathname === '/oauth_host.js') file = path.join(fixtures, 'oauth_host.js');
-    else if (/^\/sdk\/[A-Za-z0-9_.-]+\.js$/.test(u.pathname)) file = path.join(sdkDir, path.basename(u.pathname));
-    if (!file) { res.writeHead(404).end(); return; }
-    try {
-      res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store' }).end(await fs.readFile(file));
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  // "localhost", not 127.0.0.1: another origin (and another site) than latch
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://localhost:${server.address().port}`,
-    close: () => new Promise((resolve) => { server.closeAllConnections?.(); server.close(() => resolve()); }),
-  };
 }
 
 async function newContext({ blockPopups = false } = {}) {
@@ -115,6 +84,21 @@ async function openHost(context, token) {
   return page;
 }
 
+/** latch's Connect UI (connect link) and its button for the provider. */
+async function openConnectUI(context, sess) {
+  const page = await context.newPage();
+  await page.goto(sess.connect_link || `${s.latchUrl}/ui/?session_token=${sess.token}`);
+  const button = page.getByRole('button', { name: /(connect|sign in|log in|authori[sz]e|continue)/i }).first();
+  await button.waitFor({ timeout: T });
+  return { page, button };
+}
+
+/** Clicks and resolves to the popup the click opened. */
+async function popupFrom(context, click) {
+  const [popup] = await Promise.all([context.waitForEvent('page', { timeout: T }), click()]);
+  return popup;
+}
+
 test('a. unchanged @nangohq/frontend auth() from another origin: popup, consent, result over the WebSocket', { timeout: 120000 }, async () => {
   const sess = await newSession();
   const { context, rec } = await newContext();
@@ -123,7 +107,7 @@ test('a. unchanged @nangohq/frontend auth() from another origin: popup, consent,
     const frames = [];
     page.on('websocket', (ws) => { ws.on('framereceived', (f) => frames.push(String(f.payload))); ws.on('close', () => frames.push('closed')); });
     await shot(page, 'a-host');
-    const [popup] = await Promise.all([context.waitForEvent('page', { timeout: T }), page.click('#auth')]);
+    const popup = await popupFrom(context, () => page.click('#auth'));
     await completeAtProvider(popup, { name: 'a' });
     await page.waitForFunction(() => window.authResult || window.authError, null, { timeout: T });
     const result = await page.evaluate(() => ({ r: window.authResult, e: window.authError }));
@@ -149,13 +133,9 @@ test('b. latch\'s Connect UI: its button opens the popup; the result arrives by 
   const before = (await s.api('GET', '/connections')).json.connections.filter((x) => x.provider_config_key === KEY).length;
   const codes = s.op.counts().code;
   try {
-    const page = await context.newPage();
-    const link = sess.connect_link || `${s.latchUrl}/ui/?session_token=${sess.token}`;
-    await page.goto(link);
-    const button = page.getByRole('button', { name: /(connect|sign in|log in|authori[sz]e|continue)/i }).first();
-    await button.waitFor({ timeout: T });
+    const { page, button } = await openConnectUI(context, sess);
     await shot(page, 'b-connect-ui');
-    const [popup] = await Promise.all([context.waitForEvent('page', { timeout: T }), button.click()]);
+    const popup = await popupFrom(context, () => button.click());
     await shot(page, 'b-connect-ui-waiting');
     await completeAtProvider(popup, { name: 'b' });
     await page.getByText(/(connected|linked|success)/i).first().waitFor({ timeout: T });
@@ -176,7 +156,7 @@ test('c. the user closes the popup: auth() and the Connect UI say so in words', 
     const { context } = await newContext();
     try {
       const page = await openHost(context, sess.token);
-      const [popup] = await Promise.all([context.waitForEvent('page', { timeout: T }), page.click('#auth')]);
+      const popup = await popupFrom(context, () => page.click('#auth'));
       await popup.waitForURL((u) => u.hostname === OIDC_HOST, { timeout: T });
       await popup.close();
       await page.waitForFunction(() => window.authError, null, { timeout: T });
@@ -192,11 +172,8 @@ test('c. the user closes the popup: auth() and the Connect UI say so in words', 
     const sess = await newSession();
     const { context } = await newContext();
     try {
-      const page = await context.newPage();
-      await page.goto(sess.connect_link || `${s.latchUrl}/ui/?session_token=${sess.token}`);
-      const button = page.getByRole('button', { name: /(connect|sign in|log in|authori[sz]e|continue)/i }).first();
-      await button.waitFor({ timeout: T });
-      const [popup] = await Promise.all([context.waitForEvent('page', { timeout: T }), button.click()]);
+      const { page, button } = await openConnectUI(context, sess);
+      const popup = await popupFrom(context, () => button.click());
       await popup.waitForURL((u) => u.hostname === OIDC_HOST, { timeout: T });
       await popup.close();
       await page.getByText(/(closed|cancel)/i).first().waitFor({ timeout: T });
@@ -213,11 +190,8 @@ test('c. the user denies at the provider: the Connect UI says so in words', { ti
   const sess = await newSession();
   const { context } = await newContext();
   try {
-    const page = await context.newPage();
-    await page.goto(sess.connect_link || `${s.latchUrl}/ui/?session_token=${sess.token}`);
-    const button = page.getByRole('button', { name: /(connect|sign in|log in|authori[sz]e|continue)/i }).first();
-    await button.waitFor({ timeout: T });
-    const [popup] = await Promise.all([context.waitForEvent('page', { timeout: T }), button.click()]);
+    const { page, button } = await openConnectUI(context, sess);
+    const popup = await popupFrom(context, () => button.click());
     await completeAtProvider(popup, { deny: true, name: 'c-deny' });
     await page.getByText(/(denied|declined|refused|did not (allow|grant|authori[sz]e)|cancel)/i).first().waitFor({ timeout: T });
     await shot(page, 'c-connect-ui-denied');
@@ -245,10 +219,7 @@ test('c. a blocked popup: auth() and the Connect UI say so in words', { timeout:
     const sess = await newSession();
     const { context } = await newContext({ blockPopups: true });
     try {
-      const page = await context.newPage();
-      await page.goto(sess.connect_link || `${s.latchUrl}/ui/?session_token=${sess.token}`);
-      const button = page.getByRole('button', { name: /(connect|sign in|log in|authori[sz]e|continue)/i }).first();
-      await button.waitFor({ timeout: T });
+      const { page, button } = await openConnectUI(context, sess);
       await button.click();
       await page.getByText(/(pop-?up|blocked)/i).first().waitFor({ timeout: T });
       await shot(page, 'c-connect-ui-blocked');

@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { startStack } from './lib/stack.mjs';
 
 const KEY = 'ninjaone-rmm-oauth2';
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let s;
 
 before(async () => {
@@ -26,16 +25,6 @@ before(async () => {
 after(async () => { await s?.stop(); });
 
 const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}&force_refresh=${force}&refresh_token=true`;
-
-async function webhookAfter(from, pred, ms = 10000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const hit = s.webhooks.received.slice(from).find((w) => w.status < 300 && pred(w));
-    if (hit) return hit;
-    await sleep(50);
-  }
-  throw new Error(`webhook not received within ${ms} ms`);
-}
 
 /** latch's connect -> the fake's authorize (auto-approve) -> latch's callback. */
 async function connect({ instance = 'eu.ninjarmm.com' } = {}) {
@@ -57,7 +46,7 @@ async function connect({ instance = 'eu.ninjarmm.com' } = {}) {
   const cb = await fetch(cbUrl, { redirect: 'manual' });
   const cbText = await cb.text();
   assert.equal(cb.status, 200, cbText.slice(0, 400));
-  const wh = await webhookAfter(from, (w) => w.json?.type === 'auth' && w.json?.success === true && w.json?.providerConfigKey === KEY);
+  const wh = await s.webhooks.waitFor((w) => w.json?.type === 'auth' && w.json?.success === true && w.json?.providerConfigKey === KEY, 10000, from);
   const r = await s.api('GET', getPath(wh.json.connectionId));
   assert.equal(r.status, 200, r.text);
   return { id: wh.json.connectionId, creds: r.json.credentials, connection: r.json };
@@ -106,7 +95,7 @@ test('ninjaone-rmm-oauth2: refresh tokens revoked at NinjaOne -> needs re-author
   assert.match(r.json.error.message, /(re-?authori[sz]|reconnect|authori[sz]e .*again|link .*again)/i, r.json.error.message);
   const entry = (await s.api('GET', '/connections')).json.connections.find((x) => x.connection_id === c.id);
   assert.ok(entry?.errors?.some((e) => e.type === 'auth'), JSON.stringify(entry));
-  await webhookAfter(from, (w) => w.json?.connectionId === c.id && w.json?.success === false);
+  await s.webhooks.waitFor((w) => w.json?.connectionId === c.id && w.json?.success === false, 10000, from);
 });
 
 test('ninjaone-rmm-oauth2: an instance outside NinjaOne\'s five is refused before any network call', async () => {

@@ -24,17 +24,6 @@ after(async () => { await s?.stop(); });
 
 const getPath = (id, force = false) => `/connections/${encodeURIComponent(id)}?provider_config_key=${KEY}&force_refresh=${force}&refresh_token=true`;
 
-/** The first 2xx-answered webhook matching pred among those received from index `from` on. */
-async function webhookAfter(from, pred, ms = 10000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const hit = s.webhooks.received.slice(from).find((w) => w.status < 300 && pred(w));
-    if (hit) return hit;
-    await sleep(50);
-  }
-  throw new Error(`webhook not received within ${ms} ms: ${JSON.stringify(s.webhooks.received.slice(from).map((w) => w.json))}`);
-}
-
 /** Runs the flow to success; resolves to { id, creds, flow, webhook }. */
 async function connect(opts = {}) {
   const from = s.webhooks.received.length;
@@ -42,7 +31,7 @@ async function connect(opts = {}) {
   assert.equal(flow.cb.status, 200, `callback: ${flow.cb.text.slice(0, 500)}`);
   const code = new URL(flow.auth.callbackUrl).searchParams.get('code');
   assert.ok(code, 'the provider issued a code');
-  const wh = await webhookAfter(from, (w) => w.json?.type === 'auth' && w.json?.success === true && w.json?.providerConfigKey === KEY);
+  const wh = await s.webhooks.waitFor((w) => w.json?.type === 'auth' && w.json?.success === true && w.json?.providerConfigKey === KEY, 10000, from);
   const id = wh.json.connectionId;
   const r = await s.api('GET', getPath(id));
   assert.equal(r.status, 200, r.text);
