@@ -122,6 +122,26 @@ strip_refresh_tokens(json_t *j)
     }
 }
 
+/*
+ * An imported OAUTH2 connection's own app secret (config_override.client_secret) is never
+ * answered in full: only its last 4 characters (of 16 or more) after 8 stars, as for an
+ * integration's app credentials.
+ */
+static void
+mask_override_secret(json_t *creds)
+{
+    json_t *ov = json_object_get(creds, "config_override");
+    const char *sec = json_string_value(json_object_get(ov, "client_secret"));
+    char out[16];
+    size_t n;
+
+    if (sec == NULL)
+        return;
+    n = strlen(sec);
+    (void)snprintf(out, sizeof out, "********%s", n >= 16 ? sec + n - 4 : "");
+    json_object_set_new(ov, "client_secret", json_string(out));
+}
+
 /* ---- helpers ---- */
 
 static bool
@@ -356,6 +376,7 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
         r->creds = NULL;
         if (!refresh_token)
             strip_refresh_tokens(creds);
+        mask_override_secret(creds);
         api_reply_secret(c, 200, api_connection_full(&r->conn, creds, true));
         return;
     }
@@ -954,7 +975,9 @@ import_oauth2_credentials(json_t *v, json_t *errs, int64_t *expires_at)
         json_object_set_new(out, "expires_at", api_time_json(*expires_at, false));
     if (json_is_object(ov) && json_object_size(ov) > 0)
         json_object_set_new(out, "config_override", json_deep_copy(ov));
+    /* raw: the body's credentials, without the app secret (config_override holds it once) */
     json_object_set_new(out, "raw", json_deep_copy(v));
+    json_object_del(json_object_get(out, "raw"), "config_override");
     return out;
 }
 
@@ -1191,6 +1214,7 @@ api_connection_create(struct api_ctx *c)
     {
         json_t *pub = json_deep_copy(creds);
 
+        mask_override_secret(pub);
         api_reply_secret(c, 201, api_connection_full(&conn, pub, false));
     }
     goto out;

@@ -1687,19 +1687,20 @@ sb_query(struct sbuf *b, const char *k, const char *v)
     }
 }
 
-/* 302 to redirect_uri with the given error (and state when known). */
+/* 302 to uri?k1=v1[&k2=v2][&state=...]. */
 static enum MHD_Result
-authorize_redirect_error(struct MHD_Connection *c, const char *redirect_uri, const char *error,
-                         const char *desc, const char *state)
+authorize_redirect(struct MHD_Connection *c, const char *uri, const char *k1, const char *v1,
+                   const char *k2, const char *v2, const char *state)
 {
     struct sbuf b;
     struct hdr h[2] = {{"Location", NULL}, {"Cache-Control", "no-store"}};
     enum MHD_Result ret;
 
     sb_init(&b, FAKE_URI_MAX * 4);
-    sb_puts(&b, redirect_uri);
-    sb_query(&b, "error", error);
-    sb_query(&b, "error_description", desc);
+    sb_puts(&b, uri);
+    sb_query(&b, k1, v1);
+    if (k2 != NULL)
+        sb_query(&b, k2, v2);
     if (state != NULL)
         sb_query(&b, "state", state);
     sb_putc(&b, '\0');
@@ -1707,6 +1708,14 @@ authorize_redirect_error(struct MHD_Connection *c, const char *redirect_uri, con
     ret = respond_buf(c, 302, NULL, 0, NULL, h, 2);
     sb_free(&b);
     return ret;
+}
+
+/* 302 to redirect_uri with the given error (and state when known). */
+static enum MHD_Result
+authorize_redirect_error(struct MHD_Connection *c, const char *redirect_uri, const char *error,
+                         const char *desc, const char *state)
+{
+    return authorize_redirect(c, redirect_uri, "error", error, "error_description", desc, state);
 }
 
 /*
@@ -1725,9 +1734,6 @@ authorize_finish(struct MHD_Connection *c, const char *method)
     struct client cl;
     unsigned scopes = 0;
     struct code_ent e;
-    struct sbuf b;
-    struct hdr h[2] = {{"Location", NULL}, {"Cache-Control", "no-store"}};
-    enum MHD_Result ret;
 
     if (inst < 0)
         return respond_misdirected(c);
@@ -1788,16 +1794,7 @@ authorize_finish(struct MHD_Connection *c, const char *method)
         g_codes[slot] = e;
     }
     pthread_mutex_unlock(&g_lock);
-    sb_init(&b, FAKE_URI_MAX * 4);
-    sb_puts(&b, ruri);
-    sb_query(&b, "code", e.code);
-    if (state != NULL)
-        sb_query(&b, "state", state);
-    sb_putc(&b, '\0');
-    h[0].value = b.p;
-    ret = respond_buf(c, 302, NULL, 0, NULL, h, 2);
-    sb_free(&b);
-    return ret;
+    return authorize_redirect(c, ruri, "code", e.code, NULL, NULL, state);
 }
 
 /*

@@ -50,6 +50,7 @@ async function importConn({ key = KEY, tokens, expiresInMs = -1000, withRefresh 
   });
   assert.equal(r.status, 201, r.text);
   assert.equal(r.json.credentials.type, 'OAUTH2');
+  assert.ok(!r.text.includes(DEFAULT_CLIENT.client_secret), 'the app secret is never answered in full');
   return { id, tokens: t };
 }
 const getPath = (id, { key = KEY, force = false, refreshToken = true } = {}) =>
@@ -69,6 +70,8 @@ test('an expired token is refreshed once; the rotated refresh token is stored an
   assert.ok(Date.parse(a.json.credentials.expires_at) - Date.now() > 3000 * 1000);
   assert.equal((await stats()).refresh_grants - g0, 1);
   // without refresh_token=true the refresh token stays hidden (Nango's rule)
+  assert.ok(!a.text.includes(DEFAULT_CLIENT.client_secret), 'config_override.client_secret is masked');
+  assert.match(a.json.credentials.config_override.client_secret, /^\*{8}.{4}$/);
   const hidden = await s.api('GET', getPath(id, { refreshToken: false }));
   assert.equal(hidden.json.credentials.refresh_token, undefined);
   assert.equal(hidden.json.credentials.access_token, a.json.credentials.access_token, 'fresh token is cached');
