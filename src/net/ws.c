@@ -47,6 +47,11 @@
 /* Bytes of one message latch sends (Nango's success/error shapes are far smaller). */
 #define WS_MAX_OUT_MSG (16 * 1024)
 #define WS_EPOLL_BATCH 64
+/*
+ * Frames waiting in a socket's wslay queue. A client that pings without reading the pongs
+ * would grow it without end; past this it is dropped.
+ */
+#define WS_MAX_QUEUED 64
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -358,6 +363,10 @@ client_pump(struct ws_client *c, bool readable)
         return false;
     if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
         return false;
+    if (wslay_event_get_queued_msg_count(c->ctx) > WS_MAX_QUEUED) {
+        log_info("ws client dropped: it does not read what it asks for", "id=%s", c->id);
+        return false;
+    }
     if (c->close_after_send && wslay_event_get_queued_msg_count(c->ctx) == 0) {
         c->close_after_send = false;
         client_close(c, 1000, "done");
@@ -620,7 +629,7 @@ ws_hub_start(const struct ws_hub_opts *o, struct ws_hub **out, struct latch_err 
     h->ping_ms = h->idle_ms / 3 > 0 ? h->idle_ms / 3 : 1;
     for (h->n_buckets = 64; h->n_buckets < (size_t)h->max_clients * 2; h->n_buckets *= 2)
         ;
-    h->table = xcalloc(h->n_buckets, sizeof *h->table);
+    h->table = xcalloc(h->n_buckets, sizeof(struct ws_client *));
     atomic_init(&h->held, 0);
     if (pthread_mutex_init(&h->mu, NULL) != 0)
         abort();

@@ -383,6 +383,39 @@ test_idle_drop(void **state)
     peer_free(&a);
 }
 
+/* A peer that pings and never reads the pongs: dropped, not buffered for without end. */
+static void
+test_ping_flood_dropped(void **state)
+{
+    struct ws_hub *h = hub(0, 0);
+    struct peer a;
+    uint8_t payload[125];
+    long end;
+
+    (void)state;
+    memset(payload, 'p', sizeof payload);
+    peer_open(&a, h, NULL, 0);
+    assert_true(peer_until(&a, got_ack, 5000));
+    end = mono_ms() + 20000;
+    while (!released(&a) && mono_ms() < end) {
+        struct wslay_event_msg m = {
+            .opcode = WSLAY_PING, .msg = payload, .msg_length = sizeof payload};
+
+        if (wslay_event_get_queued_msg_count(a.ctx) < 256)
+            (void)wslay_event_queue_msg(a.ctx, &m);
+        if (wslay_event_send(a.ctx) != 0)
+            break; /* the hub closed: EPIPE */
+        if (wslay_event_get_queued_msg_count(a.ctx) >= 256)
+            (void)poll(NULL, 0, 5);
+    }
+    for (int i = 0; i < 500 && !released(&a); i++)
+        (void)poll(NULL, 0, 10);
+    assert_true(released(&a));
+    assert_int_equal(ws_hub_count(h), 0);
+    ws_hub_stop(h);
+    peer_free(&a);
+}
+
 static void
 test_handshake_check(void **state)
 {
@@ -445,6 +478,7 @@ main(void)
         cmocka_unit_test(test_extra_bytes_come_first),
         cmocka_unit_test(test_max_clients_and_shutdown),
         cmocka_unit_test(test_idle_drop),
+        cmocka_unit_test(test_ping_flood_dropped),
         cmocka_unit_test(test_handshake_check),
     };
 
