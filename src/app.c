@@ -322,6 +322,13 @@ g_ws_clients(void *ud)
 
 /* ---- the WebSocket endpoint: http_server's upgrade hook, answered by the hub ---- */
 
+/* api_deps.ws_publish: the OAuth callback's result to the popup's opener (any thread) */
+static latch_rc
+app_ws_publish(void *ctx, const char *ws_client_id, const char *json)
+{
+    return ws_hub_publish(ctx, ws_client_id, json);
+}
+
 static bool
 ws_upgrade_check(struct http_req *req, void *ud)
 {
@@ -537,6 +544,9 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
         .rl_ip = a->rl_ip,
         .rl_auth_fail = a->rl_auth_fail,
         .authcache = a->authcache,
+        /* the OAuth callback tells @nangohq/frontend's WebSocket (issue 13) */
+        .ws_publish = a->ws != NULL ? app_ws_publish : NULL,
+        .ws_ctx = a->ws,
     };
     ho.precheck = api_precheck;
     ho.body_budget = (size_t)cfg->body_budget_mb * 1024 * 1024;

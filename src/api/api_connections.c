@@ -122,6 +122,26 @@ strip_refresh_tokens(json_t *j)
     }
 }
 
+/*
+ * An imported OAUTH2 connection's own app secret (config_override.client_secret) is never
+ * answered in full: only its last 4 characters (of 16 or more) after 8 stars, as for an
+ * integration's app credentials.
+ */
+static void
+mask_override_secret(json_t *creds)
+{
+    json_t *ov = json_object_get(creds, "config_override");
+    const char *sec = json_string_value(json_object_get(ov, "client_secret"));
+    char out[16];
+    size_t n;
+
+    if (sec == NULL)
+        return;
+    n = strlen(sec);
+    (void)snprintf(out, sizeof out, "********%s", n >= 16 ? sec + n - 4 : "");
+    json_object_set_new(ov, "client_secret", json_string(out));
+}
+
 /* ---- helpers ---- */
 
 static bool
@@ -356,6 +376,7 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
         r->creds = NULL;
         if (!refresh_token)
             strip_refresh_tokens(creds);
+        mask_override_secret(creds);
         api_reply_secret(c, 200, api_connection_full(&r->conn, creds, true));
         return;
     }
@@ -901,6 +922,65 @@ import_two_step_credentials(json_t *v, json_t *errs, int64_t *expires_at)
     return out;
 }
 
+/*
+ * Nango's OAuth2Credentials import: {type:"OAUTH2", access_token, refresh_token?, expires_at?,
+ * config_override?: {client_id?, client_secret?}} (strict), stored with raw = the body's
+ * credentials. The refresher renews it with the refresh token and the integration's app
+ * credentials (or those of config_override).
+ */
+static json_t *
+import_oauth2_credentials(json_t *v, json_t *errs, int64_t *expires_at)
+{
+    static const char *const allowed[] = {"type",       "access_token",    "refresh_token",
+                                          "expires_at", "config_override", NULL};
+    static const char *const ov_allowed[] = {"client_id", "client_secret", NULL};
+    const char *const path[] = {"credentials", NULL};
+    const char *const ov_path[] = {"credentials", "config_override", NULL};
+    size_t before = json_array_size(errs);
+    json_t *ov = json_object_get(v, "config_override");
+    json_t *out;
+
+    api_strict_keys(v, allowed, path, errs);
+    (void)import_string(v, "access_token", LATCH_MAX_TOKEN_LEN, true, errs);
+    if (json_object_get(v, "refresh_token") != NULL)
+        (void)import_string(v, "refresh_token", LATCH_MAX_TOKEN_LEN, true, errs);
+    if (ov != NULL && !json_is_object(ov)) {
+        api_issue(errs, "invalid_type", "Expected an object", ov_path);
+    } else if (ov != NULL) {
+        static const struct {
+            const char *k;
+            size_t max;
+        } f[] = {{"client_id", LATCH_MAX_CLIENT_ID_LEN},
+                 {"client_secret", LATCH_MAX_CLIENT_SECRET_LEN}};
+
+        api_strict_keys(ov, ov_allowed, ov_path, errs);
+        for (size_t i = 0; i < 2; i++) {
+            json_t *x = json_object_get(ov, f[i].k);
+            const char *const p[] = {"credentials", "config_override", f[i].k, NULL};
+
+            if (x != NULL && (!json_is_string(x) || json_string_length(x) < 1 ||
+                              json_string_length(x) > f[i].max ||
+                              strlen(json_string_value(x)) != json_string_length(x)))
+                api_issue(errs, "invalid_type", "Invalid string length", p);
+        }
+    }
+    import_expires_at(v, errs, expires_at);
+    if (json_array_size(errs) > before)
+        return NULL;
+    out = json_pack("{s:s, s:O}", "type", "OAUTH2", "access_token",
+                    json_object_get(v, "access_token"));
+    if (json_object_get(v, "refresh_token") != NULL)
+        json_object_set(out, "refresh_token", json_object_get(v, "refresh_token"));
+    if (*expires_at != 0)
+        json_object_set_new(out, "expires_at", api_time_json(*expires_at, false));
+    if (json_is_object(ov) && json_object_size(ov) > 0)
+        json_object_set_new(out, "config_override", json_deep_copy(ov));
+    /* raw: the body's credentials, without the app secret (config_override holds it once) */
+    json_object_set_new(out, "raw", json_deep_copy(v));
+    json_object_del(json_object_get(out, "raw"), "config_override");
+    return out;
+}
+
 static json_t *
 import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expires_at)
 {
@@ -929,6 +1009,9 @@ import_credentials(json_t *v, const char *auth_mode, json_t *errs, int64_t *expi
     if (type != NULL && auth_mode != NULL && strcmp(type, auth_mode) == 0 &&
         strcmp(type, "TWO_STEP") == 0)
         return import_two_step_credentials(v, errs, expires_at);
+    if (type != NULL && auth_mode != NULL && strcmp(type, auth_mode) == 0 &&
+        strcmp(type, "OAUTH2") == 0)
+        return import_oauth2_credentials(v, errs, expires_at);
     if (type == NULL || strcmp(type, "OAUTH2_CC") != 0 ||
         (auth_mode != NULL && strcmp(auth_mode, "OAUTH2_CC") != 0)) {
         const char *const p[] = {"credentials", "type", NULL};
@@ -1131,6 +1214,7 @@ api_connection_create(struct api_ctx *c)
     {
         json_t *pub = json_deep_copy(creds);
 
+        mask_override_secret(pub);
         api_reply_secret(c, 201, api_connection_full(&conn, pub, false));
     }
     goto out;

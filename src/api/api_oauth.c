@@ -39,8 +39,6 @@
 #include "util/str.h"
 #include "util/xalloc.h"
 
-/* How long an authorization may take, from the redirect to the callback. */
-#define OAUTH_STATE_TTL_MS (10 * 60 * 1000)
 /* The longest authorization URL latch sends a browser to (many scopes make long URLs). */
 #define OAUTH_MAX_AUTHORIZE_URL 8192
 #define OAUTH_MAX_EXTRA_PARAMS 20
@@ -384,7 +382,7 @@ save_state(struct api_ctx *c, struct link_job *j, const char *state, const char 
     st.integration = j->integ.unique_key;
     st.connection_id = j->connection_id;
     st.ws_client_id = c->ws_client_id[0] != '\0' ? c->ws_client_id : NULL;
-    st.expires_at = latch_now_ms() + OAUTH_STATE_TTL_MS;
+    st.expires_at = latch_now_ms() + (int64_t)c->deps->cfg->oauth_state_ttl_s * 1000;
     (void)store_oauth_state_purge_expired(c->deps->store, latch_now_ms());
     rc = store_oauth_state_create(c->deps->store, &st);
     free(st.payload_sealed);
@@ -628,9 +626,13 @@ api_oauth_callback(struct api_ctx *c)
     latch_strlcpy(c->page_key, st.integration, sizeof c->page_key);
     latch_strlcpy(c->page_conn_id, st.connection_id, sizeof c->page_conn_id);
     if (st.expires_at <= latch_now_ms()) {
-        api_error(c, 400, "expired_state",
-                  "This authorization took longer than 10 minutes and expired, so nothing was "
-                  "connected. Start the connection again from the app.");
+        char m[200];
+
+        (void)snprintf(m, sizeof m,
+                       "This authorization took longer than %d seconds and expired, so nothing "
+                       "was connected. Start the connection again from the app.",
+                       c->deps->cfg->oauth_state_ttl_s);
+        api_error(c, 400, "expired_state", m);
         goto out;
     }
     /* the session it was started with: still there (single use), same environment */

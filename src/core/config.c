@@ -29,6 +29,8 @@ static const struct cfg_def defs[] = {
      "URL users reach latch at (connect links); default http://localhost:<port>"},
     {"LATCH_OAUTH_CALLBACK_URL", CFG_STR, OFF(oauth_callback_url), NULL, 0, 0, false,
      "OAuth2 redirect URI registered with providers; default <LATCH_PUBLIC_URL>/oauth/callback"},
+    {"LATCH_OAUTH_STATE_TTL_S", CFG_INT, OFF(oauth_state_ttl_s), "600", 1, 3600, false,
+     "how long an OAuth2 authorization (its state) may take from connect to callback"},
     {"LATCH_DATABASE_URL", CFG_STR, OFF(database_url), "latch.db", 0, 0, true,
      "SQLite file path (default ./latch.db) or postgres:// URL"},
     {"LATCH_ENCRYPTION_KEY", CFG_STR, OFF(encryption_key), NULL, 0, 0, true,

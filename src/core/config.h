@@ -16,6 +16,7 @@ struct config {
     int port;                 /* LATCH_PORT */
     char *public_url;         /* LATCH_PUBLIC_URL (connect links, logo urls) */
     char *oauth_callback_url; /* LATCH_OAUTH_CALLBACK_URL (default public_url + /oauth/callback) */
+    int oauth_state_ttl_s;    /* LATCH_OAUTH_STATE_TTL_S */
     char *database_url;       /* LATCH_DATABASE_URL */
     char *encryption_key;     /* LATCH_ENCRYPTION_KEY (secret) */
     char *key_file;           /* LATCH_KEY_FILE */

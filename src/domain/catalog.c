@@ -760,6 +760,11 @@ build_provider(struct loader *l, struct catalog_provider *p, const char *name, c
                   &p->n_token_params);
     if (rc != LATCH_OK)
         return rc;
+    p->refresh_url = get_scalar(l->c, e, "refresh_url");
+    rc = build_kv(l, json_object_get(e, "refresh_params"), "refresh_params", &p->refresh_params,
+                  &p->n_refresh_params);
+    if (rc != LATCH_OK)
+        return rc;
     rc = build_kv(l, json_object_get(e, "token_headers"), "token_headers", &p->token_headers,
                   &p->n_token_headers);
     if (rc != LATCH_OK)

@@ -78,6 +78,9 @@ struct catalog_provider {
     const char *body_format;               /* NULL = form, "json", "query" */
     const struct catalog_kv *token_params;
     size_t n_token_params;
+    const char *refresh_url; /* OAUTH2 refresh_token grant: template, NULL = token_url */
+    const struct catalog_kv *refresh_params; /* NULL = token_params without grant_type */
+    size_t n_refresh_params;
     const char *proxy_base_url; /* template or NULL */
     const struct catalog_kv *proxy_headers;
     size_t n_proxy_headers;

@@ -280,6 +280,22 @@ add_grant(const struct oauth_cc_input *in, json_t *jbody, struct buf *form)
     return rc;
 }
 
+/*
+ * Parameters a refresh sets itself (grant_type, refresh_token) or that belong to the code
+ * exchange only (token_params used as the fallback for refresh_params).
+ */
+static bool
+refresh_param_skipped(const char *key)
+{
+    static const char *const skip[] = {"grant_type", "refresh_token", "code", "redirect_uri",
+                                       "code_verifier"};
+
+    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+        if (strcmp(key, skip[i]) == 0)
+            return true;
+    return false;
+}
+
 latch_rc
 oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc_request *out,
                struct latch_err *err)
@@ -291,7 +307,11 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
     json_t *jbody = NULL;
     const char *method = p->token_request_auth_method;
     bool json_fmt = p->body_format != NULL && strcmp(p->body_format, "json") == 0;
-    bool two_step = p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
+    bool refresh = in->refresh_token != NULL;
+    bool two_step = !refresh && p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
+    const struct catalog_kv *params = p->token_params;
+    size_t n_params = p->n_token_params;
+    const char *url_tmpl = p->token_url;
     /* Nango's TWO_STEP bodies are JSON unless body_format says form */
     bool form_fmt = p->body_format != NULL && strcmp(p->body_format, "form") == 0;
     const char *scopes = json_string_value(json_object_get(in->connection_config, "oauth_scopes"));
@@ -299,7 +319,16 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
 
     memset(out, 0, sizeof *out);
     buf_init(&body, 64 * 1024);
-    if (p->token_url == NULL) {
+    if (refresh) {
+        if (p->refresh_url != NULL)
+            url_tmpl = p->refresh_url;
+        if (p->n_refresh_params > 0) {
+            params = p->refresh_params;
+            n_params = p->n_refresh_params;
+        }
+        scopes = NULL; /* a refresh keeps the granted scopes */
+    }
+    if (url_tmpl == NULL) {
         latch_err_set(err, "The provider %s has no token URL.", p->name);
         rc = LATCH_E_INVAL;
         goto out;
@@ -309,7 +338,7 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
         rc = LATCH_E_INVAL;
         goto out;
     }
-    rc = cfg_eval(in, p->token_url, true, url, sizeof url, NULL, err);
+    rc = cfg_eval(in, url_tmpl, true, url, sizeof url, NULL, err);
     if (rc != LATCH_OK)
         goto out;
     rc = netpolicy_url_host(url, allow_http, host, sizeof host, err);
@@ -347,15 +376,25 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
         goto out;
     if (two_step && !form_fmt)
         json_fmt = true;
-    for (size_t i = 0; i < p->n_token_params; i++)
-        if (p->token_params[i].value != NULL && p->token_params[i].value[0] == '{')
+    for (size_t i = 0; i < n_params; i++)
+        if (params[i].value != NULL && params[i].value[0] == '{')
             json_fmt = true; /* a nested parameter object (tableau's credentials) */
     if (json_fmt)
         jbody = json_object();
+    if (refresh) {
+        if (json_fmt) {
+            json_object_set_new(jbody, "grant_type", json_string("refresh_token"));
+            json_object_set_new(jbody, "refresh_token", json_string(in->refresh_token));
+        } else {
+            rc = oauth_cc_form_add(&body, "grant_type", "refresh_token");
+            if (rc == LATCH_OK)
+                rc = oauth_cc_form_add(&body, "refresh_token", in->refresh_token);
+        }
+    }
     if (two_step) {
         /* TWO_STEP: the body is token_params alone (they name the user's credentials) */
     } else if ((method != NULL && strcmp(method, "basic") == 0) ||
-               (in->grant != NULL && p->authorization_method != NULL &&
+               ((in->grant != NULL || refresh) && p->authorization_method != NULL &&
                 strcmp(p->authorization_method, "header") == 0)) {
         size_t n = strlen(in->client_id) + 1 + strlen(in->client_secret);
         char *pair = xmalloc(n + 1);
@@ -386,34 +425,36 @@ oauth_cc_build(const struct oauth_cc_input *in, bool allow_http, struct oauth_cc
                 rc = oauth_cc_form_add(&body, ksec, in->client_secret);
         }
     }
-    for (size_t i = 0; i < p->n_token_params && rc == LATCH_OK; i++) {
+    for (size_t i = 0; i < n_params && rc == LATCH_OK; i++) {
         char val[1024];
 
         bool absent = false;
 
-        if (json_fmt && p->token_params[i].value != NULL && p->token_params[i].value[0] == '{') {
-            json_t *obj = json_loads(p->token_params[i].value, 0, NULL);
+        if (refresh && refresh_param_skipped(params[i].key))
+            continue;
+
+        if (json_fmt && params[i].value != NULL && params[i].value[0] == '{') {
+            json_t *obj = json_loads(params[i].value, 0, NULL);
 
             rc = json_is_object(obj) ? eval_object(in, obj, 0, err) : LATCH_E_INVAL;
             if (rc == LATCH_OK)
-                json_object_set(jbody, p->token_params[i].key, obj);
+                json_object_set(jbody, params[i].key, obj);
             else if (!json_is_object(obj))
-                latch_err_set(err, "The token parameter %s is not valid JSON.",
-                              p->token_params[i].key);
+                latch_err_set(err, "The token parameter %s is not valid JSON.", params[i].key);
             creds_free(obj);
             if (rc != LATCH_OK)
                 break;
             continue;
         }
-        rc = cfg_eval(in, p->token_params[i].value, false, val, sizeof val, &absent, err);
+        rc = cfg_eval(in, params[i].value, false, val, sizeof val, &absent, err);
         if (rc != LATCH_OK)
             break;
         if (absent)
             continue;
         if (json_fmt)
-            json_object_set_new(jbody, p->token_params[i].key, json_string(val));
+            json_object_set_new(jbody, params[i].key, json_string(val));
         else
-            rc = oauth_cc_form_add(&body, p->token_params[i].key, val);
+            rc = oauth_cc_form_add(&body, params[i].key, val);
     }
     if (rc == LATCH_OK && in->grant != NULL)
         rc = add_grant(in, json_fmt ? jbody : NULL, &body);
@@ -630,7 +671,30 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         j = json_loadb(resp->body, resp->body_len, 0, NULL);
     if (resp->status < 200 || resp->status >= 300) {
         const char *code = registered_error(json_string_value(json_object_get(j, "error")));
+        /* a busy or failing server is transient whatever its body says */
+        bool busy = resp->status >= 500 || resp->status == 429 || resp->status == 408;
 
+        if (busy && in->refresh_token != NULL)
+            code = NULL;
+        if (in->refresh_token != NULL && code != NULL &&
+            (strcmp(code, "invalid_grant") == 0 || strcmp(code, "access_denied") == 0)) {
+            (void)snprintf(msg, sizeof msg,
+                           "%s refused the refresh token (%s): it was revoked, has expired or "
+                           "was already used. The user must reconnect the account.",
+                           catalog_display_name(in->provider), code);
+            set_fail(out, OCC_INVALID_GRANT, true, "invalid_grant", msg);
+            goto out;
+        }
+        if (in->refresh_token != NULL && code != NULL &&
+            (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0)) {
+            (void)snprintf(msg, sizeof msg,
+                           "%s rejected the integration's Client ID and Client Secret (%s) when "
+                           "refreshing the token. Check the app credentials of the integration, "
+                           "then have the user reconnect the account.",
+                           catalog_display_name(in->provider), code);
+            set_fail(out, OCC_INVALID_CLIENT, true, "invalid_client", msg);
+            goto out;
+        }
         if (code != NULL && in->grant != NULL && strcmp(code, "invalid_grant") == 0) {
             (void)snprintf(msg, sizeof msg,
                            "%s refused the authorization code (invalid_grant): it was already "
@@ -700,19 +764,29 @@ oauth_cc_parse(const struct outbound_resp *resp, const struct oauth_cc_input *in
         if (out->expires_at <= now_ms || out->expires_at > now_ms + OCC_MAX_EXPIRES_IN_S * 1000)
             out->expires_at = now_ms + expires_in * 1000;
         latch_fmt_time(out->expires_at, false, when);
-        if (in->grant != NULL) {
-            /* Nango's OAuth2Credentials: no expires_at when the answer names no lifetime */
+        if (in->grant != NULL || in->refresh_token != NULL) {
+            /* Nango's OAuth2Credentials: no expires_at when the answer names no lifetime; a
+               refresh carries the stored object over, and its refresh token unless rotated */
             const char *rt = json_string_value(json_object_get(j, "refresh_token"));
+            bool rt_ok = rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN;
 
             out->expires_at = token_expiry(in->provider, j, now_ms);
             if (out->expires_at > now_ms + OCC_MAX_EXPIRES_IN_S * 1000)
                 out->expires_at = 0;
             if (out->expires_at <= now_ms && in->provider->default_expires_in_s > 0)
                 out->expires_at = now_ms + (int64_t)in->provider->default_expires_in_s * 1000;
-            out->creds =
-                json_pack("{s:s, s:s, s:O}", "type", "OAUTH2", "access_token", token, "raw", j);
-            if (rt != NULL && rt[0] != '\0' && strlen(rt) <= LATCH_MAX_TOKEN_LEN)
+            out->creds = in->refresh_token != NULL && json_is_object(in->prior)
+                             ? json_deep_copy(in->prior)
+                             : json_object();
+            json_object_set_new(out->creds, "type", json_string("OAUTH2"));
+            json_object_set_new(out->creds, "access_token", json_string(token));
+            json_object_set(out->creds, "raw", j);
+            out->rotated = in->refresh_token != NULL && rt_ok;
+            if (rt_ok)
                 json_object_set_new(out->creds, "refresh_token", json_string(rt));
+            else if (in->refresh_token != NULL)
+                json_object_set_new(out->creds, "refresh_token", json_string(in->refresh_token));
+            json_object_del(out->creds, "expires_at");
             if (out->expires_at > now_ms) {
                 latch_fmt_time(out->expires_at, false, when);
                 json_object_set_new(out->creds, "expires_at", json_string(when));
@@ -774,6 +848,8 @@ struct exchange_job {
     char *client_secret;
     json_t *credentials;         /* TWO_STEP: a copy of the user's fields (creds_free), else NULL */
     struct oauth_cc_grant grant; /* OAUTH2: owned copies (has_grant) */
+    char *refresh_token;         /* OAUTH2 refresh: a copy (wiped), else NULL */
+    json_t *prior;               /* OAUTH2 refresh: a copy of the stored credentials */
     bool has_grant;
     const struct catalog_provider *provider;
     int default_expires_in_s;
@@ -790,6 +866,10 @@ exchange_job_free(struct exchange_job *j)
     explicit_bzero(j->client_secret, strlen(j->client_secret));
     free(j->client_secret);
     creds_free(j->credentials);
+    if (j->refresh_token != NULL)
+        explicit_bzero(j->refresh_token, strlen(j->refresh_token));
+    free(j->refresh_token);
+    creds_free(j->prior);
     if (j->has_grant) {
         explicit_bzero((char *)(uintptr_t)j->grant.code, strlen(j->grant.code));
         free((char *)(uintptr_t)j->grant.code);
@@ -821,8 +901,9 @@ static void
 exchange_done(struct outbound_resp *resp, void *ud)
 {
     struct exchange_job *j = ud;
-    struct oauth_cc_input in = {j->provider,      j->cfg,         j->client_id,
-                                j->client_secret, j->credentials, j->has_grant ? &j->grant : NULL};
+    struct oauth_cc_input in = {
+        j->provider,    j->cfg,           j->client_id, j->client_secret,
+        j->credentials, j->refresh_token, j->prior,     j->has_grant ? &j->grant : NULL};
 
     oauth_cc_parse(resp, &in, j->default_expires_in_s, &j->res);
     log_info("token request", "provider=%s outcome=%s status=%ld dur_ms=%.1f", j->provider->name,
@@ -887,6 +968,8 @@ oauth_cc_exchange(struct oauth_cc *oc, const struct oauth_cc_input *in, oauth_cc
     j->client_id = xstrdup(in->client_id);
     j->client_secret = xstrdup(in->client_secret);
     j->credentials = in->credentials != NULL ? json_deep_copy(in->credentials) : NULL;
+    j->refresh_token = in->refresh_token != NULL ? xstrdup(in->refresh_token) : NULL;
+    j->prior = in->prior != NULL ? json_deep_copy(in->prior) : NULL;
     if (in->grant != NULL) {
         j->has_grant = true;
         j->grant.code = xstrdup(in->grant->code);

@@ -7,6 +7,11 @@
  * with expires_in_unit, or a date with token_expiration_strategy expireAt). Used both when an
  * account is linked and when its token is refreshed.
  *
+ * The same code refreshes OAUTH2 (authorization code) connections: grant_type=refresh_token
+ * with refresh_url/refresh_params (oauth_cc_input.refresh_token), answering Nango's OAUTH2
+ * credentials {type, access_token, refresh_token, expires_at, raw} (a rotated refresh token
+ * replaces the old one; without one in the answer the old one is kept).
+ *
  * oauth_cc_build validates everything and produces the request without touching the network;
  * oauth_cc_exchange runs it through outbound (curl thread) and classifies the outcome.
  * Ownership: struct oauth_cc (oauth_cc_new) borrows the outbound and the worker it is given; they
@@ -46,6 +51,14 @@ struct oauth_cc_input {
     const char *client_id;           /* OAUTH2_CC; "" for TWO_STEP */
     const char *client_secret;       /* OAUTH2_CC; "" for TWO_STEP */
     const json_t *credentials; /* TWO_STEP: the user's credential fields (borrowed); else NULL */
+    /*
+     * OAUTH2 (authorization code) refresh: the stored refresh token; NULL for every other
+     * request. The request is then grant_type=refresh_token to refresh_url (else token_url) with
+     * refresh_params (else token_params without their grant), client auth as for the token
+     * request, and no scope.
+     */
+    const char *refresh_token;
+    const json_t *prior; /* refresh: the stored OAUTH2 credentials, carried over (borrowed) */
     /* OAUTH2: the authorization code to exchange (borrowed), else NULL. The body gets
        grant_type=authorization_code (unless token_params set one), code, redirect_uri and
        code_verifier, no scope; the result is Nango's OAUTH2 credentials {type, access_token,
@@ -63,12 +76,14 @@ enum oauth_cc_outcome {
     OCC_UPSTREAM,       /* other error status; terminal unless 5xx/429 */
     OCC_DENIED,         /* refused by latch's outbound policy (terminal) */
     OCC_INVALID_INPUT,  /* template/URL could not be built (terminal) */
+    OCC_INVALID_GRANT,  /* refresh: the refresh token was revoked, expired or reused (terminal) */
 };
 
 struct oauth_cc_result {
     enum oauth_cc_outcome outcome;
     bool terminal;          /* retrying with the same credentials cannot help */
     json_t *creds;          /* OCC_OK: the credentials object (owned; creds_free) */
+    bool rotated;           /* refresh, OCC_OK: the answer carried a new refresh token */
     int64_t expires_at;     /* OCC_OK: ms */
     long status;            /* upstream HTTP status, 0 if none */
     int64_t retry_after_ms; /* from Retry-After, 0 if none */

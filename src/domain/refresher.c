@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <malloc.h>
 
 #include <openssl/rand.h>
 
+#include "domain/appcreds.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
 #include "core/metrics.h"
@@ -37,6 +39,9 @@
 /* last_fetched_at is written at most this often per connection (reads stay read-only). */
 #define REFRESH_TOUCH_INTERVAL_MS 60000
 #define REFRESH_MAX_BACKOFF_MS (3600LL * 1000)
+/* Storing a refreshed token: attempts, and the first pause between them (doubles). */
+#define REFRESH_STORE_ATTEMPTS 5
+#define REFRESH_STORE_RETRY_MS 50
 /* Pending last_fetched_at updates, written by the background thread (best effort). */
 #define REFRESH_TOUCH_SLOTS 8192
 
@@ -406,6 +411,49 @@ done_after_rename(struct refresher *rf, struct flight *f, const struct oauth_cc_
     return rc;
 }
 
+/*
+ * Our refresh_done lost (LATCH_E_CONFLICT) after the provider rotated the refresh token: our
+ * token request outlived the lease, another refresher took it over, sent the refresh token we had
+ * already used and was refused (the row now records that failure). Our answer holds the only
+ * refresh token the provider still accepts: take the lease again and store it, unless a newer
+ * token was stored meanwhile (a success, which wins as always).
+ */
+static latch_rc
+done_over_failure(struct refresher *rf, struct flight *f, const struct oauth_cc_result *res,
+                  int64_t *newv)
+{
+    struct store_connection row;
+    struct creds_owner o;
+    char *sealed = NULL;
+    int64_t v = 0;
+    latch_rc rc;
+
+    memset(&row, 0, sizeof row);
+    rc = store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row);
+    if (rc != LATCH_OK)
+        return rc;
+    if (!row.needs_reauth && row.refresh_attempts == 0) {
+        store_connection_clear(&row);
+        return LATCH_E_CONFLICT;
+    }
+    rc = store_connection_lease(rf->o.store, f->conn_id, f->owner, rf->o.lease_ms, &v);
+    if (rc == LATCH_OK) {
+        o = creds_owner_of(&row);
+        rc = creds_seal(rf->o.vault, &o, res->creds, &sealed);
+        if (rc == LATCH_OK)
+            rc = store_connection_refresh_done(rf->o.store, f->conn_id, f->owner, v, sealed,
+                                               res->expires_at, newv);
+        else
+            (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
+        free(sealed);
+        if (rc == LATCH_OK)
+            log_warn("rotated token stored over a racing refresher's failure", "conn_row=%lld",
+                     (long long)f->conn_id);
+    }
+    store_connection_clear(&row);
+    return rc;
+}
+
 /* The operations log row of a token request (ids, codes and timings only). */
 static void
 record_refresh(struct flight *f, const struct oauth_cc_result *res)
@@ -455,27 +503,49 @@ on_exchange(struct oauth_cc_result *res, void *ud)
     memset(&r, 0, sizeof r);
     record_refresh(f, res);
     if (res->outcome == OCC_OK) {
-        char *sealed = NULL;
         int64_t newv = 0;
 
-        struct creds_owner o = creds_owner_of(&f->conn);
+        /*
+         * The new credentials (with a rotated refresh token, the only one the provider still
+         * accepts) are sealed and committed together with the lease release, before anyone is
+         * answered; the answer is then read back from the store. A store error is retried: the
+         * provider has already rotated, and this write is the only copy of the new refresh token.
+         */
+        for (int attempt = 0;; attempt++) {
+            char *sealed = NULL;
+            struct creds_owner o = creds_owner_of(&f->conn);
 
-        rc = creds_seal(rf->o.vault, &o, res->creds, &sealed);
-        if (rc == LATCH_OK)
-            rc = store_connection_refresh_done(rf->o.store, f->conn_id, f->owner, f->lease_version,
-                                               sealed, res->expires_at, &newv);
-        free(sealed);
+            rc = creds_seal(rf->o.vault, &o, res->creds, &sealed);
+            if (rc == LATCH_OK)
+                rc =
+                    store_connection_refresh_done(rf->o.store, f->conn_id, f->owner,
+                                                  f->lease_version, sealed, res->expires_at, &newv);
+            free(sealed);
+            if (rc == LATCH_OK || rc == LATCH_E_CONFLICT || rc == LATCH_E_NOT_FOUND ||
+                rc == LATCH_E_CRYPTO || attempt + 1 >= REFRESH_STORE_ATTEMPTS)
+                break;
+            log_warn("storing refreshed token failed, retrying", "conn_row=%lld rc=%s attempt=%d",
+                     (long long)f->conn_id, latch_strerror(rc), attempt + 1);
+            (void)usleep((useconds_t)(REFRESH_STORE_RETRY_MS << attempt) * 1000);
+        }
         if (rc == LATCH_E_CONFLICT)
             rc = done_after_rename(rf, f, res, &newv);
+        if (rc == LATCH_E_CONFLICT && res->rotated)
+            rc = done_over_failure(rf, f, res, &newv);
         if (rc == LATCH_OK) {
-            log_info("token refreshed", "conn_row=%lld version=%lld", (long long)f->conn_id,
-                     (long long)newv);
+            log_info("token refreshed", "conn_row=%lld version=%lld rotated=%d",
+                     (long long)f->conn_id, (long long)newv, res->rotated ? 1 : 0);
         } else if (rc == LATCH_E_CONFLICT) {
             /* our lease expired and someone else wrote a newer token: theirs wins */
             log_warn("stale refresh discarded", "conn_row=%lld", (long long)f->conn_id);
         } else if (rc != LATCH_E_NOT_FOUND) {
-            log_error("storing refreshed token failed", "conn_row=%lld rc=%s",
-                      (long long)f->conn_id, latch_strerror(rc));
+            /* never answer with a token that is not stored: the caller tries again */
+            log_error("storing refreshed token failed", "conn_row=%lld rc=%s rotated=%d",
+                      (long long)f->conn_id, latch_strerror(rc), res->rotated ? 1 : 0);
+            set_err(&r, REFRESH_STORE_UNAVAILABLE,
+                    "The refreshed token could not be stored. Try again in a moment.");
+            finish_flight(rf, f, &r);
+            return;
         }
         finish_with_row(rf, f);
         return;
@@ -494,6 +564,27 @@ on_exchange(struct oauth_cc_result *res, void *ud)
         rc = store_connection_refresh_failed(rf->o.store, f->conn_id, f->owner, ej, next,
                                              res->terminal);
         free(ej);
+        if (rc == LATCH_E_CONFLICT) {
+            /*
+             * Our lease expired during the request and another refresher took over: if it stored
+             * a fresh token (with a rotating provider, it used the refresh token first and ours
+             * was refused for that), that token is the answer, not our failure.
+             */
+            struct store_connection row;
+            bool fresh;
+
+            memset(&row, 0, sizeof row);
+            fresh =
+                store_connection_get_by_id(rf->o.store, f->env_id, f->conn_id, &row) == LATCH_OK &&
+                !row.needs_reauth && row.version != f->lease_version && is_fresh(rf, &row, now);
+            store_connection_clear(&row);
+            if (fresh) {
+                log_warn("token refresh failed after losing the lease; serving the newer token",
+                         "conn_row=%lld reason=%s", (long long)f->conn_id, res->reason);
+                finish_with_row(rf, f);
+                return;
+            }
+        }
         log_warn("token refresh failed", "conn_row=%lld reason=%s terminal=%d attempts=%d",
                  (long long)f->conn_id, res->reason, res->terminal ? 1 : 0, attempts);
         if (res->terminal && !was_reauth && rc == LATCH_OK) {
@@ -527,6 +618,93 @@ on_exchange(struct oauth_cc_result *res, void *ud)
     }
 }
 
+/* Lease held: the token request (its answer, or a failure to send it, goes to on_exchange). */
+static void
+start_exchange(struct flight *f, const struct oauth_cc_input *in)
+{
+    struct oauth_cc_result err_res;
+
+    atomic_fetch_add(&f->rf->token_requests, 1);
+    opslog_new_id(f->op_id);
+    f->op_t0_us = latch_mono_us();
+    if (oauth_cc_exchange(f->rf->o.oauth_cc, in, on_exchange, f, &err_res) != LATCH_OK)
+        on_exchange(&err_res, f); /* classified failure, same path */
+}
+
+/*
+ * OAUTH2 (authorization code), lease held: the refresh_token grant with the integration's app
+ * credentials (or the connection's config_override). No refresh token: the current token while
+ * it lasts, then needs_reauth (the user must reconnect).
+ */
+static void
+run_oauth2(struct flight *f, const struct catalog_provider *p, const struct store_connection *row,
+           const json_t *creds, const json_t *cfg, int64_t now)
+{
+    struct refresher *rf = f->rf;
+    const char *rt = json_string_value(json_object_get(creds, "refresh_token"));
+    char *cid = NULL, *csecret = NULL;
+    struct oauth_cc_result res;
+    struct oauth_cc_input in;
+    latch_rc rc;
+
+    memset(&res, 0, sizeof res);
+    if (rt == NULL || rt[0] == '\0') {
+        if (row->expires_at > now) {
+            /* nothing to refresh with, but the token still works: serve it */
+            (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
+            finish_with_row(rf, f);
+            return;
+        }
+        /* terminal, through the failure path: needs_reauth, webhook, operations log */
+        opslog_new_id(f->op_id);
+        f->op_t0_us = latch_mono_us();
+        res.outcome = OCC_INVALID_GRANT;
+        res.terminal = true;
+        latch_strlcpy(res.reason, "no_refresh_token", sizeof res.reason);
+        (void)snprintf(res.message, sizeof res.message,
+                       "The %s access token has expired and the connection has no refresh token "
+                       "(offline access was not granted). The user must reconnect the account.",
+                       catalog_display_name(p));
+        on_exchange(&res, f);
+        return;
+    }
+    rc = oauth2_app_credentials(rf->o.store, rf->o.vault, f->env_id, row->provider_config_key,
+                                creds, &cid, &csecret);
+    if (rc != LATCH_OK) {
+        struct refresh_result r;
+
+        /* the integration's setup, not the user's account: nothing is marked on the connection */
+        memset(&r, 0, sizeof r);
+        if (rc == LATCH_E_NOT_FOUND) {
+            char msg[320];
+
+            (void)snprintf(msg, sizeof msg,
+                           "The integration %.100s has no Client ID and Client Secret to refresh "
+                           "the %s token with. Set them on the integration (credentials).",
+                           row->provider_config_key, catalog_display_name(p));
+            set_err(&r, REFRESH_NEEDS_REAUTH, msg);
+        } else if (rc == LATCH_E_CRYPTO) {
+            set_err(&r, REFRESH_CREDS_UNREADABLE,
+                    "The integration's app credentials could not be decrypted with the "
+                    "configured keys.");
+        } else {
+            set_err(&r, REFRESH_STORE_UNAVAILABLE, "");
+        }
+        (void)store_connection_lease_release(rf->o.store, f->conn_id, f->owner);
+        finish_flight(rf, f, &r);
+        return;
+    }
+    memset(&in, 0, sizeof in);
+    in.provider = p;
+    in.connection_config = cfg;
+    in.client_id = cid;
+    in.client_secret = csecret;
+    in.refresh_token = rt;
+    in.prior = creds;
+    start_exchange(f, &in);
+    appcreds_free(cid, csecret);
+}
+
 /* With the lease held: refresh unless someone already did. Caller thread or refresher thread. */
 static void
 run_flight(struct flight *f)
@@ -534,9 +712,8 @@ run_flight(struct flight *f)
     struct refresher *rf = f->rf;
     struct store_connection row;
     json_t *creds = NULL, *cfg = NULL;
-    struct oauth_cc_result err_res;
     struct oauth_cc_input in;
-    bool two_step;
+    bool two_step, oauth2;
     struct refresh_result held;
     const struct catalog_provider *p;
     int64_t now = latch_now_ms();
@@ -583,6 +760,11 @@ run_flight(struct flight *f)
     }
     cfg = latch_json_col(row.connection_config_json);
     two_step = p != NULL && p->auth_mode != NULL && strcmp(p->auth_mode, "TWO_STEP") == 0;
+    oauth2 = p != NULL && p->auth_mode != NULL && strcmp(p->auth_mode, "OAUTH2") == 0;
+    if (p != NULL && rc == LATCH_OK && json_is_object(cfg) && oauth2) {
+        run_oauth2(f, p, &f->conn, creds, cfg, now);
+        goto out;
+    }
     if (p == NULL || rc != LATCH_OK || !json_is_object(cfg) ||
         (!two_step && json_string_value(json_object_get(creds, "client_id")) == NULL)) {
         struct refresh_result r;
@@ -609,12 +791,7 @@ run_flight(struct flight *f)
         if (in.client_secret == NULL)
             in.client_secret = "";
     }
-    atomic_fetch_add(&rf->token_requests, 1);
-    opslog_new_id(f->op_id);
-    f->op_t0_us = latch_mono_us();
-    rc = oauth_cc_exchange(rf->o.oauth_cc, &in, on_exchange, f, &err_res);
-    if (rc != LATCH_OK)
-        on_exchange(&err_res, f); /* classified failure, same path */
+    start_exchange(f, &in);
 out:
     creds_free(creds);
     json_decref(cfg);

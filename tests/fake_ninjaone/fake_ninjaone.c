@@ -696,6 +696,7 @@ struct fault {
     unsigned long hits;
     char *body; /* owned; NULL = default body */
     uint64_t huge_bytes;
+    bool after_grant; /* token: run a code/refresh grant first, then the fault (a lost answer) */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -1523,7 +1524,14 @@ fault_apply(struct MHD_Connection *c, struct req *r, enum fault_target t, enum M
 /* ------------------------------------------------------------------------------------------ */
 /* token endpoint */
 
+enum grant_kind { GR_CC, GR_CODE, GR_REFRESH };
+
 struct tok_outcome {
+    enum grant_kind grant;
+    char code[257]; /* GR_CODE: the code; GR_REFRESH: the refresh token */
+    char client_id[FAKE_ID_MAX + 1];
+    char redirect_uri[1025]; /* GR_CODE */
+    char verifier[129];      /* GR_CODE: code_verifier ("" = none) */
     unsigned status;
     const char *error; /* NULL on success */
     char desc[192];
@@ -1539,6 +1547,353 @@ tok_fail(struct tok_outcome *o, unsigned status, const char *error, const char *
     o->status = status;
     o->error = error;
     snprintf(o->desc, sizeof o->desc, "%s", desc);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* authorization code flow: codes and refresh tokens */
+
+#define FAKE_MAX_CODES 1024      /* outstanding authorization codes */
+#define FAKE_MAX_REFRESH 16384   /* live refresh tokens (oldest dropped when full) */
+#define FAKE_CODE_LIFETIME_S 600 /* an authorization code is valid for 10 minutes */
+#define FAKE_URI_MAX 1024        /* redirect_uri length */
+#define FAKE_RTOK_LEN 43         /* refresh token / code: 32 random bytes, base64url */
+
+/* The first member of every entry of the code and refresh-token tables. */
+struct slot {
+    bool live;
+    uint64_t seq; /* insertion order: the oldest is dropped when the table is full */
+};
+
+struct code_ent {
+    struct slot h;
+    char code[FAKE_RTOK_LEN + 1];
+    char client_id[FAKE_ID_MAX + 1];
+    char redirect_uri[FAKE_URI_MAX + 1];
+    char challenge[FAKE_RTOK_LEN + 1]; /* "" = no PKCE */
+    int inst;
+    unsigned scopes;
+    int64_t expires; /* fake_now() seconds */
+};
+
+struct rtok_ent {
+    struct slot h;
+    char token[FAKE_RTOK_LEN + 1];
+    char client_id[FAKE_ID_MAX + 1];
+    int inst;
+    unsigned scopes;
+};
+
+static struct code_ent g_codes[FAKE_MAX_CODES];   /* g_lock */
+static struct rtok_ent g_rtoks[FAKE_MAX_REFRESH]; /* g_lock */
+static uint64_t g_slot_seq;                       /* g_lock */
+static atomic_bool g_authorize_deny;              /* /__fake/authorize {"deny":true} */
+static atomic_ullong g_code_grants;               /* authorization_code grants answered 200 */
+static atomic_ullong g_refresh_grants;            /* refresh_token grant requests evaluated */
+static atomic_ullong g_refresh_grants_ok;         /* refresh_token grants answered 200 */
+
+static void
+random_b64url(char out[FAKE_RTOK_LEN + 1])
+{
+    unsigned char raw[32];
+    char enc[48];
+
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        fputs("fake-ninjaone: RAND_bytes failed\n", stderr);
+        abort();
+    }
+    b64_encode(raw, sizeof raw, true, enc);
+    memcpy(out, enc, FAKE_RTOK_LEN);
+    out[FAKE_RTOK_LEN] = '\0';
+}
+
+/* base64url(SHA-256(verifier)) == challenge (RFC 7636 S256). */
+static bool
+pkce_ok(const char *verifier, const char *challenge)
+{
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    char enc[FAKE_RTOK_LEN + 8];
+    size_t n = verifier != NULL ? strlen(verifier) : 0;
+
+    if (n < 43 || n > 128)
+        return false;
+    if (EVP_Digest(verifier, n, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return false;
+    b64_encode(md, 32, true, enc);
+    enc[FAKE_RTOK_LEN] = '\0';
+    return strlen(challenge) == FAKE_RTOK_LEN && CRYPTO_memcmp(enc, challenge, FAKE_RTOK_LEN) == 0;
+}
+
+/*
+ * A free entry of a table whose entries start with struct slot, else the oldest (g_lock held);
+ * marks it live with the next sequence number.
+ */
+static size_t
+slot_take_locked(void *table, size_t n, size_t size)
+{
+    size_t pick = 0;
+    uint64_t oldest = UINT64_MAX;
+    struct slot *sl;
+
+    for (size_t i = 0; i < n; i++) {
+        sl = (struct slot *)(void *)((char *)table + i * size);
+        if (!sl->live) {
+            pick = i;
+            break;
+        }
+        if (sl->seq < oldest) {
+            oldest = sl->seq;
+            pick = i;
+        }
+    }
+    sl = (struct slot *)(void *)((char *)table + pick * size);
+    memset(sl, 0, size);
+    sl->live = true;
+    sl->seq = ++g_slot_seq;
+    return pick;
+}
+
+/* Records a new refresh token (g_lock held). */
+static void
+rtok_add_locked(const char *client_id, int inst, unsigned scopes, char out[FAKE_RTOK_LEN + 1])
+{
+    size_t slot = slot_take_locked(g_rtoks, FAKE_MAX_REFRESH, sizeof g_rtoks[0]);
+
+    random_b64url(out);
+    memcpy(g_rtoks[slot].token, out, FAKE_RTOK_LEN + 1);
+    snprintf(g_rtoks[slot].client_id, sizeof g_rtoks[slot].client_id, "%s", client_id);
+    g_rtoks[slot].inst = inst;
+    g_rtoks[slot].scopes = scopes;
+}
+
+/* Appends k=v (form-encoded) to a query string being built. */
+static void
+sb_query(struct sbuf *b, const char *k, const char *v)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    sb_putc(b, b->len > 0 && memchr(b->p, '?', b->len) != NULL ? '&' : '?');
+    sb_puts(b, k);
+    sb_putc(b, '=');
+    for (const unsigned char *s = (const unsigned char *)v; *s != '\0'; s++) {
+        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+            *s == '-' || *s == '.' || *s == '_' || *s == '~') {
+            sb_putc(b, (char)*s);
+        } else {
+            sb_putc(b, '%');
+            sb_putc(b, hex[*s >> 4]);
+            sb_putc(b, hex[*s & 15]);
+        }
+    }
+}
+
+/* 302 to uri?k1=v1[&k2=v2][&state=...]. */
+static enum MHD_Result
+authorize_redirect(struct MHD_Connection *c, const char *uri, const char *k1, const char *v1,
+                   const char *k2, const char *v2, const char *state)
+{
+    struct sbuf b;
+    struct hdr h[2] = {{"Location", NULL}, {"Cache-Control", "no-store"}};
+    enum MHD_Result ret;
+
+    sb_init(&b, FAKE_URI_MAX * 4);
+    sb_puts(&b, uri);
+    sb_query(&b, k1, v1);
+    if (k2 != NULL)
+        sb_query(&b, k2, v2);
+    if (state != NULL)
+        sb_query(&b, "state", state);
+    sb_putc(&b, '\0');
+    h[0].value = b.p;
+    ret = respond_buf(c, 302, NULL, 0, NULL, h, 2);
+    sb_free(&b);
+    return ret;
+}
+
+/* 302 to redirect_uri with the given error (and state when known). */
+static enum MHD_Result
+authorize_redirect_error(struct MHD_Connection *c, const char *redirect_uri, const char *error,
+                         const char *desc, const char *state)
+{
+    return authorize_redirect(c, redirect_uri, "error", error, "error_description", desc, state);
+}
+
+/*
+ * GET /ws/oauth/authorize: the user approves at once (or denies, /__fake/authorize {"deny":true}).
+ * An unknown client or an unusable redirect_uri never redirects (like NinjaOne, which sends the
+ * browser to its own error page): 302 to /ws/oauth/error?error=...
+ */
+static enum MHD_Result
+authorize_finish(struct MHD_Connection *c, const char *method)
+{
+    const char *cid = qarg(c, "client_id"), *ruri = qarg(c, "redirect_uri");
+    const char *rtype = qarg(c, "response_type"), *scope = qarg(c, "scope");
+    const char *state = qarg(c, "state"), *chal = qarg(c, "code_challenge");
+    const char *cm = qarg(c, "code_challenge_method");
+    int inst = request_instance(c);
+    struct client cl;
+    unsigned scopes = 0;
+    struct code_ent e;
+
+    if (inst < 0)
+        return respond_misdirected(c);
+    if (strcmp(method, "GET") != 0)
+        return respond_failure(c, 405, NULL);
+    if (cid == NULL || !client_find(cid, &cl) || cl.inst != inst || ruri == NULL ||
+        strlen(ruri) > FAKE_URI_MAX ||
+        (strncmp(ruri, "https://", 8) != 0 && strncmp(ruri, "http://127.", 11) != 0 &&
+         strncmp(ruri, "http://localhost", 16) != 0) ||
+        strchr(ruri, '#') != NULL) {
+        struct hdr eh[1] = {{"Location",
+                             "/ws/oauth/error?error=unauthorized_client&error_description="
+                             "Invalid+client+or+redirect_uri"}};
+
+        return respond_buf(c, 302, NULL, 0, NULL, eh, 1);
+    }
+    if (rtype == NULL || strcmp(rtype, "code") != 0)
+        return authorize_redirect_error(c, ruri, "unsupported_response_type",
+                                        "Only response_type=code is supported", state);
+    if (chal != NULL && (cm == NULL || strcmp(cm, "S256") != 0 || strlen(chal) != FAKE_RTOK_LEN))
+        return authorize_redirect_error(c, ruri, "invalid_request",
+                                        "code_challenge_method must be S256", state);
+    for (const char *s = scope != NULL ? scope : ""; *s != '\0';) {
+        size_t n = strcspn(s, " ");
+
+        if (n > 0) {
+            int k = scope_index(s, n);
+
+            /* offline_access is granted to every interactive client */
+            if (k < 0 ||
+                (strcmp(k_scopes[k], "offline_access") != 0 && (cl.scopes & (1u << k)) == 0))
+                return authorize_redirect_error(c, ruri, "invalid_scope",
+                                                "A requested scope is not allowed for this client",
+                                                state);
+            scopes |= 1u << k;
+        }
+        s += n;
+        while (*s == ' ')
+            s++;
+    }
+    if (atomic_load(&g_authorize_deny))
+        return authorize_redirect_error(c, ruri, "access_denied", "The user denied access", state);
+    if (scopes == 0)
+        scopes = cl.scopes;
+    memset(&e, 0, sizeof e);
+    random_b64url(e.code);
+    snprintf(e.client_id, sizeof e.client_id, "%s", cid);
+    snprintf(e.redirect_uri, sizeof e.redirect_uri, "%s", ruri);
+    snprintf(e.challenge, sizeof e.challenge, "%s", chal != NULL ? chal : "");
+    e.inst = inst;
+    e.scopes = scopes;
+    e.expires = fake_now() + FAKE_CODE_LIFETIME_S;
+    pthread_mutex_lock(&g_lock);
+    {
+        size_t slot = slot_take_locked(g_codes, FAKE_MAX_CODES, sizeof g_codes[0]);
+
+        e.h = g_codes[slot].h;
+        g_codes[slot] = e;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return authorize_redirect(c, ruri, "code", e.code, NULL, NULL, state);
+}
+
+/*
+ * The authorization_code and refresh_token grants, run after faults were applied (a faulted
+ * request consumes nothing). On success fills o->scopes/scope_str and *rt (a new refresh token,
+ * "" when offline_access was not granted); else tok_fail.
+ */
+static void
+grant_run(struct tok_outcome *o, char rt[FAKE_RTOK_LEN + 1])
+{
+    rt[0] = '\0';
+    if (o->grant == GR_CODE) {
+        struct code_ent *e = NULL;
+
+        pthread_mutex_lock(&g_lock);
+        for (size_t i = 0; i < FAKE_MAX_CODES; i++)
+            if (g_codes[i].h.live && strcmp(g_codes[i].code, o->code) == 0) {
+                e = &g_codes[i];
+                break;
+            }
+        if (e == NULL || e->expires < fake_now() || strcmp(e->client_id, o->client_id) != 0 ||
+            e->inst != o->inst) {
+            tok_fail(o, 400, "invalid_grant", "Invalid authorization code");
+        } else if (strcmp(e->redirect_uri, o->redirect_uri) != 0) {
+            tok_fail(o, 400, "invalid_grant", "redirect_uri does not match");
+        } else if (e->challenge[0] != '\0' && !pkce_ok(o->verifier, e->challenge)) {
+            tok_fail(o, 400, "invalid_grant", "PKCE verification failed");
+        } else {
+            o->scopes = e->scopes;
+            if ((e->scopes & (1u << 3)) != 0)
+                rtok_add_locked(o->client_id, o->inst, e->scopes, rt);
+        }
+        if (e != NULL)
+            e->h.live = false; /* single use, whatever the outcome */
+        pthread_mutex_unlock(&g_lock);
+        if (o->error == NULL)
+            atomic_fetch_add(&g_code_grants, 1);
+    } else {
+        struct rtok_ent *e = NULL;
+
+        atomic_fetch_add(&g_refresh_grants, 1);
+        pthread_mutex_lock(&g_lock);
+        for (size_t i = 0; i < FAKE_MAX_REFRESH; i++)
+            if (g_rtoks[i].h.live && strcmp(g_rtoks[i].token, o->code) == 0) {
+                e = &g_rtoks[i];
+                break;
+            }
+        if (e == NULL || strcmp(e->client_id, o->client_id) != 0 || e->inst != o->inst) {
+            tok_fail(o, 400, "invalid_grant", "Invalid refresh token");
+        } else {
+            unsigned sc = e->scopes;
+
+            e->h.live = false; /* rotation: each refresh token is used once */
+            o->scopes = sc;
+            rtok_add_locked(o->client_id, o->inst, sc, rt);
+        }
+        pthread_mutex_unlock(&g_lock);
+        if (o->error == NULL)
+            atomic_fetch_add(&g_refresh_grants_ok, 1);
+    }
+    if (o->error == NULL)
+        scopes_join(o->scopes, o->scope_str, sizeof o->scope_str);
+}
+
+/* POST /__fake/revoke-refresh {"client_id":"..."}: every refresh token of the client dies. */
+static enum MHD_Result
+ctl_revoke_refresh(struct MHD_Connection *c, struct req *r)
+{
+    json_t *o = json_loadb(r->body ? r->body : "", r->body_len, 0, NULL);
+    const char *cid = json_string_value(json_object_get(o, "client_id"));
+    long n = 0;
+
+    pthread_mutex_lock(&g_lock);
+    for (size_t i = 0; i < FAKE_MAX_REFRESH; i++)
+        if (g_rtoks[i].h.live && (cid == NULL || strcmp(g_rtoks[i].client_id, cid) == 0)) {
+            g_rtoks[i].h.live = false;
+            n++;
+        }
+    pthread_mutex_unlock(&g_lock);
+    json_decref(o);
+    return respond_jansson(c, 200, json_pack("{s:b,s:i}", "ok", 1, "revoked", (int)n));
+}
+
+/* POST /__fake/authorize {"deny":bool}: the user's answer on the authorize page. */
+static enum MHD_Result
+ctl_authorize(struct MHD_Connection *c, struct req *r, bool post)
+{
+    if (post) {
+        json_t *o = json_loadb(r->body ? r->body : "", r->body_len, 0, NULL);
+        json_t *d = json_object_get(o, "deny");
+
+        if (!json_is_boolean(d)) {
+            json_decref(o);
+            return respond_json(c, 400, "{\"error\":\"deny must be a boolean\"}", NULL, 0);
+        }
+        atomic_store(&g_authorize_deny, json_is_true(d));
+        json_decref(o);
+    }
+    return respond_jansson(c, 200, json_pack("{s:b}", "deny", atomic_load(&g_authorize_deny)));
 }
 
 static json_t *
@@ -1667,7 +2022,9 @@ token_evaluate(struct MHD_Connection *c, struct req *r, const char *method, int 
     jform = json_object();
     keys = json_array();
     for (i = 0; i < f.n; i++) {
-        bool secret = strcmp(f.f[i].key, "client_secret") == 0;
+        bool secret = strcmp(f.f[i].key, "client_secret") == 0 ||
+                      strcmp(f.f[i].key, "refresh_token") == 0 ||
+                      strcmp(f.f[i].key, "code_verifier") == 0;
 
         json_array_append_new(keys, jstr(f.f[i].key));
         json_object_set_new(jform, f.f[i].key,
@@ -1727,6 +2084,31 @@ token_evaluate(struct MHD_Connection *c, struct req *r, const char *method, int 
     grant = form_get(&f, "grant_type", NULL);
     if (grant == NULL || grant[0] == '\0') {
         tok_fail(o, 400, "invalid_request", "Missing grant_type parameter");
+        goto done;
+    }
+    json_object_set_new(rec, "grant_type", jstr(grant));
+    if (strcmp(grant, "authorization_code") == 0 || strcmp(grant, "refresh_token") == 0) {
+        bool code = grant[0] == 'a';
+        const char *v = form_get(&f, code ? "code" : "refresh_token", &cnt);
+        const char *ru = form_get(&f, "redirect_uri", NULL);
+        const char *ver = form_get(&f, "code_verifier", NULL);
+
+        o->grant = code ? GR_CODE : GR_REFRESH;
+        snprintf(o->client_id, sizeof o->client_id, "%s", cid);
+        if (v == NULL || v[0] == '\0' || cnt > 1 || (code && ru == NULL)) {
+            tok_fail(o, 400, "invalid_request",
+                     code ? "Missing code or redirect_uri" : "Missing refresh_token");
+            goto done;
+        }
+        if (strlen(v) >= sizeof o->code || (ru != NULL && strlen(ru) >= sizeof o->redirect_uri) ||
+            (ver != NULL && strlen(ver) >= sizeof o->verifier)) {
+            tok_fail(o, 400, "invalid_grant",
+                     code ? "Invalid authorization code" : "Invalid refresh token");
+            goto done;
+        }
+        snprintf(o->code, sizeof o->code, "%s", v);
+        snprintf(o->redirect_uri, sizeof o->redirect_uri, "%s", ru != NULL ? ru : "");
+        snprintf(o->verifier, sizeof o->verifier, "%s", ver != NULL ? ver : "");
         goto done;
     }
     if (strcmp(grant, "client_credentials") != 0) {
@@ -1797,6 +2179,8 @@ token_finish(struct MHD_Connection *c, struct req *r, const char *method)
     struct hdr h[2] = {{"Cache-Control", "no-store"}, {"Pragma", "no-cache"}};
     enum MHD_Result ret;
     char tok[TOK_LEN + 1];
+    char rt[FAKE_RTOK_LEN + 1] = "";
+    bool granted = false;
     int64_t exp;
     int life;
     struct sbuf b;
@@ -1805,6 +2189,11 @@ token_finish(struct MHD_Connection *c, struct req *r, const char *method)
     if (inst < 0)
         return respond_misdirected(c);
     token_evaluate(c, r, method, inst, &o);
+    if (o.error == NULL && o.grant != GR_CC && r->fault.after_grant) {
+        /* the grant is consumed, then the answer is delayed or lost */
+        grant_run(&o, rt);
+        granted = true;
+    }
     if (fault_apply(c, r, FT_TOKEN, &ret))
         return ret;
     if (o.error != NULL) {
@@ -1820,6 +2209,11 @@ token_finish(struct MHD_Connection *c, struct req *r, const char *method)
         }
         return respond_oauth_error(c, o.status, o.error, o.desc, o.basic);
     }
+    if (o.grant != GR_CC && !granted) {
+        grant_run(&o, rt);
+        if (o.error != NULL)
+            return respond_oauth_error(c, o.status, o.error, o.desc, o.basic);
+    }
     life = atomic_load(&g_lifetime);
     exp = fake_now() + life;
     token_issue(inst, o.scopes, exp, tok);
@@ -1828,6 +2222,8 @@ token_finish(struct MHD_Connection *c, struct req *r, const char *method)
     sb_printf(&b, "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%d,\"scope\":",
               tok, life);
     sb_json_str(&b, o.scope_str);
+    if (rt[0] != '\0')
+        sb_printf(&b, ",\"refresh_token\":\"%s\"", rt);
     sb_putc(&b, '}');
     return respond_sb(c, 200, &b, "application/json", h, 2);
 }
@@ -2884,13 +3280,15 @@ ctl_stats(struct MHD_Connection *c)
     sb_printf(&b,
               "{\"token_requests\":%llu,\"token_requests_ok\":%llu,\"api_requests\":%llu,"
               "\"connections\":%lld,\"data_connections\":%llu,\"active_connections\":%lld,"
-              "\"tokens_issued\":%llu,\"control_requests\":%llu,\"other_requests\":%llu}",
+              "\"tokens_issued\":%llu,\"control_requests\":%llu,\"other_requests\":%llu,"
+              "\"code_grants\":%llu,\"refresh_grants\":%llu,\"refresh_grants_ok\":%llu}",
               atomic_load(&g_token_requests), atomic_load(&g_token_ok),
               atomic_load(&g_api_requests),
               atomic_load(&g_connections) > 0 ? (long long)atomic_load(&g_connections) : 0LL,
               atomic_load(&g_data_connections), atomic_load(&g_active_connections),
               atomic_load(&g_tokens_issued), atomic_load(&g_control_requests),
-              atomic_load(&g_other_requests));
+              atomic_load(&g_other_requests), atomic_load(&g_code_grants),
+              atomic_load(&g_refresh_grants), atomic_load(&g_refresh_grants_ok));
     return respond_sb(c, 200, &b, "application/json", NULL, 0);
 }
 
@@ -2998,6 +3396,7 @@ ctl_fault(struct MHD_Connection *c, struct req *r)
         snprintf(msg, sizeof msg, "retry_after must be a string or an integer");
         goto bad;
     }
+    f.after_grant = json_is_true(json_object_get(o, "after_grant"));
     v = json_object_get(o, "count");
     if (v != NULL) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
@@ -3061,6 +3460,10 @@ state_reset(void)
     atomic_store(&g_tokens_issued, 0);
     atomic_store(&g_control_requests, 0);
     atomic_store(&g_other_requests, 0);
+    atomic_store(&g_code_grants, 0);
+    atomic_store(&g_refresh_grants, 0);
+    atomic_store(&g_refresh_grants_ok, 0);
+    atomic_store(&g_authorize_deny, false);
     atomic_store(&g_min_seq, atomic_load(&g_next_seq));
     atomic_store(&g_clock_offset, 0);
     atomic_store(&g_lifetime, g_lifetime_default);
@@ -3160,6 +3563,10 @@ control_finish(struct MHD_Connection *c, struct req *r, const char *url, const c
         atomic_store(&g_min_seq, atomic_load(&g_next_seq));
         return respond_json(c, 200, "{\"ok\":true}", NULL, 0);
     }
+    if (strcmp(name, "revoke-refresh") == 0 && post)
+        return ctl_revoke_refresh(c, r);
+    if (strcmp(name, "authorize") == 0 && (post || get))
+        return ctl_authorize(c, r, post);
     if (strcmp(name, "clients") == 0 && (post || get))
         return ctl_clients(c, r, post);
     if (strcmp(name, "config") == 0 && (post || get))
@@ -3300,6 +3707,8 @@ req_finish(struct MHD_Connection *c, struct req *r, const char *url, const char 
     case RK_OTHER:
         break;
     }
+    if (strcmp(url, "/ws/oauth/authorize") == 0)
+        return authorize_finish(c, method);
     if (strcmp(url, "/.well-known/oauth-authorization-server") == 0 &&
         (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
         return wellknown(c);

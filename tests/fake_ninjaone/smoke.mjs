@@ -242,6 +242,86 @@ for (const plain of [false, true]) {
       assert.equal(st.tokens_issued, 40);
       assert.equal(st.connections, 40);
     });
+
+    await check(`${mode}: code flow, PKCE, refresh rotation, revocation, deny`, async () => {
+      await fake.reset();
+      const verifier = crypto.randomBytes(32).toString('base64url');
+      const challenge = crypto.createHash('sha256').update(verifier).digest('base64url');
+      const redirect_uri = 'https://app.example.test/cb';
+      let a = await fake.authorize(DEFAULT_CLIENT, { redirect_uri, state: 's1', code_challenge: challenge });
+      assert.equal(a.status, 302);
+      assert.ok(a.location.startsWith(`${redirect_uri}?code=`), a.location);
+      assert.equal(a.params.get('state'), 's1');
+      const code = a.params.get('code');
+      let t = await fake.grant(DEFAULT_CLIENT, { grant_type: 'authorization_code', code, redirect_uri, code_verifier: 'x'.repeat(43) });
+      assert.equal(t.status, 400);
+      assert.equal(t.json.error, 'invalid_grant', 'a wrong verifier fails and burns the code');
+      a = await fake.authorize(DEFAULT_CLIENT, { redirect_uri, code_challenge: challenge });
+      t = await fake.grant(DEFAULT_CLIENT, { grant_type: 'authorization_code', code: a.params.get('code'), redirect_uri: `${redirect_uri}x`, code_verifier: verifier });
+      assert.equal(t.json.error, 'invalid_grant', 'redirect_uri must match');
+      a = await fake.authorize(DEFAULT_CLIENT, { redirect_uri, code_challenge: challenge });
+      const good = { grant_type: 'authorization_code', code: a.params.get('code'), redirect_uri, code_verifier: verifier };
+      t = await fake.grant(DEFAULT_CLIENT, good);
+      assert.equal(t.status, 200, t.text);
+      assert.match(t.json.refresh_token, /^[A-Za-z0-9_-]{43}$/);
+      assert.equal(t.json.scope, 'monitoring offline_access');
+      const api = await fake.request('GET', '/v2/organizations', { headers: { authorization: `Bearer ${t.json.access_token}` } });
+      assert.equal(api.status, 200);
+      t = await fake.grant(DEFAULT_CLIENT, good);
+      assert.equal(t.json.error, 'invalid_grant', 'codes are single-use');
+      // 10-minute code expiry
+      a = await fake.authorize(DEFAULT_CLIENT, { redirect_uri });
+      await fake.advanceClock(601);
+      t = await fake.grant(DEFAULT_CLIENT, { grant_type: 'authorization_code', code: a.params.get('code'), redirect_uri });
+      assert.equal(t.json.error, 'invalid_grant', 'codes expire after 10 minutes');
+      await fake.config({ clock_offset: 0 });
+      // no offline_access: no refresh token
+      const noOffline = await fake.codeFlowTokens(DEFAULT_CLIENT, { scope: 'monitoring' });
+      assert.ok(!('refresh_token' in noOffline));
+      // rotation
+      const first = await fake.codeFlowTokens();
+      let r = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: first.refresh_token });
+      assert.equal(r.status, 200, r.text);
+      assert.notEqual(r.json.refresh_token, first.refresh_token);
+      const old = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: first.refresh_token });
+      assert.equal(old.status, 400);
+      assert.equal(old.json.error, 'invalid_grant', 'a used refresh token is rejected');
+      const other = await fake.grant(MONITORING_CLIENT, { grant_type: 'refresh_token', refresh_token: r.json.refresh_token });
+      assert.equal(other.json.error, 'invalid_grant', "another client cannot use it");
+      // a faulted token request consumes nothing
+      await fake.fault({ target: 'token', mode: 'status', status: 503, count: 1 });
+      const f503 = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: r.json.refresh_token });
+      assert.equal(f503.status, 503);
+      r = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: r.json.refresh_token });
+      assert.equal(r.status, 200, 'the refresh token survives a faulted request');
+      const st = await fake.stats();
+      assert.equal(st.refresh_grants_ok, 2);
+      // after_grant: the grant is consumed, then the answer is lost
+      await fake.fault({ target: 'token', mode: 'status', status: 502, count: 1, after_grant: true });
+      const lost = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: r.json.refresh_token });
+      assert.equal(lost.status, 502);
+      const dead = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: r.json.refresh_token });
+      assert.equal(dead.json.error, 'invalid_grant', 'after_grant consumed the refresh token');
+      r = { json: await fake.codeFlowTokens() };
+      // revocation
+      const rv = await fake.revokeRefresh(DEFAULT_CLIENT.client_id);
+      assert.ok(rv.revoked >= 1);
+      r = await fake.grant(DEFAULT_CLIENT, { grant_type: 'refresh_token', refresh_token: r.json.refresh_token });
+      assert.equal(r.json.error, 'invalid_grant');
+      // denial and bad requests
+      await fake.setAuthorizeDeny(true);
+      a = await fake.authorize(DEFAULT_CLIENT, { redirect_uri, state: 's2' });
+      assert.equal(a.status, 302);
+      assert.equal(a.params.get('error'), 'access_denied');
+      assert.equal(a.params.get('state'), 's2');
+      await fake.setAuthorizeDeny(false);
+      a = await fake.authorize({ ...DEFAULT_CLIENT, client_id: 'nobody-here' }, { redirect_uri });
+      assert.ok(a.location.startsWith('/ws/oauth/error?error=unauthorized_client'), 'unknown client: no redirect');
+      a = await fake.authorize(DEFAULT_CLIENT, { redirect_uri, response_type: 'token' });
+      assert.equal(a.params.get('error'), 'unsupported_response_type');
+      a = await fake.authorize(DEFAULT_CLIENT, { redirect_uri, scope: 'monitoring control' });
+      assert.equal(a.params.get('error'), 'invalid_scope');
+    });
   } finally {
     await fake.stop();
   }

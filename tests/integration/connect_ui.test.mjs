@@ -11,19 +11,17 @@
 //  5. unknown, malformed and missing session tokens.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
 import { startStack } from './lib/stack.mjs';
+import { startHostServer } from './lib/host_server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(import.meta.url);
 
 const KEY = 'ninjaone-rmm';
 const HOSTS = ['app.ninjarmm.com', 'us2.ninjarmm.com', 'eu.ninjarmm.com', 'ca.ninjarmm.com', 'oc.ninjarmm.com'];
@@ -45,7 +43,7 @@ before(async () => {
     args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync']
   });
-  host = await startHostServer();
+  host = await startHostServer({ index: 'host.html', hostname: '127.0.0.1' });
 });
 
 after(async () => {
@@ -114,32 +112,6 @@ async function getConnection(connectionId) {
   const r = await stack.api('GET', `/connections/${encodeURIComponent(connectionId)}?provider_config_key=${KEY}`);
   assert.equal(r.status, 200, 'GET /connections/:id -> ' + JSON.stringify(r.json));
   return r.json;
-}
-
-// Serves the host fixture and the real @nangohq/frontend ESM build on a second origin.
-async function startHostServer() {
-  const sdkDir = path.dirname(require.resolve('@nangohq/frontend'));
-  const fixtures = path.join(here, 'fixtures');
-  const server = http.createServer(async (req, res) => {
-    const u = new URL(req.url, 'http://x');
-    let file = null;
-    let type = 'text/javascript; charset=utf-8';
-    if (u.pathname === '/' || u.pathname === '/host.html') { file = path.join(fixtures, 'host.html'); type = 'text/html; charset=utf-8'; }
-    else if (u.pathname === '/host.js') file = path.join(fixtures, 'host.js');
-    else if (/^\/sdk\/[A-Za-z0-9_.-]+\.js$/.test(u.pathname)) file = path.join(sdkDir, path.basename(u.pathname));
-    if (!file) { res.writeHead(404).end(); return; }
-    try {
-      const body = await fs.readFile(file);
-      res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store' }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: () => new Promise((resolve) => { server.closeAllConnections?.(); server.close(() => resolve()); })
-  };
 }
 
 // Field ids are derived from the provider definition: f-<group>-<name>.

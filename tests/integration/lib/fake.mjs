@@ -302,6 +302,43 @@ export async function startFake({
       try { json = r.json(); } catch { /* not JSON (fault) */ }
       return { status: r.status, headers: r.headers, json, text: r.text };
     },
+    /** POST /__fake/authorize {deny}: the user's answer on the fake's authorize page. */
+    setAuthorizeDeny: (deny) => control('POST', 'authorize', { deny }),
+    /** Revokes every refresh token of a client (all clients when client_id is undefined). */
+    revokeRefresh: (client_id) => control('POST', 'revoke-refresh', client_id ? { client_id } : {}),
+    /** GET /ws/oauth/authorize; resolves {status, location, params: URLSearchParams of the redirect}. */
+    async authorize(client = DEFAULT_CLIENT, { redirect_uri = 'https://app.example.test/cb', scope = 'monitoring offline_access', state = 'st', code_challenge, response_type = 'code', host = client.instance } = {}) {
+      const q = new URLSearchParams({ client_id: client.client_id, redirect_uri, response_type, state });
+      if (scope !== undefined) q.set('scope', scope);
+      if (code_challenge !== undefined) {
+        q.set('code_challenge', code_challenge);
+        q.set('code_challenge_method', 'S256');
+      }
+      const r = await request('GET', `/ws/oauth/authorize?${q}`, { host });
+      const location = r.headers.location ?? null;
+      let params = null;
+      try { params = new URL(location, 'https://x.invalid').searchParams; } catch { /* none */ }
+      return { status: r.status, location, params };
+    },
+    /** A token request of the authorization_code or refresh_token grant (client_secret_post). */
+    async grant(client = DEFAULT_CLIENT, fields = {}, { host = client.instance } = {}) {
+      const form = new URLSearchParams({ client_id: client.client_id, client_secret: client.client_secret, ...fields });
+      const r = await request('POST', '/ws/oauth/token', {
+        host, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(),
+      });
+      let json = null;
+      try { json = r.json(); } catch { /* not JSON (fault) */ }
+      return { status: r.status, json, text: r.text };
+    },
+    /** Runs the code flow (auto-approved) and returns the token response {access_token, refresh_token, ...}. */
+    async codeFlowTokens(client = DEFAULT_CLIENT, { scope = 'monitoring offline_access' } = {}) {
+      const redirect_uri = 'https://app.example.test/cb';
+      const a = await this.authorize(client, { redirect_uri, scope });
+      if (a.status !== 302 || !a.params.get('code')) throw new Error(`authorize: ${a.status} ${a.location}`);
+      const t = await this.grant(client, { grant_type: 'authorization_code', code: a.params.get('code'), redirect_uri });
+      if (t.status !== 200) throw new Error(`code grant: ${t.status} ${t.text}`);
+      return t.json;
+    },
     stderr: () => stderr,
     exited: () => exited,
     async stop(signal = 'SIGTERM') {

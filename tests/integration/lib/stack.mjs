@@ -57,10 +57,11 @@ export async function startWebhookReceiver() {
     url: `http://webhook.test:${port}/hook`,
     received,
     respondWith(...statuses) { plan.push(...statuses); },
-    async waitFor(pred, ms = 10000) {
+    /** The first 2xx-answered webhook matching pred, among those received from index `from` on. */
+    async waitFor(pred, ms = 10000, from = 0) {
       const end = Date.now() + ms;
       while (Date.now() < end) {
-        const hit = received.find((r) => r.status < 300 && pred(r));
+        const hit = received.slice(from).find((r) => r.status < 300 && pred(r));
         if (hit) return hit;
         await new Promise((r) => setTimeout(r, 50));
       }
