@@ -185,6 +185,12 @@ config_load(struct config *c, struct latch_err *err)
         c->public_url[strlen(c->public_url) - 1] = '\0';
     if (c->oauth_callback_url == NULL)
         c->oauth_callback_url = xasprintf("%s/oauth/callback", c->public_url);
+    if (strncmp(c->oauth_callback_url, "https://", 8) != 0 &&
+        strncmp(c->oauth_callback_url, "http://", 7) != 0) {
+        latch_err_set(err, "LATCH_OAUTH_CALLBACK_URL: expected an absolute http(s) URL (the "
+                           "redirect URI registered with each OAuth app)");
+        return LATCH_E_INVAL;
+    }
     return LATCH_OK;
 }
 

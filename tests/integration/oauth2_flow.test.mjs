@@ -343,6 +343,17 @@ test('key rotation re-seals the app credentials: after retiring the old key the 
   assert.equal((await callback({ code, state })).status, 200);
 });
 
+test('LATCH_OAUTH_CALLBACK_URL sets the redirect URI latch registers and sends', async () => {
+  await latch.stop();
+  latch = await startLatch({ dir, port: latch.port, env: { ...latchEnv, LATCH_OAUTH_CALLBACK_URL: 'https://connect.msp.example/oauth/callback' } });
+  const token = await session();
+  const r = await connect(token);
+  assert.equal(r.status, 302, r.text);
+  assert.equal(new URL(r.location).searchParams.get('redirect_uri'), 'https://connect.msp.example/oauth/callback');
+  await latch.stop();
+  latch = await startLatch({ dir, port: latch.port, env: latchEnv });
+});
+
 test('nothing of the flow reaches the log: no state, code, verifier or secret', async () => {
   const fs = await import('node:fs');
   const log = fs.readFileSync(latch.logPath, 'utf8');
