@@ -269,8 +269,8 @@ cache_stat(void *ud, int which)
 {
     const struct app *a = ud;
     struct credcache_stats st;
-    const uint64_t *v[] = {&st.hits, &st.misses, &st.evictions, &st.invalidations, &st.entries,
-                           &st.bytes};
+    const uint64_t *v[] = {&st.hits,          &st.misses,  &st.evictions,
+                           &st.invalidations, &st.entries, &st.bytes};
 
     refresher_cache_stats(a->refresher, &st);
     return (double)*v[which];

@@ -10,7 +10,7 @@
 #include "util/xalloc.h"
 
 struct cc_entry {
-    struct cc_entry *chain;      /* hash bucket */
+    struct cc_entry *chain;       /* hash bucket */
     struct cc_entry *prev, *next; /* LRU: head = most recent */
     uint64_t hash;
     struct store_connection row; /* credentials_sealed NULL */
@@ -34,7 +34,7 @@ struct credcache {
     size_t shard_entries, shard_bytes;
     size_t page;
     struct cc_shard shards[CREDCACHE_SHARDS];
-    _Atomic uint64_t hits, misses, evictions, invalidations;
+    _Atomic uint64_t hits, misses, evictions, invalidations, wiped;
 };
 
 /* FNV-1a over the key parts; the separators keep ("a","bc") apart from ("ab","c"). */
@@ -117,9 +117,10 @@ credcache_new(const struct credcache_opts *o)
 }
 
 static void
-entry_free(struct cc_entry *e)
+entry_free(struct credcache *cc, struct cc_entry *e)
 {
-    secmem_free(e->plain, e->plain_cap);
+    atomic_fetch_add_explicit(&cc->wiped, e->plain_cap, memory_order_relaxed);
+    secmem_free(e->plain, e->plain_cap); /* wipes */
     store_connection_clear(&e->row);
     free(e);
 }
@@ -216,7 +217,7 @@ credcache_get(struct credcache *cc, int64_t env_id, const char *pck, const char 
     }
     pthread_mutex_unlock(&s->mu);
     if (stale != NULL)
-        entry_free(stale);
+        entry_free(cc, stale);
     if (*creds == NULL) {
         atomic_fetch_add_explicit(&cc->misses, 1, memory_order_relaxed);
         return false;
@@ -259,7 +260,7 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const js
     e->born_ms = now_ms;
     e->bytes = e->plain_cap + row_bytes(&e->row);
     if (e->bytes > cc->shard_bytes) {
-        entry_free(e);
+        entry_free(cc, e);
         return;
     }
     s = shard_of(cc, h);
@@ -268,7 +269,7 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const js
     if (old != NULL && old->clock > clock) {
         /* a newer read already put its entry: keep it */
         pthread_mutex_unlock(&s->mu);
-        entry_free(e);
+        entry_free(cc, e);
         return;
     }
     if (old != NULL)
@@ -295,11 +296,11 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const js
     s->bytes += e->bytes;
     pthread_mutex_unlock(&s->mu);
     if (old != NULL)
-        entry_free(old);
+        entry_free(cc, old);
     while (evicted != NULL) {
         struct cc_entry *n = evicted->chain;
 
-        entry_free(evicted);
+        entry_free(cc, evicted);
         evicted = n;
     }
 }
@@ -341,7 +342,7 @@ credcache_drop(struct credcache *cc, int64_t env_id, const char *pck, const char
     pthread_mutex_unlock(&s->mu);
     if (e != NULL) {
         atomic_fetch_add_explicit(&cc->invalidations, 1, memory_order_relaxed);
-        entry_free(e);
+        entry_free(cc, e);
     }
 }
 
@@ -373,7 +374,7 @@ credcache_clear(struct credcache *cc)
         while (e != NULL) {
             struct cc_entry *n = e->next;
 
-            entry_free(e);
+            entry_free(cc, e);
             e = n;
         }
     }
@@ -389,6 +390,7 @@ credcache_stats(struct credcache *cc, struct credcache_stats *out)
     out->misses = atomic_load_explicit(&cc->misses, memory_order_relaxed);
     out->evictions = atomic_load_explicit(&cc->evictions, memory_order_relaxed);
     out->invalidations = atomic_load_explicit(&cc->invalidations, memory_order_relaxed);
+    out->wiped = atomic_load_explicit(&cc->wiped, memory_order_relaxed);
     for (size_t i = 0; i < CREDCACHE_SHARDS; i++) {
         struct cc_shard *s = &cc->shards[i];
 

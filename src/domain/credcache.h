@@ -44,6 +44,7 @@ struct credcache_opts {
 struct credcache_stats {
     uint64_t hits, misses, evictions, invalidations;
     uint64_t entries, bytes;
+    uint64_t wiped; /* secmem bytes wiped and released (evictions, drops, replacements) */
 };
 
 /* NULL when o->max_entries or o->max_bytes is 0 (caching off); every function takes NULL. */

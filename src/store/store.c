@@ -143,8 +143,8 @@ store_integrity_check(struct store *s, struct latch_err *err)
 #define CONN_CLOCK_SLOTS 4096
 #define CONN_PENDING_MAX 16
 
-static _Atomic uint64_t conn_clock;                   /* ticks once per committed write */
-static _Atomic uint64_t conn_clock_all;               /* last tick of a write to any row */
+static _Atomic uint64_t conn_clock;                       /* ticks once per committed write */
+static _Atomic uint64_t conn_clock_all;                   /* last tick of a write to any row */
 static _Atomic uint64_t conn_clock_row[CONN_CLOCK_SLOTS]; /* last tick per row-id slot */
 
 /* Connection rows the current thread's open transaction changed (a db_conn is one thread's). */
@@ -1178,9 +1178,8 @@ store_conn_stamp_matches(const struct store_conn_stamp *st, const struct store_c
     char prov[sizeof st->provider];
 
     latch_strlcpy(prov, row->provider != NULL ? row->provider : "", sizeof prov);
-    return st->id == row->id && st->version == row->version &&
-           st->updated_at == row->updated_at && st->expires_at == row->expires_at &&
-           st->refresh_attempts == row->refresh_attempts &&
+    return st->id == row->id && st->version == row->version && st->updated_at == row->updated_at &&
+           st->expires_at == row->expires_at && st->refresh_attempts == row->refresh_attempts &&
            st->last_refresh_failure == row->last_refresh_failure &&
            st->next_refresh_at == row->next_refresh_at && st->needs_reauth == row->needs_reauth &&
            strcmp(st->provider, prov) == 0;
