@@ -269,11 +269,22 @@ cache_stat(void *ud, int which)
 {
     const struct app *a = ud;
     struct credcache_stats st;
-    const uint64_t *v[] = {&st.hits,          &st.misses,  &st.evictions,
-                           &st.invalidations, &st.entries, &st.bytes};
 
     refresher_cache_stats(a->refresher, &st);
-    return (double)*v[which];
+    switch (which) {
+    case 0:
+        return (double)st.hits;
+    case 1:
+        return (double)st.misses;
+    case 2:
+        return (double)st.evictions;
+    case 3:
+        return (double)st.invalidations;
+    case 4:
+        return (double)st.entries;
+    default:
+        return (double)st.bytes;
+    }
 }
 
 static double

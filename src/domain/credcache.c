@@ -31,7 +31,7 @@ struct cc_shard {
 
 struct credcache {
     struct credcache_opts o;
-    size_t shard_entries, shard_bytes;
+    _Atomic size_t n_entries, n_bytes; /* all shards: the bounds are global */
     size_t page;
     struct cc_shard shards[CREDCACHE_SHARDS];
     _Atomic uint64_t hits, misses, evictions, invalidations, wiped;
@@ -101,17 +101,15 @@ credcache_new(const struct credcache_opts *o)
     cc = xcalloc(1, sizeof *cc);
     cc->o = *o;
     cc->page = page > 0 ? (size_t)page : 4096;
-    cc->shard_entries = (o->max_entries + CREDCACHE_SHARDS - 1) / CREDCACHE_SHARDS;
-    cc->shard_bytes = o->max_bytes / CREDCACHE_SHARDS;
     for (size_t i = 0; i < CREDCACHE_SHARDS; i++) {
         struct cc_shard *s = &cc->shards[i];
         size_t nb = 8;
 
-        while (nb < cc->shard_entries * 2)
+        while (nb < o->max_entries / CREDCACHE_SHARDS * 2 && nb < ((size_t)1 << 20))
             nb *= 2;
         pthread_mutex_init(&s->mu, NULL);
         s->n_buckets = nb;
-        s->buckets = xcalloc(nb, sizeof *s->buckets);
+        s->buckets = xcalloc(nb, sizeof(struct cc_entry *));
     }
     return cc;
 }
@@ -127,7 +125,7 @@ entry_free(struct credcache *cc, struct cc_entry *e)
 
 /* Unlinks e from its bucket and the LRU list; the caller frees it. */
 static void
-unlink_locked(struct cc_shard *s, struct cc_entry *e)
+unlink_locked(struct credcache *cc, struct cc_shard *s, struct cc_entry *e)
 {
     struct cc_entry **pp = &s->buckets[e->hash & (s->n_buckets - 1)];
 
@@ -144,6 +142,8 @@ unlink_locked(struct cc_shard *s, struct cc_entry *e)
         s->tail = e->prev;
     s->entries--;
     s->bytes -= e->bytes;
+    atomic_fetch_sub(&cc->n_entries, 1);
+    atomic_fetch_sub(&cc->n_bytes, e->bytes);
 }
 
 static void
@@ -203,7 +203,7 @@ credcache_get(struct credcache *cc, int64_t env_id, const char *pck, const char 
     pthread_mutex_lock(&s->mu);
     e = find_locked(s, h, env_id, pck, cid);
     if (e != NULL && cc->o.max_age_ms > 0 && now_ms - e->born_ms >= cc->o.max_age_ms) {
-        unlink_locked(s, e);
+        unlink_locked(cc, s, e);
         stale = e;
         e = NULL;
     }
@@ -223,6 +223,45 @@ credcache_get(struct credcache *cc, int64_t env_id, const char *pck, const char 
         return false;
     }
     atomic_fetch_add_explicit(&cc->hits, 1, memory_order_relaxed);
+    return true;
+}
+
+/* Would one more entry of bytes exceed a bound? */
+static bool
+over(struct credcache *cc, size_t bytes)
+{
+    return atomic_load(&cc->n_entries) + 1 > cc->o.max_entries ||
+           atomic_load(&cc->n_bytes) + bytes > cc->o.max_bytes;
+}
+
+/* Unlinks s's least recently used entries while over(bytes); returns them chained onto list. */
+static struct cc_entry *
+evict_locked(struct credcache *cc, struct cc_shard *s, size_t bytes, struct cc_entry *list)
+{
+    while (s->tail != NULL && over(cc, bytes)) {
+        struct cc_entry *v = s->tail;
+
+        unlink_locked(cc, s, v);
+        v->chain = list;
+        list = v;
+        atomic_fetch_add_explicit(&cc->evictions, 1, memory_order_relaxed);
+    }
+    return list;
+}
+
+/* Takes one entry and bytes from the global budget; false (nothing taken) when they do not fit. */
+static bool
+reserve(struct credcache *cc, size_t bytes)
+{
+    if (atomic_fetch_add(&cc->n_entries, 1) + 1 > cc->o.max_entries) {
+        atomic_fetch_sub(&cc->n_entries, 1);
+        return false;
+    }
+    if (atomic_fetch_add(&cc->n_bytes, bytes) + bytes > cc->o.max_bytes) {
+        atomic_fetch_sub(&cc->n_bytes, bytes);
+        atomic_fetch_sub(&cc->n_entries, 1);
+        return false;
+    }
     return true;
 }
 
@@ -259,7 +298,7 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const js
     e->clock = clock;
     e->born_ms = now_ms;
     e->bytes = e->plain_cap + row_bytes(&e->row);
-    if (e->bytes > cc->shard_bytes) {
+    if (e->bytes > cc->o.max_bytes / 4) {
         entry_free(cc, e);
         return;
     }
@@ -273,28 +312,35 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const js
         return;
     }
     if (old != NULL)
-        unlink_locked(s, old);
+        unlink_locked(cc, s, old);
     /* evict least recently used entries until e fits; wiped outside the lock */
-    while (s->tail != NULL &&
-           (s->entries + 1 > cc->shard_entries || s->bytes + e->bytes > cc->shard_bytes)) {
-        struct cc_entry *v = s->tail;
+    evicted = evict_locked(cc, s, e->bytes, NULL);
+    for (size_t i = 1; i < CREDCACHE_SHARDS && over(cc, e->bytes); i++) {
+        /* this shard ran dry: take from the others (trylock: never wait holding a lock) */
+        struct cc_shard *o = &cc->shards[(size_t)(s - cc->shards + i) % CREDCACHE_SHARDS];
 
-        unlink_locked(s, v);
-        v->chain = evicted;
-        evicted = v;
-        atomic_fetch_add_explicit(&cc->evictions, 1, memory_order_relaxed);
+        if (pthread_mutex_trylock(&o->mu) == 0) {
+            evicted = evict_locked(cc, o, e->bytes, evicted);
+            pthread_mutex_unlock(&o->mu);
+        }
     }
-    e->chain = s->buckets[h & (s->n_buckets - 1)];
-    s->buckets[h & (s->n_buckets - 1)] = e;
-    e->next = s->head;
-    if (s->head != NULL)
-        s->head->prev = e;
-    s->head = e;
-    if (s->tail == NULL)
-        s->tail = e;
-    s->entries++;
-    s->bytes += e->bytes;
+    /* reserve the room (another shard's put may have taken it meanwhile) */
+    if (reserve(cc, e->bytes)) {
+        e->chain = s->buckets[h & (s->n_buckets - 1)];
+        s->buckets[h & (s->n_buckets - 1)] = e;
+        e->next = s->head;
+        if (s->head != NULL)
+            s->head->prev = e;
+        s->head = e;
+        if (s->tail == NULL)
+            s->tail = e;
+        s->entries++;
+        s->bytes += e->bytes;
+        e = NULL;
+    }
     pthread_mutex_unlock(&s->mu);
+    if (e != NULL) /* full, and nothing left to evict: not cached */
+        entry_free(cc, e);
     if (old != NULL)
         entry_free(cc, old);
     while (evicted != NULL) {
@@ -338,7 +384,7 @@ credcache_drop(struct credcache *cc, int64_t env_id, const char *pck, const char
     pthread_mutex_lock(&s->mu);
     e = find_locked(s, h, env_id, pck, cid);
     if (e != NULL)
-        unlink_locked(s, e);
+        unlink_locked(cc, s, e);
     pthread_mutex_unlock(&s->mu);
     if (e != NULL) {
         atomic_fetch_add_explicit(&cc->invalidations, 1, memory_order_relaxed);
@@ -368,7 +414,9 @@ credcache_clear(struct credcache *cc)
         pthread_mutex_lock(&s->mu);
         e = s->head;
         s->head = s->tail = NULL;
-        memset(s->buckets, 0, s->n_buckets * sizeof *s->buckets);
+        memset(s->buckets, 0, s->n_buckets * sizeof(struct cc_entry *));
+        atomic_fetch_sub(&cc->n_entries, s->entries);
+        atomic_fetch_sub(&cc->n_bytes, s->bytes);
         s->entries = s->bytes = 0;
         pthread_mutex_unlock(&s->mu);
         while (e != NULL) {

@@ -12,9 +12,10 @@
  * miss. Entries older than max_age_ms are misses too (a bound for writes this node cannot see).
  *
  * Bounds: at most max_entries entries and max_bytes bytes (the secmem pages, page-rounded, plus
- * the row's strings), split evenly over CREDCACHE_SHARDS shards; the least recently used entry of
- * a full shard is evicted (and wiped). A credential larger than a shard's byte budget is not
- * cached.
+ * the row's strings) over all CREDCACHE_SHARDS shards together; a put into a full cache evicts
+ * (and wipes) the least recently used entries of its own shard (an approximate LRU: the shard of
+ * the key decides), and is not cached when that shard has none left. A credential larger than a
+ * quarter of max_bytes is not cached.
  *
  * Ownership: struct credcache is owned by its creator (credcache_free wipes every entry).
  * credcache_get fills owned copies. Threads: every function from any thread (one mutex per
