@@ -15,9 +15,40 @@
 
 #include <cmocka.h>
 
+#include <sys/mman.h>
+#include <stdatomic.h>
+
+#include "crypto/secmem.h"
 #include "domain/credcache.h"
-#include "domain/creds.h"
 #include "util/xalloc.h"
+
+/*
+ * secmem stand-ins (this program links them instead of crypto/secmem.c): count the secret
+ * buffers released and check each held credentials, so a cache that freed its secrets any other
+ * way (or not at all) fails the wipe assertions below.
+ */
+static atomic_size_t secrets_alloc, secrets_wiped;
+
+void *
+secmem_alloc(size_t n)
+{
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    assert_true(p != MAP_FAILED);
+    atomic_fetch_add(&secrets_alloc, 1);
+    return p;
+}
+
+void
+secmem_free(void *p, size_t n)
+{
+    if (p == NULL)
+        return;
+    if (strstr(p, "access_token") != NULL)
+        atomic_fetch_add(&secrets_wiped, 1);
+    explicit_bzero(p, n);
+    (void)munmap(p, n);
+}
 
 static void
 mk_row(struct store_connection *r, int64_t id, const char *cid)
@@ -60,7 +91,7 @@ get(struct credcache *cc, const char *cid, char *buf, size_t n, uint64_t *clock)
     (void)snprintf(buf, n, "%s", json_string_value(json_object_get(creds, "access_token")));
     if (clock != NULL)
         *clock = ck;
-    creds_free(creds);
+    json_decref(creds);
     store_connection_clear(&r);
     return buf;
 }
@@ -111,6 +142,7 @@ test_bound_by_count(void **state)
     struct credcache *cc = credcache_new(&o);
     struct credcache_stats st;
     char cid[32], buf[64];
+    size_t w0 = atomic_load(&secrets_wiped);
 
     (void)state;
     for (int i = 0; i < 200; i++) {
@@ -119,10 +151,14 @@ test_bound_by_count(void **state)
     }
     credcache_stats(cc, &st);
     assert_int_equal(st.entries, CREDCACHE_SHARDS);
+    /* every evicted entry's secrets went through secmem_free, which wipes */
+    assert_int_equal(atomic_load(&secrets_wiped), w0 + st.evictions);
     assert_int_equal(st.entries + st.evictions, 200);
     assert_non_null(get(cc, "c199", buf, sizeof buf, NULL)); /* the newest stays */
     assert_true(st.wiped >= st.evictions * 4096 / 2); /* every evicted page went through secmem */
     credcache_free(cc);
+    /* and the rest at credcache_free (shutdown) */
+    assert_int_equal(atomic_load(&secrets_wiped), w0 + 200);
 }
 
 static void
@@ -175,7 +211,7 @@ test_max_age(void **state)
     (void)state;
     put(cc, 1, "a", "tok", 1); /* born at 1000 */
     assert_true(credcache_get(cc, 1, "int1", "a", 1499, &r, &creds, &clock));
-    creds_free(creds);
+    json_decref(creds);
     store_connection_clear(&r);
     assert_false(credcache_get(cc, 1, "int1", "a", 1500, &r, &creds, &clock));
     assert_null(creds);
@@ -196,7 +232,7 @@ test_touch(void **state)
     credcache_touch(cc, 1, "int1", "a", 777);
     assert_true(credcache_get(cc, 1, "int1", "a", 1000, &r, &creds, &clock));
     assert_int_equal(r.last_fetched_at, 777);
-    creds_free(creds);
+    json_decref(creds);
     store_connection_clear(&r);
     credcache_free(cc);
 }
