@@ -266,29 +266,21 @@ reserve(struct credcache *cc, size_t bytes)
 }
 
 void
-credcache_put(struct credcache *cc, const struct store_connection *row, const json_t *creds,
-              uint64_t clock, int64_t now_ms)
+credcache_put(struct credcache *cc, const struct store_connection *row, const char *text,
+              size_t len, uint64_t clock, int64_t now_ms)
 {
     struct cc_shard *s;
     struct cc_entry *e, *old, *evicted = NULL;
-    char *text;
-    size_t len;
     uint64_t h;
 
-    if (cc == NULL || row == NULL || creds == NULL || row->provider_config_key == NULL ||
+    if (cc == NULL || row == NULL || text == NULL || row->provider_config_key == NULL ||
         row->connection_id == NULL)
         return;
-    text = json_dumps(creds, JSON_COMPACT);
-    if (text == NULL)
-        return;
-    len = strlen(text);
     e = xcalloc(1, sizeof *e);
     e->plain_cap = (len + 1 + cc->page - 1) / cc->page * cc->page;
     e->plain = secmem_alloc(e->plain_cap);
     memcpy(e->plain, text, len);
     e->plain_len = len;
-    explicit_bzero(text, len);
-    free(text);
     store_connection_copy(&e->row, row);
     if (e->row.credentials_sealed != NULL) {
         free(e->row.credentials_sealed);

@@ -62,12 +62,13 @@ bool credcache_get(struct credcache *cc, int64_t env_id, const char *provider_co
                    const char *connection_id, int64_t now_ms, struct store_connection *row,
                    json_t **creds, uint64_t *clock);
 /*
- * Inserts or replaces the entry of row's key: row (credentials_sealed is not kept), creds
- * (serialised into secmem), clock (store_conn_clock() read before row was read). An entry put
- * under an older clock never replaces one put under a newer clock.
+ * Inserts or replaces the entry of row's key: row (credentials_sealed is not kept), the
+ * credentials JSON text (copied into secmem; the caller wipes its own copy), clock
+ * (store_conn_clock() read before row was read). An entry put under an older clock never
+ * replaces one put under a newer clock.
  */
-void credcache_put(struct credcache *cc, const struct store_connection *row, const json_t *creds,
-                   uint64_t clock, int64_t now_ms);
+void credcache_put(struct credcache *cc, const struct store_connection *row, const char *text,
+                   size_t len, uint64_t clock, int64_t now_ms);
 /* Sets the entry's last_fetched_at (the refresher's bulk touch bookkeeping). */
 void credcache_touch(struct credcache *cc, int64_t env_id, const char *provider_config_key,
                      const char *connection_id, int64_t last_fetched_at);

@@ -193,9 +193,29 @@ reseal_legacy(struct refresher *rf, const struct store_connection *c)
                  latch_strerror(rc));
 }
 
-/* Fills r with the row and its opened credentials (REFRESH_OK). */
+/* What answer_ok hands the hot cache while the plaintext is still there. */
+struct cache_fill {
+    struct refresher *rf;
+    const struct store_connection *c;
+    uint64_t clock;
+    int64_t now;
+};
+
 static void
-answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh_result *r)
+cache_keep(const char *text, size_t len, void *ud)
+{
+    const struct cache_fill *f = ud;
+
+    credcache_put(f->rf->cache, f->c, text, len, f->clock, f->now);
+}
+
+/*
+ * Fills r with the row and its opened credentials (REFRESH_OK). fill (may be NULL): also put
+ * them into the hot cache.
+ */
+static void
+answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh_result *r,
+          struct cache_fill *fill)
 {
     struct creds_owner o;
     bool legacy = false;
@@ -204,7 +224,8 @@ answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh
     memset(r, 0, sizeof *r);
     store_connection_copy(&r->conn, c);
     o = creds_owner_of(c);
-    rc = creds_open_ex(rf->o.vault, &o, c->credentials_sealed, &r->creds, &legacy);
+    rc = creds_open_keep(rf->o.vault, &o, c->credentials_sealed, &r->creds, &legacy,
+                         fill != NULL && rf->cache != NULL ? cache_keep : NULL, fill);
     if (rc != LATCH_OK) {
         /* a known key that does not authenticate: tampered, or moved to another owner */
         log_error("credentials do not decrypt", "conn_row=%lld rc=%s", (long long)c->id,
@@ -246,7 +267,7 @@ answer_held_back(struct refresher *rf, const struct store_connection *c, bool fo
     if (c->next_refresh_at <= now)
         return false;
     if (c->expires_at > now) {
-        answer_ok(rf, c, r);
+        answer_ok(rf, c, r, NULL);
     } else {
         set_err(r, REFRESH_BACKOFF,
                 "A recent refresh attempt failed. Backing off before retrying.");
@@ -304,7 +325,7 @@ finish_with_row(struct refresher *rf, struct flight *f)
     else if (rc != LATCH_OK)
         set_err(&r, REFRESH_STORE_UNAVAILABLE, "");
     else
-        answer_ok(rf, &row, &r);
+        answer_ok(rf, &row, &r, NULL);
     finish_flight(rf, f, &r);
     refresh_result_clear(&r);
     store_connection_clear(&row);
@@ -492,7 +513,7 @@ on_exchange(struct oauth_cc_result *res, void *ud)
             set_err(&r, REFRESH_NEEDS_REAUTH, msg);
         } else if (f->conn.expires_at > now && !f->force) {
             /* the current token still works: hand it out while we back off */
-            answer_ok(rf, &f->conn, &r);
+            answer_ok(rf, &f->conn, &r, NULL);
         } else {
             char msg[320];
 
@@ -741,9 +762,9 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     }
     need = force || !is_fresh(rf, &c, now) || c.needs_reauth;
     if (!need) {
-        answer_ok(rf, &c, now_out);
-        if (now_out->outcome == REFRESH_OK)
-            credcache_put(rf->cache, &c, now_out->creds, clock, now);
+        struct cache_fill fill = {rf, &c, clock, now};
+
+        answer_ok(rf, &c, now_out, &fill);
         store_connection_clear(&c);
         return true;
     }
