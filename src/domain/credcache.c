@@ -18,7 +18,8 @@ struct cc_entry {
     int64_t born_ms;
     char *plain; /* secmem: the credentials JSON text, NUL-terminated */
     size_t plain_len, plain_cap;
-    size_t bytes; /* what the entry counts against max_bytes */
+    size_t bytes;     /* what the entry counts against max_bytes */
+    _Atomic int refs; /* the table's (while linked) + readers parsing plain outside the lock */
 };
 
 struct cc_shard {
@@ -115,15 +116,17 @@ credcache_new(const struct credcache_opts *o)
 }
 
 static void
-entry_free(struct credcache *cc, struct cc_entry *e)
+entry_unref(struct credcache *cc, struct cc_entry *e)
 {
+    if (atomic_fetch_sub(&e->refs, 1) > 1)
+        return; /* a reader still parses it; the last one frees */
     atomic_fetch_add_explicit(&cc->wiped, e->plain_cap, memory_order_relaxed);
     secmem_free(e->plain, e->plain_cap); /* wipes */
     store_connection_clear(&e->row);
     free(e);
 }
 
-/* Unlinks e from its bucket and the LRU list; the caller frees it. */
+/* Unlinks e from its bucket and the LRU list; the caller unrefs it. */
 static void
 unlink_locked(struct credcache *cc, struct cc_shard *s, struct cc_entry *e)
 {
@@ -208,16 +211,20 @@ credcache_get(struct credcache *cc, int64_t env_id, const char *pck, const char 
         e = NULL;
     }
     if (e != NULL) {
-        *creds = json_loadb(e->plain, e->plain_len, 0, NULL);
-        if (*creds != NULL) {
-            store_connection_copy(row, &e->row);
-            *clock = e->clock;
-            to_front_locked(s, e);
-        }
+        store_connection_copy(row, &e->row);
+        *clock = e->clock;
+        to_front_locked(s, e);
+        atomic_fetch_add(&e->refs, 1); /* parsed below, outside the lock */
     }
     pthread_mutex_unlock(&s->mu);
     if (stale != NULL)
-        entry_free(cc, stale);
+        entry_unref(cc, stale);
+    if (e != NULL) {
+        *creds = json_loadb(e->plain, e->plain_len, 0, NULL); /* plain is never written again */
+        entry_unref(cc, e);
+        if (*creds == NULL)
+            store_connection_clear(row);
+    }
     if (*creds == NULL) {
         atomic_fetch_add_explicit(&cc->misses, 1, memory_order_relaxed);
         return false;
@@ -277,6 +284,7 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const ch
         row->connection_id == NULL)
         return;
     e = xcalloc(1, sizeof *e);
+    atomic_init(&e->refs, 1);
     e->plain_cap = (len + 1 + cc->page - 1) / cc->page * cc->page;
     e->plain = secmem_alloc(e->plain_cap);
     memcpy(e->plain, text, len);
@@ -291,7 +299,7 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const ch
     e->born_ms = now_ms;
     e->bytes = e->plain_cap + row_bytes(&e->row);
     if (e->bytes > cc->o.max_bytes / 4) {
-        entry_free(cc, e);
+        entry_unref(cc, e);
         return;
     }
     s = shard_of(cc, h);
@@ -300,7 +308,7 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const ch
     if (old != NULL && old->clock > clock) {
         /* a newer read already put its entry: keep it */
         pthread_mutex_unlock(&s->mu);
-        entry_free(cc, e);
+        entry_unref(cc, e);
         return;
     }
     if (old != NULL)
@@ -332,13 +340,13 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const ch
     }
     pthread_mutex_unlock(&s->mu);
     if (e != NULL) /* full, and nothing left to evict: not cached */
-        entry_free(cc, e);
+        entry_unref(cc, e);
     if (old != NULL)
-        entry_free(cc, old);
+        entry_unref(cc, old);
     while (evicted != NULL) {
         struct cc_entry *n = evicted->chain;
 
-        entry_free(cc, evicted);
+        entry_unref(cc, evicted);
         evicted = n;
     }
 }
@@ -380,7 +388,7 @@ credcache_drop(struct credcache *cc, int64_t env_id, const char *pck, const char
     pthread_mutex_unlock(&s->mu);
     if (e != NULL) {
         atomic_fetch_add_explicit(&cc->invalidations, 1, memory_order_relaxed);
-        entry_free(cc, e);
+        entry_unref(cc, e);
     }
 }
 
@@ -414,7 +422,7 @@ credcache_clear(struct credcache *cc)
         while (e != NULL) {
             struct cc_entry *n = e->next;
 
-            entry_free(cc, e);
+            entry_unref(cc, e);
             e = n;
         }
     }

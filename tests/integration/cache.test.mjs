@@ -7,6 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { startStack, startLatch, tmpDir, api, importBody, freePort, BACKEND } from './lib/stack.mjs';
+import { request } from './lib/load.mjs';
 
 let s;
 let b; // node B (PostgreSQL only)
@@ -122,6 +123,23 @@ test('every write on this node is visible on the next read', async () => {
   assert.equal(r.status, 404, r.text);
 
   assert.ok(await metric('latch_cache_invalidations_total') > inv0, 'the stale entries were dropped');
+});
+
+test('the proxy fetches its credentials through the cache, and a delete stops it at once', async () => {
+  const d = await s.createSession({ end_user: { id: 'cache-proxy' } });
+  const l = await s.link(d.token);
+  assert.equal(l.status, 200, l.text);
+  const conn = l.json.connectionId;
+  const px = () => request(`${s.latchUrl}/proxy/v2/organizations`, { headers: { authorization: `Bearer ${s.secretKey}`, 'connection-id': conn, 'provider-config-key': 'ninjaone-rmm' } });
+  assert.equal((await px()).status, 200);
+  const h0 = await metric('latch_cache_hits_total');
+  const r1 = await px();
+  assert.equal(r1.status, 200, r1.body.toString());
+  assert.ok(await metric('latch_cache_hits_total') > h0, 'the second proxied call was a hit');
+  const del = await s.api('DELETE', getPath(conn));
+  assert.ok(del.status < 300, del.text);
+  const r2 = await px();
+  assert.ok(r2.status >= 400 && r2.status < 500, `a deleted connection is not proxied: ${r2.status}`);
 });
 
 test('two nodes on one PostgreSQL database: node B sees node A\'s writes on its next read', { skip: BACKEND !== 'postgres' }, async () => {
