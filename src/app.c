@@ -20,6 +20,7 @@
 #include "net/outbound.h"
 #include "domain/oauth_cc.h"
 #include "domain/refresher.h"
+#include "domain/credcache.h"
 #include "store/store.h"
 #include "core/timer.h"
 #include "core/ratelimit.h"
@@ -265,6 +266,65 @@ g_webhook_age(void *ud)
 }
 
 static double
+cache_stat(void *ud, int which)
+{
+    const struct app *a = ud;
+    struct credcache_stats st;
+
+    refresher_cache_stats(a->refresher, &st);
+    switch (which) {
+    case 0:
+        return (double)st.hits;
+    case 1:
+        return (double)st.misses;
+    case 2:
+        return (double)st.evictions;
+    case 3:
+        return (double)st.invalidations;
+    case 4:
+        return (double)st.entries;
+    default:
+        return (double)st.bytes;
+    }
+}
+
+static double
+g_cache_hits(void *ud)
+{
+    return cache_stat(ud, 0);
+}
+
+static double
+g_cache_misses(void *ud)
+{
+    return cache_stat(ud, 1);
+}
+
+static double
+g_cache_evictions(void *ud)
+{
+    return cache_stat(ud, 2);
+}
+
+static double
+g_cache_invalidations(void *ud)
+{
+    return cache_stat(ud, 3);
+}
+
+static double
+g_cache_entries(void *ud)
+{
+    return cache_stat(ud, 4);
+}
+
+static double
+g_cache_bytes(void *ud)
+{
+    return cache_stat(ud, 5);
+}
+
+static double
 g_ops_dropped(void *ud)
 {
     (void)ud;
@@ -401,6 +461,19 @@ metrics_start(struct app *a, const struct config *cfg, struct latch_err *err)
     metrics_gauge_fn("latch_ws_clients", "WebSocket clients held now", g_ws_clients, a);
     metrics_gauge_fn("latch_ops_queue_depth", "Operations waiting for the log writer", g_ops_depth,
                      a);
+    metrics_gauge_fn("latch_cache_hits_total", "Token reads answered from the hot cache",
+                     g_cache_hits, a);
+    metrics_gauge_fn("latch_cache_misses_total",
+                     "Token reads the hot cache could not answer (absent, stale, too old)",
+                     g_cache_misses, a);
+    metrics_gauge_fn("latch_cache_evictions_total",
+                     "Hot cache entries evicted (and wiped) to stay within its bounds",
+                     g_cache_evictions, a);
+    metrics_gauge_fn("latch_cache_invalidations_total",
+                     "Hot cache entries dropped because the connection was written",
+                     g_cache_invalidations, a);
+    metrics_gauge_fn("latch_cache_entries", "Connections in the hot cache", g_cache_entries, a);
+    metrics_gauge_fn("latch_cache_bytes", "Bytes the hot cache holds", g_cache_bytes, a);
     memset(&mo, 0, sizeof mo);
     mo.bind_addr = host[0] != '\0' ? host : NULL;
     mo.port = (uint16_t)port;
@@ -495,6 +568,11 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
             .backoff_ms = cfg->refresh_backoff_ms,
             .lease_ms = cfg->refresh_lease_ms,
             .background_refresh = cfg->background_refresh,
+            .cache_entries = (size_t)cfg->cache_entries,
+            .cache_bytes = (size_t)cfg->cache_mb * 1024 * 1024,
+            .cache_max_age_s = cfg->cache_max_age_s,
+            /* other processes write a PostgreSQL database: check each hit's stamp */
+            .cache_revalidate = strcmp(store_backend(a->store), "postgres") == 0,
         };
 
         rc = refresher_start(&ro, &a->refresher);

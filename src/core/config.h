@@ -48,6 +48,9 @@ struct config {
                                */
     int refresh_lease_ms;     /* LATCH_REFRESH_LEASE_MS */
     bool background_refresh;  /* LATCH_BACKGROUND_REFRESH */
+    int cache_entries;        /* LATCH_CACHE_ENTRIES: hot cache of reads, entries (0 = off) */
+    int cache_mb;             /* LATCH_CACHE_MB: hot cache of reads, MiB */
+    int cache_max_age_s;      /* LATCH_CACHE_MAX_AGE_S: a cached read is re-read after this */
     bool webhook_legacy_sig;  /* LATCH_WEBHOOK_LEGACY_SIGNATURE: send X-Nango-Signature */
     int rate_env;             /* LATCH_RATE_LIMIT_ENV: requests/s per environment (0 = off) */
     int rate_ip;              /* LATCH_RATE_LIMIT_IP: requests/s per client IP on public routes */

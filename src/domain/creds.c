@@ -132,8 +132,8 @@ open_raw(struct vault *v, const struct creds_owner *o, const char *sealed, unsig
 }
 
 latch_rc
-creds_open_ex(struct vault *v, const struct creds_owner *o, const char *sealed, json_t **creds,
-              bool *legacy)
+creds_open_keep(struct vault *v, const struct creds_owner *o, const char *sealed, json_t **creds,
+                bool *legacy, void (*keep)(const char *text, size_t len, void *ud), void *ud)
 {
     unsigned char *pt = NULL;
     size_t len = 0;
@@ -144,8 +144,17 @@ creds_open_ex(struct vault *v, const struct creds_owner *o, const char *sealed, 
     if (rc != LATCH_OK)
         return rc;
     *creds = json_loadb((const char *)pt, len, 0, NULL);
+    if (*creds != NULL && keep != NULL)
+        keep((const char *)pt, len, ud);
     vault_plain_free(pt, len);
     return *creds != NULL ? LATCH_OK : LATCH_E_CRYPTO;
+}
+
+latch_rc
+creds_open_ex(struct vault *v, const struct creds_owner *o, const char *sealed, json_t **creds,
+              bool *legacy)
+{
+    return creds_open_keep(v, o, sealed, creds, legacy, NULL, NULL);
 }
 
 latch_rc

@@ -20,6 +20,7 @@
 #define LATCH_CREDS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -52,6 +53,13 @@ latch_rc creds_open(struct vault *v, const struct creds_owner *o, const char *se
 /* The same; *legacy is set when the envelope carries the legacy AAD (re-seal it). */
 latch_rc creds_open_ex(struct vault *v, const struct creds_owner *o, const char *sealed,
                        json_t **creds, bool *legacy);
+/*
+ * The same, also handing the plaintext JSON text to keep(text, len, ud) before it is wiped (the
+ * hot cache of reads copies it into locked memory: no re-serialisation). keep may be NULL.
+ */
+latch_rc creds_open_keep(struct vault *v, const struct creds_owner *o, const char *sealed,
+                         json_t **creds, bool *legacy,
+                         void (*keep)(const char *text, size_t len, void *ud), void *ud);
 /*
  * Opens sealed as from's (either AAD) and seals it again for to under the primary key. When lazy,
  * *out is NULL (LATCH_OK) if nothing would change: same owner, owner AAD, primary key.

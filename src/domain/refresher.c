@@ -15,6 +15,7 @@
 #include "domain/appcreds.h"
 #include "domain/catalog.h"
 #include "domain/creds.h"
+#include "domain/credcache.h"
 #include "core/metrics.h"
 #include "core/latch_limits.h"
 #include "core/log.h"
@@ -83,6 +84,7 @@ struct refresher {
     atomic_uint_fast64_t token_requests;
     atomic_uint_fast64_t gets; /* refresher_get_fresh calls: traffic, for the idle trim */
     int margin_override_s;     /* LATCH_REFRESH_MARGIN_S set explicitly: wins over providers */
+    struct credcache *cache;   /* the hot cache of reads (NULL: off) */
     /*
      * Reads never write: connections whose last_fetched_at is stale are queued here (an
      * open-addressing set of row ids, 0 = empty) and written by the background thread, so a
@@ -149,29 +151,6 @@ refresh_result_clear(struct refresh_result *r)
     r->creds = NULL;
 }
 
-static char *
-dup_or_null(const char *s)
-{
-    return s != NULL ? xstrdup(s) : NULL;
-}
-
-static void
-conn_copy(struct store_connection *dst, const struct store_connection *src)
-{
-    *dst = *src;
-    dst->uid = dup_or_null(src->uid);
-    dst->connection_id = dup_or_null(src->connection_id);
-    dst->provider_config_key = dup_or_null(src->provider_config_key);
-    dst->provider = dup_or_null(src->provider);
-    dst->credentials_sealed = dup_or_null(src->credentials_sealed);
-    dst->connection_config_json = dup_or_null(src->connection_config_json);
-    dst->metadata_json = dup_or_null(src->metadata_json);
-    dst->tags_json = dup_or_null(src->tags_json);
-    dst->end_user_json = dup_or_null(src->end_user_json);
-    dst->webhook_url_override = dup_or_null(src->webhook_url_override);
-    dst->auth_error_json = dup_or_null(src->auth_error_json);
-}
-
 static void
 set_err(struct refresh_result *r, enum refresh_outcome outcome, const char *msg)
 {
@@ -219,18 +198,39 @@ reseal_legacy(struct refresher *rf, const struct store_connection *c)
                  latch_strerror(rc));
 }
 
-/* Fills r with the row and its opened credentials (REFRESH_OK). */
+/* What answer_ok hands the hot cache while the plaintext is still there. */
+struct cache_fill {
+    struct refresher *rf;
+    const struct store_connection *c;
+    uint64_t clock;
+    int64_t now;
+};
+
 static void
-answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh_result *r)
+cache_keep(const char *text, size_t len, void *ud)
+{
+    const struct cache_fill *f = ud;
+
+    credcache_put(f->rf->cache, f->c, text, len, f->clock, f->now);
+}
+
+/*
+ * Fills r with the row and its opened credentials (REFRESH_OK). fill (may be NULL): also put
+ * them into the hot cache.
+ */
+static void
+answer_ok(struct refresher *rf, const struct store_connection *c, struct refresh_result *r,
+          struct cache_fill *fill)
 {
     struct creds_owner o;
     bool legacy = false;
     latch_rc rc;
 
     memset(r, 0, sizeof *r);
-    conn_copy(&r->conn, c);
+    store_connection_copy(&r->conn, c);
     o = creds_owner_of(c);
-    rc = creds_open_ex(rf->o.vault, &o, c->credentials_sealed, &r->creds, &legacy);
+    rc = creds_open_keep(rf->o.vault, &o, c->credentials_sealed, &r->creds, &legacy,
+                         fill != NULL && rf->cache != NULL ? cache_keep : NULL, fill);
     if (rc != LATCH_OK) {
         /* a known key that does not authenticate: tampered, or moved to another owner */
         log_error("credentials do not decrypt", "conn_row=%lld rc=%s", (long long)c->id,
@@ -266,17 +266,17 @@ answer_held_back(struct refresher *rf, const struct store_connection *c, bool fo
                        desc ? ": " : ".", desc ? desc : "");
         json_decref(e);
         set_err(r, REFRESH_NEEDS_REAUTH, msg);
-        conn_copy(&r->conn, c);
+        store_connection_copy(&r->conn, c);
         return true;
     }
     if (c->next_refresh_at <= now)
         return false;
     if (c->expires_at > now) {
-        answer_ok(rf, c, r);
+        answer_ok(rf, c, r, NULL);
     } else {
         set_err(r, REFRESH_BACKOFF,
                 "A recent refresh attempt failed. Backing off before retrying.");
-        conn_copy(&r->conn, c);
+        store_connection_copy(&r->conn, c);
     }
     return true;
 }
@@ -303,7 +303,7 @@ finish_flight(struct refresher *rf, struct flight *f, const struct refresh_resul
         latch_strlcpy(r.message, proto->message, sizeof r.message);
         latch_strlcpy(r.op_id, f->op_id, sizeof r.op_id);
         if (proto->conn.uid != NULL)
-            conn_copy(&r.conn, &proto->conn);
+            store_connection_copy(&r.conn, &proto->conn);
         if (proto->creds != NULL)
             r.creds = json_deep_copy(proto->creds);
         w->done(&r, w->ud);
@@ -330,7 +330,7 @@ finish_with_row(struct refresher *rf, struct flight *f)
     else if (rc != LATCH_OK)
         set_err(&r, REFRESH_STORE_UNAVAILABLE, "");
     else
-        answer_ok(rf, &row, &r);
+        answer_ok(rf, &row, &r, NULL);
     finish_flight(rf, f, &r);
     refresh_result_clear(&r);
     store_connection_clear(&row);
@@ -604,7 +604,7 @@ on_exchange(struct oauth_cc_result *res, void *ud)
             set_err(&r, REFRESH_NEEDS_REAUTH, msg);
         } else if (f->conn.expires_at > now && !f->force) {
             /* the current token still works: hand it out while we back off */
-            answer_ok(rf, &f->conn, &r);
+            answer_ok(rf, &f->conn, &r, NULL);
         } else {
             char msg[320];
 
@@ -863,11 +863,53 @@ lease_job(void *ud)
     }
 }
 
+/*
+ * The hot cache (credcache.h): fills r (REFRESH_OK) from a cached entry when no write committed
+ * on this node may have changed the row since it was read (store_conn_unchanged_since), on a
+ * shared database the row's stamp still matches, and the token is still fresh; otherwise drops
+ * the entry and returns false (the caller reads the store as without a cache).
+ */
+static bool
+cached_read(struct refresher *rf, int64_t env_id, const char *pck, const char *cid, int64_t now,
+            struct refresh_result *r)
+{
+    struct store_connection c;
+    json_t *creds = NULL;
+    uint64_t clock = 0;
+    bool ok;
+
+    if (!credcache_get(rf->cache, env_id, pck, cid, now, &c, &creds, &clock))
+        return false;
+    ok = store_conn_unchanged_since(c.id, clock) && !c.needs_reauth && is_fresh(rf, &c, now);
+    if (ok && rf->o.cache_revalidate) {
+        struct store_conn_stamp st;
+
+        ok = store_connection_stamp(rf->o.store, env_id, pck, cid, &st) == LATCH_OK &&
+             store_conn_stamp_matches(&st, &c);
+    }
+    if (!ok) {
+        credcache_reject(rf->cache, env_id, pck, cid);
+        creds_free(creds);
+        store_connection_clear(&c);
+        return false;
+    }
+    if (now - c.last_fetched_at > REFRESH_TOUCH_INTERVAL_MS) {
+        touch_later(rf, c.id);
+        c.last_fetched_at = now;
+        credcache_touch(rf->cache, env_id, pck, cid, now);
+    }
+    r->conn = c; /* takes ownership */
+    r->creds = creds;
+    r->outcome = REFRESH_OK;
+    return true;
+}
+
 bool
 refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
                     const char *connection_id, int force, refresher_done_fn done, void *ud,
                     struct refresh_result *now_out)
 {
+    uint64_t clock;
     struct store_connection c;
     struct flight *f;
     struct waiter *w;
@@ -878,6 +920,10 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     atomic_fetch_add_explicit(&rf->gets, 1, memory_order_relaxed);
     memset(now_out, 0, sizeof *now_out);
     memset(&c, 0, sizeof c);
+    if (!force && rf->cache != NULL &&
+        cached_read(rf, env_id, provider_config_key, connection_id, now, now_out))
+        return true;
+    clock = store_conn_clock(); /* before the read: a write after it makes the entry stale */
     rc = store_connection_get(rf->o.store, env_id, provider_config_key, connection_id, &c);
     if (rc == LATCH_E_NOT_FOUND) {
         set_err(now_out, REFRESH_NOT_FOUND, "Failed to find connection");
@@ -893,7 +939,9 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     }
     need = force || !is_fresh(rf, &c, now) || c.needs_reauth;
     if (!need) {
-        answer_ok(rf, &c, now_out);
+        struct cache_fill fill = {rf, &c, clock, now};
+
+        answer_ok(rf, &c, now_out, &fill);
         store_connection_clear(&c);
         return true;
     }
@@ -1061,9 +1109,16 @@ refresher_start(const struct refresher_opts *o, struct refresher **out)
     latch_strlcpy(rf->node_id, o->node_id, sizeof rf->node_id);
     rf->o.node_id = rf->node_id;
     rf->margin_override_s = o->margin_override ? o->margin_s : -1;
+    {
+        struct credcache_opts co = {o->cache_entries, o->cache_bytes,
+                                    (int64_t)o->cache_max_age_s * 1000};
+
+        rf->cache = credcache_new(&co);
+    }
     pthread_mutex_init(&rf->mu, NULL);
     pthread_cond_init(&rf->cv, NULL);
     if (pthread_create(&rf->thr, NULL, refresher_main, rf) != 0) {
+        credcache_free(rf->cache);
         free(rf);
         return LATCH_E_INTERNAL;
     }
@@ -1104,6 +1159,7 @@ refresher_stop(struct refresher *rf)
     if (rf == NULL)
         return;
     refresher_halt(rf);
+    credcache_free(rf->cache); /* wipes every cached credential */
     pthread_mutex_destroy(&rf->mu);
     pthread_cond_destroy(&rf->cv);
     free(rf);
@@ -1113,4 +1169,10 @@ uint64_t
 refresher_token_requests(const struct refresher *rf)
 {
     return atomic_load(&((struct refresher *)(uintptr_t)rf)->token_requests);
+}
+
+void
+refresher_cache_stats(const struct refresher *rf, struct credcache_stats *out)
+{
+    credcache_stats(rf != NULL ? rf->cache : NULL, out);
 }

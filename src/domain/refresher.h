@@ -48,6 +48,15 @@ struct refresher_opts {
     int backoff_ms;                /* first back-off after a transient failure; doubles */
     int lease_ms;                  /* the store's refresh lease */
     bool background_refresh;       /* renew tokens of connections in use before they expire */
+    /* the hot cache of reads (domain/credcache.h); 0 entries or bytes: no cache */
+    size_t cache_entries;
+    size_t cache_bytes;
+    int cache_max_age_s; /* 0: no age bound */
+    /*
+     * Check every cached hit against the row's stamp (store_connection_stamp): on for a database
+     * other processes write (PostgreSQL), where this node cannot see their writes.
+     */
+    bool cache_revalidate;
 };
 
 /* How a refresher_get_fresh call ended. The REST layer turns these into HTTP answers. */
@@ -102,5 +111,8 @@ bool refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provi
 
 /* Counters (tests/metrics). */
 uint64_t refresher_token_requests(const struct refresher *rf);
+/* The hot cache's counters and sizes (all zero when it is off). */
+struct credcache_stats;
+void refresher_cache_stats(const struct refresher *rf, struct credcache_stats *out);
 
 #endif

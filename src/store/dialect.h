@@ -81,6 +81,7 @@ enum st_id {
     ST_CONN_DUE,
     ST_CONN_REBIND_SCAN,
     ST_CONN_REBIND_CAS,
+    ST_CONN_STAMP, /* store_connection_stamp */
     ST_SESS_INSERT,
     ST_SESS_GET,
     ST_SESS_BUMP,

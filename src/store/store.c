@@ -12,6 +12,7 @@
 
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@
 #include "core/metrics.h"
 #include "store/dialect.h"
 #include "util/clock.h"
+#include "util/str.h"
 #include "util/xalloc.h"
 
 /* Longest database URL / path accepted (PATH_MAX on Linux). */
@@ -136,6 +138,206 @@ store_integrity_check(struct store *s, struct latch_err *err)
 
 /* ---- statement helpers (on top of the dialect primitives) ---- */
 
+/* ---- the connection write clock (store.h: store_conn_clock) ---- */
+
+#define CONN_CLOCK_SLOTS 4096
+#define CONN_PENDING_MAX 16
+
+static _Atomic uint64_t conn_clock;                       /* ticks once per committed write */
+static _Atomic uint64_t conn_clock_all;                   /* last tick of a write to any row */
+static _Atomic uint64_t conn_clock_row[CONN_CLOCK_SLOTS]; /* last tick per row-id slot */
+
+/* Connection rows the current thread's open transaction changed (a db_conn is one thread's). */
+static _Thread_local struct {
+    int64_t ids[CONN_PENDING_MAX];
+    size_t n;
+    bool all;
+} conn_pending;
+
+enum conn_scope { SCOPE_NONE, SCOPE_ROW, SCOPE_ALL };
+
+/*
+ * What statement id may change in connections: nothing, the row whose id is parameter 1, or any
+ * row. Every statement not listed is SCOPE_ALL, so that a new write can never leave a stale
+ * cached read behind by being forgotten here: at worst it empties the cache.
+ */
+static enum conn_scope
+conn_write_scope(enum st_id id)
+{
+    switch (id) {
+    case ST_CONN_REPLACE:
+    case ST_CONN_SET_META:
+    case ST_CONN_PATCH:
+    case ST_CONN_DONE:
+    case ST_CONN_FAILED:
+    case ST_CONN_REBIND_CAS:
+    case ST_RS_CONN_CAS:
+        return SCOPE_ROW;
+    /* reads, and writes that leave what a token read answers unchanged */
+    case ST_BEGIN:
+    case ST_COMMIT:
+    case ST_ROLLBACK:
+    case ST_USER_VERSION:
+    case ST_META_GET:
+    case ST_META_SET:
+    case ST_META_ADD:
+    case ST_ENV_INSERT:
+    case ST_ENV_GET:
+    case ST_ENV_GET_NAME:
+    case ST_ENV_LIST:
+    case ST_ENV_UPDATE:
+    case ST_KEY_ADD:
+    case ST_KEY_LOOKUP:
+    case ST_KEY_REVOKE:
+    case ST_KEY_COUNT:
+    case ST_INT_INSERT:
+    case ST_INT_GET:
+    case ST_INT_LIST:
+    case ST_INT_PROVIDER:
+    case ST_INT_KEY:
+    case ST_CONN_LOCK:
+    case ST_CONN_INSERT: /* a new row id: no cached read can hold it */
+    case ST_CONN_GET:
+    case ST_CONN_GET_ENV_ID:
+    case ST_CONN_GET_ROW:
+    case ST_CONN_LIST:
+    case ST_CONN_TOUCH:
+    case ST_CONN_TOUCH_MANY:
+    case ST_CONN_EXISTS:
+    case ST_CONN_LEASE:
+    case ST_CONN_RELEASE:
+    case ST_CONN_DUE:
+    case ST_CONN_REBIND_SCAN:
+    case ST_CONN_STAMP:
+    case ST_SESS_INSERT:
+    case ST_SESS_GET:
+    case ST_SESS_BUMP:
+    case ST_SESS_DELETE:
+    case ST_SESS_PURGE:
+    case ST_WH_INSERT:
+    case ST_WH_CLAIM:
+    case ST_WH_DONE:
+    case ST_WH_RETRY:
+    case ST_WH_PENDING:
+    case ST_WH_OLDEST:
+    case ST_OPS_INSERT:
+    case ST_OPS_GET:
+    case ST_OPS_LIST:
+    case ST_OPS_NTH:
+    case ST_OPS_PRUNE:
+    case ST_OPS_COUNT:
+    case ST_RS_CONN_SCAN:
+    case ST_RS_ENV_SCAN:
+    case ST_RS_ENV_CAS:
+    case ST_RS_META_SCAN:
+    case ST_RS_META_CAS:
+    case ST_ADM_INSERT:
+    case ST_ADM_GET_EMAIL:
+    case ST_ADM_LIST:
+    case ST_ADM_DELETE:
+    case ST_ADM_FAILED:
+    case ST_ADM_LOCK:
+    case ST_ADM_OK:
+    case ST_ASESS_INSERT:
+    case ST_ASESS_GET:
+    case ST_ASESS_TOUCH:
+    case ST_ASESS_DELETE:
+    case ST_ASESS_PURGE:
+    case ST_KEY_LIST:
+    case ST_KEY_REVOKE_ONE:
+    case ST_KEY_LABEL:
+    case ST_OST_INSERT: /* OAuth states and integration app credentials: no token read shows them */
+    case ST_OST_TAKE:
+    case ST_OST_PURGE:
+    case ST_RS_INT_SCAN:
+    case ST_RS_INT_CAS:
+        return SCOPE_NONE;
+    default:
+        return SCOPE_ALL; /* ST_CONN_DELETE, ST_CONN_SET_PROVIDER, ST_INT_UPDATE, ST_INT_DELETE */
+    }
+}
+
+static void
+conn_note(enum st_id id, const struct db_params *p)
+{
+    switch (conn_write_scope(id)) {
+    case SCOPE_NONE:
+        return;
+    case SCOPE_ROW:
+        if (p->n > 0 && p->v[0].type == 'i' && conn_pending.n < CONN_PENDING_MAX) {
+            conn_pending.ids[conn_pending.n++] = p->v[0].i;
+            return;
+        }
+        break;
+    case SCOPE_ALL:
+        break;
+    }
+    conn_pending.all = true;
+}
+
+static void
+clock_raise(_Atomic uint64_t *slot, uint64_t t)
+{
+    uint64_t cur = atomic_load(slot);
+
+    while (cur < t && !atomic_compare_exchange_weak(slot, &cur, t))
+        ;
+}
+
+/* After a commit (or its failure: a spurious tick only costs cache misses). */
+static void
+conn_flush(void)
+{
+    uint64_t t;
+
+    if (conn_pending.n == 0 && !conn_pending.all)
+        return;
+    t = atomic_fetch_add(&conn_clock, 1) + 1;
+    if (conn_pending.all)
+        clock_raise(&conn_clock_all, t);
+    for (size_t i = 0; i < conn_pending.n; i++)
+        clock_raise(&conn_clock_row[(uint64_t)conn_pending.ids[i] % CONN_CLOCK_SLOTS], t);
+    conn_pending.n = 0;
+    conn_pending.all = false;
+}
+
+uint64_t
+store_conn_clock(void)
+{
+    return atomic_load(&conn_clock);
+}
+
+bool
+store_conn_unchanged_since(int64_t id, uint64_t clock)
+{
+    return atomic_load(&conn_clock_all) <= clock &&
+           atomic_load(&conn_clock_row[(uint64_t)id % CONN_CLOCK_SLOTS]) <= clock;
+}
+
+static latch_rc
+tx_exec(const struct dialect *d, struct db_conn *c, enum st_id id, const struct db_params *p)
+{
+    conn_note(id, p);
+    return d->exec(c, id, p);
+}
+
+static latch_rc
+tx_begin(const struct dialect *d, struct db_conn *c)
+{
+    conn_pending.n = 0;
+    conn_pending.all = false;
+    return d->begin(c);
+}
+
+static latch_rc
+tx_commit(const struct dialect *d, struct db_conn *c)
+{
+    latch_rc rc = d->commit(c);
+
+    conn_flush();
+    return rc;
+}
+
 /*
  * Fills p from fmt: 't' const char * (NULL = SQL NULL), 'i' int64_t, 'B' int as bool,
  * 'h' const unsigned char * of 32 bytes. false on a format error (a programming error).
@@ -195,7 +397,7 @@ q_exec(const struct dialect *d, struct db_conn *c, enum st_id id, const char *fm
     va_end(ap);
     if (!ok)
         return LATCH_E_INTERNAL;
-    return d->exec(c, id, &p);
+    return tx_exec(d, c, id, &p);
 }
 
 /* Moves to the first (next) row; rc_none when there is none. */
@@ -252,10 +454,10 @@ vrun1(struct store *s, bool write, enum st_id id, latch_rc rc_none, row_read_fn 
     if (rc != LATCH_OK)
         return rc;
     if (write)
-        rc = d->begin(c);
+        rc = tx_begin(d, c);
     if (rc != LATCH_OK)
         goto out;
-    rc = d->exec(c, id, &p);
+    rc = tx_exec(d, c, id, &p);
     if (rc != LATCH_OK)
         goto out;
     rc = d->next(c, &row);
@@ -271,7 +473,7 @@ vrun1(struct store *s, bool write, enum st_id id, latch_rc rc_none, row_read_fn 
         rc = q_finish(d, c);
     d->end(c);
     if (rc == LATCH_OK && write)
-        rc = d->commit(c);
+        rc = tx_commit(d, c);
 out:
     d->end(c);
     if (write && rc != LATCH_OK)
@@ -376,9 +578,9 @@ vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem,
     if (rc != LATCH_OK)
         return rc;
     if (write)
-        rc = d->begin(c);
+        rc = tx_begin(d, c);
     if (rc == LATCH_OK)
-        rc = d->exec(c, id, &p);
+        rc = tx_exec(d, c, id, &p);
     while (rc == LATCH_OK) {
         rc = d->next(c, &row);
         if (rc != LATCH_OK || !row)
@@ -389,7 +591,7 @@ vlist(struct store *s, bool write, enum st_id id, row_read_fn read, size_t elem,
     }
     d->end(c);
     if (rc == LATCH_OK && write)
-        rc = d->commit(c);
+        rc = tx_commit(d, c);
     if (write && rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
@@ -763,7 +965,7 @@ q_cmd(const struct dialect *d, struct db_conn *c, enum st_id id, int64_t *change
     va_end(ap);
     if (!ok)
         return LATCH_E_INTERNAL;
-    rc = d->exec(c, id, &p);
+    rc = tx_exec(d, c, id, &p);
     if (rc != LATCH_OK)
         return rc;
     if (changes != NULL)
@@ -852,7 +1054,7 @@ store_integration_update(struct store *s, struct store_integration *i, store_reb
     rc = d->acquire(s->db, &c);
     if (rc != LATCH_OK)
         return rc;
-    rc = d->begin(c);
+    rc = tx_begin(d, c);
     if (rc != LATCH_OK)
         goto out;
     rc = q_exec(d, c, ST_INT_KEY, "ii", i->id, i->env_id);
@@ -880,7 +1082,7 @@ store_integration_update(struct store *s, struct store_integration *i, store_reb
     if (rc == LATCH_OK)
         rc = q_cmd(d, c, ST_CONN_SET_PROVIDER, NULL, "itt", i->env_id, i->unique_key, i->provider);
     if (rc == LATCH_OK)
-        rc = d->commit(c);
+        rc = tx_commit(d, c);
 out:
     if (rc != LATCH_OK)
         d->rollback(c);
@@ -923,6 +1125,71 @@ store_connection_clear(struct store_connection *c)
     free(c->webhook_url_override);
     free(c->auth_error_json);
     memset(c, 0, sizeof *c);
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s != NULL ? xstrdup(s) : NULL;
+}
+
+void
+store_connection_copy(struct store_connection *dst, const struct store_connection *src)
+{
+    *dst = *src;
+    dst->uid = dup_or_null(src->uid);
+    dst->connection_id = dup_or_null(src->connection_id);
+    dst->provider_config_key = dup_or_null(src->provider_config_key);
+    dst->provider = dup_or_null(src->provider);
+    dst->credentials_sealed = dup_or_null(src->credentials_sealed);
+    dst->connection_config_json = dup_or_null(src->connection_config_json);
+    dst->metadata_json = dup_or_null(src->metadata_json);
+    dst->tags_json = dup_or_null(src->tags_json);
+    dst->end_user_json = dup_or_null(src->end_user_json);
+    dst->webhook_url_override = dup_or_null(src->webhook_url_override);
+    dst->auth_error_json = dup_or_null(src->auth_error_json);
+}
+
+/* ST_CONN_STAMP */
+static void
+stamp_read(const struct dialect *d, struct db_conn *c, void *out)
+{
+    struct store_conn_stamp *st = out;
+    const char *prov = d->col_text(c, 8);
+
+    st->id = d->col_i64(c, 0);
+    st->version = d->col_i64(c, 1);
+    st->updated_at = d->col_i64(c, 2);
+    st->expires_at = d->col_i64(c, 3);
+    st->refresh_attempts = d->col_i64(c, 4);
+    st->last_refresh_failure = d->col_i64(c, 5);
+    st->next_refresh_at = d->col_i64(c, 6);
+    st->needs_reauth = d->col_bool(c, 7);
+    latch_strlcpy(st->provider, prov != NULL ? prov : "", sizeof st->provider);
+}
+
+latch_rc
+store_connection_stamp(struct store *s, int64_t env_id, const char *provider_config_key,
+                       const char *connection_id, struct store_conn_stamp *out)
+{
+    memset(out, 0, sizeof *out);
+    if (provider_config_key == NULL || connection_id == NULL)
+        return LATCH_E_INVAL;
+    return read1(s, ST_CONN_STAMP, stamp_read, out, "itt", env_id, provider_config_key,
+                 connection_id);
+}
+
+bool
+store_conn_stamp_matches(const struct store_conn_stamp *st, const struct store_connection *row)
+{
+    char prov[sizeof st->provider];
+
+    latch_strlcpy(prov, row->provider != NULL ? row->provider : "", sizeof prov);
+    return st->id == row->id && st->version == row->version && st->updated_at == row->updated_at &&
+           st->expires_at == row->expires_at && st->refresh_attempts == row->refresh_attempts &&
+           st->last_refresh_failure == row->last_refresh_failure &&
+           st->next_refresh_at == row->next_refresh_at && st->needs_reauth == row->needs_reauth &&
+           strcmp(st->provider, prov) == 0;
 }
 
 /* CONN_COLS */
@@ -987,7 +1254,7 @@ store_connection_upsert(struct store *s, struct store_connection *c, bool *creat
     rc = d->acquire(s->db, &k);
     if (rc != LATCH_OK)
         return rc;
-    rc = d->begin(k);
+    rc = tx_begin(d, k);
     if (rc != LATCH_OK)
         goto out;
 
@@ -1050,7 +1317,7 @@ store_connection_upsert(struct store *s, struct store_connection *c, bool *creat
         goto out;
     conn_read(d, k, &got);
     d->end(k);
-    rc = d->commit(k);
+    rc = tx_commit(d, k);
 out:
     d->end(k);
     if (rc != LATCH_OK)
@@ -1239,11 +1506,11 @@ store_connection_touch_many(struct store *s, const int64_t *ids, size_t n, int64
     rc = d->acquire(s->db, &c);
     if (rc != LATCH_OK)
         return rc;
-    rc = d->begin(c);
+    rc = tx_begin(d, c);
     for (size_t i = 0; i < n && rc == LATCH_OK; i++)
         rc = q_cmd(d, c, ST_CONN_TOUCH, NULL, "ii", ids[i], last_fetched_at);
     if (rc == LATCH_OK)
-        rc = d->commit(c);
+        rc = tx_commit(d, c);
     else
         d->rollback(c);
     d->release(c);
@@ -1273,9 +1540,9 @@ guarded_update(struct store *s, int64_t id, enum st_id sid, int64_t *ret, const 
     rc = d->acquire(s->db, &c);
     if (rc != LATCH_OK)
         return rc;
-    rc = d->begin(c);
+    rc = tx_begin(d, c);
     if (rc == LATCH_OK)
-        rc = d->exec(c, sid, &p);
+        rc = tx_exec(d, c, sid, &p);
     if (rc != LATCH_OK)
         goto out;
     if (ret != NULL) {
@@ -1299,7 +1566,7 @@ guarded_update(struct store *s, int64_t id, enum st_id sid, int64_t *ret, const 
             rc = row ? LATCH_E_CONFLICT : LATCH_E_NOT_FOUND;
         goto out;
     }
-    rc = d->commit(c);
+    rc = tx_commit(d, c);
 out:
     d->end(c);
     if (rc != LATCH_OK)
@@ -1750,7 +2017,7 @@ store_ops_append(struct store *s, const struct store_op *v, size_t n)
     rc = d->acquire(s->db, &c);
     if (rc != LATCH_OK)
         return rc;
-    rc = d->begin(c);
+    rc = tx_begin(d, c);
     /* one transaction (one fsync) per batch: the writer's whole point */
     for (size_t i = 0; i < n && rc == LATCH_OK; i++) {
         const struct store_op *o = &v[i];
@@ -1763,7 +2030,7 @@ store_ops_append(struct store *s, const struct store_op *v, size_t n)
         d->end(c);
     }
     if (rc == LATCH_OK)
-        rc = d->commit(c);
+        rc = tx_commit(d, c);
     if (rc != LATCH_OK)
         d->rollback(c);
     d->release(c);
@@ -1998,7 +2265,7 @@ store_reseal_all(struct store *s, store_reseal_fn fn, void *ud, size_t *rewritte
             }
             if (todo > 0) {
                 /* One short write transaction per batch; compare-and-swap per row. */
-                rc = d->begin(c);
+                rc = tx_begin(d, c);
                 for (size_t i = 0; i < n && rc == LATCH_OK; i++) {
                     int64_t changes = 0;
 
@@ -2014,7 +2281,7 @@ store_reseal_all(struct store *s, store_reseal_fn fn, void *ud, size_t *rewritte
                         count++;
                 }
                 if (rc == LATCH_OK)
-                    rc = d->commit(c);
+                    rc = tx_commit(d, c);
                 else
                     d->rollback(c);
             }

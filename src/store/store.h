@@ -147,6 +147,41 @@ struct store_connection {
     int64_t version;       /* bumped on every credentials write */
 };
 void store_connection_clear(struct store_connection *c);
+/* dst = an owned deep copy of src (dst's previous contents are not freed). */
+void store_connection_copy(struct store_connection *dst, const struct store_connection *src);
+
+/*
+ * The connection write clock (process-wide, for the hot cache of reads: domain/credcache.h).
+ * Every committed write transaction that changed a connection row ticks it: the row layer
+ * classifies each statement it runs (store.c, conn_write_scope) as changing no connection, one
+ * connection (by row id) or possibly any (deletes, integration renames, statements not yet
+ * classified), and ticks after the commit. So: read store_conn_clock() before reading a row;
+ * later, store_conn_unchanged_since(row id, that clock) is false if any write that may have
+ * changed the row committed after it (false positives possible: row ids share 4096 slots).
+ * Touches (last_fetched_at) and refresh leases do not tick. Other processes' writes are not
+ * seen: see store_connection_stamp.
+ */
+uint64_t store_conn_clock(void);
+bool store_conn_unchanged_since(int64_t id, uint64_t clock);
+
+/*
+ * The few small columns that change whenever a connection's token read would answer differently
+ * (no credentials, no JSON columns): a cheap check that a cached row is still current on a
+ * database other processes write too (PostgreSQL). updated_at moves on every metadata and patch
+ * write (strictly: never twice to the same value), version on every credentials write,
+ * refresh_attempts/last_refresh_failure on every failed refresh.
+ */
+struct store_conn_stamp {
+    int64_t id, version, updated_at, expires_at, refresh_attempts, last_refresh_failure,
+        next_refresh_at;
+    bool needs_reauth;
+    char provider[128]; /* truncated; compared as such */
+};
+latch_rc store_connection_stamp(struct store *s, int64_t env_id, const char *provider_config_key,
+                                const char *connection_id, struct store_conn_stamp *out);
+/* true when row (as read) matches stamp. */
+bool store_conn_stamp_matches(const struct store_conn_stamp *st,
+                              const struct store_connection *row);
 
 /*
  * Insert or replace by (env_id, provider_config_key, connection_id). On replace, credentials,

@@ -174,12 +174,13 @@ static const char *const st_sql[ST__COUNT] = {
     "ORDER BY c.created_at DESC, c.id DESC LIMIT $8::bigint OFFSET $9::bigint",
     [ST_CONN_DELETE] = "DELETE FROM connections WHERE env_id = $1::bigint "
                        "AND provider_config_key = $2::text AND connection_id = $3::text",
-    [ST_CONN_SET_META] = "UPDATE connections SET metadata_json = $2::text, updated_at = $3::bigint "
-                         "WHERE id = $1::bigint",
+    /* updated_at never takes the same value twice: the hot cache's stamp compares it */
+    [ST_CONN_SET_META] = "UPDATE connections SET metadata_json = $2::text, "
+                         "updated_at = GREATEST($3::bigint, updated_at + 1) WHERE id = $1::bigint",
     [ST_CONN_PATCH] = "UPDATE connections SET tags_json = COALESCE($2::text, tags_json), "
                       "end_user_json = COALESCE($3::text, end_user_json), "
-                      "webhook_url_override = " OVERRIDE_4 ", updated_at = $5::bigint "
-                      "WHERE id = $1::bigint",
+                      "webhook_url_override = " OVERRIDE_4 ", "
+                      "updated_at = GREATEST($5::bigint, updated_at + 1) WHERE id = $1::bigint",
     /*
      * Touches write only the narrow activity row. Gone connections are skipped; one deleted
      * after the statement's snapshot fails the foreign key (23503, retried by the caller).
@@ -229,6 +230,10 @@ static const char *const st_sql[ST__COUNT] = {
     [ST_CONN_REBIND_CAS] = "UPDATE connections SET credentials_sealed = $2::text, "
                            "lease_owner = NULL, lease_until = 0 "
                            "WHERE id = $1::bigint AND credentials_sealed = $3::text",
+    [ST_CONN_STAMP] = "SELECT id, version, updated_at, expires_at, refresh_attempts, "
+                      "last_refresh_failure, next_refresh_at, needs_reauth, provider "
+                      "FROM connections WHERE env_id = $1::bigint "
+                      "AND provider_config_key = $2::text AND connection_id = $3::text",
     [ST_SESS_INSERT] =
         "INSERT INTO connect_sessions(env_id, token_hash, end_user_json, "
         "organization_json, "

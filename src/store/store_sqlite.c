@@ -137,10 +137,13 @@ static const char *const st_sql[ST__COUNT] = {
     " ORDER BY c.created_at DESC, c.id DESC LIMIT ?8 OFFSET ?9",
     [ST_CONN_DELETE] = "DELETE FROM connections "
                        "WHERE env_id = ?1 AND provider_config_key = ?2 AND connection_id = ?3",
-    [ST_CONN_SET_META] = "UPDATE connections SET metadata_json = ?2, updated_at = ?3 WHERE id = ?1",
+    /* updated_at never takes the same value twice: the hot cache's stamp compares it */
+    [ST_CONN_SET_META] = "UPDATE connections SET metadata_json = ?2, "
+                         "updated_at = max(?3, updated_at + 1) WHERE id = ?1",
     [ST_CONN_PATCH] = "UPDATE connections SET tags_json = COALESCE(?2, tags_json), "
                       "end_user_json = COALESCE(?3, end_user_json), "
-                      "webhook_url_override = " OVERRIDE_4 ", updated_at = ?5 WHERE id = ?1",
+                      "webhook_url_override = " OVERRIDE_4 ", updated_at = max(?5, updated_at + 1) "
+                      "WHERE id = ?1",
     /* Writes only the narrow activity row; a gone connection changes nothing (no FK error). */
     [ST_CONN_TOUCH] = "INSERT INTO connection_activity(conn_id, last_fetched_at) SELECT ?1, ?2 "
                       "WHERE EXISTS (SELECT 1 FROM connections WHERE id = ?1) "
@@ -174,6 +177,10 @@ static const char *const st_sql[ST__COUNT] = {
                             "AND credentials_sealed IS NOT NULL ORDER BY id",
     [ST_CONN_REBIND_CAS] = "UPDATE connections SET credentials_sealed = ?2, lease_owner = NULL, "
                            "lease_until = 0 WHERE id = ?1 AND credentials_sealed = ?3",
+    [ST_CONN_STAMP] = "SELECT id, version, updated_at, expires_at, refresh_attempts, "
+                      "last_refresh_failure, next_refresh_at, needs_reauth, provider "
+                      "FROM connections "
+                      "WHERE env_id = ?1 AND provider_config_key = ?2 AND connection_id = ?3",
     [ST_SESS_INSERT] =
         "INSERT INTO connect_sessions(env_id, token_hash, end_user_json, organization_json, "
         "allowed_integrations_json, config_defaults_json, tags_json, webhook_url_override, "

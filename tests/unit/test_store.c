@@ -2144,6 +2144,69 @@ test_operations(void **state)
     assert_int_equal(store_ops_get(f->s, f->env, "000000001388-x", &o), LATCH_E_NOT_FOUND);
 }
 
+/*
+ * The connection write clock (store.h: the hot cache's invalidation): every write that changes
+ * what a token read answers ticks the row (or every row), touches and leases do not, and the
+ * stamp moves with metadata writes even twice in one millisecond.
+ */
+static void
+test_conn_write_clock(void **state)
+{
+    struct fx *f = *state;
+    struct store_conn_stamp st1, st2;
+    struct store_connection c;
+    int64_t id, other, v = 0;
+    uint64_t t;
+
+    add_integration(f->s, f->env, "int1");
+    id = add_conn(f->s, f->env, "int1", "c1", NULL, NULL);
+    other = add_conn(f->s, f->env, "int1", "c2", NULL, NULL);
+    t = store_conn_clock();
+    assert_true(store_conn_unchanged_since(id, t));
+    assert_int_equal(store_connection_touch(f->s, id, 12345), LATCH_OK);
+    assert_int_equal(store_connection_lease(f->s, id, "n:1", 1000, &v), LATCH_OK);
+    assert_int_equal(store_connection_lease_release(f->s, id, "n:1"), LATCH_OK);
+    assert_true(store_conn_unchanged_since(id, t));
+    /* a write to another row leaves this one valid */
+    assert_int_equal(store_connection_set_metadata(f->s, other, "{\"a\":1}"), LATCH_OK);
+    assert_true(store_conn_unchanged_since(id, t));
+    assert_false(store_conn_unchanged_since(other, t));
+
+    assert_int_equal(store_connection_stamp(f->s, f->env, "int1", "c1", &st1), LATCH_OK);
+    assert_int_equal(store_connection_get(f->s, f->env, "int1", "c1", &c), LATCH_OK);
+    assert_true(store_conn_stamp_matches(&st1, &c));
+    assert_int_equal(store_connection_set_metadata(f->s, id, "{\"a\":1}"), LATCH_OK);
+    assert_false(store_conn_unchanged_since(id, t));
+    t = store_conn_clock();
+    assert_int_equal(store_connection_set_metadata(f->s, id, "{\"a\":2}"), LATCH_OK);
+    assert_int_equal(store_connection_stamp(f->s, f->env, "int1", "c1", &st2), LATCH_OK);
+    assert_true(st2.updated_at > st1.updated_at);
+    assert_false(store_conn_stamp_matches(&st2, &c));
+    assert_false(store_conn_unchanged_since(id, t));
+    store_connection_clear(&c);
+
+    t = store_conn_clock();
+    assert_int_equal(store_connection_patch(f->s, id, "{\"k\":\"v\"}", NULL, NULL), LATCH_OK);
+    assert_false(store_conn_unchanged_since(id, t));
+    t = store_conn_clock();
+    assert_int_equal(store_connection_lease(f->s, id, "n:1", 1000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_failed(f->s, id, "n:1", NULL, 0, true), LATCH_OK);
+    assert_false(store_conn_unchanged_since(id, t));
+    t = store_conn_clock();
+    assert_int_equal(store_connection_lease(f->s, id, "n:1", 1000, &v), LATCH_OK);
+    assert_int_equal(store_connection_refresh_done(f->s, id, "n:1", v, "sealed-2", 0, NULL),
+                     LATCH_OK);
+    assert_false(store_conn_unchanged_since(id, t));
+    t = store_conn_clock();
+    assert_int_equal(store_connection_reseal(f->s, id, "sealed-2", "sealed-3"), LATCH_OK);
+    assert_false(store_conn_unchanged_since(id, t));
+    /* a delete by key may hit any cached row */
+    t = store_conn_clock();
+    assert_int_equal(store_connection_delete(f->s, f->env, "int1", "c2"), LATCH_OK);
+    assert_false(store_conn_unchanged_since(id, t));
+    assert_int_equal(store_connection_stamp(f->s, f->env, "int1", "c2", &st1), LATCH_E_NOT_FOUND);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -2151,6 +2214,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_open_urls),
+        T(test_conn_write_clock),
         T(test_migrate_idempotent_and_newer_refused),
         T(test_fresh_db_migrates_from_zero),
 #ifndef STORE_TEST_PG
