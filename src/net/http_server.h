@@ -49,6 +49,23 @@ typedef bool (*http_stream_body_fn)(const char *method, const char *path, void *
  */
 typedef bool (*http_precheck_fn)(struct http_req *req, void *ud);
 
+/*
+ * Optional: work each loop thread drives next to its connections (app.c: a per-loop outbound
+ * for the proxy). attach runs on the loop thread before it serves and returns the loop's
+ * context (NULL: none, the loop runs without it). fd is watched for input; run is called on
+ * the loop thread when fd was readable (fd_ready) or timeout_ms (-1: none, 0: at once) passed.
+ * detach runs on the loop thread when the server stops, after its requests were answered or
+ * forced and before MHD closes the connections.
+ */
+struct http_loop_hooks {
+    void *(*attach)(unsigned idx, void *ud);
+    int (*fd)(void *ctx);
+    long (*timeout_ms)(void *ctx);
+    void (*run)(void *ctx, bool fd_ready);
+    void (*detach)(void *ctx);
+    void *ud;
+};
+
 struct http_server_opts {
     const char *bind_addr;   /* "127.0.0.1" or "0.0.0.0"; NULL = all */
     uint16_t port;           /* 0 = ephemeral; read back with http_server_port() */
@@ -72,8 +89,9 @@ struct http_server_opts {
     size_t header_limit; /* bytes for request line + headers */
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
-    http_stream_body_fn stream_body; /* may be NULL */
-    http_precheck_fn precheck;       /* may be NULL */
+    http_stream_body_fn stream_body;          /* may be NULL */
+    http_precheck_fn precheck;                /* may be NULL */
+    const struct http_loop_hooks *loop_hooks; /* may be NULL; copied */
     /*
      * Bytes all buffered request bodies together may hold (0 = no limit). A body that does not
      * fit gets 503 with Retry-After: at the headers when Content-Length is announced, at its end
@@ -156,6 +174,9 @@ void http_resp_header(struct http_req *r, const char *name, const char *value);
 typedef long (*http_stream_read_fn)(void *ud, char *buf, size_t max);
 void http_resp_stream(struct http_req *r, unsigned status, long long total_len,
                       http_stream_read_fn read_cb, void (*free_cb)(void *), void *ud);
+/* The attach context of the loop that owns req's connection (http_loop_hooks); or NULL. */
+void *http_req_loop_ctx(const struct http_req *req);
+
 /* Any thread: wake a streaming response that returned 0. */
 void http_req_stream_ready(struct http_req *r);
 
