@@ -110,7 +110,7 @@ struct http_req {
     bool stream_kick;   /* http_req_stream_ready arrived while not suspended */
     bool force_end;     /* server stop gave up waiting: end streams with an error */
 
-    /* pool thread only (set before dispatch; read-only for everyone during dispatch) */
+    /* loop thread only (set before dispatch; read-only for everyone during dispatch) */
     bool started;
     bool counted; /* in srv->live list */
     bool stream_in;
@@ -407,7 +407,7 @@ resp_clear_locked(struct http_req *r, void (**free_fn)(void *), void **free_ud)
 static void req_id_generate(char *out);
 static void client_ip(struct MHD_Connection *conn, char *out, size_t out_size);
 
-/* Pool thread, at the request line (headers not parsed yet; client address known). */
+/* Loop thread, at the request line (headers not parsed yet; client address known). */
 static struct http_req *
 req_new(struct http_server *s, struct MHD_Connection *conn, const char *uri)
 {
@@ -953,7 +953,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max);
 static void stream_ctx_free(void *cls);
 
 /*
- * Pool thread, inside the access handler: hands the pending response to MHD. After the state
+ * Loop thread, inside the access handler: hands the pending response to MHD. After the state
  * becomes RS_SENDING no other thread writes the response fields, so they are read unlocked.
  */
 static enum MHD_Result
@@ -1032,7 +1032,7 @@ queue_pending(struct http_req *r)
     return ret;
 }
 
-/* Pool thread, before dispatch: answer right away with a JSON error (no dispatch). */
+/* Loop thread, before dispatch: answer right away with a JSON error (no dispatch). */
 static enum MHD_Result
 respond_now(struct http_req *r, unsigned status, const char *code, const char *message)
 {
@@ -1061,7 +1061,7 @@ respond_preflight(struct http_req *r)
 /* ---------------------------------------------------------------------------------------- */
 /* streaming responses */
 
-/* Pool thread (MHD calls it with the connection active, so r and r->conn are valid). */
+/* Loop thread (MHD calls it with the connection active, so r and r->conn are valid). */
 static ssize_t
 stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -1162,7 +1162,7 @@ http_req_resume(struct http_req *r)
             req_mhd_resume(r);
         }
     }
-    /* RS_DISPATCH: the pool thread sees resumed when dispatch returns and queues directly */
+    /* RS_DISPATCH: the loop thread sees resumed when dispatch returns and queues directly */
     unlock(&r->mu);
     req_release(r);
 }
@@ -1195,7 +1195,7 @@ http_req_body_resume(struct http_req *r)
 }
 
 /*
- * Pool thread: offer data (NULL = end of body) to the sink. Returns true when consumed (or
+ * Loop thread: offer data (NULL = end of body) to the sink. Returns true when consumed (or
  * dropped because the application already answered), false when the connection was suspended
  * with the bytes left unconsumed.
  */
@@ -1828,7 +1828,7 @@ record_metrics(const struct http_req *r, uint64_t dur_us)
     metrics_observe_us(MF_HTTP_DURATION, labels, dur_us);
 }
 
-/* Pool thread, at completion; takes r->mu (the application may still add log pairs). */
+/* Loop thread, at completion; takes r->mu (the application may still add log pairs). */
 static void
 log_request(struct http_req *r, enum MHD_RequestTerminationCode toe)
 {

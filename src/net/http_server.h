@@ -1,17 +1,18 @@
 /*
  * http_server.h - the thin adapter over libmicrohttpd. Nothing else includes microhttpd.h.
  *
- * The server runs an MHD thread pool. For each complete request (headers + body, body capped by
- * the route's limit) it calls the dispatcher once, on a pool thread. The dispatcher fills a
- * response (http_resp_*) and returns, or calls http_req_suspend() and returns; some other thread
+ * The server runs one event loop per thread (docs/internals/threading.md), each driving its own
+ * MHD daemon and the connections it accepted. For each complete request (headers + body, body
+ * capped by the route's limit) it calls the dispatcher once, on a loop thread. The dispatcher fills
+ * a response (http_resp_*) and returns, or calls http_req_suspend() and returns; some other thread
  * then fills the response and calls http_req_resume() (this is how outbound calls avoid holding a
- * pool thread). Every response gets X-Request-Id and the CORS headers; one logfmt line per request
+ * loop thread). Every response gets X-Request-Id and the CORS headers; one logfmt line per request
  * is written when it completes.
  *
  * Ownership: struct http_req is owned by the server; it is valid from the dispatch call until
  * the response is sent. Strings returned by http_req_* are borrowed for that lifetime.
  * Threads: http_req_* and http_resp_* may be called by one thread at a time per request
- * (the pool thread during dispatch, or the resuming thread while suspended).
+ * (the loop thread during dispatch, or the resuming thread while suspended).
  */
 #ifndef LATCH_HTTP_SERVER_H
 #define LATCH_HTTP_SERVER_H
@@ -27,7 +28,7 @@
 struct http_server;
 struct http_req;
 
-/* Called once per complete request on a pool thread. */
+/* Called once per complete request on a loop thread. */
 typedef void (*http_dispatch_fn)(struct http_req *req, void *ud);
 /*
  * Called after headers arrive and before the body is read, to learn the body cap for this
@@ -165,7 +166,7 @@ void http_resp_bytes(struct http_req *r, unsigned status, const char *content_ty
 void http_resp_header(struct http_req *r, const char *name, const char *value);
 
 /*
- * Streaming response (the proxy): the server pulls bytes with read_cb from a pool thread.
+ * Streaming response (the proxy): the server pulls bytes with read_cb from a loop thread.
  * read_cb returns bytes written into buf (>0), 0 when no data is ready yet (the server then
  * suspends the connection until http_req_stream_ready() is called), -1 at end of stream,
  * -2 on error (connection closed). free_cb is called once when the response is done.

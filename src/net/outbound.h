@@ -1,5 +1,6 @@
 /*
- * outbound.h - every outbound HTTP call of latch: one libcurl multi handle on its own thread.
+ * outbound.h - every outbound HTTP call of latch: one libcurl multi handle on its own thread
+ * (the shared instance), or driven by an HTTP loop thread (embedded: the proxy's, see below).
  *
  * Callers (pool threads) submit a job and return; the curl thread runs it and calls the done
  * callback on the curl thread. The callback must be short (copy what it needs, resume an MHD
