@@ -4,6 +4,10 @@
  * The per-request state machine, the threads that touch a request and the lifetime rules are
  * described in docs/internals/http_server.md; keep the two in step.
  *
+ * Threads (docs/internals/threading.md): one event loop per thread, each owning one MHD daemon
+ * in external-event mode, the connections it accepted and their slots (no lock); admission
+ * counts for all daemons under srv->admit.mu.
+ *
  * Locking: srv->mu (live list, stopping flag) may be taken before req->mu, never after.
  * MHD_suspend_connection/MHD_resume_connection are only called with req->mu held, so "is MHD
  * holding this connection suspended" (req->susp) is always exact: a resume can never precede
