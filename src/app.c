@@ -490,6 +490,65 @@ metrics_start(struct app *a, const struct config *cfg, struct latch_err *err)
     return LATCH_OK;
 }
 
+/*
+ * Each HTTP loop thread gets its own embedded outbound for the proxy (http_req_loop_ctx is that
+ * struct outbound *, see api_proxy.c), so a proxied request's transfer runs on the thread that
+ * serves its client. One app per process, hence the static.
+ */
+static struct app *loop_hooks_app;
+
+static void *
+loop_attach(unsigned idx, void *ud)
+{
+    struct app *a = loop_hooks_app;
+    struct latch_err err = {0};
+    struct outbound *ob = NULL;
+
+    (void)ud;
+    if (idx >= APP_MAX_LOOPS || a == NULL || a->outbound == NULL)
+        return NULL;
+    if (outbound_start_embedded(a->outbound, &ob, &err) != LATCH_OK) {
+        log_error("no per-thread outbound for this HTTP loop; its proxy calls use the shared one",
+                  "loop=%u error=\"%s\"", idx, err.msg);
+        return NULL;
+    }
+    outbound_embedded_attach(ob);
+    a->loop_outbound[idx] = ob;
+    return ob;
+}
+
+static int
+loop_fd(void *ctx)
+{
+    return outbound_embedded_fd(ctx);
+}
+
+static long
+loop_timeout(void *ctx)
+{
+    return outbound_embedded_timeout_ms(ctx);
+}
+
+static void
+loop_run(void *ctx, bool fd_ready)
+{
+    outbound_embedded_run(ctx, fd_ready);
+}
+
+static void
+loop_detach(void *ctx)
+{
+    outbound_shutdown(ctx); /* fails its transfers here; freed by app_stop */
+}
+
+static const struct http_loop_hooks loop_hooks = {
+    .attach = loop_attach,
+    .fd = loop_fd,
+    .timeout_ms = loop_timeout,
+    .run = loop_run,
+    .detach = loop_detach,
+};
+
 latch_rc
 app_start(struct app *a, const struct config *cfg, struct latch_err *err)
 {
@@ -627,6 +686,8 @@ app_start(struct app *a, const struct config *cfg, struct latch_err *err)
         .ws_ctx = a->ws,
     };
     ho.precheck = api_precheck;
+    ho.loop_hooks = &loop_hooks;
+    loop_hooks_app = a;
     ho.body_budget = (size_t)cfg->body_budget_mb * 1024 * 1024;
     ho.ud = a->api;
     if (a->ws != NULL) {
@@ -674,6 +735,10 @@ app_stop(struct app *a)
     refresher_halt(a->refresher);
     worker_stop(a->worker);
     a->worker = NULL;
+    for (unsigned i = 0; i < APP_MAX_LOOPS; i++) {
+        outbound_stop(a->loop_outbound[i]); /* shut down by its loop thread already */
+        a->loop_outbound[i] = NULL;
+    }
     outbound_stop(a->outbound);
     a->outbound = NULL;
     webhook_stop(a->webhook);

@@ -28,12 +28,21 @@ struct authcache;
 struct worker;
 struct api_deps;
 
+/* Upper bound of HTTP loop threads (LATCH_THREADS is capped at it). */
+#define APP_MAX_LOOPS 256
+
 struct app {
     const struct config *cfg;
     struct store *store;
     struct vault *vault;
     struct catalog *catalog;
     struct outbound *outbound;
+    /*
+     * The proxy's outbound of each HTTP loop thread (embedded: driven by that loop, policy
+     * borrowed from outbound). Made and shut down by the loop thread itself, freed by app_stop
+     * after the worker is gone; NULL where a loop has none (the proxy then uses outbound).
+     */
+    struct outbound *loop_outbound[APP_MAX_LOOPS];
     struct oauth_cc *oauth_cc; /* token exchanges: outbound + worker */
     struct webhook *webhook;
     struct refresher *refresher;

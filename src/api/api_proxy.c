@@ -95,6 +95,12 @@ struct proxy {
     char *url;
     bool refreshed_once;
     int attempt;
+    /*
+     * Where attempts run: the outbound of the HTTP loop that owns the client connection (app.c
+     * makes http_req_loop_ctx that loop's embedded outbound), so the transfer's callbacks run
+     * on the thread that serves the client; the shared one when the loop has none.
+     */
+    struct outbound *ob;
     /* current upstream attempt */
     struct outbound_stream *st;
     enum resp_mode mode;
@@ -787,7 +793,7 @@ start_attempt(struct proxy *px)
     px->refs++; /* the attempt's reference, dropped in on_done */
     px->refs++; /* ours: on_done may answer and drop every other reference before we return */
     pthread_mutex_unlock(&px->mu);
-    rc = outbound_stream_start(px->deps->outbound, &rq,
+    rc = outbound_stream_start(px->ob, &rq,
                                px->body_mode == BODY_STREAM     ? -1
                                : px->body_mode == BODY_BUFFERED ? (long long)px->body.len
                                                                 : 0,
@@ -1060,6 +1066,9 @@ api_proxy(struct api_ctx *c)
     px->refs = 1; /* the MHD side */
     px->deps = c->deps;
     px->req = c->req;
+    px->ob = http_req_loop_ctx(c->req);
+    if (px->ob == NULL)
+        px->ob = c->deps->outbound;
     px->c = c;
     px->env_id = c->env_id;
     px->method = xstrdup(http_req_method(c->req));

@@ -51,7 +51,7 @@ static const struct cfg_def defs[] = {
      "allow private/loopback upstream addresses"},
     {"LATCH_LOG_LEVEL", CFG_STR, OFF(log_level), "info", 0, 0, false, "debug|info|warn|error"},
     {"LATCH_THREADS", CFG_INT, OFF(threads), "0", 0, 256, false,
-     "HTTP worker threads (0 = number of CPUs)"},
+     "HTTP loop threads (0 = number of CPUs)"},
     {"LATCH_MAX_CONNECTIONS", CFG_INT, OFF(conn_limit), "4096", 16, 100000, false,
      "concurrent client connections"},
     {"LATCH_CONNECTION_TIMEOUT_S", CFG_INT, OFF(conn_timeout_s), "10", 1, 3600, false,

@@ -4,6 +4,10 @@
  * The per-request state machine, the threads that touch a request and the lifetime rules are
  * described in docs/internals/http_server.md; keep the two in step.
  *
+ * Threads (docs/internals/threading.md): one event loop per thread, each owning one MHD daemon
+ * in external-event mode, the connections it accepted and their slots (no lock); admission
+ * counts for all daemons under srv->admit.mu.
+ *
  * Locking: srv->mu (live list, stopping flag) may be taken before req->mu, never after.
  * MHD_suspend_connection/MHD_resume_connection are only called with req->mu held, so "is MHD
  * holding this connection suspended" (req->susp) is always exact: a resume can never precede
@@ -21,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -108,7 +114,7 @@ struct http_req {
     bool stream_kick;   /* http_req_stream_ready arrived while not suspended */
     bool force_end;     /* server stop gave up waiting: end streams with an error */
 
-    /* pool thread only (set before dispatch; read-only for everyone during dispatch) */
+    /* loop thread only (set before dispatch; read-only for everyone during dispatch) */
     bool started;
     bool counted; /* in srv->live list */
     bool stream_in;
@@ -118,6 +124,7 @@ struct http_req {
     size_t body_charged; /* this request's share of srv->body_charged */
     bool sink_end_sent;
     struct conn_slot *slot; /* the connection's slot while MHD owes the completion callback */
+    struct http_loop *loop; /* the loop thread that owns the connection */
     char *method;
     char *path;
     char *raw_target;
@@ -160,10 +167,73 @@ struct http_req {
 };
 
 struct conn_slot;
+struct http_server;
+
+/*
+ * Admission across the loops' daemons: each MHD daemon only sees its own connections, so the
+ * global limit and the per-address limit are counted here, for all of them, in MHD's accept
+ * policy callback (reserve) and its "closed" notification (release). Open addressing with
+ * backward-shift deletion; at most conn_limit addresses are ever counted, the table has twice
+ * as many entries, so it never fills. No table when the per-address limit is the global one.
+ */
+struct admit_key {
+    unsigned char a[16];
+    unsigned char len; /* 4 or 16; 0 = not an IP peer (not counted per address) */
+};
+
+struct admit_ent {
+    struct admit_key k;
+    unsigned n; /* 0 = free */
+};
+
+struct admit {
+    pthread_mutex_t mu;
+    unsigned total, limit, limit_ip;
+    struct admit_ent *tab; /* NULL when limit_ip >= limit */
+    size_t mask;
+};
+
+/*
+ * One event loop per HTTP thread (docs/internals/threading.md). The thread owns one MHD daemon
+ * in external-event mode (its epoll fd is watched by the loop's own epoll) and every
+ * connection that daemon accepted: MHD callbacks, the slot list and the reaper's looks all run
+ * here, so none of them takes a lock. Other threads reach the loop through MHD's ITC
+ * through wake_fd: MHD 0.9.75 creates no ITC for a daemon without an internal thread, so
+ * MHD_resume_connection only sets a flag that the loop's next MHD_run acts on; req_mhd_resume
+ * wakes the loop (the eventfd, or just "kick" on the loop's own thread). cmd carries quiesce and
+ * exit.
+ */
+enum { LOOP_CMD_QUIESCE = 1, LOOP_CMD_EXIT = 2 };
+
+struct http_loop {
+    struct http_server *srv;
+    struct MHD_Daemon *d;
+    int ep;      /* epoll: MHD's epoll fd and wake_fd */
+    int wake_fd; /* eventfd: a connection was resumed, or cmd was set */
+    atomic_int cmd;
+    bool kick;           /* resumed from the loop's own thread: run MHD again before sleeping */
+    int mhd_fd;          /* MHD's epoll fd, watched by ep */
+    uint64_t mhd_due_us; /* MHD's next timeout (now_us clock) */
+    bool quiesced;       /* guarded by srv->mu */
+    bool started;
+    pthread_t th;
+    struct conn_slot *conns; /* this loop's open connections (loop thread only) */
+    unsigned idx;
+    void *hook_ctx; /* opts.loop_hooks->attach's context, or NULL */
+    int hook_fd;
+    uint64_t next_reap_us;
+    /* the admission accept_policy just granted and STARTED has not claimed yet */
+    bool pending;
+    struct admit_key pending_key;
+};
 
 struct http_server {
-    struct MHD_Daemon *d;
+    struct http_loop *loops;
+    unsigned nloops;
+    MHD_socket lfd; /* the listening socket all daemons share */
+    struct admit admit;
     uint16_t port;
+    struct http_loop_hooks hooks; /* attach == NULL: none */
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
     http_stream_body_fn stream_body;
@@ -178,13 +248,7 @@ struct http_server {
     atomic_size_t upgraded_open; /* handed to the application, not yet closed by it */
     atomic_size_t body_charged;  /* bytes reserved by buffered bodies now */
 
-    /* the reaper: see "connections still receiving" below */
-    pthread_mutex_t conn_mu;  /* guards the slot list and every slot's reaper fields */
-    pthread_cond_t reaper_cv; /* wakes the reaper for stop */
-    struct conn_slot *conns;  /* every open connection */
-    bool reaper_stop;
-    bool reaper_started;
-    pthread_t reaper;
+    /* deadlines the loops' reaper enforces: see "connections still receiving" below */
     uint64_t header_timeout_us; /* first request of a connection */
     uint64_t idle_header_us;    /* kept-alive: max(header timeout, idle timeout) */
     uint64_t body_timeout_us;
@@ -195,6 +259,24 @@ struct http_server {
     size_t live; /* dispatched requests not yet freed */
     struct http_req *live_head;
 };
+
+/* The loop whose thread is running this code; NULL on every other thread. */
+static _Thread_local struct http_loop *this_loop;
+
+static void loop_wake(struct http_loop *lp);
+
+/* With r->mu held: MHD_resume_connection, and the wake-up MHD does not give in external mode. */
+static void
+req_mhd_resume(struct http_req *r)
+{
+    MHD_resume_connection(r->conn);
+    if (r->loop == NULL)
+        return;
+    if (r->loop == this_loop)
+        r->loop->kick = true;
+    else
+        loop_wake(r->loop);
+}
 
 /* What the content reader needs; owned by the MHD response, freed by its free callback. */
 struct stream_ctx {
@@ -234,8 +316,8 @@ unlock(pthread_mutex_t *m)
  * "a=b&" in a 2 KiB URL): the request made in on_uri would leak. The connection's close
  * releases it instead.
  *
- * The slot is also what the reaper thread sees of a connection (its fd and phase, under
- * srv->conn_mu). It is on srv->conns from MHD's "started" notification to its "closed" one, which
+ * The slot is also what the loop's reaper sees of a connection (its fd and phase; loop thread
+ * only). It is on the loop's conns from MHD's "started" notification to its "closed" one, which
  * MHD sends before it closes the socket, so the reaper never touches a reused descriptor.
  */
 /*
@@ -253,8 +335,10 @@ enum conn_phase {
 struct conn_slot {
     struct http_req *cur;
 
-    /* guarded by srv->conn_mu (the pool thread writes them, the reaper reads them) */
-    struct http_server *srv;
+    /* the connection's loop thread only */
+    struct http_loop *lp; /* NULL when MHD gave no descriptor: never reaped */
+    struct admit_key key; /* admission held, released when the connection closes */
+    bool admitted;
     MHD_socket fd;
     enum conn_phase phase;
     unsigned long long progress; /* body bytes taken so far */
@@ -273,27 +357,22 @@ slot_set(struct conn_slot *cs, enum conn_phase ph, uint64_t from_us)
 {
     struct http_server *s;
 
-    if (cs == NULL || cs->srv == NULL)
+    if (cs == NULL || cs->lp == NULL)
         return;
-    s = cs->srv;
-    lock(&s->conn_mu);
+    s = cs->lp->srv;
     cs->phase = ph;
     cs->eof_seen = false;
     if (ph == PH_IDLE)
         cs->deadline_us = from_us + (cs->served ? s->idle_header_us : s->header_timeout_us);
     else if (ph == PH_BODY)
         cs->deadline_us = from_us + s->body_timeout_us;
-    unlock(&s->conn_mu);
 }
 
 static void
 slot_progress(struct conn_slot *cs, size_t n)
 {
-    if (cs == NULL || cs->srv == NULL)
-        return;
-    lock(&cs->srv->conn_mu);
-    cs->progress += n;
-    unlock(&cs->srv->conn_mu);
+    if (cs != NULL)
+        cs->progress += n;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -338,7 +417,7 @@ resp_clear_locked(struct http_req *r, void (**free_fn)(void *), void **free_ud)
 static void req_id_generate(char *out);
 static void client_ip(struct MHD_Connection *conn, char *out, size_t out_size);
 
-/* Pool thread, at the request line (headers not parsed yet; client address known). */
+/* Loop thread, at the request line (headers not parsed yet; client address known). */
 static struct http_req *
 req_new(struct http_server *s, struct MHD_Connection *conn, const char *uri)
 {
@@ -886,10 +965,11 @@ static void stream_ctx_free(void *cls);
 /* An upgraded connection the application holds; freed by http_upgraded_close. */
 struct http_upgraded {
     struct http_server *srv;
+    struct http_loop *loop; /* the loop whose daemon owns the connection */
     struct MHD_UpgradeResponseHandle *urh;
 };
 
-/* MHD's thread, after the 101 went out: the socket now belongs to the application. */
+/* The loop thread, after the 101 went out: the socket now belongs to the application. */
 static void
 on_mhd_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
                 size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
@@ -900,6 +980,7 @@ on_mhd_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const cha
     (void)conn;
     (void)con_cls;
     u->srv = s;
+    u->loop = this_loop;
     u->urh = urh;
     atomic_fetch_add(&s->upgraded_open, 1);
     s->upgraded(s->upgrade_ud, u, (int)sock, extra_in, extra_in_size);
@@ -912,12 +993,17 @@ http_upgraded_close(struct http_upgraded *u)
         return;
     if (MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE) != MHD_YES)
         log_warn("MHD refused to close an upgraded connection", "fd=-");
+    /* MHD finishes the close at its daemon's next MHD_run: wake that loop (external events) */
+    if (u->loop != NULL && u->loop != this_loop)
+        loop_wake(u->loop);
+    else if (u->loop != NULL)
+        u->loop->kick = true;
     atomic_fetch_sub(&u->srv->upgraded_open, 1);
     free(u);
 }
 
 /*
- * Pool thread, inside the access handler: hands the pending response to MHD. After the state
+ * Loop thread, inside the access handler: hands the pending response to MHD. After the state
  * becomes RS_SENDING no other thread writes the response fields, so they are read unlocked.
  */
 static enum MHD_Result
@@ -1001,7 +1087,7 @@ queue_pending(struct http_req *r)
     return ret;
 }
 
-/* Pool thread, before dispatch: answer right away with a JSON error (no dispatch). */
+/* Loop thread, before dispatch: answer right away with a JSON error (no dispatch). */
 static enum MHD_Result
 respond_now(struct http_req *r, unsigned status, const char *code, const char *message)
 {
@@ -1030,7 +1116,7 @@ respond_preflight(struct http_req *r)
 /* ---------------------------------------------------------------------------------------- */
 /* streaming responses */
 
-/* Pool thread (MHD calls it with the connection active, so r and r->conn are valid). */
+/* Loop thread (MHD calls it with the connection active, so r and r->conn are valid). */
 static ssize_t
 stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -1089,7 +1175,7 @@ http_req_stream_ready(struct http_req *r)
     lock(&r->mu);
     if (r->susp == SUSP_STREAM && !r->completed) {
         r->susp = SUSP_NONE;
-        MHD_resume_connection(r->conn);
+        req_mhd_resume(r);
     } else {
         r->stream_kick = true;
     }
@@ -1128,10 +1214,10 @@ http_req_resume(struct http_req *r)
         /* SUSP_SINK too: the rest of the upload is then drained and dropped */
         if (r->susp == SUSP_APP || r->susp == SUSP_SINK) {
             r->susp = SUSP_NONE;
-            MHD_resume_connection(r->conn);
+            req_mhd_resume(r);
         }
     }
-    /* RS_DISPATCH: the pool thread sees resumed when dispatch returns and queues directly */
+    /* RS_DISPATCH: the loop thread sees resumed when dispatch returns and queues directly */
     unlock(&r->mu);
     req_release(r);
 }
@@ -1156,7 +1242,7 @@ http_req_body_resume(struct http_req *r)
     lock(&r->mu);
     if (r->susp == SUSP_SINK && !r->completed) {
         r->susp = SUSP_NONE;
-        MHD_resume_connection(r->conn);
+        req_mhd_resume(r);
     } else {
         r->body_kick = true;
     }
@@ -1164,7 +1250,7 @@ http_req_body_resume(struct http_req *r)
 }
 
 /*
- * Pool thread: offer data (NULL = end of body) to the sink. Returns true when consumed (or
+ * Loop thread: offer data (NULL = end of body) to the sink. Returns true when consumed (or
  * dropped because the application already answered), false when the connection was suspended
  * with the bytes left unconsumed.
  */
@@ -1576,11 +1662,7 @@ req_finish(struct http_req *r, enum MHD_RequestTerminationCode toe)
     if (r->slot != NULL && r->slot->cur == r) {
         r->slot->cur = NULL;
         /* a kept-alive connection waits for its next request */
-        if (r->slot->srv != NULL) {
-            lock(&r->slot->srv->conn_mu);
-            r->slot->served = true;
-            unlock(&r->slot->srv->conn_mu);
-        }
+        r->slot->served = true;
         if (!r->slot->upgraded)
             slot_set(r->slot, PH_IDLE, now_us());
     }
@@ -1593,13 +1675,143 @@ req_finish(struct http_req *r, enum MHD_RequestTerminationCode toe)
     req_release(r);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* admission: the global and per-address connection limits over every loop's daemon */
+
+static size_t
+admit_hash(const struct admit_key *k)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (unsigned i = 0; i < k->len; i++)
+        h = (h ^ k->a[i]) * 16777619u;
+    return h;
+}
+
+static bool
+admit_key_eq(const struct admit_key *x, const struct admit_key *y)
+{
+    return x->len == y->len && memcmp(x->a, y->a, x->len) == 0;
+}
+
+/* With a->mu held: the entry of k, or the free entry where it would go. */
+static size_t
+admit_find(const struct admit *a, const struct admit_key *k)
+{
+    size_t i = admit_hash(k) & a->mask;
+
+    while (a->tab[i].n != 0 && !admit_key_eq(&a->tab[i].k, k))
+        i = (i + 1) & a->mask;
+    return i;
+}
+
+static bool
+admit_take(struct admit *a, const struct admit_key *k)
+{
+    bool ok = false;
+
+    lock(&a->mu);
+    if (a->total >= a->limit)
+        goto out;
+    if (a->tab != NULL && k->len != 0) {
+        size_t i = admit_find(a, k);
+
+        if (a->tab[i].n >= a->limit_ip)
+            goto out;
+        a->tab[i].k = *k;
+        a->tab[i].n++;
+    }
+    a->total++;
+    ok = true;
+out:
+    unlock(&a->mu);
+    return ok;
+}
+
+static void
+admit_give(struct admit *a, const struct admit_key *k)
+{
+    lock(&a->mu);
+    a->total--;
+    if (a->tab != NULL && k->len != 0) {
+        size_t i = admit_find(a, k);
+
+        if (a->tab[i].n > 1)
+            a->tab[i].n--;
+        else if (a->tab[i].n == 1) {
+            /* backward-shift deletion: later entries of the same probe run move up */
+            size_t j = i;
+
+            a->tab[i].n = 0;
+            for (;;) {
+                size_t h;
+
+                j = (j + 1) & a->mask;
+                if (a->tab[j].n == 0)
+                    break;
+                h = admit_hash(&a->tab[j].k) & a->mask;
+                /* the entry at j may fill the hole at i unless its home lies in (i, j] */
+                if (i <= j ? (h > i && h <= j) : (h > i || h <= j))
+                    continue;
+                a->tab[i] = a->tab[j];
+                a->tab[j].n = 0;
+                i = j;
+            }
+        }
+    }
+    unlock(&a->mu);
+}
+
+static void
+admit_key_of(const struct sockaddr *sa, socklen_t len, struct admit_key *k)
+{
+    memset(k, 0, sizeof *k);
+    if (sa == NULL)
+        return;
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        memcpy(k->a, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        k->len = 4;
+    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        memcpy(k->a, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        k->len = 16;
+    }
+}
+
+/* The loop's thread, inside MHD_run, when the daemon accepted a socket. */
+static void
+loop_drop_pending(struct http_loop *lp)
+{
+    if (lp->pending) {
+        lp->pending = false;
+        admit_give(&lp->srv->admit, &lp->pending_key);
+    }
+}
+
+static enum MHD_Result
+on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    struct http_loop *lp = cls;
+    struct admit_key k;
+
+    /*
+     * MHD calls "started" right after this, on this thread, unless the connection could not
+     * be set up; an admission nobody claimed is given back at the next accept or after MHD_run.
+     */
+    loop_drop_pending(lp);
+    admit_key_of(addr, addrlen, &k);
+    if (!admit_take(&lp->srv->admit, &k))
+        return MHD_NO;
+    lp->pending = true;
+    lp->pending_key = k;
+    return MHD_YES;
+}
+
 static void
 on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
               enum MHD_ConnectionNotificationCode code)
 {
     struct conn_slot *cs = *socket_context;
-
-    struct http_server *s = cls;
+    struct http_loop *lp = cls;
 
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci =
@@ -1607,17 +1819,20 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 
         cs = xcalloc(1, sizeof *cs);
         metrics_conn_add(1);
+        if (lp->pending) {
+            cs->admitted = true;
+            cs->key = lp->pending_key;
+            lp->pending = false;
+        }
         cs->fd = ci != NULL ? ci->connect_fd : MHD_INVALID_SOCKET;
         cs->phase = PH_IDLE;
-        cs->deadline_us = now_us() + s->header_timeout_us;
+        cs->deadline_us = now_us() + lp->srv->header_timeout_us;
         if (cs->fd != MHD_INVALID_SOCKET) {
-            cs->srv = s;
-            lock(&s->conn_mu);
-            cs->next = s->conns;
-            if (s->conns != NULL)
-                s->conns->prev = cs;
-            s->conns = cs;
-            unlock(&s->conn_mu);
+            cs->lp = lp;
+            cs->next = lp->conns;
+            if (lp->conns != NULL)
+                lp->conns->prev = cs;
+            lp->conns = cs;
         }
         *socket_context = cs;
         return;
@@ -1626,18 +1841,18 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
     if (cs == NULL)
         return;
     /* MHD closes the socket after this notification: the reaper must forget the fd first */
-    if (cs->srv != NULL) {
-        lock(&s->conn_mu);
+    if (cs->lp != NULL) {
         if (cs->prev != NULL)
             cs->prev->next = cs->next;
         else
-            s->conns = cs->next;
+            lp->conns = cs->next;
         if (cs->next != NULL)
             cs->next->prev = cs->prev;
-        unlock(&s->conn_mu);
     }
     if (cs->cur != NULL) /* dropped by MHD without its completion callback */
         req_finish(cs->cur, MHD_REQUEST_TERMINATED_WITH_ERROR);
+    if (cs->admitted)
+        admit_give(&lp->srv->admit, &cs->key);
     metrics_conn_add(-1);
     free(cs);
 }
@@ -1646,6 +1861,8 @@ static void *
 on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct http_req *r = req_new(cls, conn, uri);
+
+    r->loop = this_loop;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     struct conn_slot *cs = ci != NULL ? ci->socket_context : NULL;
@@ -1713,7 +1930,7 @@ record_metrics(const struct http_req *r, uint64_t dur_us)
     metrics_observe_us(MF_HTTP_DURATION, labels, dur_us);
 }
 
-/* Pool thread, at completion; takes r->mu (the application may still add log pairs). */
+/* Loop thread, at completion; takes r->mu (the application may still add log pairs). */
 static void
 log_request(struct http_req *r, enum MHD_RequestTerminationCode toe)
 {
@@ -1773,7 +1990,7 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* the reaper: connections still receiving a request */
+/* the reaper: connections still receiving a request (part of each loop) */
 
 static void deadline_after_ms(struct timespec *ts, long ms);
 
@@ -1791,10 +2008,10 @@ peer_finished_sending(MHD_socket fd)
 }
 
 /*
- * With srv->conn_mu held. Ends a connection whose request can no longer complete. MHD 0.9.75
- * has no thread-safe "close this connection" call, so the socket is shut down both ways: MHD's
- * epoll sees the hang-up, closes the connection (completion callback with an error) and frees
- * the slot. The socket itself stays open until MHD closes it.
+ * Ends a connection whose request can no longer complete. MHD 0.9.75 has no "close this
+ * connection" call outside its callbacks, so the socket is shut down both ways: MHD's epoll
+ * sees the hang-up at the loop's next MHD_run, closes the connection (completion callback with
+ * an error) and frees the slot. The socket itself stays open until MHD closes it.
  */
 static void
 reap(struct conn_slot *cs, const char *why)
@@ -1805,12 +2022,9 @@ reap(struct conn_slot *cs, const char *why)
 }
 
 static void
-reaper_pass(struct http_server *s)
+reaper_pass(struct http_loop *lp, uint64_t now)
 {
-    uint64_t now = now_us();
-
-    lock(&s->conn_mu);
-    for (struct conn_slot *cs = s->conns; cs != NULL; cs = cs->next) {
+    for (struct conn_slot *cs = lp->conns; cs != NULL; cs = cs->next) {
         if (cs->reaped || cs->phase == PH_BUSY)
             continue;
         if (now >= cs->deadline_us) {
@@ -1824,7 +2038,7 @@ reaper_pass(struct http_server *s)
         /*
          * End of stream with a body still owed, or between requests (no further request can
          * come). Two looks in a row without progress, so that bytes MHD has read but not yet
-         * handed over (a window of microseconds) never count.
+         * handed over never count.
          */
         if (cs->eof_seen && cs->eof_at == cs->progress)
             reap(cs, cs->phase == PH_BODY ? "client_closed_mid_body" : "client_closed");
@@ -1833,27 +2047,178 @@ reaper_pass(struct http_server *s)
             cs->eof_at = cs->progress;
         }
     }
-    unlock(&s->conn_mu);
 }
 
-static void *
-reaper_main(void *arg)
-{
-    struct http_server *s = arg;
-    struct timespec dl;
+/* ---------------------------------------------------------------------------------------- */
+/* the loops */
 
-    lock(&s->conn_mu);
-    while (!s->reaper_stop) {
-        deadline_after_ms(&dl, HTTP_REAP_PERIOD_MS);
-        (void)pthread_cond_timedwait(&s->reaper_cv, &s->conn_mu, &dl);
-        if (s->reaper_stop)
-            break;
-        unlock(&s->conn_mu);
-        reaper_pass(s);
-        lock(&s->conn_mu);
+static void
+loop_wake(struct http_loop *lp)
+{
+    uint64_t one = 1;
+
+    /* EAGAIN: the counter is full, so the loop has a wake-up pending anyway */
+    if (write(lp->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_warn("http loop: cannot wake a loop thread", "errno=%d", errno);
+}
+
+static void
+loop_post(struct http_loop *lp, int cmd)
+{
+    atomic_fetch_or(&lp->cmd, cmd);
+    loop_wake(lp);
+}
+
+/*
+ * How long the loop may sleep: MHD's own timeout (also kept as mhd_due_us, when MHD must run even
+ * if none of its sockets is ready), the hook's, the reaper's next look; -1 = until woken.
+ */
+static int
+loop_timeout_ms(struct http_loop *lp, uint64_t now)
+{
+    MHD_UNSIGNED_LONG_LONG mhd_ms = 0;
+    long long ms = -1;
+
+    lp->mhd_due_us = UINT64_MAX;
+    if (MHD_get_timeout(lp->d, &mhd_ms) == MHD_YES) {
+        ms = mhd_ms > INT_MAX ? INT_MAX : (long long)mhd_ms;
+        lp->mhd_due_us = now + (uint64_t)ms * 1000u;
     }
-    unlock(&s->conn_mu);
+    if (lp->kick)
+        return 0;
+    if (lp->hook_ctx != NULL) {
+        long h = lp->srv->hooks.timeout_ms(lp->hook_ctx);
+
+        if (h >= 0 && (ms < 0 || h < ms))
+            ms = h > INT_MAX ? INT_MAX : h;
+    }
+    if (lp->conns != NULL) {
+        long long reap_ms =
+            lp->next_reap_us > now ? (long long)((lp->next_reap_us - now + 999) / 1000) : 0;
+
+        if (ms < 0 || reap_ms < ms)
+            ms = reap_ms;
+    }
+    return (int)ms;
+}
+
+static latch_rc loop_add_fd(int ep, int fd);
+
+static void *
+loop_main(void *arg)
+{
+    struct http_loop *lp = arg;
+    struct http_server *s = lp->srv;
+    struct epoll_event ev[4];
+    bool hook_ready = false;
+    bool mhd_ready = true; /* the first turn runs MHD */
+
+    this_loop = lp;
+    if (s->hooks.attach != NULL) {
+        lp->hook_ctx = s->hooks.attach(lp->idx, s->hooks.ud);
+        if (lp->hook_ctx != NULL) {
+            lp->hook_fd = s->hooks.fd(lp->hook_ctx);
+            if (loop_add_fd(lp->ep, lp->hook_fd) != LATCH_OK) {
+                log_error("http loop: cannot watch the loop's outbound; the shared one serves",
+                          "errno=%d", errno);
+                s->hooks.detach(lp->hook_ctx);
+                lp->hook_ctx = NULL;
+            }
+        }
+    }
+    for (;;) {
+        int cmd = atomic_exchange(&lp->cmd, 0);
+        uint64_t now;
+        int n;
+
+        if (cmd & LOOP_CMD_QUIESCE) {
+            /* the shared listening socket is closed by http_server_stop, once */
+            (void)MHD_quiesce_daemon(lp->d);
+            lock(&s->mu);
+            lp->quiesced = true;
+            pthread_cond_broadcast(&s->cv);
+            unlock(&s->mu);
+        }
+        if (cmd & LOOP_CMD_EXIT)
+            break;
+        /*
+         * MHD runs when one of its sockets (or the wake-up) is ready, when its timeout is due, or
+         * when a connection was resumed on this thread; the hook likewise. Each may give the
+         * other work (the proxy's upstream answer resumes the client connection; a dispatch
+         * starts a transfer), done in the same turn without sleeping: a few rounds, then the
+         * epoll_wait (with timeout 0 if work is left) so that other sockets get their turn.
+         */
+        for (int round = 0; round < 4; round++) {
+            bool did = false;
+
+            if (mhd_ready || lp->kick || now_us() >= lp->mhd_due_us) {
+                mhd_ready = false;
+                lp->kick = false;
+                (void)MHD_run(lp->d);
+                loop_drop_pending(lp);
+                did = true;
+            }
+            if (lp->hook_ctx != NULL && (hook_ready || s->hooks.timeout_ms(lp->hook_ctx) == 0)) {
+                s->hooks.run(lp->hook_ctx, hook_ready);
+                hook_ready = false;
+                did = true;
+            }
+            if (!did ||
+                (!lp->kick && (lp->hook_ctx == NULL || s->hooks.timeout_ms(lp->hook_ctx) != 0)))
+                break;
+        }
+        now = now_us();
+        if (lp->conns != NULL && now >= lp->next_reap_us) {
+            reaper_pass(lp, now);
+            lp->next_reap_us = now + HTTP_REAP_PERIOD_MS * 1000u;
+        }
+        n = epoll_wait(lp->ep, ev, (int)(sizeof ev / sizeof ev[0]), loop_timeout_ms(lp, now));
+        for (int i = 0; i < n; i++)
+            if (ev[i].data.fd == lp->mhd_fd)
+                mhd_ready = true;
+            else if (lp->hook_ctx != NULL && ev[i].data.fd == lp->hook_fd)
+                hook_ready = true;
+            else if (ev[i].data.fd == lp->wake_fd) {
+                uint64_t v;
+
+                mhd_ready = true; /* a connection was resumed from another thread */
+                if (read(lp->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+                    log_warn("http loop: cannot read its wake-up", "errno=%d", errno);
+            }
+    }
+    if (lp->hook_ctx != NULL) {
+        s->hooks.detach(lp->hook_ctx); /* its transfers end now: their callbacks run here */
+        lp->hook_ctx = NULL;
+    }
     return NULL;
+}
+
+static latch_rc
+loop_add_fd(int ep, int fd)
+{
+    struct epoll_event ev;
+
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0 ? LATCH_OK : LATCH_E_IO;
+}
+
+/* Before its thread runs, or after it was joined: MHD must not have the shared socket. */
+static void
+loop_close(struct http_loop *lp)
+{
+    if (lp->d != NULL) {
+        if (!lp->quiesced)
+            (void)MHD_quiesce_daemon(lp->d);
+        MHD_stop_daemon(lp->d);
+        lp->d = NULL;
+    }
+    if (lp->ep >= 0)
+        close(lp->ep);
+    if (lp->wake_fd >= 0)
+        close(lp->wake_fd);
+    lp->ep = lp->wake_fd = -1;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1862,13 +2227,116 @@ reaper_main(void *arg)
 static void
 server_free(struct http_server *s)
 {
-    pthread_cond_destroy(&s->reaper_cv);
-    pthread_mutex_destroy(&s->conn_mu);
+    free(s->loops);
+    free(s->admit.tab);
+    pthread_mutex_destroy(&s->admit.mu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     trustproxy_free(s->trust);
     free(s->upgrade_path);
     free(s);
+}
+
+struct daemon_conf {
+    unsigned flags;
+    uint16_t port;
+    size_t header_limit;
+    unsigned conn_limit, timeout_s;
+    const struct sockaddr_storage *ss;
+};
+
+/*
+ * One loop's daemon: external events (MHD_USE_EPOLL, no internal thread; the ITC that
+ * ALLOW_SUSPEND_RESUME brings lets other threads resume connections). The first daemon binds;
+ * the others accept on its socket (lfd). Each daemon may hold conn_limit connections: the
+ * global and per-address limits are the admission's (on_accept).
+ */
+static struct MHD_Daemon *
+daemon_start(struct http_server *s, struct http_loop *lp, const struct daemon_conf *c)
+{
+    struct MHD_OptionItem sock_opt[2] = {{MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
+
+    if (s->lfd == MHD_INVALID_SOCKET) {
+        sock_opt[0].option = MHD_OPTION_SOCK_ADDR;
+        sock_opt[0].ptr_value = (void *)(uintptr_t)c->ss;
+    } else {
+        sock_opt[0].option = MHD_OPTION_LISTEN_SOCKET;
+        sock_opt[0].value = (intptr_t)s->lfd;
+    }
+    /* the logger goes first so that MHD reports option errors through it */
+    return MHD_start_daemon(
+        c->flags, c->port, on_accept, lp, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        (void *)s, MHD_OPTION_ARRAY, sock_opt, MHD_OPTION_CONNECTION_MEMORY_LIMIT, c->header_limit,
+        MHD_OPTION_CONNECTION_LIMIT, c->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, c->timeout_s,
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_URI_LOG_CALLBACK, on_uri, (void *)s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)s, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, (void *)lp, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int)1, MHD_OPTION_END);
+}
+
+static latch_rc
+loop_open(struct http_server *s, struct http_loop *lp, const struct daemon_conf *c)
+{
+    const union MHD_DaemonInfo *di;
+
+    lp->srv = s;
+    lp->idx = (unsigned)(lp - s->loops);
+    lp->hook_fd = -1;
+    lp->mhd_fd = -1;
+    lp->mhd_due_us = 0;
+    atomic_init(&lp->cmd, 0);
+    lp->ep = epoll_create1(EPOLL_CLOEXEC);
+    lp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (lp->ep < 0 || lp->wake_fd < 0)
+        return LATCH_E_IO;
+    lp->d = daemon_start(s, lp, c);
+    if (lp->d == NULL)
+        return LATCH_E_IO;
+    if (s->lfd == MHD_INVALID_SOCKET) {
+        di = MHD_get_daemon_info(lp->d, MHD_DAEMON_INFO_LISTEN_FD);
+        if (di == NULL)
+            return LATCH_E_IO;
+        s->lfd = di->listen_fd;
+    }
+    di = MHD_get_daemon_info(lp->d, MHD_DAEMON_INFO_EPOLL_FD);
+    if (di == NULL)
+        return LATCH_E_IO;
+    lp->mhd_fd = di->epoll_fd;
+    if (loop_add_fd(lp->ep, lp->mhd_fd) != LATCH_OK || loop_add_fd(lp->ep, lp->wake_fd) != LATCH_OK)
+        return LATCH_E_IO;
+    return LATCH_OK;
+}
+
+static void
+server_close_loops(struct http_server *s)
+{
+    for (unsigned i = 0; i < s->nloops; i++)
+        if (s->loops[i].started) {
+            loop_post(&s->loops[i], LOOP_CMD_EXIT);
+            pthread_join(s->loops[i].th, NULL);
+            s->loops[i].started = false;
+        }
+    for (unsigned i = 0; i < s->nloops; i++)
+        loop_close(&s->loops[i]);
+    if (s->lfd != MHD_INVALID_SOCKET)
+        close(s->lfd);
+    s->lfd = MHD_INVALID_SOCKET;
+}
+
+static void
+admit_init(struct admit *a, unsigned limit, unsigned limit_ip)
+{
+    if (pthread_mutex_init(&a->mu, NULL) != 0)
+        abort();
+    a->limit = limit;
+    a->limit_ip = limit_ip;
+    if (limit_ip < limit) {
+        size_t n = 16;
+
+        while (n < 2 * (size_t)limit)
+            n *= 2;
+        a->tab = xcalloc(n, sizeof *a->tab);
+        a->mask = n - 1;
+    }
 }
 
 latch_rc
@@ -1877,13 +2345,13 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     struct sockaddr_storage ss;
     struct http_server *s;
     const char *addr;
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     unsigned threads, conn_limit, conn_limit_ip, timeout_s, hdr_s, body_s;
-    size_t header_limit;
+    struct daemon_conf dc;
     const union MHD_DaemonInfo *di;
-    struct MHD_OptionItem pool_opt[2] = {{MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
 
     *out = NULL;
+    memset(&dc, 0, sizeof dc);
+    dc.flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (o == NULL || o->dispatch == NULL) {
         latch_err_set(err, "http_server_start: no dispatcher");
         return LATCH_E_INVAL;
@@ -1904,7 +2372,7 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
             sin6.sin6_family = AF_INET6;
             sin6.sin6_port = htons(o->port);
             memcpy(&ss, &sin6, sizeof sin6);
-            flags |= MHD_USE_IPv6;
+            dc.flags |= MHD_USE_IPv6;
         } else {
             latch_err_set(err, "http_server_start: bad bind address");
             return LATCH_E_INVAL;
@@ -1924,26 +2392,33 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
         o->conn_limit_ip != 0 && o->conn_limit_ip < conn_limit ? o->conn_limit_ip : conn_limit;
     hdr_s = o->header_timeout_s != 0 ? o->header_timeout_s : HTTP_DEFAULT_HEADER_TIMEOUT_S;
     body_s = o->body_timeout_s != 0 ? o->body_timeout_s : HTTP_DEFAULT_BODY_TIMEOUT_S;
-    header_limit = o->header_limit != 0 ? o->header_limit : LATCH_MAX_HEADER_BYTES;
-    if (header_limit < HTTP_MIN_HEADER_LIMIT)
-        header_limit = HTTP_MIN_HEADER_LIMIT;
+    dc.header_limit = o->header_limit != 0 ? o->header_limit : LATCH_MAX_HEADER_BYTES;
+    if (dc.header_limit < HTTP_MIN_HEADER_LIMIT)
+        dc.header_limit = HTTP_MIN_HEADER_LIMIT;
+    dc.port = o->port;
+    dc.conn_limit = conn_limit;
+    dc.timeout_s = timeout_s;
+    dc.ss = &ss;
 
     s = xcalloc(1, sizeof *s);
     if (trustproxy_parse(o->trusted_proxies, &s->trust, err) != LATCH_OK) {
         free(s);
         return LATCH_E_INVAL;
     }
+    s->lfd = MHD_INVALID_SOCKET;
     s->dispatch = o->dispatch;
     s->body_limit = o->body_limit;
     s->stream_body = o->stream_body;
     s->precheck = o->precheck;
+    if (o->loop_hooks != NULL && o->loop_hooks->attach != NULL)
+        s->hooks = *o->loop_hooks;
     s->body_budget = o->body_budget;
     if (o->upgrade_path != NULL && o->upgrade_check != NULL && o->upgraded != NULL) {
         s->upgrade_path = xstrdup(o->upgrade_path);
         s->upgrade_check = o->upgrade_check;
         s->upgraded = o->upgraded;
         s->upgrade_ud = o->upgrade_ud;
-        flags |= MHD_ALLOW_UPGRADE;
+        dc.flags |= MHD_ALLOW_UPGRADE;
     }
     atomic_init(&s->body_charged, 0);
     atomic_init(&s->upgraded_open, 0);
@@ -1951,37 +2426,31 @@ http_server_start(const struct http_server_opts *o, struct http_server **out, st
     s->header_timeout_us = (uint64_t)hdr_s * 1000000u;
     s->idle_header_us = (uint64_t)(hdr_s > timeout_s ? hdr_s : timeout_s) * 1000000u;
     s->body_timeout_us = (uint64_t)body_s * 1000000u;
-    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0 ||
-        pthread_mutex_init(&s->conn_mu, NULL) != 0 || pthread_cond_init(&s->reaper_cv, NULL) != 0)
+    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0)
         abort();
-
-    /* a pool of one is no option at all (MHD warns about 1 and 0): the single internal thread */
-    pool_opt[0].option = threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END;
-    pool_opt[0].value = (intptr_t)threads;
-    /* the logger goes first so that MHD reports option errors through it */
-    s->d = MHD_start_daemon(
-        flags, o->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)s,
-        MHD_OPTION_ARRAY, pool_opt, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)header_limit,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conn_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)conn_limit_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s,
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_URI_LOG_CALLBACK, on_uri, (void *)s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)s, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, (void *)s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int)1, MHD_OPTION_SOCK_ADDR,
-        (const struct sockaddr *)&ss, MHD_OPTION_END);
-    if (s->d == NULL) {
-        latch_err_set(err, "cannot start HTTP server on %s:%u", addr, (unsigned)o->port);
-        server_free(s);
-        return LATCH_E_IO;
-    }
-    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
-        latch_err_set(err, "cannot start the HTTP connection reaper");
-        MHD_stop_daemon(s->d);
-        server_free(s);
-        return LATCH_E_IO;
-    }
-    s->reaper_started = true;
-    di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    admit_init(&s->admit, conn_limit, conn_limit_ip);
+    s->loops = xcalloc(threads, sizeof *s->loops);
+    s->nloops = threads;
+    for (unsigned i = 0; i < threads; i++)
+        s->loops[i].ep = s->loops[i].wake_fd = -1;
+    for (unsigned i = 0; i < threads; i++)
+        if (loop_open(s, &s->loops[i], &dc) != LATCH_OK) {
+            latch_err_set(err, "cannot start HTTP server on %s:%u", addr, (unsigned)o->port);
+            server_close_loops(s);
+            server_free(s);
+            return LATCH_E_IO;
+        }
+    di = MHD_get_daemon_info(s->loops[0].d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di != NULL ? di->port : o->port;
+    for (unsigned i = 0; i < threads; i++) {
+        if (pthread_create(&s->loops[i].th, NULL, loop_main, &s->loops[i]) != 0) {
+            latch_err_set(err, "cannot start the HTTP loop threads");
+            server_close_loops(s);
+            server_free(s);
+            return LATCH_E_IO;
+        }
+        s->loops[i].started = true;
+    }
     log_info("http server started", "addr=%s port=%u threads=%u", addr, (unsigned)s->port, threads);
     *out = s;
     return LATCH_OK;
@@ -2017,16 +2486,30 @@ wait_live_zero(struct http_server *s, long ms)
     return s->live == 0;
 }
 
+/* With s->mu held: every loop stopped accepting (bounded: a loop answers within one MHD_run). */
+static void
+wait_quiesced(struct http_server *s)
+{
+    struct timespec dl;
+
+    deadline_after_ms(&dl, 2000);
+    for (unsigned i = 0; i < s->nloops; i++)
+        while (s->loops[i].started && !s->loops[i].quiesced)
+            if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT)
+                return;
+}
+
 void
 http_server_stop(struct http_server *s)
 {
-    MHD_socket lfd;
     bool clean;
 
     if (s == NULL)
         return;
-    lfd = MHD_quiesce_daemon(s->d);
+    for (unsigned i = 0; i < s->nloops; i++)
+        loop_post(&s->loops[i], LOOP_CMD_QUIESCE);
     lock(&s->mu);
+    wait_quiesced(s);
     s->stopping = true;
     clean = wait_live_zero(s, HTTP_STOP_GRACE_MS);
     if (!clean) {
@@ -2052,11 +2535,11 @@ http_server_stop(struct http_server *s)
             }
             if (!r->completed && r->susp != SUSP_NONE) {
                 r->susp = SUSP_NONE;
-                MHD_resume_connection(r->conn);
+                req_mhd_resume(r);
             }
             unlock(&r->mu);
         }
-        /* give the pool a moment to process the resumed connections */
+        /* give the loops a moment to process the resumed connections */
         (void)wait_live_zero(s, 200);
     }
     unlock(&s->mu);
@@ -2066,17 +2549,7 @@ http_server_stop(struct http_server *s)
     if (atomic_load(&s->upgraded_open) > 0)
         log_error("http server stop: upgraded connections still open", "n=%zu",
                   atomic_load(&s->upgraded_open));
-    MHD_stop_daemon(s->d);
-    if (lfd != MHD_INVALID_SOCKET)
-        close(lfd);
-    if (s->reaper_started) {
-        lock(&s->conn_mu);
-        s->reaper_stop = true;
-        pthread_cond_signal(&s->reaper_cv);
-        unlock(&s->conn_mu);
-        pthread_join(s->reaper, NULL);
-        s->reaper_started = false;
-    }
+    server_close_loops(s);
     lock(&s->mu);
     clean = wait_live_zero(s, clean ? 0 : HTTP_STOP_GRACE_MS);
     unlock(&s->mu);
@@ -2209,6 +2682,12 @@ http_req_set_app_data(struct http_req *r, void *data, void (*free_fn)(void *))
         r->app_free(r->app_data);
     r->app_data = data;
     r->app_free = free_fn;
+}
+
+void *
+http_req_loop_ctx(const struct http_req *r)
+{
+    return r != NULL && r->loop != NULL ? r->loop->hook_ctx : NULL;
 }
 
 void *

@@ -1,17 +1,18 @@
 /*
  * http_server.h - the thin adapter over libmicrohttpd. Nothing else includes microhttpd.h.
  *
- * The server runs an MHD thread pool. For each complete request (headers + body, body capped by
- * the route's limit) it calls the dispatcher once, on a pool thread. The dispatcher fills a
- * response (http_resp_*) and returns, or calls http_req_suspend() and returns; some other thread
+ * The server runs one event loop per thread (docs/internals/threading.md), each driving its own
+ * MHD daemon and the connections it accepted. For each complete request (headers + body, body
+ * capped by the route's limit) it calls the dispatcher once, on a loop thread. The dispatcher fills
+ * a response (http_resp_*) and returns, or calls http_req_suspend() and returns; some other thread
  * then fills the response and calls http_req_resume() (this is how outbound calls avoid holding a
- * pool thread). Every response gets X-Request-Id and the CORS headers; one logfmt line per request
+ * loop thread). Every response gets X-Request-Id and the CORS headers; one logfmt line per request
  * is written when it completes.
  *
  * Ownership: struct http_req is owned by the server; it is valid from the dispatch call until
  * the response is sent. Strings returned by http_req_* are borrowed for that lifetime.
  * Threads: http_req_* and http_resp_* may be called by one thread at a time per request
- * (the pool thread during dispatch, or the resuming thread while suspended).
+ * (the loop thread during dispatch, or the resuming thread while suspended).
  */
 #ifndef LATCH_HTTP_SERVER_H
 #define LATCH_HTTP_SERVER_H
@@ -27,7 +28,7 @@
 struct http_server;
 struct http_req;
 
-/* Called once per complete request on a pool thread. */
+/* Called once per complete request on a loop thread. */
 typedef void (*http_dispatch_fn)(struct http_req *req, void *ud);
 /*
  * Called after headers arrive and before the body is read, to learn the body cap for this
@@ -51,12 +52,12 @@ typedef bool (*http_precheck_fn)(struct http_req *req, void *ud);
 
 /*
  * Connection upgrade (the WebSocket endpoint). A GET for exactly upgrade_path that carries an
- * Upgrade header is not dispatched: upgrade_check runs at its headers on the pool thread. It
- * either adds the 101's headers with http_resp_header (Upgrade, Connection,
+ * Upgrade header is not dispatched: upgrade_check runs at its headers on the connection's loop
+ * thread. It either adds the 101's headers with http_resp_header (Upgrade, Connection,
  * Sec-WebSocket-Accept) and returns true, or sets an error response (http_resp_error) and
  * returns false; the error goes out with Connection: close. Other requests for upgrade_path
- * (a plain GET) are dispatched as usual. Once MHD has sent the 101, upgraded runs on MHD's
- * thread with the socket and the bytes MHD read past the request head (extra, borrowed for the
+ * (a plain GET) are dispatched as usual. Once MHD has sent the 101, upgraded runs on the
+ * loop thread with the socket and the bytes MHD read past the request head (extra, borrowed for the
  * call); it must not block. From then on the application does all I/O on fd but never closes it:
  * it calls http_upgraded_close(u) exactly once, from any thread, and MHD closes the socket. An
  * upgraded connection keeps counting against conn_limit and conn_limit_ip, and MHD's idle
@@ -70,6 +71,23 @@ typedef void (*http_upgraded_fn)(void *ud, struct http_upgraded *u, int fd, cons
                                  size_t extra_len);
 /* Any thread, once per upgraded connection: MHD closes its socket. */
 void http_upgraded_close(struct http_upgraded *u);
+
+/*
+ * Optional: work each loop thread drives next to its connections (app.c: a per-loop outbound
+ * for the proxy). attach runs on the loop thread before it serves and returns the loop's
+ * context (NULL: none, the loop runs without it). fd is watched for input; run is called on
+ * the loop thread when fd was readable (fd_ready) or timeout_ms (-1: none, 0: at once) passed.
+ * detach runs on the loop thread when the server stops, after its requests were answered or
+ * forced and before MHD closes the connections.
+ */
+struct http_loop_hooks {
+    void *(*attach)(unsigned idx, void *ud);
+    int (*fd)(void *ctx);
+    long (*timeout_ms)(void *ctx);
+    void (*run)(void *ctx, bool fd_ready);
+    void (*detach)(void *ctx);
+    void *ud;
+};
 
 struct http_server_opts {
     const char *bind_addr;   /* "127.0.0.1" or "0.0.0.0"; NULL = all */
@@ -94,8 +112,9 @@ struct http_server_opts {
     size_t header_limit; /* bytes for request line + headers */
     http_dispatch_fn dispatch;
     http_body_limit_fn body_limit;
-    http_stream_body_fn stream_body; /* may be NULL */
-    http_precheck_fn precheck;       /* may be NULL */
+    http_stream_body_fn stream_body;          /* may be NULL */
+    http_precheck_fn precheck;                /* may be NULL */
+    const struct http_loop_hooks *loop_hooks; /* may be NULL; copied */
     /*
      * Bytes all buffered request bodies together may hold (0 = no limit). A body that does not
      * fit gets 503 with Retry-After: at the headers when Content-Length is announced, at its end
@@ -174,7 +193,7 @@ void http_resp_bytes(struct http_req *r, unsigned status, const char *content_ty
 void http_resp_header(struct http_req *r, const char *name, const char *value);
 
 /*
- * Streaming response (the proxy): the server pulls bytes with read_cb from a pool thread.
+ * Streaming response (the proxy): the server pulls bytes with read_cb from a loop thread.
  * read_cb returns bytes written into buf (>0), 0 when no data is ready yet (the server then
  * suspends the connection until http_req_stream_ready() is called), -1 at end of stream,
  * -2 on error (connection closed). free_cb is called once when the response is done.
@@ -183,6 +202,9 @@ void http_resp_header(struct http_req *r, const char *name, const char *value);
 typedef long (*http_stream_read_fn)(void *ud, char *buf, size_t max);
 void http_resp_stream(struct http_req *r, unsigned status, long long total_len,
                       http_stream_read_fn read_cb, void (*free_cb)(void *), void *ud);
+/* The attach context of the loop that owns req's connection (http_loop_hooks); or NULL. */
+void *http_req_loop_ctx(const struct http_req *req);
+
 /* Any thread: wake a streaming response that returned 0. */
 void http_req_stream_ready(struct http_req *r);
 

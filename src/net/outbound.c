@@ -79,8 +79,12 @@
 
 struct outbound {
     CURLM *multi;
-    pthread_t thread;
-    bool thread_started;
+    pthread_t thread;    /* the curl thread, or the embedded instance's owner */
+    bool thread_started; /* own thread running */
+    bool embedded;       /* no thread: the owner's loop calls outbound_embedded_run */
+    bool has_owner;      /* embedded: outbound_embedded_attach ran (thread = owner) */
+    bool kick;           /* embedded, owner thread only: work was queued from the owner */
+    bool policy_borrowed;
     int epoll_fd; /* curl's sockets + wake_fd */
     int wake_fd;  /* eventfd: new jobs, control requests, shutdown */
 
@@ -760,6 +764,11 @@ wake(struct outbound *ob)
 {
     uint64_t one = 1;
 
+    /* queued by the embedded instance's own loop thread: no system call, no wake-up */
+    if (ob->embedded && ob->has_owner && pthread_equal(pthread_self(), ob->thread)) {
+        ob->kick = true;
+        return;
+    }
     /* EAGAIN means the counter is already non-zero: the thread will wake anyway */
     if (write(ob->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
         log_error("outbound wake-up failed", "errno=%d", errno);
@@ -1077,19 +1086,26 @@ flush_headers(struct outbound *ob)
  * Waits for sockets, the wake-up fd or curl's timeout, lets curl act on what is ready, then
  * hands over completed header blocks and finished transfers.
  */
+/*
+ * One look at the sockets: blocking (own thread, up to curl's timeout) or not (embedded; and
+ * only when the owner's loop saw the epoll fd readable, poll_fds).
+ */
 static void
-wait_and_act(struct outbound *ob)
+wait_and_act(struct outbound *ob, bool block, bool poll_fds)
 {
     struct epoll_event evs[OUTBOUND_EPOLL_EVENTS];
     int64_t wait_ms = OUTBOUND_POLL_MS;
-    int running = 0, n;
+    int running = 0, n = 0;
 
     if (ob->timeout_at >= 0) {
         int64_t left = ob->timeout_at - latch_mono_ms();
 
         wait_ms = left < 0 ? 0 : left < OUTBOUND_POLL_MS ? left : OUTBOUND_POLL_MS;
     }
-    n = epoll_wait(ob->epoll_fd, evs, OUTBOUND_EPOLL_EVENTS, (int)wait_ms);
+    if (!block)
+        wait_ms = 0;
+    if (block || poll_fds)
+        n = epoll_wait(ob->epoll_fd, evs, OUTBOUND_EPOLL_EVENTS, (int)wait_ms);
     for (int i = 0; i < n; i++) {
         int mask = 0;
 
@@ -1117,12 +1133,14 @@ wait_and_act(struct outbound *ob)
     drain_done(ob);
 }
 
-static void *
-curl_thread_main(void *arg)
+/*
+ * One turn of the loop: new jobs, control requests, then the sockets (wait_and_act). False once
+ * stopping: the caller then ends the active jobs (finish_all).
+ */
+static bool
+loop_turn(struct outbound *ob, bool block, bool poll_fds)
 {
-    struct outbound *ob = arg;
-
-    for (;;) {
+    {
         struct outbound_stream *in, *run = NULL, **run_tail = &run;
         bool stop;
 
@@ -1166,26 +1184,41 @@ curl_thread_main(void *arg)
             run = next;
         }
         if (stop)
-            break;
-        wait_and_act(ob);
+            return false;
+        wait_and_act(ob, block, poll_fds);
     }
+    return true;
+}
+
+static void
+finish_all(struct outbound *ob)
+{
     while (ob->active != NULL)
         job_finish(ob, ob->active, CURLE_OK, LATCH_E_UNAVAILABLE, "shutting down");
     flush_headers(ob); /* only drops the list's references: nothing is active any more */
+}
+
+static void *
+curl_thread_main(void *arg)
+{
+    struct outbound *ob = arg;
+
+    while (loop_turn(ob, true, true))
+        ;
+    finish_all(ob);
     return NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* public API */
 
-latch_rc
-outbound_start(const struct outbound_opts *o, struct outbound **out, struct latch_err *err)
+/* Everything but the policy and the thread. */
+static latch_rc
+outbound_new(struct outbound **out, struct latch_err *err)
 {
-    struct outbound *ob;
-    latch_rc rc = LATCH_E_INTERNAL;
+    struct outbound *ob = xcalloc(1, sizeof *ob);
 
-    *out = NULL;
-    ob = xcalloc(1, sizeof *ob);
+    *out = ob;
     pthread_mutex_init(&ob->mu, NULL);
     ob->timeout_at = -1;
     ob->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
@@ -1207,17 +1240,6 @@ outbound_start(const struct outbound_opts *o, struct outbound **out, struct latc
     }
     atomic_init(&ob->sockets_opened, 0);
     atomic_init(&ob->sockets_denied, 0);
-    ob->allow_http = o != NULL && o->allow_http;
-    ob->max_jobs = o != NULL && o->max_jobs > 0 ? o->max_jobs : LATCH_OUTBOUND_MAX_JOBS;
-    {
-        struct destpolicy_opts po = {o != NULL ? o->resolve : NULL, o != NULL ? o->ca_file : NULL,
-                                     o != NULL && o->allow_private};
-
-        rc = destpolicy_new(&po, &ob->policy, err);
-        if (rc != LATCH_OK)
-            goto fail;
-    }
-    rc = LATCH_E_INTERNAL;
     ob->multi = curl_multi_init();
     if (ob->multi == NULL) {
         latch_err_set(err, "curl_multi_init failed");
@@ -1229,6 +1251,31 @@ outbound_start(const struct outbound_opts *o, struct outbound **out, struct latc
     curl_multi_setopt(ob->multi, CURLMOPT_SOCKETDATA, ob);
     curl_multi_setopt(ob->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(ob->multi, CURLMOPT_TIMERDATA, ob);
+    return LATCH_OK;
+fail:
+    return LATCH_E_INTERNAL;
+}
+
+latch_rc
+outbound_start(const struct outbound_opts *o, struct outbound **out, struct latch_err *err)
+{
+    struct outbound *ob;
+    latch_rc rc = LATCH_E_INTERNAL;
+
+    *out = NULL;
+    if (outbound_new(&ob, err) != LATCH_OK)
+        goto fail;
+    ob->allow_http = o != NULL && o->allow_http;
+    ob->max_jobs = o != NULL && o->max_jobs > 0 ? o->max_jobs : LATCH_OUTBOUND_MAX_JOBS;
+    {
+        struct destpolicy_opts po = {o != NULL ? o->resolve : NULL, o != NULL ? o->ca_file : NULL,
+                                     o != NULL && o->allow_private};
+
+        rc = destpolicy_new(&po, &ob->policy, err);
+        if (rc != LATCH_OK)
+            goto fail;
+    }
+    rc = LATCH_E_INTERNAL;
     if (pthread_create(&ob->thread, NULL, curl_thread_main, ob) != 0) {
         latch_err_set(err, "pthread_create failed");
         goto fail;
@@ -1244,6 +1291,59 @@ fail:
     return rc;
 }
 
+latch_rc
+outbound_start_embedded(const struct outbound *parent, struct outbound **out, struct latch_err *err)
+{
+    struct outbound *ob;
+
+    *out = NULL;
+    if (outbound_new(&ob, err) != LATCH_OK) {
+        outbound_stop(ob);
+        return LATCH_E_INTERNAL;
+    }
+    ob->embedded = true;
+    ob->allow_http = parent->allow_http;
+    ob->max_jobs = parent->max_jobs;
+    ob->policy = parent->policy;
+    ob->policy_borrowed = true;
+    *out = ob;
+    return LATCH_OK;
+}
+
+void
+outbound_embedded_attach(struct outbound *ob)
+{
+    ob->thread = pthread_self();
+    ob->has_owner = true;
+}
+
+int
+outbound_embedded_fd(const struct outbound *ob)
+{
+    return ob->epoll_fd;
+}
+
+long
+outbound_embedded_timeout_ms(struct outbound *ob)
+{
+    int64_t left;
+
+    if (ob->kick)
+        return 0;
+    if (ob->timeout_at < 0)
+        return -1;
+    left = ob->timeout_at - latch_mono_ms();
+    return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (long)left;
+}
+
+void
+outbound_embedded_run(struct outbound *ob, bool fd_ready)
+{
+    ob->kick = false;
+    if (!loop_turn(ob, false, fd_ready))
+        finish_all(ob);
+}
+
 void
 outbound_shutdown(struct outbound *ob)
 {
@@ -1252,6 +1352,11 @@ outbound_shutdown(struct outbound *ob)
     pthread_mutex_lock(&ob->mu);
     ob->stopping = true;
     pthread_mutex_unlock(&ob->mu);
+    if (ob->embedded && ob->multi != NULL) {
+        /* the owner's thread (or no thread any more): fail what is queued and what runs */
+        (void)loop_turn(ob, false, false);
+        finish_all(ob);
+    }
     if (ob->thread_started) {
         wake(ob);
         pthread_join(ob->thread, NULL);
@@ -1271,7 +1376,8 @@ outbound_stop(struct outbound *ob)
         (void)close(ob->wake_fd);
     if (ob->epoll_fd >= 0)
         (void)close(ob->epoll_fd);
-    destpolicy_free(ob->policy);
+    if (!ob->policy_borrowed)
+        destpolicy_free(ob->policy);
     pthread_mutex_destroy(&ob->mu);
     free(ob);
 }
@@ -1361,7 +1467,8 @@ outbound_fetch_sync(struct outbound *ob, const struct outbound_req *req, struct 
     latch_rc rc;
 
     memset(out, 0, sizeof *out);
-    if (ob != NULL && ob->thread_started && pthread_equal(pthread_self(), ob->thread)) {
+    if (ob != NULL && (ob->thread_started || ob->has_owner) &&
+        pthread_equal(pthread_self(), ob->thread)) {
         out->rc = LATCH_E_INTERNAL;
         latch_strlcpy(out->error, "outbound_fetch_sync called on the curl thread",
                       sizeof out->error);

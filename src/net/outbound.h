@@ -1,5 +1,6 @@
 /*
- * outbound.h - every outbound HTTP call of latch: one libcurl multi handle on its own thread.
+ * outbound.h - every outbound HTTP call of latch: one libcurl multi handle on its own thread
+ * (the shared instance), or driven by an HTTP loop thread (embedded: the proxy's, see below).
  *
  * Callers (pool threads) submit a job and return; the curl thread runs it and calls the done
  * callback on the curl thread. The callback must be short (copy what it needs, resume an MHD
@@ -48,6 +49,25 @@ latch_rc outbound_start(const struct outbound_opts *o, struct outbound **out,
 void outbound_shutdown(struct outbound *ob);
 /* outbound_shutdown, then frees. NULL is a no-op. */
 void outbound_stop(struct outbound *ob);
+
+/*
+ * Embedded instance (the proxy's, one per HTTP loop thread; docs/internals/threading.md): its
+ * own curl multi (so its own keep-alive pool) but no thread. The owner's event loop watches
+ * outbound_embedded_fd (an epoll fd: readable when a socket of it or a wake-up is ready) and
+ * calls outbound_embedded_run when it is readable (fd_ready) or when
+ * outbound_embedded_timeout_ms has passed (0: run again before sleeping; -1: nothing due).
+ * Every callback then runs on the owner's thread. Submitting, resuming and cancelling stay
+ * thread-safe; from the owner's own thread they cost no system call. The policy (pins, CA
+ * bundle, allow_http/private, queue bound) is parent's, borrowed: parent must outlive it.
+ * attach/run/timeout and outbound_stop: the owner's thread only (stop also after the owner
+ * ended). outbound_fetch_sync must not be called on the owner's thread.
+ */
+latch_rc outbound_start_embedded(const struct outbound *parent, struct outbound **out,
+                                 struct latch_err *err);
+void outbound_embedded_attach(struct outbound *ob);
+int outbound_embedded_fd(const struct outbound *ob);
+long outbound_embedded_timeout_ms(struct outbound *ob);
+void outbound_embedded_run(struct outbound *ob, bool fd_ready);
 
 struct outbound_header {
     const char *name;

@@ -11,6 +11,7 @@
  *   /upload               "len=L sum=S" of the request body
  *   /redirect?to=URL      302 to URL
  */
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -1328,6 +1329,137 @@ test_tls_extra_ca(void **state)
     EVP_PKEY_free(ca_key);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* embedded instances (the proxy's, driven by an HTTP loop thread) */
+
+struct emb_done {
+    int calls;
+    long status;
+    latch_rc rc;
+    bool on_owner;
+    pthread_t owner;
+};
+
+static void
+emb_done_cb(struct outbound_resp *resp, void *ud)
+{
+    struct emb_done *d = ud;
+
+    d->calls++;
+    d->status = resp->status;
+    d->rc = resp->rc;
+    d->on_owner = pthread_equal(pthread_self(), d->owner);
+    outbound_resp_clear(resp);
+}
+
+/* The owner's loop, as http_server's: sleep on the instance's fd, run when ready or due. */
+static void
+emb_drive(struct outbound *eo, int ep, const struct emb_done *d)
+{
+    for (int i = 0; i < 2000 && d->calls == 0; i++) {
+        struct epoll_event ev;
+        long t = outbound_embedded_timeout_ms(eo);
+        int n = epoll_wait(ep, &ev, 1, t < 0 || t > 100 ? 100 : (int)t);
+
+        outbound_embedded_run(eo, n > 0);
+    }
+}
+
+struct emb_sub {
+    struct outbound *eo;
+    struct emb_done *d;
+};
+
+static void *
+emb_submit_thread(void *arg)
+{
+    struct emb_sub *es = arg;
+    struct outbound_req req = {0};
+
+    req.method = "GET";
+    req.url = url_for("127.0.0.1", "/ping");
+    if (outbound_submit(es->eo, &req, emb_done_cb, es->d) != LATCH_OK)
+        es->d->calls = -1;
+    return NULL;
+}
+
+static void
+test_embedded(void **state)
+{
+    struct outbound *parent = start_ob(true, true, NULL, 0);
+    struct outbound *eo = NULL;
+    struct latch_err err = {{0}};
+    struct outbound_req req = {0};
+    struct outbound_resp r;
+    struct epoll_event ev = {0};
+    int ep;
+
+    (void)state;
+    assert_int_equal(outbound_start_embedded(parent, &eo, &err), LATCH_OK);
+    outbound_embedded_attach(eo);
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    assert_true(ep >= 0);
+    ev.events = EPOLLIN;
+    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, outbound_embedded_fd(eo), &ev), 0);
+    /* nothing due: the owner may sleep until woken */
+    assert_int_equal(outbound_embedded_timeout_ms(eo), -1);
+
+    req.method = "GET";
+    req.url = url_for("127.0.0.1", "/ping");
+    for (int i = 0; i < 10; i++) {
+        struct emb_done d = {0};
+
+        d.owner = pthread_self();
+        assert_int_equal(outbound_submit(eo, &req, emb_done_cb, &d), LATCH_OK);
+        /* queued by the owner: no wake-up needed, but the owner must run before it sleeps */
+        assert_int_equal(outbound_embedded_timeout_ms(eo), 0);
+        emb_drive(eo, ep, &d);
+        assert_int_equal(d.calls, 1);
+        assert_int_equal(d.rc, LATCH_OK);
+        assert_int_equal(d.status, 200);
+        assert_true(d.on_owner); /* every callback on the owner's thread */
+    }
+    /* its own keep-alive pool: ten requests in a row, one connection */
+    assert_int_equal(outbound_sockets_opened(eo), 1);
+    assert_int_equal(outbound_sockets_opened(parent), 0);
+
+    /* submitted from another thread: the eventfd wakes the owner's epoll */
+    {
+        struct emb_done d = {0};
+        struct emb_sub es = {eo, &d};
+        pthread_t th;
+
+        d.owner = pthread_self();
+        assert_int_equal(pthread_create(&th, NULL, emb_submit_thread, &es), 0);
+        pthread_join(th, NULL);
+        assert_int_equal(epoll_wait(ep, &ev, 1, 5000), 1);
+        emb_drive(eo, ep, &d);
+        assert_int_equal(d.calls, 1);
+        assert_int_equal(d.status, 200);
+        assert_true(d.on_owner);
+    }
+
+    /* a blocking fetch on the owner's thread would wait for itself */
+    assert_int_equal(outbound_fetch_sync(eo, &req, &r), LATCH_E_INTERNAL);
+    outbound_resp_clear(&r);
+
+    /* shutdown on the owner: what is queued fails there, later submits fail */
+    {
+        struct emb_done d = {0};
+
+        d.owner = pthread_self();
+        assert_int_equal(outbound_submit(eo, &req, emb_done_cb, &d), LATCH_OK);
+        outbound_shutdown(eo);
+        assert_int_equal(d.calls, 1);
+        assert_int_equal(d.rc, LATCH_E_UNAVAILABLE);
+        assert_true(d.on_owner);
+        assert_int_equal(outbound_submit(eo, &req, emb_done_cb, &d), LATCH_E_UNAVAILABLE);
+    }
+    close(ep);
+    outbound_stop(eo);
+    outbound_stop(parent); /* after the embedded one: it borrowed the policy */
+}
+
 int
 main(void)
 {
@@ -1351,6 +1483,7 @@ main(void)
         cmocka_unit_test(test_stream_busy),
         cmocka_unit_test(test_stream_upload),
         cmocka_unit_test(test_tls_extra_ca),
+        cmocka_unit_test(test_embedded),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
