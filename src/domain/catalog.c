@@ -68,7 +68,7 @@ struct arena_chunk {
 
 struct catalog {
     struct arena_chunk *arena;
-    json_t *root; /* owned; provider strings are borrowed from it */
+    json_t *root; /* owned while building; freed once every string is copied into the arena */
     struct catalog_provider *providers;
     size_t n_providers;
     const struct catalog_provider **by_name; /* sorted, for bsearch */
@@ -415,7 +415,7 @@ text_of(struct catalog *c, const json_t *v)
     if (v == NULL || json_is_null(v))
         return NULL;
     if (json_is_string(v))
-        return json_string_value(v);
+        return arena_strndup(c, json_string_value(v), json_string_length(v));
     if (json_is_true(v))
         return "true";
     if (json_is_false(v))
@@ -465,7 +465,7 @@ build_kv(struct loader *l, const json_t *obj, const char *what, const struct cat
     {
         const char *t = text_of(l->c, v);
 
-        kv[i].key = key;
+        kv[i].key = arena_strndup(l->c, key, strlen(key));
         kv[i].value = t != NULL ? t : "";
         i++;
     }
@@ -606,7 +606,7 @@ build_fields(struct loader *l, const json_t *obj, const char *section,
         char what[160];
 
         memset(f, 0, sizeof *f);
-        f->name = fname;
+        f->name = arena_strndup(l->c, fname, strlen(fname));
         f->order = -1;
         if (!json_is_object(fo))
             return lfail(l, LATCH_E_INVAL, "%s.%s must be a mapping", section, fname);
@@ -636,7 +636,7 @@ build_fields(struct loader *l, const json_t *obj, const char *section,
         if (v != NULL && !json_is_null(v)) {
             if (!json_is_string(v))
                 return lfail(l, LATCH_E_INVAL, "%s.%s: pattern must be text", section, fname);
-            f->pattern = json_string_value(v);
+            f->pattern = arena_strndup(l->c, json_string_value(v), json_string_length(v));
             rc = compile_pattern(l, f, section);
             if (rc != LATCH_OK)
                 return rc;
@@ -743,8 +743,8 @@ build_provider(struct loader *l, struct catalog_provider *p, const char *name, c
     latch_rc rc;
 
     memset(p, 0, sizeof *p);
-    p->name = name;
-    l->provider = name;
+    p->name = arena_strndup(l->c, name, strlen(name));
+    l->provider = p->name;
     if (!json_is_object(e))
         return lfail(l, LATCH_E_INVAL, "entry must be a mapping");
     p->display_name = get_scalar(l->c, e, "display_name");
@@ -964,6 +964,10 @@ build_catalog(json_t *root, const char *name, bool strict, const json_t *strict_
     }
     c->n_providers = i;
     qsort(c->by_name, c->n_providers, sizeof(const struct catalog_provider *), cmp_provider);
+    /* every string the providers keep lives in the arena now: the parsed tree (several MB for
+     * Nango's whole catalogue) is not needed after the load */
+    json_decref(c->root);
+    c->root = NULL;
     *out = c;
     c = NULL;
 out:
