@@ -365,14 +365,15 @@ struct get_ctx {
 #define PREPARED_CTYPE "application/json; charset=utf-8"
 
 /*
- * Answers body (taken); when r's row and credentials are in the hot cache (r->cache_serial),
- * also keeps the serialised text there as the prepared answer of this query shape, so the next
- * read of the same row sends it as it is. Serialised into an exactly sized buffer (no realloc
- * leaving copies of the secret behind); the copies are wiped.
+ * Answers body (taken); when r came from the hot cache (r->cache_serial: a hit without a
+ * prepared answer), also keeps the serialised text there as the prepared answer of this query
+ * shape, so the next read of the same row sends it as it is. No realloc leaves copies of the
+ * secret behind; the scratch copies are wiped.
  */
 static void
 reply_and_keep(struct api_ctx *c, const struct refresh_result *r, bool refresh_token, json_t *body)
 {
+    char first[4096];
     size_t n;
     char *s;
 
@@ -380,17 +381,25 @@ reply_and_keep(struct api_ctx *c, const struct refresh_result *r, bool refresh_t
         api_reply_secret(c, 200, body);
         return;
     }
-    n = json_dumpb(body, NULL, 0, JSON_COMPACT);
+    /* one pass for the usual small answer; a second, exactly sized, only when it does not fit */
+    n = json_dumpb(body, first, sizeof first, JSON_COMPACT);
     if (n == 0 || n > LATCH_MAX_JSON_BODY) {
+        explicit_bzero(first, sizeof first);
         api_reply_secret(c, 200, body);
         return;
     }
     s = xmalloc(n + 1);
-    if (json_dumpb(body, s, n, JSON_COMPACT) != n) {
+    if (n <= sizeof first) {
+        memcpy(s, first, n);
+        explicit_bzero(first, n);
+    } else if (json_dumpb(body, s, n, JSON_COMPACT) != n) {
+        explicit_bzero(first, sizeof first);
         explicit_bzero(s, n);
         free(s);
         api_reply_secret(c, 200, body);
         return;
+    } else {
+        explicit_bzero(first, sizeof first);
     }
     s[n] = '\0';
     json_decref(body);

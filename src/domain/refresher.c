@@ -209,15 +209,14 @@ struct cache_fill {
     const struct store_connection *c;
     uint64_t clock;
     int64_t now;
-    uint64_t serial; /* out: the entry's serial (0: not cached) */
 };
 
 static void
 cache_keep(const char *text, size_t len, void *ud)
 {
-    struct cache_fill *f = ud;
+    const struct cache_fill *f = ud;
 
-    f->serial = credcache_put(f->rf->cache, f->c, text, len, f->clock, f->now);
+    (void)credcache_put(f->rf->cache, f->c, text, len, f->clock, f->now);
 }
 
 /*
@@ -973,11 +972,13 @@ refresher_get_fresh_ex(struct refresher *rf, int64_t env_id, const char *provide
     }
     need = force || !is_fresh(rf, &c, now) || c.needs_reauth;
     if (!need) {
-        struct cache_fill fill = {rf, &c, clock, now, 0};
+        struct cache_fill fill = {rf, &c, clock, now};
 
+        /*
+         * The prepared answer is kept from the first hit on (cache_serial stays 0 here): a
+         * connection read once pays nothing for it.
+         */
         answer_ok(rf, &c, now_out, &fill);
-        if (now_out->outcome == REFRESH_OK)
-            now_out->cache_serial = fill.serial;
         store_connection_clear(&c);
         return true;
     }

@@ -79,8 +79,9 @@ struct refresh_result {
     char op_id[27]; /* the refresh operation (operations log) when a token request was made */
     /*
      * refresher_get_fresh_ex only: the hot cache's prepared answer of the variant asked for
-     * (owned, NUL-terminated, wiped by refresh_result_clear; creds is then NULL), and the cache
-     * serial of the row and credentials in conn (0: not cached; see refresher_keep_body).
+     * (owned, NUL-terminated, wiped by refresh_result_clear; creds is then NULL), and, on a hit,
+     * the cache serial of the row and credentials in conn (0: a miss or no cache; see
+     * refresher_keep_body).
      */
     char *body;
     size_t body_len;
