@@ -289,6 +289,8 @@ cache_stat(void *ud, int which)
         return (double)st.invalidations;
     case 4:
         return (double)st.entries;
+    case 6:
+        return (double)st.body_hits;
     default:
         return (double)st.bytes;
     }
@@ -328,6 +330,12 @@ static double
 g_cache_bytes(void *ud)
 {
     return cache_stat(ud, 5);
+}
+
+static double
+g_cache_prepared_hits(void *ud)
+{
+    return cache_stat(ud, 6);
 }
 
 static double
@@ -480,6 +488,9 @@ metrics_start(struct app *a, const struct config *cfg, struct latch_err *err)
                      g_cache_invalidations, a);
     metrics_gauge_fn("latch_cache_entries", "Connections in the hot cache", g_cache_entries, a);
     metrics_gauge_fn("latch_cache_bytes", "Bytes the hot cache holds", g_cache_bytes, a);
+    metrics_gauge_fn("latch_cache_prepared_hits_total",
+                     "Token reads answered with the hot cache's prepared answer (also hits)",
+                     g_cache_prepared_hits, a);
     memset(&mo, 0, sizeof mo);
     mo.bind_addr = host[0] != '\0' ? host : NULL;
     mo.port = (uint16_t)port;

@@ -362,6 +362,51 @@ struct get_ctx {
     bool refresh_token;
 };
 
+#define PREPARED_CTYPE "application/json; charset=utf-8"
+
+/*
+ * Answers body (taken); when r came from the hot cache (r->cache_serial: a hit without a
+ * prepared answer), also keeps the serialised text there as the prepared answer of this query
+ * shape, so the next read of the same row sends it as it is. No realloc leaves copies of the
+ * secret behind; the scratch copies are wiped.
+ */
+static void
+reply_and_keep(struct api_ctx *c, const struct refresh_result *r, bool refresh_token, json_t *body)
+{
+    char first[4096];
+    size_t n;
+    char *s;
+
+    if (r->cache_serial == 0 || body == NULL) {
+        api_reply_secret(c, 200, body);
+        return;
+    }
+    /* one pass for the usual small answer; a second, exactly sized, only when it does not fit */
+    n = json_dumpb(body, first, sizeof first, JSON_COMPACT);
+    if (n == 0 || n > LATCH_MAX_JSON_BODY) {
+        explicit_bzero(first, sizeof first);
+        api_reply_secret(c, 200, body);
+        return;
+    }
+    s = xmalloc(n + 1);
+    if (n <= sizeof first) {
+        memcpy(s, first, n);
+        explicit_bzero(first, n);
+    } else if (json_dumpb(body, s, n, JSON_COMPACT) != n) {
+        explicit_bzero(first, sizeof first);
+        explicit_bzero(s, n);
+        free(s);
+        api_reply_secret(c, 200, body);
+        return;
+    } else {
+        explicit_bzero(first, sizeof first);
+    }
+    s[n] = '\0';
+    json_decref(body);
+    refresher_keep_body(c->deps->refresher, r, refresh_token ? 1 : 0, s, n);
+    http_resp_bytes_secret(c->req, 200, PREPARED_CTYPE, s, n);
+}
+
 static void
 answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
 {
@@ -370,6 +415,12 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
 
     if (r->op_id[0] != '\0') /* this read waited for a token request: quote its operation */
         http_resp_header(c->req, "X-Latch-Operation-Id", r->op_id);
+    if (r->outcome == REFRESH_OK && r->body != NULL) {
+        /* the hot cache's prepared answer (credcache.h): nothing to build */
+        http_resp_bytes_secret(c->req, 200, PREPARED_CTYPE, r->body, r->body_len);
+        r->body = NULL;
+        return;
+    }
     if (r->outcome == REFRESH_OK) {
         json_t *creds = r->creds;
 
@@ -377,7 +428,7 @@ answer_get(struct api_ctx *c, struct refresh_result *r, bool refresh_token)
         if (!refresh_token)
             strip_refresh_tokens(creds);
         mask_override_secret(creds);
-        api_reply_secret(c, 200, api_connection_full(&r->conn, creds, true));
+        reply_and_keep(c, r, refresh_token, api_connection_full(&r->conn, creds, true));
         return;
     }
     if (r->outcome == REFRESH_NOT_FOUND) {
@@ -457,8 +508,9 @@ api_connection_get(struct api_ctx *c)
      * resumes at once (http_server queues it when dispatch returns).
      */
     http_req_suspend(c->req);
-    if (refresher_get_fresh(c->deps->refresher, c->env_id, pck, c->params[0], force, get_done, g,
-                            &now)) {
+    /* a forced read never takes (nor builds) a prepared answer */
+    if (refresher_get_fresh_ex(c->deps->refresher, c->env_id, pck, c->params[0], force,
+                               force ? -1 : (refresh_token ? 1 : 0), get_done, g, &now)) {
         free(g);
         if (now.outcome == REFRESH_NOT_FOUND && now.conn.uid == NULL) {
             memset(&integ, 0, sizeof integ);

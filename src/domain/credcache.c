@@ -18,6 +18,9 @@ struct cc_entry {
     int64_t born_ms;
     char *plain; /* secmem: the credentials JSON text, NUL-terminated */
     size_t plain_len, plain_cap;
+    uint64_t serial; /* new on every put and touch: names exactly this row (+ credentials) */
+    char *body[CREDCACHE_BODY_VARIANTS]; /* secmem: prepared answers (NULL: none yet) */
+    size_t body_len[CREDCACHE_BODY_VARIANTS], body_cap[CREDCACHE_BODY_VARIANTS];
     size_t bytes;     /* what the entry counts against max_bytes */
     _Atomic int refs; /* the table's (while linked) + readers parsing plain outside the lock */
 };
@@ -36,6 +39,7 @@ struct credcache {
     size_t page;
     struct cc_shard shards[CREDCACHE_SHARDS];
     _Atomic uint64_t hits, misses, evictions, invalidations, wiped;
+    _Atomic uint64_t serial_next, body_hits;
 };
 
 /* FNV-1a over the key parts; the separators keep ("a","bc") apart from ("ab","c"). */
@@ -122,6 +126,12 @@ entry_unref(struct credcache *cc, struct cc_entry *e)
         return; /* a reader still parses it; the last one frees */
     atomic_fetch_add_explicit(&cc->wiped, e->plain_cap, memory_order_relaxed);
     secmem_free(e->plain, e->plain_cap); /* wipes */
+    for (int v = 0; v < CREDCACHE_BODY_VARIANTS; v++) {
+        if (e->body[v] == NULL)
+            continue;
+        atomic_fetch_add_explicit(&cc->wiped, e->body_cap[v], memory_order_relaxed);
+        secmem_free(e->body[v], e->body_cap[v]);
+    }
     store_connection_clear(&e->row);
     free(e);
 }
@@ -189,16 +199,23 @@ credcache_free(struct credcache *cc)
 }
 
 bool
-credcache_get(struct credcache *cc, int64_t env_id, const char *pck, const char *cid,
-              int64_t now_ms, struct store_connection *row, json_t **creds, uint64_t *clock)
+credcache_get_ex(struct credcache *cc, int64_t env_id, const char *pck, const char *cid,
+                 int64_t now_ms, struct store_connection *row, json_t **creds, uint64_t *clock,
+                 struct credcache_hit *hit)
 {
     struct cc_shard *s;
     struct cc_entry *e, *stale = NULL;
     uint64_t h;
+    char *body = NULL;
 
     memset(row, 0, sizeof *row);
     *creds = NULL;
     *clock = 0;
+    if (hit != NULL) {
+        hit->body = NULL;
+        hit->body_len = 0;
+        hit->serial = 0;
+    }
     if (cc == NULL || pck == NULL || cid == NULL)
         return false;
     h = key_hash(env_id, pck, cid);
@@ -214,11 +231,30 @@ credcache_get(struct credcache *cc, int64_t env_id, const char *pck, const char 
         store_connection_copy(row, &e->row);
         *clock = e->clock;
         to_front_locked(s, e);
-        atomic_fetch_add(&e->refs, 1); /* parsed below, outside the lock */
+        if (hit != NULL) {
+            int v = hit->variant;
+
+            hit->serial = e->serial;
+            if (v >= 0 && v < CREDCACHE_BODY_VARIANTS && e->body[v] != NULL &&
+                e->row.last_fetched_at >= hit->body_min_fetched) {
+                /* the prepared answer: copied under the lock (it may be dropped by a touch) */
+                body = xmalloc(e->body_len[v] + 1);
+                memcpy(body, e->body[v], e->body_len[v] + 1);
+                hit->body_len = e->body_len[v];
+            }
+        }
+        if (body == NULL)
+            atomic_fetch_add(&e->refs, 1); /* parsed below, outside the lock */
     }
     pthread_mutex_unlock(&s->mu);
     if (stale != NULL)
         entry_unref(cc, stale);
+    if (body != NULL) {
+        hit->body = body;
+        atomic_fetch_add_explicit(&cc->hits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&cc->body_hits, 1, memory_order_relaxed);
+        return true;
+    }
     if (e != NULL) {
         *creds = json_loadb(e->plain, e->plain_len, 0, NULL); /* plain is never written again */
         entry_unref(cc, e);
@@ -226,11 +262,20 @@ credcache_get(struct credcache *cc, int64_t env_id, const char *pck, const char 
             store_connection_clear(row);
     }
     if (*creds == NULL) {
+        if (hit != NULL)
+            hit->serial = 0;
         atomic_fetch_add_explicit(&cc->misses, 1, memory_order_relaxed);
         return false;
     }
     atomic_fetch_add_explicit(&cc->hits, 1, memory_order_relaxed);
     return true;
+}
+
+bool
+credcache_get(struct credcache *cc, int64_t env_id, const char *pck, const char *cid,
+              int64_t now_ms, struct store_connection *row, json_t **creds, uint64_t *clock)
+{
+    return credcache_get_ex(cc, env_id, pck, cid, now_ms, row, creds, clock, NULL);
 }
 
 /* Would one more entry of bytes exceed a bound? */
@@ -272,17 +317,17 @@ reserve(struct credcache *cc, size_t bytes)
     return true;
 }
 
-void
+uint64_t
 credcache_put(struct credcache *cc, const struct store_connection *row, const char *text,
               size_t len, uint64_t clock, int64_t now_ms)
 {
     struct cc_shard *s;
     struct cc_entry *e, *old, *evicted = NULL;
-    uint64_t h;
+    uint64_t h, serial = 0;
 
     if (cc == NULL || row == NULL || text == NULL || row->provider_config_key == NULL ||
         row->connection_id == NULL)
-        return;
+        return 0;
     e = xcalloc(1, sizeof *e);
     atomic_init(&e->refs, 1);
     e->plain_cap = (len + 1 + cc->page - 1) / cc->page * cc->page;
@@ -297,10 +342,11 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const ch
     e->hash = h = key_hash(row->env_id, row->provider_config_key, row->connection_id);
     e->clock = clock;
     e->born_ms = now_ms;
+    e->serial = atomic_fetch_add(&cc->serial_next, 1) + 1;
     e->bytes = e->plain_cap + row_bytes(&e->row);
     if (e->bytes > cc->o.max_bytes / 4) {
         entry_unref(cc, e);
-        return;
+        return 0;
     }
     s = shard_of(cc, h);
     pthread_mutex_lock(&s->mu);
@@ -309,7 +355,7 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const ch
         /* a newer read already put its entry: keep it */
         pthread_mutex_unlock(&s->mu);
         entry_unref(cc, e);
-        return;
+        return 0;
     }
     if (old != NULL)
         unlink_locked(cc, s, old);
@@ -336,6 +382,7 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const ch
             s->tail = e;
         s->entries++;
         s->bytes += e->bytes;
+        serial = e->serial;
         e = NULL;
     }
     pthread_mutex_unlock(&s->mu);
@@ -349,25 +396,115 @@ credcache_put(struct credcache *cc, const struct store_connection *row, const ch
         entry_unref(cc, evicted);
         evicted = n;
     }
+    return serial;
+}
+
+/* Detaches e's prepared answers (their bytes leave the bounds); the caller frees them unlocked. */
+static void
+bodies_detach_locked(struct credcache *cc, struct cc_shard *s, struct cc_entry *e, char **out,
+                     size_t *caps)
+{
+    for (int v = 0; v < CREDCACHE_BODY_VARIANTS; v++) {
+        out[v] = e->body[v];
+        caps[v] = e->body_cap[v];
+        if (e->body[v] == NULL)
+            continue;
+        e->bytes -= e->body_cap[v];
+        s->bytes -= e->body_cap[v];
+        atomic_fetch_sub(&cc->n_bytes, e->body_cap[v]);
+        e->body[v] = NULL;
+        e->body_len[v] = e->body_cap[v] = 0;
+    }
+}
+
+static void
+bodies_free(struct credcache *cc, char **b, const size_t *caps)
+{
+    for (int v = 0; v < CREDCACHE_BODY_VARIANTS; v++) {
+        if (b[v] == NULL)
+            continue;
+        atomic_fetch_add_explicit(&cc->wiped, caps[v], memory_order_relaxed);
+        secmem_free(b[v], caps[v]); /* wipes */
+    }
+}
+
+void
+credcache_put_body(struct credcache *cc, int64_t env_id, const char *pck, const char *cid,
+                   uint64_t serial, int variant, const char *text, size_t len)
+{
+    struct cc_shard *s;
+    struct cc_entry *e;
+    uint64_t h;
+    size_t cap;
+    char *b;
+    bool kept = false;
+
+    if (cc == NULL || pck == NULL || cid == NULL || text == NULL || serial == 0 || variant < 0 ||
+        variant >= CREDCACHE_BODY_VARIANTS)
+        return;
+    cap = (len + 1 + cc->page - 1) / cc->page * cc->page;
+    if (cap > cc->o.max_bytes / 4)
+        return;
+    b = secmem_alloc(cap);
+    memcpy(b, text, len);
+    b[len] = '\0';
+    h = key_hash(env_id, pck, cid);
+    s = shard_of(cc, h);
+    pthread_mutex_lock(&s->mu);
+    e = find_locked(s, h, env_id, pck, cid);
+    /* only onto the very row (and credentials) it was built from; within both bounds */
+    if (e != NULL && e->serial == serial && e->body[variant] == NULL &&
+        e->bytes + cap <= cc->o.max_bytes / 4) {
+        if (atomic_fetch_add(&cc->n_bytes, cap) + cap <= cc->o.max_bytes) {
+            e->body[variant] = b;
+            e->body_len[variant] = len;
+            e->body_cap[variant] = cap;
+            e->bytes += cap;
+            s->bytes += cap;
+            kept = true;
+        } else {
+            atomic_fetch_sub(&cc->n_bytes, cap);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!kept)
+        secmem_free(b, cap);
+}
+
+uint64_t
+credcache_touch_ex(struct credcache *cc, int64_t env_id, const char *pck, const char *cid,
+                   uint64_t serial, int64_t last_fetched_at)
+{
+    struct cc_shard *s;
+    struct cc_entry *e;
+    uint64_t h, out = 0;
+    char *old[CREDCACHE_BODY_VARIANTS] = {NULL};
+    size_t caps[CREDCACHE_BODY_VARIANTS] = {0};
+
+    if (cc == NULL || pck == NULL || cid == NULL)
+        return 0;
+    h = key_hash(env_id, pck, cid);
+    s = shard_of(cc, h);
+    pthread_mutex_lock(&s->mu);
+    e = find_locked(s, h, env_id, pck, cid);
+    if (e != NULL && (serial == 0 || e->serial == serial) &&
+        e->row.last_fetched_at < last_fetched_at) {
+        /* the prepared answers quote last_fetched_at: they go, and the row gets a new name */
+        e->row.last_fetched_at = last_fetched_at;
+        bodies_detach_locked(cc, s, e, old, caps);
+        e->serial = atomic_fetch_add(&cc->serial_next, 1) + 1;
+        out = e->serial;
+    }
+    pthread_mutex_unlock(&s->mu);
+    bodies_free(cc, old, caps);
+    return out;
 }
 
 void
 credcache_touch(struct credcache *cc, int64_t env_id, const char *pck, const char *cid,
                 int64_t last_fetched_at)
 {
-    struct cc_shard *s;
-    struct cc_entry *e;
-    uint64_t h;
-
-    if (cc == NULL || pck == NULL || cid == NULL)
-        return;
-    h = key_hash(env_id, pck, cid);
-    s = shard_of(cc, h);
-    pthread_mutex_lock(&s->mu);
-    e = find_locked(s, h, env_id, pck, cid);
-    if (e != NULL && e->row.last_fetched_at < last_fetched_at)
-        e->row.last_fetched_at = last_fetched_at;
-    pthread_mutex_unlock(&s->mu);
+    (void)credcache_touch_ex(cc, env_id, pck, cid, 0, last_fetched_at);
 }
 
 void
@@ -439,6 +576,7 @@ credcache_stats(struct credcache *cc, struct credcache_stats *out)
     out->evictions = atomic_load_explicit(&cc->evictions, memory_order_relaxed);
     out->invalidations = atomic_load_explicit(&cc->invalidations, memory_order_relaxed);
     out->wiped = atomic_load_explicit(&cc->wiped, memory_order_relaxed);
+    out->body_hits = atomic_load_explicit(&cc->body_hits, memory_order_relaxed);
     for (size_t i = 0; i < CREDCACHE_SHARDS; i++) {
         struct cc_shard *s = &cc->shards[i];
 

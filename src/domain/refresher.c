@@ -149,6 +149,11 @@ refresh_result_clear(struct refresh_result *r)
     store_connection_clear(&r->conn);
     creds_free(r->creds);
     r->creds = NULL;
+    if (r->body != NULL) {
+        explicit_bzero(r->body, r->body_len);
+        free(r->body);
+        r->body = NULL;
+    }
 }
 
 static void
@@ -211,7 +216,7 @@ cache_keep(const char *text, size_t len, void *ud)
 {
     const struct cache_fill *f = ud;
 
-    credcache_put(f->rf->cache, f->c, text, len, f->clock, f->now);
+    (void)credcache_put(f->rf->cache, f->c, text, len, f->clock, f->now);
 }
 
 /*
@@ -871,14 +876,16 @@ lease_job(void *ud)
  */
 static bool
 cached_read(struct refresher *rf, int64_t env_id, const char *pck, const char *cid, int64_t now,
-            struct refresh_result *r)
+            int body_variant, struct refresh_result *r)
 {
     struct store_connection c;
     json_t *creds = NULL;
     uint64_t clock = 0;
+    /* no prepared answer when this read moves last_fetched_at (the answer quotes it) */
+    struct credcache_hit hit = {body_variant, now - REFRESH_TOUCH_INTERVAL_MS, NULL, 0, 0};
     bool ok;
 
-    if (!credcache_get(rf->cache, env_id, pck, cid, now, &c, &creds, &clock))
+    if (!credcache_get_ex(rf->cache, env_id, pck, cid, now, &c, &creds, &clock, &hit))
         return false;
     ok = store_conn_unchanged_since(c.id, clock) && !c.needs_reauth && is_fresh(rf, &c, now);
     if (ok && rf->o.cache_revalidate) {
@@ -890,24 +897,50 @@ cached_read(struct refresher *rf, int64_t env_id, const char *pck, const char *c
     if (!ok) {
         credcache_reject(rf->cache, env_id, pck, cid);
         creds_free(creds);
+        if (hit.body != NULL) {
+            explicit_bzero(hit.body, hit.body_len);
+            free(hit.body);
+        }
         store_connection_clear(&c);
         return false;
     }
     if (now - c.last_fetched_at > REFRESH_TOUCH_INTERVAL_MS) {
         touch_later(rf, c.id);
         c.last_fetched_at = now;
-        credcache_touch(rf->cache, env_id, pck, cid, now);
+        hit.serial = credcache_touch_ex(rf->cache, env_id, pck, cid, hit.serial, now);
     }
     r->conn = c; /* takes ownership */
     r->creds = creds;
+    r->body = hit.body;
+    r->body_len = hit.body_len;
+    r->cache_serial = hit.serial;
     r->outcome = REFRESH_OK;
     return true;
+}
+
+void
+refresher_keep_body(struct refresher *rf, const struct refresh_result *r, int body_variant,
+                    const char *text, size_t len)
+{
+    if (rf->cache == NULL || r->outcome != REFRESH_OK || r->cache_serial == 0)
+        return;
+    credcache_put_body(rf->cache, r->conn.env_id, r->conn.provider_config_key,
+                       r->conn.connection_id, r->cache_serial, body_variant, text, len);
 }
 
 bool
 refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
                     const char *connection_id, int force, refresher_done_fn done, void *ud,
                     struct refresh_result *now_out)
+{
+    return refresher_get_fresh_ex(rf, env_id, provider_config_key, connection_id, force, -1, done,
+                                  ud, now_out);
+}
+
+bool
+refresher_get_fresh_ex(struct refresher *rf, int64_t env_id, const char *provider_config_key,
+                       const char *connection_id, int force, int body_variant,
+                       refresher_done_fn done, void *ud, struct refresh_result *now_out)
 {
     uint64_t clock;
     struct store_connection c;
@@ -921,7 +954,7 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     memset(now_out, 0, sizeof *now_out);
     memset(&c, 0, sizeof c);
     if (!force && rf->cache != NULL &&
-        cached_read(rf, env_id, provider_config_key, connection_id, now, now_out))
+        cached_read(rf, env_id, provider_config_key, connection_id, now, body_variant, now_out))
         return true;
     clock = store_conn_clock(); /* before the read: a write after it makes the entry stale */
     rc = store_connection_get(rf->o.store, env_id, provider_config_key, connection_id, &c);
@@ -941,6 +974,10 @@ refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_c
     if (!need) {
         struct cache_fill fill = {rf, &c, clock, now};
 
+        /*
+         * The prepared answer is kept from the first hit on (cache_serial stays 0 here): a
+         * connection read once pays nothing for it.
+         */
         answer_ok(rf, &c, now_out, &fill);
         store_connection_clear(&c);
         return true;

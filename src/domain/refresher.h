@@ -77,6 +77,15 @@ struct refresh_result {
     struct store_connection conn; /* the row (owned; cleared by refresh_result_clear) */
     json_t *creds;                /* opened credentials (owned) */
     char op_id[27]; /* the refresh operation (operations log) when a token request was made */
+    /*
+     * refresher_get_fresh_ex only: the hot cache's prepared answer of the variant asked for
+     * (owned, NUL-terminated, wiped by refresh_result_clear; creds is then NULL), and, on a hit,
+     * the cache serial of the row and credentials in conn (0: a miss or no cache; see
+     * refresher_keep_body).
+     */
+    char *body;
+    size_t body_len;
+    uint64_t cache_serial;
 };
 void refresh_result_clear(struct refresh_result *r);
 
@@ -108,6 +117,21 @@ void refresher_stop(struct refresher *r);
 bool refresher_get_fresh(struct refresher *rf, int64_t env_id, const char *provider_config_key,
                          const char *connection_id, int force, refresher_done_fn done, void *ud,
                          struct refresh_result *now);
+
+/*
+ * refresher_get_fresh for a token read whose answer the hot cache may keep: body_variant
+ * (0..CREDCACHE_BODY_VARIANTS-1, the query shape) selects the prepared answer a hit may return
+ * in now->body instead of conn + creds. Never with force.
+ */
+bool refresher_get_fresh_ex(struct refresher *rf, int64_t env_id, const char *provider_config_key,
+                            const char *connection_id, int force, int body_variant,
+                            refresher_done_fn done, void *ud, struct refresh_result *now);
+/*
+ * Keeps text (the serialised answer built from r->conn and r->creds of a REFRESH_OK result with
+ * r->cache_serial != 0) as the prepared answer of body_variant; copied, the caller wipes its own.
+ */
+void refresher_keep_body(struct refresher *rf, const struct refresh_result *r, int body_variant,
+                         const char *text, size_t len);
 
 /* Counters (tests/metrics). */
 uint64_t refresher_token_requests(const struct refresher *rf);

@@ -843,6 +843,15 @@ http_resp_json_secret(struct http_req *r, unsigned status, json_t *body)
 }
 
 void
+http_resp_bytes_secret(struct http_req *r, unsigned status, const char *content_type, char *owned,
+                       size_t len)
+{
+    if (content_type != NULL && !header_value_ok(content_type))
+        content_type = NULL;
+    resp_set_bytes_ex(r, status, content_type, owned, NULL, len, true);
+}
+
+void
 http_resp_json(struct http_req *r, unsigned status, json_t *body)
 {
     size_t len = 0;

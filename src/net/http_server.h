@@ -189,6 +189,12 @@ void http_resp_error(struct http_req *r, unsigned status, const char *code, cons
 /* Raw bytes; copied unless is_static (then borrowed forever). */
 void http_resp_bytes(struct http_req *r, unsigned status, const char *content_type,
                      const void *data, size_t len, bool is_static);
+/*
+ * Secret bytes (a prepared answer carrying credentials): takes owned (xmalloc'd, NUL-terminated
+ * text of len bytes without inner NULs) and wipes it before it is freed, after MHD sent it.
+ */
+void http_resp_bytes_secret(struct http_req *r, unsigned status, const char *content_type,
+                            char *owned, size_t len);
 /* Adds a header to the pending response; call before http_resp_* (headers are collected). */
 void http_resp_header(struct http_req *r, const char *name, const char *value);
 

@@ -127,6 +127,70 @@ test('every write on this node is visible on the next read', async () => {
   assert.ok(await metric('latch_cache_invalidations_total') > inv0, 'the stale entries were dropped');
 });
 
+test('prepared answers: one per query shape, the same bytes as a built answer, every write seen on the next read', async () => {
+  // an OAUTH2 connection (refresh token, an own app secret that is answered masked)
+  let r = await s.api('POST', '/integrations', { provider: 'ninjaone-rmm-oauth2', unique_key: 'hot-oauth2', credentials: { type: 'OAUTH2', client_id: s.client.client_id, client_secret: s.client.client_secret, scopes: 'monitoring,offline_access' } });
+  assert.equal(r.status, 200, r.text);
+  const creds = (at, rt) => ({ type: 'OAUTH2', access_token: at, refresh_token: rt, expires_at: new Date(Date.now() + 3600e3).toISOString(), config_override: { client_id: 'own-client', client_secret: 'own-secret-0123456789abcd' } });
+  const body = (at, rt) => ({ provider_config_key: 'hot-oauth2', connection_id: 'hot-p', connection_config: { instance: 'eu.ninjarmm.com' }, metadata: { v: 0 }, credentials: creds(at, rt) });
+  r = await s.api('POST', '/connections', body('at-1', 'rt-1'));
+  assert.equal(r.status, 201, r.text);
+  const p0 = await metric('latch_cache_prepared_hits_total');
+  const plain = getPath('hot-p', 'hot-oauth2');
+  const withRt = `${plain}&refresh_token=true`;
+  const texts = [];
+  for (let i = 0; i < 3; i++) { // built (miss), then prepared
+    r = await s.api('GET', plain);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.credentials.access_token, 'at-1');
+    assert.equal(r.json.credentials.refresh_token, undefined, 'no refresh token unless asked');
+    assert.equal(r.json.credentials.config_override.client_secret, '********abcd', 'the own app secret masked');
+    texts.push(r.text);
+  }
+  assert.equal(texts[1], texts[0], 'the prepared answer is byte for byte the built one');
+  assert.equal(texts[2], texts[0]);
+  for (let i = 0; i < 3; i++) {
+    r = await s.api('GET', withRt);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.credentials.refresh_token, 'rt-1', 'refresh_token=true has its own answer');
+    assert.equal(r.json.credentials.config_override.client_secret, '********abcd');
+  }
+  r = await s.api('GET', plain);
+  assert.equal(r.json.credentials.refresh_token, undefined, 'and the plain one stays plain');
+  assert.ok(await metric('latch_cache_prepared_hits_total') >= p0 + 4, 'hits were answered with the prepared answer');
+
+  const both = async (check) => {
+    for (const p of [plain, withRt, plain, withRt]) {
+      const x = await s.api('GET', p);
+      assert.equal(x.status, 200, x.text);
+      check(x.json, p);
+    }
+  };
+  // metadata
+  r = await s.api('POST', '/connection/metadata', { connection_id: 'hot-p', provider_config_key: 'hot-oauth2', metadata: { v: 1 } });
+  assert.ok(r.status < 300, r.text);
+  await both((j, p) => assert.deepEqual(j.metadata, { v: 1 }, `metadata after a write (${p})`));
+  r = await s.api('PATCH', '/connections/metadata', { connection_id: 'hot-p', provider_config_key: 'hot-oauth2', metadata: { w: 2 } });
+  assert.ok(r.status < 300, r.text);
+  await both((j, p) => assert.deepEqual(j.metadata, { v: 1, w: 2 }, `metadata after a patch (${p})`));
+  // tags
+  r = await s.api('PATCH', plain, { tags: { team: 'green' } });
+  assert.ok(r.status < 300, r.text);
+  await both((j, p) => assert.equal(j.tags.team, 'green', `tags after a patch (${p})`));
+  // credentials
+  r = await s.api('POST', '/connections', body('at-2', 'rt-2'));
+  assert.ok(r.status < 300, r.text);
+  await both((j, p) => {
+    assert.equal(j.credentials.access_token, 'at-2', `credentials after an import (${p})`);
+    assert.equal(j.credentials.refresh_token, p === withRt ? 'rt-2' : undefined);
+  });
+  // force_refresh never answers from the prepared answer (the fake refuses this refresh token)
+  r = await s.api('GET', `${plain}&force_refresh=true`);
+  assert.notEqual(r.status, 200, r.text);
+  r = await s.api('GET', withRt);
+  assert.ok(r.status !== 200 || r.json.credentials.refresh_token !== 'rt-2', 'the refresh is seen, not the prepared answer');
+});
+
 test('the proxy fetches its credentials through the cache, and a delete stops it at once', async () => {
   const d = await s.createSession({ end_user: { id: 'cache-proxy' } });
   const l = await s.link(d.token);

@@ -11,7 +11,9 @@
 #include <setjmp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -235,6 +237,131 @@ test_touch(void **state)
     credcache_free(cc);
 }
 
+/* The prepared answer of a variant for cid, or NULL (then creds were parsed); into buf. */
+static const char *
+get_body(struct credcache *cc, const char *cid, int variant, int64_t min_fetched, char *buf,
+         size_t n, uint64_t *serial)
+{
+    struct store_connection r;
+    json_t *creds = NULL;
+    uint64_t ck = 0;
+    struct credcache_hit hit = {variant, min_fetched, NULL, 0, 0};
+    const char *out = NULL;
+
+    if (!credcache_get_ex(cc, 1, "int1", cid, 1000, &r, &creds, &ck, &hit))
+        return NULL;
+    if (serial != NULL)
+        *serial = hit.serial;
+    if (hit.body != NULL) {
+        assert_null(creds); /* nothing parsed */
+        assert_int_equal(hit.body_len, strlen(hit.body));
+        (void)snprintf(buf, n, "%s", hit.body);
+        free(hit.body);
+        out = buf;
+    } else {
+        assert_non_null(creds);
+        (void)snprintf(buf, n, "-");
+        out = buf;
+    }
+    json_decref(creds);
+    store_connection_clear(&r);
+    return out;
+}
+
+static void
+test_prepared_body(void **state)
+{
+    struct credcache_opts o = {64, 1 << 22, 0};
+    struct credcache *cc = credcache_new(&o);
+    struct store_connection r;
+    struct credcache_stats st;
+    char buf[64];
+    uint64_t s1, s2, s3, b0;
+
+    (void)state;
+    mk_row(&r, 1, "a");
+    s1 = credcache_put(cc, &r, "{\"t\":1}", 7, 1, 1000);
+    assert_true(s1 != 0);
+    credcache_stats(cc, &st);
+    b0 = st.bytes;
+    /* no body yet: the credentials are parsed */
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, &s2), "-");
+    assert_true(s2 == s1);
+    credcache_put_body(cc, 1, "int1", "a", s1, 0, "BODY0", 5);
+    credcache_put_body(cc, 1, "int1", "a", s1, 1, "BODY1", 5);
+    credcache_put_body(cc, 1, "int1", "a", s1, 2, "BAD", 3); /* no such variant */
+    credcache_stats(cc, &st);
+    assert_true(st.bytes == b0 + 2 * (size_t)sysconf(_SC_PAGESIZE)); /* counted in the bound */
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL), "BODY0");
+    assert_string_equal(get_body(cc, "a", 1, 0, buf, sizeof buf, NULL), "BODY1");
+    assert_string_equal(get_body(cc, "a", -1, 0, buf, sizeof buf, NULL), "-");
+    /* a row whose last_fetched_at will move (older than asked): no body */
+    assert_string_equal(get_body(cc, "a", 0, 1, buf, sizeof buf, NULL), "-");
+    credcache_stats(cc, &st);
+    assert_int_equal(st.body_hits, 2);
+
+    /* a touch moves last_fetched_at, which the body quotes: the bodies go, the serial moves */
+    s2 = credcache_touch_ex(cc, 1, "int1", "a", s1, 500);
+    assert_true(s2 != 0 && s2 != s1);
+    credcache_stats(cc, &st);
+    assert_true(st.bytes == b0);
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL), "-");
+    /* a body built from the row before the touch does not attach */
+    credcache_put_body(cc, 1, "int1", "a", s1, 0, "OLD", 3);
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL), "-");
+    /* a touch under a stale serial changes nothing */
+    assert_true(credcache_touch_ex(cc, 1, "int1", "a", s1, 900) == 0);
+    credcache_put_body(cc, 1, "int1", "a", s2, 0, "NEW", 3);
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL), "NEW");
+
+    /* a new put (a re-read after a write) replaces the entry and its bodies */
+    s3 = credcache_put(cc, &r, "{\"t\":2}", 7, 2, 1000);
+    assert_true(s3 != 0 && s3 != s2);
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL), "-");
+    credcache_put_body(cc, 1, "int1", "a", s2, 0, "STALE", 5);
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL), "-");
+    credcache_put_body(cc, 1, "int1", "a", s3, 0, "BODY", 4);
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL), "BODY");
+
+    /* drop wipes the body with the entry; nothing is left in the bounds */
+    credcache_drop(cc, 1, "int1", "a");
+    assert_null(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL));
+    credcache_stats(cc, &st);
+    assert_int_equal(st.bytes, 0);
+    assert_int_equal(st.entries, 0);
+    store_connection_clear(&r);
+    credcache_free(cc);
+}
+
+static void
+test_prepared_body_bound(void **state)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    /* room for the entry (one page + row) and one more page, not two */
+    struct credcache_opts o = {64, 8 * page, 0};
+    struct credcache *cc = credcache_new(&o);
+    struct store_connection r;
+    struct credcache_stats st;
+    char buf[64];
+    char *big = xmalloc(2 * page);
+    uint64_t s1;
+
+    (void)state;
+    memset(big, 'x', 2 * page);
+    big[2 * page - 1] = '\0';
+    mk_row(&r, 1, "a");
+    s1 = credcache_put(cc, &r, "{\"t\":1}", 7, 1, 1000);
+    assert_true(s1 != 0);
+    /* an entry may hold at most a quarter of the bytes: a 2-page body does not fit */
+    credcache_put_body(cc, 1, "int1", "a", s1, 0, big, 2 * page - 1);
+    assert_string_equal(get_body(cc, "a", 0, 0, buf, sizeof buf, NULL), "-");
+    credcache_stats(cc, &st);
+    assert_true(st.bytes <= o.max_bytes);
+    free(big);
+    store_connection_clear(&r);
+    credcache_free(cc);
+}
+
 static struct credcache *shared;
 
 static void *
@@ -252,7 +379,15 @@ hammer(void *arg)
             put(shared, k + 1, cid, tok, (uint64_t)i);
         else if (i % 17 == 0)
             credcache_drop(shared, 1, "int1", cid);
-        else if (get(shared, cid, buf, sizeof buf, NULL) != NULL)
+        else if (i % 5 == 1) {
+            uint64_t serial = 0;
+            const char *b = get_body(shared, cid, 0, 0, buf, sizeof buf, &serial);
+
+            if (b != NULL && strcmp(b, "-") != 0)
+                assert_string_equal(b, tok); /* never another key's prepared answer */
+            else if (b != NULL)
+                credcache_put_body(shared, 1, "int1", cid, serial, 0, tok, strlen(tok));
+        } else if (get(shared, cid, buf, sizeof buf, NULL) != NULL)
             assert_string_equal(buf, tok); /* never another key's credentials */
     }
     return NULL;
@@ -287,6 +422,8 @@ main(void)
         cmocka_unit_test(test_bound_by_bytes),
         cmocka_unit_test(test_max_age),
         cmocka_unit_test(test_touch),
+        cmocka_unit_test(test_prepared_body),
+        cmocka_unit_test(test_prepared_body_bound),
         cmocka_unit_test(test_threads),
     };
 
