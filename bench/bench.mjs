@@ -212,6 +212,8 @@ async function main() {
       // the limiter instead of measuring latch; the limiter's own cost stays in the path
       LATCH_RATE_LIMIT_ENV: '10000000',
       LATCH_RATE_LIMIT_IP: '10000000',
+      // every load generator connects from 127.0.0.1: case 3 holds 1,000 connections at once
+      LATCH_MAX_CONNECTIONS_PER_IP: '0',
       // the operations log on or off (LATCH_OPS_LOG=false): its cost on cases 1 and 2
       ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('LATCH_OPS_'))),
     };
