@@ -388,6 +388,24 @@ test('GET /providers: Nango\'s whole catalogue, its fields unchanged, a latch.li
   assert.deepEqual(problems.slice(0, 40), [], `${problems.length} problem(s)`);
 });
 
+// The figures README and docs/oauth2-linkability.md state for the pinned catalogue: fewer
+// linkable providers is a regression this test must show, not a number that silently drifts.
+test('GET /providers: at least the documented number of providers is linkable (837 of 1013; OAUTH2 278 of 354)', () => {
+  let all = 0;
+  let oauth2 = 0;
+  let oauth2Of = 0;
+  for (const p of providers.values()) {
+    if (p.latch?.linkable === true) all++;
+    if (p.auth_mode === 'OAUTH2') {
+      oauth2Of++;
+      if (p.latch?.linkable === true) oauth2++;
+    }
+  }
+  assert.equal(oauth2Of, 354, 'the pinned catalogue has 354 OAUTH2 entries');
+  assert.ok(oauth2 >= 278, `OAUTH2 linkable: ${oauth2}, documented 278`);
+  assert.ok(all >= 837, `linkable: ${all} of ${providers.size}, documented 837`);
+});
+
 test('every linkable API_KEY / BASIC / TWO_STEP / OAUTH2_CC provider links through the SDK route and proxies', { timeout: 600000 }, async () => {
   const t0 = Date.now();
   const linkable = [];
